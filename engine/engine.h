@@ -76,7 +76,7 @@ class Engine {
   // Validates against the engine's limits (context, budgets, queue). Returns an error (and emits no
   // event) when the request is refused outright: kOverBudget, kBusy, kOutOfRange, kInvalidArgument.
   // On Ok, an `accepted` event follows, then progress/delta, then `done` or `error`.
-  virtual Status Submit(EngineRequest request, std::shared_ptr<EventSink> sink) = 0;
+  virtual ::zaya::Status Submit(EngineRequest request, std::shared_ptr<EventSink> sink) = 0;
 
   // Cancels one request (no-op if unknown or finished). Its memory is free by the next step; its
   // sink receives an `error` event with code "cancelled".
