@@ -1,0 +1,756 @@
+// libzaya-backend-cpu.so: the CPU implementation of the backend ABI (zaya/backend.h).
+// Includes nothing of zayad but the ABI header. Every entry point catches everything: no exception
+// crosses the boundary; failures become a status plus last_error text.
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <cblas.h>
+
+#include "kernels.h"
+#include "thread_pool.h"
+#include "zaya/backend.h"
+
+#ifndef ZAYA_VERSION
+#define ZAYA_VERSION "0"
+#endif
+
+struct zaya_buffer {
+  std::byte* data = nullptr;
+  uint64_t bytes = 0;
+  zaya_buffer_kind kind = ZAYA_BUFFER_SCRATCH;
+};
+
+struct zaya_backend {
+  std::unique_ptr<zaya::cpu::ThreadPool> pool;
+  std::string last_error;
+  zaya_log_fn log = nullptr;
+  void* log_user = nullptr;
+  uint64_t allocated = 0;
+  // Reused per-step scratch for the MoE (tokens grouped by expert).
+  std::vector<float> moe_x, moe_h, moe_y;
+  std::vector<float> attn_scores;
+};
+
+namespace zaya::cpu {
+namespace {
+
+class OpError : public std::runtime_error {
+ public:
+  OpError(zaya_status s, const std::string& m) : std::runtime_error(m), status(s) {}
+  zaya_status status;
+};
+
+[[noreturn]] void Fail(const std::string& m) { throw OpError(ZAYA_STATUS_INVALID_ARGUMENT, m); }
+
+size_t DTypeSize(int32_t dtype) {
+  switch (dtype) {
+    case ZAYA_DTYPE_F32: return 4;
+    case ZAYA_DTYPE_BF16: return 2;
+    case ZAYA_DTYPE_F16: return 2;
+    case ZAYA_DTYPE_I8: return 1;
+    case ZAYA_DTYPE_I32: return 4;
+    default: Fail("unknown dtype " + std::to_string(dtype));
+  }
+}
+
+bool Present(const zaya_tensor& t) { return t.buffer != nullptr; }
+
+int64_t Elements(const zaya_tensor& t) {
+  if (t.ndim < 1 || t.ndim > 4) Fail("tensor ndim " + std::to_string(t.ndim) + " not in 1..4");
+  int64_t n = 1;
+  for (int i = 0; i < t.ndim; ++i) {
+    if (t.shape[i] < 0) Fail("negative tensor dimension");
+    n *= t.shape[i];
+  }
+  return n;
+}
+
+// Checked pointer to a tensor's data; `what` names the operand in errors.
+template <typename T>
+T* Ptr(const zaya_tensor& t, const char* what) {
+  if (t.buffer == nullptr) Fail(std::string(what) + " is missing");
+  const uint64_t need = static_cast<uint64_t>(Elements(t)) * DTypeSize(t.dtype);
+  if (t.offset > t.buffer->bytes || need > t.buffer->bytes - t.offset) {
+    Fail(std::string(what) + " (" + std::to_string(need) + " bytes at offset " +
+         std::to_string(t.offset) + ") lies outside its buffer of " +
+         std::to_string(t.buffer->bytes) + " bytes");
+  }
+  return reinterpret_cast<T*>(t.buffer->data + t.offset);
+}
+
+void ExpectDType(const zaya_tensor& t, int32_t dtype, const char* what) {
+  if (t.dtype != dtype) Fail(std::string(what) + " has dtype " + std::to_string(t.dtype));
+}
+
+// Small per-channel vectors (norm weights, biases, scales) of any float dtype, as f32.
+std::vector<float> VecF32(const zaya_tensor& t, int64_t n, const char* what, float absent) {
+  std::vector<float> out(static_cast<size_t>(n), absent);
+  if (!Present(t)) return out;
+  if (Elements(t) != n) Fail(std::string(what) + " has " + std::to_string(Elements(t)) +
+                             " elements, expected " + std::to_string(n));
+  if (t.dtype == ZAYA_DTYPE_F32) {
+    const float* p = Ptr<const float>(t, what);
+    std::copy(p, p + n, out.begin());
+  } else if (t.dtype == ZAYA_DTYPE_BF16) {
+    const uint16_t* p = Ptr<const uint16_t>(t, what);
+    for (int64_t i = 0; i < n; ++i) out[i] = Bf16ToF32(p[i]);
+  } else {
+    Fail(std::string(what) + " must be f32 or bf16");
+  }
+  return out;
+}
+
+Weights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, const char* what) {
+  Weights out;
+  switch (w.dtype) {
+    case ZAYA_DTYPE_F32: out.type = WType::kF32; out.data = Ptr<const float>(w, what); break;
+    case ZAYA_DTYPE_BF16: out.type = WType::kBF16; out.data = Ptr<const uint16_t>(w, what); break;
+    case ZAYA_DTYPE_I8: {
+      out.type = WType::kI8;
+      out.data = Ptr<const int8_t>(w, what);
+      const int64_t rows = Elements(w) / k;
+      if (!Present(scales) || Elements(scales) != rows * ((k + 31) / 32)) {
+        Fail(std::string(what) + ": int8 weights need an f32 scale per 32 values");
+      }
+      ExpectDType(scales, ZAYA_DTYPE_F32, "int8 scales");
+      out.scales = Ptr<const float>(scales, "int8 scales");
+      break;
+    }
+    default: throw OpError(ZAYA_STATUS_UNSUPPORTED, std::string(what) + ": unsupported weight dtype");
+  }
+  return out;
+}
+
+int64_t Dim(const zaya_tensor& t, int i) { return i < t.ndim ? t.shape[i] : 1; }
+int64_t Rows(const zaya_tensor& t) { return Elements(t) / std::max<int64_t>(1, t.shape[t.ndim - 1]); }
+int64_t Cols(const zaya_tensor& t) { return t.shape[t.ndim - 1]; }
+
+void OpEmbed(zaya_backend* b, const zaya_op& op) {
+  const int64_t t = Elements(op.src[0]);
+  ExpectDType(op.src[0], ZAYA_DTYPE_I32, "embed ids");
+  const int32_t* ids = Ptr<const int32_t>(op.src[0], "embed ids");
+  const int64_t v = Dim(op.src[1], 0), h = Cols(op.src[1]);
+  const auto bias = VecF32(op.src[2], h, "embed bias", 0.f);
+  const auto scale = VecF32(op.src[3], h, "embed scale", 1.f);
+  if (Elements(op.dst[0]) != t * h) Fail("embed output must be [T,H]");
+  float* out = Ptr<float>(op.dst[0], "embed output");
+  Weights table = WeightsOf(op.src[1], op.src[4], h, "embedding table");
+  for (int64_t i = 0; i < t; ++i) {
+    if (ids[i] < 0 || ids[i] >= v) {
+      Fail("token id " + std::to_string(ids[i]) + " outside the vocabulary of " + std::to_string(v));
+    }
+  }
+  b->pool->ParallelFor(t, 1, [&](int64_t begin, int64_t end, int) {
+    for (int64_t i = begin; i < end; ++i) {
+      float* row = out + i * h;
+      RowToF32(table, ids[i], h, row);
+      for (int64_t j = 0; j < h; ++j) row[j] = (row[j] + bias[j]) * scale[j];
+    }
+  });
+}
+
+void OpRmsNorm(zaya_backend* b, const zaya_op& op) {
+  const int64_t n = Cols(op.src[0]), t = Rows(op.src[0]);
+  if (Elements(op.dst[0]) != t * n) Fail("rmsnorm output shape differs from input");
+  const auto w = VecF32(op.src[1], n, "rmsnorm weight", 1.f);
+  RmsNorm(*b->pool, Ptr<const float>(op.src[0], "rmsnorm input"), w.data(), nullptr, t, n, op.f[0],
+          Ptr<float>(op.dst[0], "rmsnorm output"));
+}
+
+void OpMatMul(zaya_backend* b, const zaya_op& op) {
+  const int64_t k = Cols(op.src[0]), t = Rows(op.src[0]);
+  if (Cols(op.src[1]) != k) {
+    Fail("matmul: x has K=" + std::to_string(k) + " but W has " + std::to_string(Cols(op.src[1])));
+  }
+  const int64_t n = Rows(op.src[1]);
+  if (Elements(op.dst[0]) != t * n) Fail("matmul output must be [T,N]");
+  std::vector<float> bias;
+  if (Present(op.src[2])) bias = VecF32(op.src[2], n, "matmul bias", 0.f);
+  if (op.i[0] < 0 || op.i[0] > 2) Fail("matmul: unknown activation");
+  MatMul(*b->pool, Ptr<const float>(op.src[0], "matmul x"), t, k,
+         WeightsOf(op.src[1], op.src[3], k, "matmul W"), n, bias.empty() ? nullptr : bias.data(),
+         static_cast<Act>(op.i[0]), Ptr<float>(op.dst[0], "matmul output"));
+}
+
+void OpMulAdd(zaya_backend*, const zaya_op& op) {
+  const int64_t n = Cols(op.src[0]), t = Rows(op.src[0]);
+  const auto s = VecF32(op.src[2], n, "mul_add scale", 1.f);
+  if (Elements(op.src[1]) != t * n || Elements(op.dst[0]) != t * n) Fail("mul_add shapes differ");
+  const float* a = Ptr<const float>(op.src[0], "mul_add a");
+  const float* c = Ptr<const float>(op.src[1], "mul_add b");
+  float* out = Ptr<float>(op.dst[0], "mul_add output");
+  for (int64_t i = 0; i < t; ++i)
+    for (int64_t j = 0; j < n; ++j) out[i * n + j] = a[i * n + j] + c[i * n + j] * s[j];
+}
+
+void OpMerge(zaya_backend*, const zaya_op& op) {
+  const int64_t n = Cols(op.src[0]), t = Rows(op.src[0]);
+  if (Elements(op.dst[0]) != t * n) Fail("merge: residual and branch shapes differ");
+  const auto bh = VecF32(op.src[1], n, "merge branch bias", 0.f);
+  const auto sh = VecF32(op.src[2], n, "merge branch scale", 1.f);
+  const auto br = VecF32(op.src[3], n, "merge residual bias", 0.f);
+  const auto sr = VecF32(op.src[4], n, "merge residual scale", 1.f);
+  const float* x = Ptr<const float>(op.src[0], "merge branch");
+  float* h = Ptr<float>(op.dst[0], "merge residual");
+  for (int64_t i = 0; i < t; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t ij = i * n + j;
+      h[ij] = (x[ij] + bh[j]) * sh[j] + (h[ij] + br[j]) * sr[j];
+    }
+  }
+}
+
+void Rope(float* x, int64_t rope_dims, int32_t pos, float theta) {
+  const int64_t half = rope_dims / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const double inv_freq = std::pow(static_cast<double>(theta), -2.0 * i / rope_dims);
+    const double angle = static_cast<double>(pos) * inv_freq;
+    const float c = static_cast<float>(std::cos(angle)), s = static_cast<float>(std::sin(angle));
+    const float a = x[i], bb = x[i + half];
+    x[i] = a * c - bb * s;
+    x[i + half] = bb * c + a * s;
+  }
+}
+
+void L2Scale(float* x, int64_t n, float target, float eps) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float norm = std::max(static_cast<float>(std::sqrt(ss)), eps);
+  const float f = target / norm;
+  for (int64_t i = 0; i < n; ++i) x[i] *= f;
+}
+
+void OpCca(zaya_backend* b, const zaya_op& op) {
+  const int64_t nh = op.i[0], nkv = op.i[1], hd = op.i[2], rope_dims = op.i[3];
+  if (nh <= 0 || nkv <= 0 || hd <= 0 || nh % nkv != 0 || nkv % 2 != 0 || rope_dims < 0 ||
+      rope_dims > hd || rope_dims % 2 != 0) {
+    Fail("cca: bad head configuration");
+  }
+  const int64_t qd = nh * hd, kd = nkv * hd, c = qd + kd, vh = kd / 2, t = Rows(op.src[0]);
+  if (Elements(op.src[0]) != t * qd || Elements(op.src[1]) != t * kd) {
+    Fail("cca: q0 must be [T,nh*hd] and k0 [T,nkv*hd]");
+  }
+  const float* q0_all = Ptr<const float>(op.src[0], "cca q0");
+  const float* k0_all = Ptr<const float>(op.src[1], "cca k0");
+  const float* vcur = Ptr<const float>(op.src[2], "cca vcur");
+  const float* vdel = Ptr<const float>(op.src[3], "cca vdel");
+  if (Elements(op.src[2]) != t * vh || Elements(op.src[3]) != t * vh) {
+    Fail("cca: vcur and vdel must be [T, nkv*hd/2]");
+  }
+  if (Elements(op.src[4]) != c * 2 || Elements(op.src[6]) != c * hd * 2) {
+    Fail("cca: conv weight shapes must be [C,1,2] and [C,hd,2]");
+  }
+  const auto dw = VecF32(op.src[4], c * 2, "cca depthwise weight", 0.f);
+  const auto db = VecF32(op.src[5], c, "cca depthwise bias", 0.f);
+  const auto gw = VecF32(op.src[6], c * hd * 2, "cca grouped weight", 0.f);
+  const auto gb = VecF32(op.src[7], c, "cca grouped bias", 0.f);
+  const auto temp = VecF32(op.src[8], nkv, "cca temp", 1.f);
+  float* q_out = Ptr<float>(op.dst[0], "cca q");
+  float* k_out = Ptr<float>(op.dst[1], "cca k");
+  float* v_out = Ptr<float>(op.dst[2], "cca v");
+  if (Elements(op.dst[0]) != t * qd || Elements(op.dst[1]) != t * kd ||
+      Elements(op.dst[2]) != t * kd) {
+    Fail("cca: output shapes must be [T,nh*hd], [T,nkv*hd], [T,nkv*hd]");
+  }
+  float* conv_state = Ptr<float>(op.dst[3], "cca conv state");
+  float* v_state = Ptr<float>(op.dst[4], "cca value state");
+  const int64_t slots = Dim(op.dst[3], 0);
+  if (Elements(op.dst[3]) != slots * 2 * c || Elements(op.dst[4]) != slots * vh) {
+    Fail("cca: state shapes must be [slots,2,C] and [slots,nkv*hd/2]");
+  }
+  const int32_t* seq_of_token = Ptr<const int32_t>(op.aux[0], "cca seq_of_token");
+  const int32_t* slot_of_seq = Ptr<const int32_t>(op.aux[1], "cca slot_of_seq");
+  const int32_t* position = Ptr<const int32_t>(op.aux[2], "cca position");
+  const int64_t n_seq = Elements(op.aux[1]);
+  const float eps = op.f[1] > 0 ? op.f[1] : std::numeric_limits<float>::epsilon();
+  const float sqrt_hd = std::sqrt(static_cast<float>(hd));
+  const int64_t q_per_kv = nh / nkv;
+
+  // Each sequence's tokens form one contiguous run; runs are independent and go in parallel.
+  std::vector<int64_t> run_start;
+  for (int64_t i = 0; i < t; ++i) {
+    const int32_t s = seq_of_token[i];
+    if (s < 0 || s >= n_seq) Fail("cca: seq_of_token out of range");
+    if (slot_of_seq[s] < 0 || slot_of_seq[s] >= slots) Fail("cca: state slot out of range");
+    if (i == 0 || seq_of_token[i - 1] != s) run_start.push_back(i);
+  }
+  run_start.push_back(t);
+  const int64_t runs = static_cast<int64_t>(run_start.size()) - 1;
+  b->pool->ParallelFor(runs, 1, [&](int64_t r0, int64_t r1, int) {
+    std::vector<float> prev2(c), prev1(c), cur(c), d_prev(c), d_cur(c), g(c), v_last(vh);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t begin = run_start[r], end = run_start[r + 1];
+      const int32_t slot = slot_of_seq[seq_of_token[begin]];
+      float* cs = conv_state + slot * 2 * c;
+      float* vs = v_state + slot * vh;
+      std::copy(cs, cs + c, prev2.begin());
+      std::copy(cs + c, cs + 2 * c, prev1.begin());
+      std::copy(vs, vs + vh, v_last.begin());
+      for (int64_t i = begin; i < end; ++i) {
+        const float* q0 = q0_all + i * qd;
+        const float* k0 = k0_all + i * kd;
+        std::copy(q0, q0 + qd, cur.begin());
+        std::copy(k0, k0 + kd, cur.begin() + qd);
+        // Depthwise k=2 over the zero-padded stream: d_{t-1} needs s_{t-2}, s_{t-1}.
+        for (int64_t ch = 0; ch < c; ++ch) {
+          d_prev[ch] = dw[ch * 2] * prev2[ch] + dw[ch * 2 + 1] * prev1[ch] + db[ch];
+          d_cur[ch] = dw[ch * 2] * prev1[ch] + dw[ch * 2 + 1] * cur[ch] + db[ch];
+        }
+        for (int64_t o = 0; o < c; ++o) {
+          const int64_t base = (o / hd) * hd;
+          const float* w = gw.data() + o * hd * 2;
+          float acc = gb[o];
+          for (int64_t j = 0; j < hd; ++j) {
+            acc += w[j * 2] * d_prev[base + j] + w[j * 2 + 1] * d_cur[base + j];
+          }
+          g[o] = acc;
+        }
+        float* q = q_out + i * qd;
+        float* k = k_out + i * kd;
+        for (int64_t hq = 0; hq < nh; ++hq) {
+          const int64_t kvh = hq / q_per_kv;
+          for (int64_t j = 0; j < hd; ++j) {
+            q[hq * hd + j] = g[hq * hd + j] + 0.5f * (cur[hq * hd + j] + cur[qd + kvh * hd + j]);
+          }
+          L2Scale(q + hq * hd, hd, sqrt_hd, eps);
+          Rope(q + hq * hd, rope_dims, position[i], op.f[0]);
+        }
+        for (int64_t hk = 0; hk < nkv; ++hk) {
+          for (int64_t j = 0; j < hd; ++j) {
+            float mean_q = 0.f;
+            for (int64_t m = 0; m < q_per_kv; ++m) mean_q += cur[(hk * q_per_kv + m) * hd + j];
+            mean_q /= static_cast<float>(q_per_kv);
+            k[hk * hd + j] = g[qd + hk * hd + j] + 0.5f * (mean_q + cur[qd + hk * hd + j]);
+          }
+          L2Scale(k + hk * hd, hd, sqrt_hd * temp[hk], eps);
+          Rope(k + hk * hd, rope_dims, position[i], op.f[0]);
+        }
+        float* v = v_out + i * kd;
+        std::copy(vcur + i * vh, vcur + (i + 1) * vh, v);
+        std::copy(v_last.begin(), v_last.end(), v + vh);
+        std::copy(vdel + i * vh, vdel + (i + 1) * vh, v_last.begin());
+        std::swap(prev2, prev1);
+        std::copy(cur.begin(), cur.end(), prev1.begin());
+      }
+      std::copy(prev2.begin(), prev2.end(), cs);
+      std::copy(prev1.begin(), prev1.end(), cs + c);
+      std::copy(v_last.begin(), v_last.end(), vs);
+    }
+  });
+}
+
+void OpAttention(zaya_backend* b, const zaya_op& op) {
+  const int64_t nh = op.i[0], nkv = op.i[1], hd = op.i[2], bt = op.i[3];
+  if (nh <= 0 || nkv <= 0 || hd <= 0 || bt <= 0 || nh % nkv != 0) Fail("attention: bad heads");
+  const int64_t t = Rows(op.src[0]);
+  const float* q = Ptr<const float>(op.src[0], "attention q");
+  const float* k = Ptr<const float>(op.src[1], "attention k");
+  const float* v = Ptr<const float>(op.src[2], "attention v");
+  if (Elements(op.src[0]) != t * nh * hd || Elements(op.src[1]) != t * nkv * hd ||
+      Elements(op.src[2]) != t * nkv * hd) {
+    Fail("attention: q/k/v shapes");
+  }
+  float* out = Ptr<float>(op.dst[0], "attention output");
+  const zaya_tensor& kc = op.dst[1];
+  const zaya_tensor& vc = op.dst[2];
+  if (kc.dtype != vc.dtype || (kc.dtype != ZAYA_DTYPE_F32 && kc.dtype != ZAYA_DTYPE_BF16)) {
+    Fail("attention: caches must both be f32 or bf16");
+  }
+  const bool bf16 = kc.dtype == ZAYA_DTYPE_BF16;
+  const int64_t blocks = Dim(kc, 0);
+  if (Elements(kc) != blocks * bt * nkv * hd || Elements(vc) != Elements(kc)) {
+    Fail("attention: cache shape must be [blocks, block_tokens, nkv, hd]");
+  }
+  std::byte* kbase = bf16 ? reinterpret_cast<std::byte*>(Ptr<uint16_t>(kc, "K cache"))
+                          : reinterpret_cast<std::byte*>(Ptr<float>(kc, "K cache"));
+  std::byte* vbase = bf16 ? reinterpret_cast<std::byte*>(Ptr<uint16_t>(vc, "V cache"))
+                          : reinterpret_cast<std::byte*>(Ptr<float>(vc, "V cache"));
+  const size_t esz = bf16 ? 2 : 4;
+  const int32_t* seq_of_token = Ptr<const int32_t>(op.aux[0], "attention seq_of_token");
+  const int32_t* table = Ptr<const int32_t>(op.aux[1], "attention block table");
+  const int32_t* position = Ptr<const int32_t>(op.aux[2], "attention position");
+  const int64_t n_seq = Dim(op.aux[1], 0), max_blocks = Cols(op.aux[1]);
+  const int64_t row = nkv * hd;
+
+  auto slot_of = [&](int64_t seq, int64_t pos) -> int64_t {
+    if (pos < 0 || pos / bt >= max_blocks) Fail("attention: position beyond the block table");
+    const int32_t block = table[seq * max_blocks + pos / bt];
+    if (block < 0 || block >= blocks) Fail("attention: block id out of range");
+    return (static_cast<int64_t>(block) * bt + pos % bt) * row;
+  };
+  auto store = [&](std::byte* base, int64_t at, const float* src) {
+    if (bf16) {
+      uint16_t* d = reinterpret_cast<uint16_t*>(base) + at;
+      for (int64_t j = 0; j < row; ++j) {
+        uint32_t bits;
+        std::memcpy(&bits, src + j, 4);
+        bits += 0x7fff + ((bits >> 16) & 1);  // round to nearest even
+        d[j] = static_cast<uint16_t>(bits >> 16);
+      }
+    } else {
+      std::memcpy(reinterpret_cast<float*>(base) + at, src, row * sizeof(float));
+    }
+  };
+  for (int64_t i = 0; i < t; ++i) {
+    const int32_t s = seq_of_token[i];
+    if (s < 0 || s >= n_seq) Fail("attention: seq_of_token out of range");
+    const int64_t at = slot_of(s, position[i]);
+    store(kbase, at, k + i * row);
+    store(vbase, at, v + i * row);
+  }
+  const float scale = op.f[0];
+  const int64_t q_per_kv = nh / nkv;
+  b->pool->ParallelFor(t * nh, 1, [&](int64_t begin, int64_t end, int) {
+    std::vector<float> scores, acc(hd), krow(hd);
+    for (int64_t w = begin; w < end; ++w) {
+      const int64_t i = w / nh, h = w % nh, kvh = h / q_per_kv;
+      const int32_t s = seq_of_token[i];
+      const int64_t n_pos = position[i] + 1;
+      const float* qi = q + i * nh * hd + h * hd;
+      scores.resize(n_pos);
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t p = 0; p < n_pos; ++p) {
+        const int64_t at = slot_of(s, p) + kvh * hd;
+        float dot = 0.f;
+        if (bf16) {
+          const uint16_t* kr = reinterpret_cast<const uint16_t*>(kbase) + at;
+          for (int64_t j = 0; j < hd; ++j) dot += qi[j] * Bf16ToF32(kr[j]);
+        } else {
+          const float* kr = reinterpret_cast<const float*>(kbase) + at;
+          for (int64_t j = 0; j < hd; ++j) dot += qi[j] * kr[j];
+        }
+        scores[p] = dot * scale;
+        mx = std::max(mx, scores[p]);
+      }
+      double denom = 0.0;
+      for (int64_t p = 0; p < n_pos; ++p) {
+        scores[p] = std::exp(scores[p] - mx);
+        denom += scores[p];
+      }
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t p = 0; p < n_pos; ++p) {
+        const int64_t at = slot_of(s, p) + kvh * hd;
+        const float wgt = scores[p];
+        if (bf16) {
+          const uint16_t* vr = reinterpret_cast<const uint16_t*>(vbase) + at;
+          for (int64_t j = 0; j < hd; ++j) acc[j] += wgt * Bf16ToF32(vr[j]);
+        } else {
+          const float* vr = reinterpret_cast<const float*>(vbase) + at;
+          for (int64_t j = 0; j < hd; ++j) acc[j] += wgt * vr[j];
+        }
+      }
+      float* o = out + i * nh * hd + h * hd;
+      const float inv = static_cast<float>(1.0 / denom);
+      for (int64_t j = 0; j < hd; ++j) o[j] = acc[j] * inv;
+    }
+  });
+  (void)esz;
+}
+
+void OpRouterSelect(zaya_backend*, const zaya_op& op) {
+  const int64_t e1 = Cols(op.src[0]), t = Rows(op.src[0]);
+  const float* logits = Ptr<const float>(op.src[0], "router logits");
+  const auto bias = VecF32(op.src[1], e1, "balancing biases", 0.f);
+  int32_t* expert = Ptr<int32_t>(op.dst[0], "router expert");
+  float* weight = Ptr<float>(op.dst[1], "router weight");
+  if (Elements(op.dst[0]) != t || Elements(op.dst[1]) != t) Fail("router outputs must be [T]");
+  std::vector<float> p(e1);
+  for (int64_t i = 0; i < t; ++i) {
+    const float* l = logits + i * e1;
+    const float mx = *std::max_element(l, l + e1);
+    double sum = 0.0;
+    for (int64_t j = 0; j < e1; ++j) {
+      p[j] = std::exp(l[j] - mx);
+      sum += p[j];
+    }
+    int64_t best = 0;
+    float best_v = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < e1; ++j) {
+      p[j] = static_cast<float>(p[j] / sum);
+      if (p[j] + bias[j] > best_v) {  // strict: ties go to the lowest index, like torch.argmax
+        best_v = p[j] + bias[j];
+        best = j;
+      }
+    }
+    expert[i] = static_cast<int32_t>(best);
+    weight[i] = p[best];
+  }
+}
+
+void OpMoe(zaya_backend* b, const zaya_op& op) {
+  const int64_t h = Cols(op.src[0]), t = Rows(op.src[0]);
+  const int64_t e = op.i[0];
+  const zaya_tensor& gu = op.src[1];
+  const zaya_tensor& dn = op.src[2];
+  if (gu.ndim != 3 || dn.ndim != 3 || gu.shape[0] != e || dn.shape[0] != e || gu.shape[2] != h ||
+      dn.shape[1] != h || gu.shape[1] != 2 * dn.shape[2]) {
+    Fail("moe: weights must be gate_up [E,2I,H] and down [E,H,I]");
+  }
+  const int64_t inter = dn.shape[2];
+  const float* x = Ptr<const float>(op.src[0], "moe x");
+  const int32_t* expert = Ptr<const int32_t>(op.src[3], "moe expert");
+  const float* weight = Ptr<const float>(op.src[4], "moe weight");
+  float* out = Ptr<float>(op.dst[0], "moe output");
+  if (Elements(op.dst[0]) != t * h) Fail("moe output must be [T,H]");
+  Weights gu_all = WeightsOf(gu, op.src[5], h, "moe gate_up");
+  Weights dn_all = WeightsOf(dn, op.src[6], inter, "moe down");
+  std::fill(out, out + t * h, 0.f);
+  std::vector<std::vector<int64_t>> groups(static_cast<size_t>(e));
+  for (int64_t i = 0; i < t; ++i) {
+    if (expert[i] < 0 || expert[i] > e) Fail("moe: expert index out of range");
+    if (expert[i] < e) groups[expert[i]].push_back(i);
+  }
+  auto expert_view = [](const Weights& all, int64_t ex, int64_t rows, int64_t k) {
+    Weights w = all;
+    const int64_t elems = ex * rows * k;
+    switch (all.type) {
+      case WType::kF32: w.data = static_cast<const float*>(all.data) + elems; break;
+      case WType::kBF16: w.data = static_cast<const uint16_t*>(all.data) + elems; break;
+      case WType::kI8:
+        w.data = static_cast<const int8_t*>(all.data) + elems;
+        w.scales = all.scales + ex * rows * ((k + 31) / 32);
+        break;
+    }
+    return w;
+  };
+  for (int64_t ex = 0; ex < e; ++ex) {
+    const auto& idx = groups[ex];
+    if (idx.empty()) continue;
+    const int64_t n = static_cast<int64_t>(idx.size());
+    b->moe_x.resize(n * h);
+    b->moe_h.resize(n * 2 * inter);
+    b->moe_y.resize(n * h);
+    for (int64_t r = 0; r < n; ++r) std::copy(x + idx[r] * h, x + (idx[r] + 1) * h, b->moe_x.begin() + r * h);
+    MatMul(*b->pool, b->moe_x.data(), n, h, expert_view(gu_all, ex, 2 * inter, h), 2 * inter, nullptr,
+           Act::kNone, b->moe_h.data());
+    // SwiGLU in place: the first I columns become silu(G) * U.
+    for (int64_t r = 0; r < n; ++r) {
+      float* row = b->moe_h.data() + r * 2 * inter;
+      for (int64_t j = 0; j < inter; ++j) row[j] = ApplyAct(Act::kSilu, row[j]) * row[inter + j];
+      for (int64_t j = 0; j < inter; ++j) row[j + inter] = 0.f;
+    }
+    // Compact to [n, I] rows for the down projection.
+    for (int64_t r = 1; r < n; ++r) {
+      std::copy(b->moe_h.begin() + r * 2 * inter, b->moe_h.begin() + r * 2 * inter + inter,
+                b->moe_h.begin() + r * inter);
+    }
+    MatMul(*b->pool, b->moe_h.data(), n, inter, expert_view(dn_all, ex, h, inter), h, nullptr,
+           Act::kNone, b->moe_y.data());
+    for (int64_t r = 0; r < n; ++r) {
+      const float w = weight[idx[r]];
+      float* o = out + idx[r] * h;
+      const float* y = b->moe_y.data() + r * h;
+      for (int64_t j = 0; j < h; ++j) o[j] = w * y[j];
+    }
+  }
+}
+
+void OpGatherRows(zaya_backend*, const zaya_op& op) {
+  const int64_t n = Cols(op.src[0]), rows = Rows(op.src[0]);
+  const int64_t r = Elements(op.aux[0]);
+  const float* src = Ptr<const float>(op.src[0], "gather source");
+  const int32_t* idx = Ptr<const int32_t>(op.aux[0], "gather index");
+  float* dst = Ptr<float>(op.dst[0], "gather output");
+  if (Elements(op.dst[0]) != r * n) Fail("gather output must be [R,N]");
+  for (int64_t i = 0; i < r; ++i) {
+    if (idx[i] < 0 || idx[i] >= rows) Fail("gather index out of range");
+    std::copy(src + idx[i] * n, src + (idx[i] + 1) * n, dst + i * n);
+  }
+}
+
+void OpCopy(zaya_backend*, const zaya_op& op) {
+  const uint64_t n = static_cast<uint64_t>(op.i[0]);
+  const zaya_tensor& s = op.src[0];
+  const zaya_tensor& d = op.dst[0];
+  if (s.buffer == nullptr || d.buffer == nullptr) Fail("copy needs a source and a destination");
+  if (s.offset > s.buffer->bytes || n > s.buffer->bytes - s.offset || d.offset > d.buffer->bytes ||
+      n > d.buffer->bytes - d.offset) {
+    Fail("copy of " + std::to_string(n) + " bytes runs outside a buffer");
+  }
+  std::memmove(d.buffer->data + d.offset, s.buffer->data + s.offset, n);
+}
+
+void Execute(zaya_backend* b, const zaya_op& op) {
+  switch (op.type) {
+    case ZAYA_OP_EMBED: return OpEmbed(b, op);
+    case ZAYA_OP_RMSNORM: return OpRmsNorm(b, op);
+    case ZAYA_OP_MATMUL: return OpMatMul(b, op);
+    case ZAYA_OP_MUL_ADD: return OpMulAdd(b, op);
+    case ZAYA_OP_MERGE: return OpMerge(b, op);
+    case ZAYA_OP_CCA: return OpCca(b, op);
+    case ZAYA_OP_ATTENTION: return OpAttention(b, op);
+    case ZAYA_OP_ROUTER_SELECT: return OpRouterSelect(b, op);
+    case ZAYA_OP_MOE: return OpMoe(b, op);
+    case ZAYA_OP_GATHER_ROWS: return OpGatherRows(b, op);
+    case ZAYA_OP_COPY: return OpCopy(b, op);
+    default:
+      throw OpError(ZAYA_STATUS_UNSUPPORTED, "op type " + std::to_string(op.type) + " is unknown");
+  }
+}
+
+template <typename Fn>
+zaya_status Guard(zaya_backend* b, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const OpError& e) {
+    if (b != nullptr) b->last_error = e.what();
+    return e.status;
+  } catch (const std::bad_alloc&) {
+    if (b != nullptr) b->last_error = "host out of memory";
+    return ZAYA_STATUS_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    if (b != nullptr) b->last_error = e.what();
+    return ZAYA_STATUS_INTERNAL;
+  } catch (...) {
+    if (b != nullptr) b->last_error = "unknown exception";
+    return ZAYA_STATUS_INTERNAL;
+  }
+}
+
+zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
+  if (out == nullptr) return ZAYA_STATUS_INVALID_ARGUMENT;
+  *out = nullptr;
+  return Guard(nullptr, [&] {
+    int threads = 0;
+    auto* b = new zaya_backend();
+    if (options != nullptr && options->struct_size >= offsetof(zaya_backend_options, log_user)) {
+      threads = options->threads;
+      b->log = options->log;
+      b->log_user = options->log_user;
+    }
+    if (threads <= 0) threads = std::max(1, get_nprocs());
+    // OpenBLAS runs single-threaded inside our own pool's chunks.
+    openblas_set_num_threads(1);
+    b->pool = std::make_unique<ThreadPool>(threads);
+    if (b->log != nullptr) {
+      const std::string m = "cpu backend: " + std::to_string(threads) + " threads, " +
+                            (__builtin_cpu_supports("avx512f") ? "AVX-512"
+                             : __builtin_cpu_supports("avx2")  ? "AVX2+FMA"
+                                                               : "baseline x86-64") +
+                            " kernels";
+      b->log(b->log_user, 6, m.c_str());
+    }
+    *out = b;
+    return ZAYA_STATUS_OK;
+  });
+}
+
+void Destroy(zaya_backend* b) { delete b; }
+
+const char* LastError(zaya_backend* b) { return b != nullptr ? b->last_error.c_str() : ""; }
+
+zaya_status DeviceInfo(zaya_backend* b, zaya_device_info* out) {
+  if (b == nullptr || out == nullptr) return ZAYA_STATUS_INVALID_ARGUMENT;
+  zaya_device_info info{};
+  info.struct_size = sizeof(info);
+  info.kind = ZAYA_DEVICE_CPU;
+  std::snprintf(info.name, sizeof(info.name), "cpu (%d threads)", b->pool->size());
+  struct sysinfo si {};
+  if (sysinfo(&si) == 0) {
+    info.total_memory = static_cast<uint64_t>(si.totalram) * si.mem_unit;
+    info.free_memory = static_cast<uint64_t>(si.freeram + si.bufferram) * si.mem_unit;
+  }
+  info.caps = ZAYA_CAP_BF16_WEIGHTS | ZAYA_CAP_I8_WEIGHTS;
+  const uint32_t n = std::min<uint32_t>(out->struct_size ? out->struct_size : sizeof(info), sizeof(info));
+  std::memcpy(out, &info, n);
+  out->struct_size = n;
+  return ZAYA_STATUS_OK;
+}
+
+zaya_status BufferAlloc(zaya_backend* b, zaya_buffer_kind kind, uint64_t bytes, zaya_buffer** out) {
+  if (b == nullptr || out == nullptr) return ZAYA_STATUS_INVALID_ARGUMENT;
+  return Guard(b, [&] {
+    auto buf = std::make_unique<zaya_buffer>();
+    const uint64_t rounded = (std::max<uint64_t>(bytes, 1) + 63) / 64 * 64;
+    buf->data = static_cast<std::byte*>(std::aligned_alloc(64, rounded));
+    if (buf->data == nullptr) {
+      b->last_error = "cannot allocate " + std::to_string(bytes) + " bytes";
+      return ZAYA_STATUS_OUT_OF_MEMORY;
+    }
+    std::memset(buf->data, 0, rounded);
+    buf->bytes = bytes;
+    buf->kind = kind;
+    b->allocated += bytes;
+    *out = buf.release();
+    return ZAYA_STATUS_OK;
+  });
+}
+
+void BufferFree(zaya_backend* b, zaya_buffer* buf) {
+  if (buf == nullptr) return;
+  if (b != nullptr) b->allocated -= buf->bytes;
+  std::free(buf->data);
+  delete buf;
+}
+
+zaya_status BufferWrite(zaya_backend* b, zaya_buffer* buf, uint64_t offset, const void* src,
+                        uint64_t bytes) {
+  if (b == nullptr || buf == nullptr || (src == nullptr && bytes > 0)) return ZAYA_STATUS_INVALID_ARGUMENT;
+  if (offset > buf->bytes || bytes > buf->bytes - offset) {
+    b->last_error = "write of " + std::to_string(bytes) + " bytes at " + std::to_string(offset) +
+                    " outside a buffer of " + std::to_string(buf->bytes);
+    return ZAYA_STATUS_INVALID_ARGUMENT;
+  }
+  if (bytes > 0) std::memcpy(buf->data + offset, src, bytes);
+  return ZAYA_STATUS_OK;
+}
+
+zaya_status BufferRead(zaya_backend* b, zaya_buffer* buf, uint64_t offset, void* dst,
+                       uint64_t bytes) {
+  if (b == nullptr || buf == nullptr || (dst == nullptr && bytes > 0)) return ZAYA_STATUS_INVALID_ARGUMENT;
+  if (offset > buf->bytes || bytes > buf->bytes - offset) {
+    b->last_error = "read of " + std::to_string(bytes) + " bytes at " + std::to_string(offset) +
+                    " outside a buffer of " + std::to_string(buf->bytes);
+    return ZAYA_STATUS_INVALID_ARGUMENT;
+  }
+  if (bytes > 0) std::memcpy(dst, buf->data + offset, bytes);
+  return ZAYA_STATUS_OK;
+}
+
+zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
+  if (b == nullptr || (ops == nullptr && n > 0)) return ZAYA_STATUS_INVALID_ARGUMENT;
+  for (uint64_t i = 0; i < n; ++i) {
+    zaya_status s = Guard(b, [&] {
+      Execute(b, ops[i]);
+      return ZAYA_STATUS_OK;
+    });
+    if (s != ZAYA_STATUS_OK) {
+      b->last_error = "op " + std::to_string(i) + " (type " + std::to_string(ops[i].type) +
+                      "): " + b->last_error;
+      return s;
+    }
+  }
+  return ZAYA_STATUS_OK;
+}
+
+const zaya_backend_api kApi = {
+    ZAYA_BACKEND_ABI_MAJOR, ZAYA_BACKEND_ABI_MINOR, sizeof(zaya_backend_api), "cpu", ZAYA_VERSION,
+    &Create, &Destroy, &LastError, &DeviceInfo, &BufferAlloc, &BufferFree, &BufferWrite,
+    &BufferRead, &ExecuteOps,
+};
+
+}  // namespace
+}  // namespace zaya::cpu
+
+extern "C" __attribute__((visibility("default"))) const zaya_backend_api* zaya_backend_entry_v1(void) {
+  return &zaya::cpu::kApi;
+}
+
+extern "C" __attribute__((visibility("default"))) int zaya_backend_score(const char** reason) {
+  // The kernels have a baseline x86-64 path, so the CPU backend runs anywhere it loads.
+  if (reason != nullptr) *reason = "";
+  return 1;
+}

@@ -1,0 +1,45 @@
+// Reference-quality CPU kernels for the backend ops (see zaya/backend.h for the op contracts).
+// Hot inner loops are compiled for AVX-512, AVX2+FMA and baseline x86-64 and picked at run time
+// (GCC target_clones). All activations f32; weights f32, bf16 (uint16 storage) or int8 + f32 scales.
+//
+// Thread safety: functions are pure apart from their outputs; parallelism comes from the pool passed in.
+#pragma once
+
+#include <cstdint>
+
+#include "thread_pool.h"
+
+namespace zaya::cpu {
+
+enum class WType { kF32, kBF16, kI8 };
+
+struct Weights {
+  WType type = WType::kF32;
+  const void* data = nullptr;     // [N, K]
+  const float* scales = nullptr;  // i8: [N, K/32]
+};
+
+inline float Bf16ToF32(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Row n of W dotted with x (length K).
+float DotRow(const Weights& w, int64_t n, int64_t k, const float* x);
+// Converts row n of W into f32 (length K).
+void RowToF32(const Weights& w, int64_t n, int64_t k, float* out);
+
+enum class Act { kNone = 0, kGelu = 1, kSilu = 2 };
+
+// y[T,N] = act(x[T,K] W^T + bias). ldx / ldy are row strides in elements.
+void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weights& w, int64_t n,
+            const float* bias, Act act, float* y);
+
+void RmsNorm(ThreadPool& pool, const float* x, const float* w_f32, const uint16_t* w_bf16,
+             int64_t t, int64_t n, float eps, float* y);
+
+float ApplyAct(Act act, float v);
+
+}  // namespace zaya::cpu
