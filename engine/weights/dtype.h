@@ -1,0 +1,34 @@
+// Element types of checkpoint tensors and conversions between them.
+//
+// Checkpoints store BF16 (ZAYA1's native dtype), F16 or F32, little-endian. Conversions here are
+// the reference ones: BF16/F16 -> F32 is exact; F32 -> BF16 rounds to nearest even (NaN stays NaN).
+//
+// Thread safety: pure functions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace zaya {
+
+enum class DType : uint8_t { kF32, kF16, kBF16 };
+
+// Bytes per element: 4, 2, 2.
+size_t DTypeSize(DType dtype);
+
+// The safetensors spelling: "F32", "F16", "BF16".
+std::string_view DTypeName(DType dtype);
+
+// Parses a safetensors dtype string; nullopt for anything zayad cannot load (I8, F64, ...).
+std::optional<DType> ParseDType(std::string_view name);
+
+float Bf16ToF32(uint16_t bits);
+float F16ToF32(uint16_t bits);
+uint16_t F32ToBf16(float value);
+
+// Converts `count` elements at `src` (any alignment) to f32 in `dst`.
+void ConvertToF32(DType dtype, const std::byte* src, size_t count, float* dst);
+
+}  // namespace zaya
