@@ -8,7 +8,9 @@
 //                 thousands separators "1,000" (returned without commas);
 //   "regex"       group 1 of the last match of a user ECMAScript regex (group 0 if it has none).
 //                 The regex sees only the last kRegexWindowBytes of the text: std::regex backtracks
-//                 recursively and a long input could exhaust the stack.
+//                 recursively (a long input could exhaust the stack) and nested quantifiers such
+//                 as ((a|b)*)Z take quadratic or worse time, so keep patterns simple and anchored
+//                 on literal text ("Final answer: (\w+)").
 // No answer -> std::nullopt (such a candidate does not vote).
 //
 // Thread safety: AnswerExtractor is immutable after Create; Extract may run on several threads.
@@ -24,7 +26,7 @@
 
 namespace zaya {
 
-inline constexpr size_t kRegexWindowBytes = 4096;
+inline constexpr size_t kRegexWindowBytes = 1024;
 
 std::optional<std::string> ExtractBoxed(std::string_view text);
 std::optional<std::string> ExtractAnswerTag(std::string_view text);

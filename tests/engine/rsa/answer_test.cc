@@ -118,8 +118,10 @@ TEST(AnswerTest, RegexExtractor) {
   std::string long_text(200000, 'a');
   long_text += " Final answer: Z";
   EXPECT_EQ(re->Extract(long_text), Opt("Z"));
-  auto greedy = AnswerExtractor::Create("regex", "((a|b)*)Z");
-  EXPECT_TRUE(greedy->Extract(long_text).has_value());
+  auto greedy = AnswerExtractor::Create("regex", "([ab]*)Z");
+  auto got = greedy->Extract(long_text);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_LE(got->size(), kRegexWindowBytes);
 }
 
 }  // namespace
