@@ -1,0 +1,535 @@
+#include "ipc/server.h"
+
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+
+#include "base/log.h"
+
+namespace zaya::ipc {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// Engine events cross from the engine thread to the loop thread here.
+class EventQueue {
+ public:
+  EventQueue() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  ~EventQueue() {
+    if (fd_ >= 0) close(fd_);
+  }
+  int fd() const { return fd_; }
+
+  void Push(std::string request_id, EngineEvent event) {
+    {
+      std::lock_guard lock(mu_);
+      items_.emplace_back(std::move(request_id), std::move(event));
+    }
+    Wake();
+  }
+  void Wake() {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(fd_, &one, sizeof one);
+  }
+  std::deque<std::pair<std::string, EngineEvent>> TakeAll() {
+    uint64_t count = 0;
+    [[maybe_unused]] ssize_t n = read(fd_, &count, sizeof count);
+    std::lock_guard lock(mu_);
+    return std::exchange(items_, {});
+  }
+
+ private:
+  int fd_;
+  std::mutex mu_;
+  std::deque<std::pair<std::string, EngineEvent>> items_;
+};
+
+namespace {
+
+class QueueSink : public EventSink {
+ public:
+  explicit QueueSink(std::shared_ptr<EventQueue> queue) : queue_(std::move(queue)) {}
+  void OnEvent(const std::string& request_id, EngineEvent event) override {
+    queue_->Push(request_id, std::move(event));
+  }
+
+ private:
+  std::shared_ptr<EventQueue> queue_;
+};
+
+Status ZmqError(std::string_view what) {
+  return Unavailable(std::string(what) + ": " + zmq_strerror(zmq_errno()));
+}
+
+template <typename T>
+Status SetOption(void* socket, int option, T value, std::string_view name) {
+  if (zmq_setsockopt(socket, option, &value, sizeof value) != 0) {
+    return ZmqError("setting " + std::string(name));
+  }
+  return Status::Ok();
+}
+
+// For ipc:// endpoints: the filesystem path, or "" for abstract sockets and other transports.
+std::string IpcPath(const std::string& endpoint) {
+  constexpr std::string_view kPrefix = "ipc://";
+  if (endpoint.rfind(kPrefix, 0) != 0) return "";
+  std::string path = endpoint.substr(kPrefix.size());
+  if (!path.empty() && path[0] == '@') return "";
+  return path;
+}
+
+bool SomeoneListensOn(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) return false;
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const bool connected = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  close(fd);
+  return connected;
+}
+
+uint64_t CompletionTokens(const json& body) {
+  auto usage = body.find("usage");
+  if (usage == body.end() || !usage->is_object()) return 0;
+  for (const char* key : {"completion_tokens", "output_tokens", "generated_tokens"}) {
+    auto it = usage->find(key);
+    if (it != usage->end() && it->is_number_integer() && it->get<int64_t>() >= 0) {
+      return it->get<uint64_t>();
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string HexIdentity(std::string_view identity) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(identity.size() * 2);
+  for (unsigned char c : identity) {
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
+  }
+  return out;
+}
+
+Server::Server(ServerOptions options, Engine* engine, Metrics* metrics)
+    : options_(std::move(options)),
+      engine_(engine),
+      metrics_(metrics),
+      queue_(std::make_shared<EventQueue>()),
+      sink_(std::make_shared<QueueSink>(queue_)) {}
+
+Server::~Server() {
+  if (socket_ != nullptr) zmq_close(socket_);
+  if (context_ != nullptr) zmq_ctx_term(context_);
+}
+
+Result<std::unique_ptr<Server>> Server::Create(ServerOptions options, Engine* engine,
+                                               Metrics* metrics) {
+  std::unique_ptr<Server> server(new Server(std::move(options), engine, metrics));
+  if (server->queue_->fd() < 0) {
+    return Internal(std::string("eventfd: ") + std::strerror(errno));
+  }
+  ZAYA_RETURN_IF_ERROR(server->Bind());
+  return server;
+}
+
+Status Server::Bind() {
+  const IpcConfig& ipc = options_.ipc;
+  context_ = zmq_ctx_new();
+  if (context_ == nullptr) return ZmqError("creating the zmq context");
+  socket_ = zmq_socket(context_, ZMQ_ROUTER);
+  if (socket_ == nullptr) return ZmqError("creating the ROUTER socket");
+  // Frames between max_message and twice that get a readable error reply; larger ones make libzmq
+  // drop the connection before the bytes are buffered.
+  ZAYA_RETURN_IF_ERROR(SetOption<int64_t>(
+      socket_, ZMQ_MAXMSGSIZE, static_cast<int64_t>(ipc.max_message) * 2 + 1024, "ZMQ_MAXMSGSIZE"));
+  ZAYA_RETURN_IF_ERROR(SetOption<int>(socket_, ZMQ_ROUTER_MANDATORY, 1, "ZMQ_ROUTER_MANDATORY"));
+  ZAYA_RETURN_IF_ERROR(SetOption<int>(socket_, ZMQ_LINGER, 0, "ZMQ_LINGER"));
+  ZAYA_RETURN_IF_ERROR(SetOption<int>(socket_, ZMQ_SNDHWM, ipc.send_hwm, "ZMQ_SNDHWM"));
+  ZAYA_RETURN_IF_ERROR(SetOption<int>(socket_, ZMQ_RCVHWM, ipc.send_hwm, "ZMQ_RCVHWM"));
+  ZAYA_RETURN_IF_ERROR(SetOption<int>(socket_, ZMQ_HEARTBEAT_IVL,
+                                      static_cast<int>(ipc.heartbeat_interval.count()),
+                                      "ZMQ_HEARTBEAT_IVL"));
+  ZAYA_RETURN_IF_ERROR(SetOption<int>(socket_, ZMQ_HEARTBEAT_TIMEOUT,
+                                      static_cast<int>(ipc.heartbeat_timeout.count()),
+                                      "ZMQ_HEARTBEAT_TIMEOUT"));
+  if (options_.listen_fd >= 0) {
+    ZAYA_RETURN_IF_ERROR(SetOption<int>(socket_, ZMQ_USE_FD, options_.listen_fd, "ZMQ_USE_FD"));
+  }
+  const std::string path = options_.listen_fd >= 0 ? "" : IpcPath(ipc.endpoint);
+  if (!path.empty()) {
+    std::error_code ec;
+    const auto parent = std::filesystem::path(path).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    if (ec) {
+      return Unavailable("cannot create " + parent.string() + " for " + ipc.endpoint + ": " +
+                         ec.message() + "; create it or pick another ipc.endpoint");
+    }
+    if (SomeoneListensOn(path)) {
+      return Unavailable("another process is already serving " + ipc.endpoint +
+                         "; stop it or pick another ipc.endpoint");
+    }
+  }
+  if (zmq_bind(socket_, ipc.endpoint.c_str()) != 0) {
+    return ZmqError("binding " + ipc.endpoint).WithContext("ipc.endpoint");
+  }
+  if (!path.empty() && chmod(path.c_str(), 0660) != 0) {
+    return Unavailable("chmod 0660 " + path + ": " + std::strerror(errno));
+  }
+  char last[1024] = {};
+  size_t last_len = sizeof last;
+  if (zmq_getsockopt(socket_, ZMQ_LAST_ENDPOINT, last, &last_len) == 0 && last[0] != '\0') {
+    endpoint_ = last;
+  } else {
+    endpoint_ = ipc.endpoint;
+  }
+  return Status::Ok();
+}
+
+void Server::WatchFd(int fd, std::function<void()> on_readable) {
+  watched_.emplace_back(fd, std::move(on_readable));
+}
+
+void Server::SetTick(std::chrono::milliseconds period, std::function<void()> fn) {
+  tick_period_ = period;
+  tick_ = std::move(fn);
+  next_tick_ = Clock::now();
+}
+
+void Server::StopAccepting(std::string reason) {
+  accepting_ = false;
+  refuse_reason_ = std::move(reason);
+}
+
+void Server::UpdateLimits(const ProtocolLimits& limits, int max_requests_per_client) {
+  options_.limits = limits;
+  options_.ipc.max_requests_per_client = max_requests_per_client;
+}
+
+void Server::Stop() {
+  stop_ = true;
+  queue_->Wake();
+}
+
+Status Server::Run() {
+  while (!stop_) {
+    ZAYA_RETURN_IF_ERROR(RunOnce(std::chrono::milliseconds(1000)));
+  }
+  return Status::Ok();
+}
+
+Status Server::RunOnce(std::chrono::milliseconds timeout) {
+  const auto now = Clock::now();
+  auto wait = timeout;
+  if (tick_) {
+    wait = std::min(wait, std::chrono::duration_cast<std::chrono::milliseconds>(next_tick_ - now));
+  }
+  if (!requests_.empty()) {
+    wait = std::min(wait,
+                    std::chrono::duration_cast<std::chrono::milliseconds>(next_keepalive_ - now));
+  }
+  if (wait.count() < 0) wait = std::chrono::milliseconds(0);
+
+  std::vector<zmq_pollitem_t> items;
+  items.push_back({socket_, 0, ZMQ_POLLIN, 0});
+  items.push_back({nullptr, queue_->fd(), ZMQ_POLLIN, 0});
+  for (const auto& [fd, cb] : watched_) items.push_back({nullptr, fd, ZMQ_POLLIN, 0});
+  if (zmq_poll(items.data(), static_cast<int>(items.size()), wait.count()) < 0) {
+    if (zmq_errno() == EINTR) return Status::Ok();
+    return ZmqError("zmq_poll");
+  }
+  if (items[0].revents & ZMQ_POLLIN) ReceiveAll();
+  if (items[1].revents & ZMQ_POLLIN) DispatchEngineEvents();
+  for (size_t i = 0; i < watched_.size(); ++i) {
+    if (items[i + 2].revents & ZMQ_POLLIN) watched_[i].second();
+  }
+  const auto after = Clock::now();
+  if (tick_ && after >= next_tick_) {
+    next_tick_ = after + tick_period_;
+    tick_();
+  }
+  if (after >= next_keepalive_) {
+    next_keepalive_ = after + options_.ipc.heartbeat_interval;
+    SendKeepalives();
+  }
+  return Status::Ok();
+}
+
+void Server::ReceiveAll() {
+  // Bounded so a flood from one client cannot starve engine events and signals.
+  for (int budget = 0; budget < 512; ++budget) {
+    zmq_msg_t identity_msg;
+    zmq_msg_init(&identity_msg);
+    if (zmq_msg_recv(&identity_msg, socket_, ZMQ_DONTWAIT) < 0) {
+      zmq_msg_close(&identity_msg);
+      return;
+    }
+    std::string identity(static_cast<const char*>(zmq_msg_data(&identity_msg)),
+                         zmq_msg_size(&identity_msg));
+    zmq_msg_close(&identity_msg);
+    std::string frame;
+    int frames = 0;
+    int more = 1;
+    size_t more_size = sizeof more;
+    zmq_getsockopt(socket_, ZMQ_RCVMORE, &more, &more_size);
+    // Read the whole message even when it has extra frames, so the next one starts clean.
+    while (more) {
+      zmq_msg_t part;
+      zmq_msg_init(&part);
+      if (zmq_msg_recv(&part, socket_, 0) < 0) {
+        zmq_msg_close(&part);
+        break;
+      }
+      if (++frames == 1) {
+        frame.assign(static_cast<const char*>(zmq_msg_data(&part)), zmq_msg_size(&part));
+      }
+      zmq_msg_close(&part);
+      more_size = sizeof more;
+      zmq_getsockopt(socket_, ZMQ_RCVMORE, &more, &more_size);
+    }
+    if (frames != 1) {
+      ZAYA_LOG(kDebug, "request with " + std::to_string(frames) + " frames",
+               {"CLIENT", HexIdentity(identity)});
+      SendError(identity, "", kBadRequest,
+                "a request must be exactly one frame of JSON (got " + std::to_string(frames) +
+                    "); with a REQ socket use DEALER instead",
+                "invalid");
+      continue;
+    }
+    HandleFrame(identity, frame);
+  }
+}
+
+void Server::HandleFrame(const std::string& identity, std::string_view frame) {
+  std::string id;
+  try {
+    Decoded decoded = DecodeRequest(frame, options_.limits);
+    id = decoded.id;
+    if (!decoded.ok()) {
+      ZAYA_LOG(kDebug, "bad request: " + decoded.error_message, {"CLIENT", HexIdentity(identity)},
+               {"REQUEST_ID", decoded.id});
+      SendError(identity, decoded.id, decoded.error_code, decoded.error_message, "invalid");
+      return;
+    }
+    HandleRequest(identity, std::move(decoded.request));
+  } catch (const std::exception& e) {
+    ZAYA_LOG(kErr, std::string("request handling failed: ") + e.what(),
+             {"CLIENT", HexIdentity(identity)}, {"REQUEST_ID", id});
+    SendError(identity, id, StatusCodeName(StatusCode::kInternal),
+              std::string("zayad failed to handle the request: ") + e.what(), "invalid");
+  } catch (...) {
+    SendError(identity, id, StatusCodeName(StatusCode::kInternal),
+              "zayad failed to handle the request", "invalid");
+  }
+}
+
+void Server::HandleRequest(const std::string& identity, Request request) {
+  const std::string op(OpName(request.op));
+  auto reply_done = [&](json body) {
+    metrics_->CountRequest(op, "ok");
+    SendTo(identity, EncodeEvent(request.id, EngineEvent::Type::kDone, body));
+  };
+  const std::string client_key = HexIdentity(identity);
+  switch (request.op) {
+    case Op::kHello: {
+      json body = options_.hello.is_object() ? options_.hello : json::object();
+      body["protocol"] = json::array({kProtocolVersion});
+      body["limits"] = {{"max_message", options_.limits.max_message},
+                        {"max_json_depth", options_.limits.max_json_depth},
+                        {"max_requests_per_client", options_.ipc.max_requests_per_client},
+                        {"max_tokens", options_.limits.max_tokens},
+                        {"max_population", options_.limits.max_population},
+                        {"max_rounds", options_.limits.max_rounds},
+                        {"max_tail", options_.limits.max_tail},
+                        {"max_budget", options_.limits.max_budget},
+                        {"max_id_bytes", kMaxIdBytes},
+                        {"max_stop", kMaxStopStrings}};
+      body["heartbeat_interval_ms"] = options_.ipc.heartbeat_interval.count();
+      reply_done(std::move(body));
+      return;
+    }
+    case Op::kStatus: {
+      json body = json::object();
+      json engine_status = engine_->Status();
+      if (engine_status.is_object()) body = std::move(engine_status);
+      body["ipc"] = {{"requests_in_flight", requests_.size()},
+                     {"clients", clients_.size()},
+                     {"accepting", accepting_}};
+      reply_done(std::move(body));
+      return;
+    }
+    case Op::kHealth: {
+      const bool healthy = engine_->Healthy();
+      reply_done({{"healthy", healthy && accepting_},
+                  {"engine", healthy ? "ok" : "stalled"},
+                  {"accepting", accepting_},
+                  {"requests_in_flight", requests_.size()}});
+      return;
+    }
+    case Op::kMetrics: {
+      PublishGauges();
+      reply_done({{"text", metrics_->Render(engine_->Status())}});
+      return;
+    }
+    case Op::kCancel: {
+      const std::string target = client_key + ":" + request.cancel_target;
+      const bool known = requests_.count(target) > 0;
+      if (known) engine_->Cancel(target);
+      reply_done({{"target", request.cancel_target}, {"cancelled", known}});
+      return;
+    }
+    case Op::kGenerate:
+    case Op::kSolve:
+      break;
+  }
+
+  if (!accepting_) {
+    SendError(identity, request.id, StatusCodeName(StatusCode::kUnavailable), refuse_reason_, op);
+    return;
+  }
+  Client& client = clients_[identity];
+  if (client.ids.count(request.id) > 0) {
+    SendError(identity, request.id, StatusCodeName(StatusCode::kInvalidArgument),
+              "id '" + request.id + "' is already in flight on this connection; use a new id", op);
+    return;
+  }
+  if (static_cast<int>(client.ids.size()) >= options_.ipc.max_requests_per_client) {
+    SendError(identity, request.id, StatusCodeName(StatusCode::kBusy),
+              "this client already has " + std::to_string(client.ids.size()) +
+                  " requests in flight (ipc.max_requests_per_client); wait for one to finish",
+              op);
+    if (client.ids.empty()) clients_.erase(identity);
+    return;
+  }
+  const std::string engine_id = client_key + ":" + request.id;
+  request.engine.id = engine_id;
+  request.engine.client = client_key;
+  client.ids.insert(request.id);
+  client.last_sent = Clock::now();
+  requests_[engine_id] = Tracked{identity, request.id, request.op, Clock::now(), false};
+  Status submitted;
+  try {
+    submitted = engine_->Submit(std::move(request.engine), sink_);
+  } catch (const std::exception& e) {
+    submitted = Internal(std::string("engine rejected the request: ") + e.what());
+  }
+  if (!submitted.ok()) {
+    Forget(engine_id);
+    SendError(identity, request.id, StatusCodeName(submitted.code()), submitted.message(), op);
+  }
+  PublishGauges();
+}
+
+void Server::DispatchEngineEvents() {
+  auto events = queue_->TakeAll();
+  for (auto& [engine_id, event] : events) {
+    auto it = requests_.find(engine_id);
+    if (it == requests_.end()) continue;  // finished, or its client is gone
+    Tracked& t = it->second;
+    if (event.type == EngineEvent::Type::kDelta && !t.first_delta_seen) {
+      t.first_delta_seen = true;
+      metrics_->ObserveTimeToFirstToken(
+          std::chrono::duration<double>(Clock::now() - t.received).count());
+    }
+    const std::string identity = t.identity;
+    const std::string frame = EncodeEvent(t.client_id, event.type, event.body);
+    const bool terminal =
+        event.type == EngineEvent::Type::kDone || event.type == EngineEvent::Type::kError;
+    if (terminal) {
+      std::string outcome = "ok";
+      if (event.type == EngineEvent::Type::kError) {
+        auto code = event.body.find("code");
+        outcome =
+            code != event.body.end() && code->is_string() ? code->get<std::string>() : "internal";
+      } else {
+        metrics_->AddTokens(CompletionTokens(event.body));
+      }
+      metrics_->CountRequest(OpName(t.op), outcome);
+      Forget(engine_id);
+    }
+    SendTo(identity, frame);
+  }
+  PublishGauges();
+}
+
+void Server::SendKeepalives() {
+  const auto now = Clock::now();
+  std::vector<std::pair<std::string, std::string>> probes;  // identity, client id
+  for (const auto& [identity, client] : clients_) {
+    if (client.ids.empty() || now - client.last_sent < options_.ipc.heartbeat_interval) continue;
+    probes.emplace_back(identity, *client.ids.begin());
+  }
+  for (const auto& [identity, id] : probes) {
+    SendTo(identity, EncodeEvent(id, EngineEvent::Type::kProgress, {{"keepalive", true}}));
+  }
+}
+
+bool Server::SendTo(const std::string& identity, const std::string& frame) {
+  const bool sent =
+      zmq_send(socket_, identity.data(), identity.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0 &&
+      zmq_send(socket_, frame.data(), frame.size(), ZMQ_DONTWAIT) >= 0;
+  if (!sent) {
+    const int err = zmq_errno();
+    ZAYA_LOG(kDebug, std::string("client gone: ") + zmq_strerror(err),
+             {"CLIENT", HexIdentity(identity)});
+    ClientGone(identity);
+    return false;
+  }
+  auto it = clients_.find(identity);
+  if (it != clients_.end()) it->second.last_sent = Clock::now();
+  return true;
+}
+
+void Server::SendError(const std::string& identity, std::string_view id, std::string_view code,
+                       std::string_view message, std::string_view op) {
+  metrics_->CountRequest(op, code);
+  SendTo(identity, EncodeError(id, code, message));
+}
+
+void Server::ClientGone(const std::string& identity) {
+  auto it = clients_.find(identity);
+  if (it == clients_.end()) return;
+  const std::string key = HexIdentity(identity);
+  for (const auto& id : it->second.ids) {
+    auto r = requests_.find(key + ":" + id);
+    if (r != requests_.end()) {
+      metrics_->CountRequest(OpName(r->second.op), "disconnected");
+      requests_.erase(r);
+    }
+  }
+  clients_.erase(it);
+  ZAYA_LOG(kInfo, "client disconnected; cancelling its requests", {"CLIENT", key});
+  engine_->CancelClient(key);
+  PublishGauges();
+}
+
+void Server::Forget(const std::string& engine_id) {
+  auto it = requests_.find(engine_id);
+  if (it == requests_.end()) return;
+  auto c = clients_.find(it->second.identity);
+  if (c != clients_.end()) {
+    c->second.ids.erase(it->second.client_id);
+    if (c->second.ids.empty()) clients_.erase(c);
+  }
+  requests_.erase(it);
+}
+
+void Server::PublishGauges() {
+  metrics_->SetInFlight(static_cast<int64_t>(requests_.size()),
+                        static_cast<int64_t>(clients_.size()));
+}
+
+}  // namespace zaya::ipc

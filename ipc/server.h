@@ -1,0 +1,138 @@
+// The daemon's ZeroMQ ROUTER loop: receives request frames, validates them (ipc/protocol.h),
+// submits generate/solve to the Engine, answers hello/status/health/metrics/cancel itself, and
+// streams the engine's events back to the client that asked.
+//
+// Clients: every connected DEALER is one client (keyed by its ROUTER identity). Its requests are
+// tracked by the client's own ids; the engine sees "<hex identity>:<id>" so ids from different
+// clients never collide, and "<hex identity>" as EngineRequest::client.
+// A client is considered gone when a send to it fails (EHOSTUNREACH under ZMQ_ROUTER_MANDATORY, or
+// EAGAIN because its send queue reached ipc.send_hwm). ZMTP heartbeats (ipc.heartbeat_interval /
+// heartbeat_timeout) drop silent connections, and a client with requests in flight that has been
+// sent nothing for heartbeat_interval gets a `progress` {"keepalive":true} event, so a vanished
+// client is noticed within about heartbeat_timeout. A gone client's requests are cancelled with
+// Engine::CancelClient.
+//
+// Threading: all zmq calls happen on the thread that calls Run/RunOnce (the "loop thread"). Engine
+// events arrive on the engine's thread through an EventSink that only queues them and wakes the
+// loop through an eventfd. Stop() may be called from any thread; every other method only from the
+// loop thread (or before the loop starts).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "base/status.h"
+#include "config/config.h"
+#include "engine/engine.h"
+#include "ipc/metrics.h"
+#include "ipc/protocol.h"
+
+namespace zaya::ipc {
+
+struct ServerOptions {
+  IpcConfig ipc;          // endpoint, limits, heartbeats, HWM
+  ProtocolLimits limits;  // request validation
+  int listen_fd = -1;     // a socket-activated listening fd to adopt (ZMQ_USE_FD); -1 = bind
+  nlohmann::json hello;   // extra fields for the `hello` reply (model, version, ...)
+};
+
+class EventQueue;
+
+class Server {
+ public:
+  // Binds the endpoint. For ipc:// endpoints the parent folder is created when missing, an existing
+  // socket file that still has a listener is an error (another zayad), and the socket file gets
+  // mode 0660. `engine` and `metrics` must outlive the server.
+  static Result<std::unique_ptr<Server>> Create(ServerOptions options, Engine* engine,
+                                                Metrics* metrics);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // The bound endpoint (a tcp://...:0 endpoint resolved to its port).
+  const std::string& endpoint() const { return endpoint_; }
+
+  // Serves until Stop(). Returns the first fatal socket error, Ok after Stop().
+  Status Run();
+  // One iteration: waits up to `timeout` for input, then handles everything ready.
+  Status RunOnce(std::chrono::milliseconds timeout);
+  // Any thread: makes Run() return after the current iteration.
+  void Stop();
+
+  // Loop-thread hooks for the daemon: `on_readable` runs when `fd` is readable (e.g. a signalfd);
+  // `fn` runs about every `period` (e.g. the watchdog).
+  void WatchFd(int fd, std::function<void()> on_readable);
+  void SetTick(std::chrono::milliseconds period, std::function<void()> fn);
+
+  // New generate/solve requests are answered `unavailable: <reason>`; requests in flight go on.
+  void StopAccepting(std::string reason);
+  bool accepting() const { return accepting_; }
+
+  // Applies limits that may change on reload (validation limits and per-client request limit).
+  void UpdateLimits(const ProtocolLimits& limits, int max_requests_per_client);
+
+  size_t InFlight() const { return requests_.size(); }
+  size_t Clients() const { return clients_.size(); }
+
+ private:
+  struct Tracked {
+    std::string identity;   // ROUTER routing id of the client
+    std::string client_id;  // the id the client chose
+    Op op = Op::kGenerate;
+    std::chrono::steady_clock::time_point received;
+    bool first_delta_seen = false;
+  };
+  struct Client {
+    std::unordered_set<std::string> ids;  // client ids in flight
+    std::chrono::steady_clock::time_point last_sent;
+  };
+
+  Server(ServerOptions options, Engine* engine, Metrics* metrics);
+  Status Bind();
+  void ReceiveAll();
+  void HandleFrame(const std::string& identity, std::string_view frame);
+  void HandleRequest(const std::string& identity, Request request);
+  void DispatchEngineEvents();
+  void SendKeepalives();
+  // Sends one frame to `identity`; on failure treats the client as gone and returns false.
+  bool SendTo(const std::string& identity, const std::string& frame);
+  void SendError(const std::string& identity, std::string_view id, std::string_view code,
+                 std::string_view message, std::string_view op);
+  void ClientGone(const std::string& identity);
+  void Forget(const std::string& engine_id);
+  void PublishGauges();
+
+  ServerOptions options_;
+  Engine* engine_;
+  Metrics* metrics_;
+  void* context_ = nullptr;
+  void* socket_ = nullptr;
+  std::string endpoint_;
+  std::shared_ptr<EventQueue> queue_;
+  std::shared_ptr<EventSink> sink_;
+  std::atomic<bool> stop_{false};
+  bool accepting_ = true;
+  std::string refuse_reason_;
+
+  std::unordered_map<std::string, Tracked> requests_;  // by engine id
+  std::unordered_map<std::string, Client> clients_;    // by identity
+
+  std::vector<std::pair<int, std::function<void()>>> watched_;
+  std::chrono::milliseconds tick_period_{0};
+  std::function<void()> tick_;
+  std::chrono::steady_clock::time_point next_tick_{};
+  std::chrono::steady_clock::time_point next_keepalive_{};
+};
+
+// "ab\x01" -> "616201": how identities appear in engine ids, logs and metrics.
+std::string HexIdentity(std::string_view identity);
+
+}  // namespace zaya::ipc

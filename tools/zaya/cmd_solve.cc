@@ -1,0 +1,130 @@
+// zaya solve "question": Markovian RSA test-time compute. Progress (round t/T, members finished,
+// vote tally) goes to stderr, the final answer to stdout. Ctrl-C cancels the request on the daemon.
+#include <cstdio>
+
+#include "ipc/cli_support.h"
+#include "tools/zaya/command.h"
+
+namespace zaya::cli {
+namespace {
+
+using nlohmann::json;
+
+int Run(const std::vector<std::string>& argv);
+
+const CommandRegistrar kRegistrar({
+    .name = "solve",
+    .summary = "solve a problem with test-time compute (Markovian RSA) on zayad",
+    .usage = "zaya solve \"QUESTION\" [--mode single|parallel|rsa] [--population N] [--subset C] "
+             "[--rounds T] [--tail TOKENS] [--budget TOKENS] [--temperature X] [--top-p P] "
+             "[--seed S] [--deadline-ms MS] [--stream-member I] [--system TEXT] [--no-think] "
+             "[--endpoint ENDPOINT] [--json]",
+    .run = Run,
+});
+
+std::string Num(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+
+// One stderr line per progress event, from the fields docs/protocol.md defines for `progress`.
+void PrintProgress(const json& e) {
+  std::string line;
+  auto add = [&](const std::string& part) {
+    if (!line.empty()) line += ", ";
+    line += part;
+  };
+  if (e.contains("stage")) add(Num(e["stage"]));
+  if (e.contains("queue_position")) add("queue position " + Num(e["queue_position"]));
+  if (e.contains("round")) {
+    add("round " + Num(e["round"]) + (e.contains("rounds") ? "/" + Num(e["rounds"]) : ""));
+  }
+  if (e.contains("finished")) {
+    add("members finished " + Num(e["finished"]) +
+        (e.contains("population") ? "/" + Num(e["population"]) : ""));
+  }
+  if (e.contains("tally") && e["tally"].is_object() && !e["tally"].empty()) {
+    std::string tally;
+    for (const auto& [answer, count] : e["tally"].items()) {
+      if (!tally.empty()) tally += " ";
+      tally += answer + ":" + Num(count);
+    }
+    add("tally " + tally);
+  }
+  if (line.empty()) return;
+  std::fprintf(stderr, "%s\n", line.c_str());
+}
+
+int Run(const std::vector<std::string>& argv) {
+  const Command& self = Registry().at("solve");
+  std::string error;
+  auto args =
+      Args::Parse(argv,
+                  {"endpoint", "mode", "population", "subset", "rounds", "tail", "budget",
+                   "temperature", "top-p", "seed", "deadline-ms", "stream-member", "system"},
+                  {"json", "no-think"}, &error);
+  if (!args) return UsageError(self, error);
+  if (args->positional().size() != 1) return UsageError(self, "needs exactly one QUESTION");
+  json messages = json::array();
+  if (auto system = args->Get("system")) {
+    messages.push_back({{"role", "system"}, {"content", *system}});
+  }
+  messages.push_back({{"role", "user"}, {"content", args->positional()[0]}});
+  json request = {{"op", "solve"}, {"messages", messages}};
+  if (auto mode = args->Get("mode")) {
+    if (*mode != "single" && *mode != "parallel" && *mode != "rsa") {
+      return UsageError(self, "--mode must be single, parallel or rsa");
+    }
+    request["mode"] = *mode;
+  }
+  for (const char* flag : {"population", "subset", "rounds", "tail", "budget", "seed",
+                           "deadline-ms", "stream-member"}) {
+    if (auto v = args->Get(flag)) {
+      auto n = ipc::cli::ParseIntFlag("solve", flag, *v);
+      if (!n) return 2;
+      std::string field = flag;
+      for (auto& c : field) c = c == '-' ? '_' : c;
+      request[field] = *n;
+    }
+  }
+  for (const char* flag : {"temperature", "top-p"}) {
+    if (auto v = args->Get(flag)) {
+      auto x = ipc::cli::ParseNumberFlag("solve", flag, *v);
+      if (!x) return 2;
+      request[std::string(flag) == "top-p" ? "top_p" : flag] = *x;
+    }
+  }
+  if (args->Has("no-think")) request["enable_thinking"] = false;
+
+  const bool raw = args->Has("json");
+  const bool stream = request.contains("stream_member");
+  auto client =
+      ipc::cli::ConnectOrReport("solve", ipc::cli::ResolveEndpoint(args->Get("endpoint")));
+  if (!client) return 1;
+  auto done = client->Request(
+      request,
+      [&](const json& e) {
+        if (raw) {
+          std::printf("%s\n", e.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+          std::fflush(stdout);
+        } else if (e["event"] == "progress") {
+          PrintProgress(e);
+        } else if (e["event"] == "delta" && stream) {
+          std::fputs(e.value("text", std::string()).c_str(), stderr);
+        }
+      },
+      ipc::cli::InterruptFlag());
+  if (!done.ok()) return ipc::cli::ReportStatus("solve", done.status());
+  if ((*done)["event"] == "error") return raw ? 1 : ipc::cli::ReportError("solve", *done);
+  if (!raw) {
+    const json& d = *done;
+    std::string answer;
+    if (d.contains("answer") && !d["answer"].is_null()) {
+      answer = Num(d["answer"]);
+    } else {
+      answer = d.value("text", std::string());
+    }
+    std::printf("%s\n", answer.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace zaya::cli
