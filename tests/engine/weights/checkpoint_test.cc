@@ -291,6 +291,42 @@ TEST(CheckpointLegacyErrors, UnknownLegacyTensorIsNamed) {
       << broken.status().message();
 }
 
+// The legacy fixture split over three shards with an index loads exactly like the single file.
+TEST(CheckpointTest, ShardedLegacyCheckpointMatchesNative) {
+  TempDir dir;
+  for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json"}) {
+    fs::copy(TinyDir("legacy-bf16") + "/" + f, dir.path() / f);
+  }
+  auto set = TensorSet::OpenDirectory(TinyDir("legacy-bf16"));
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  std::vector<std::vector<const TensorView*>> shards(3);
+  nlohmann::json weight_map = nlohmann::json::object();
+  auto all = set->Tensors();
+  for (size_t i = 0; i < all.size(); ++i) {
+    const size_t shard = i * 3 / all.size();
+    shards[shard].push_back(all[i]);
+    weight_map[all[i]->name] = "part-" + std::to_string(shard) + ".safetensors";
+  }
+  for (size_t s = 0; s < shards.size(); ++s) {
+    testing::WriteBytes(dir.File("part-" + std::to_string(s) + ".safetensors"),
+                        testing::SafetensorsFromViews(shards[s]));
+  }
+  testing::WriteBytes(dir.File("model.safetensors.index.json"),
+                      nlohmann::json{{"weight_map", weight_map}}.dump());
+  auto sharded = Checkpoint::Open(dir.path().string());
+  ASSERT_TRUE(sharded.ok()) << sharded.status().ToString();
+  auto native = Checkpoint::Open(TinyDir("native-bf16"));
+  ASSERT_TRUE(native.ok()) << native.status().ToString();
+  auto a = (*native)->Tensors();
+  auto b = (*sharded)->Tensors();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i]->name, b[i]->name);
+    ASSERT_EQ(a[i]->nbytes, b[i]->nbytes);
+    EXPECT_EQ(std::memcmp(a[i]->data, b[i]->data, a[i]->nbytes), 0) << a[i]->name;
+  }
+}
+
 TEST(CheckpointTest, MissingDirectoryIsNotFound) {
   auto ckpt = Checkpoint::Open("/nonexistent/zaya");
   ASSERT_FALSE(ckpt.ok());

@@ -64,6 +64,19 @@ std::string MakeSafetensors(const std::vector<FakeTensor>& tensors) {
   return SafetensorsBytes(header.dump(), data);
 }
 
+std::string SafetensorsFromViews(const std::vector<const TensorView*>& views) {
+  nlohmann::json header = nlohmann::json::object();
+  std::string data;
+  for (const TensorView* v : views) {
+    const size_t begin = data.size();
+    data.append(reinterpret_cast<const char*>(v->data), v->nbytes);
+    header[v->name] = {{"dtype", std::string(DTypeName(v->dtype))},
+                       {"shape", v->shape},
+                       {"data_offsets", {begin, data.size()}}};
+  }
+  return SafetensorsBytes(header.dump(), data);
+}
+
 std::string SourceDir() { return ZAYA_SOURCE_DIR; }
 
 std::string TinyDir(const std::string& name) {

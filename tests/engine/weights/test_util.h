@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/weights/safetensors.h"
+
 namespace zaya::testing {
 
 // A fresh empty directory under the system temp dir, removed by the destructor.
@@ -37,6 +39,9 @@ struct FakeTensor {
 
 // A valid file holding `tensors` back to back.
 std::string MakeSafetensors(const std::vector<FakeTensor>& tensors);
+
+// A valid file holding copies of `views` (names, dtypes, shapes and bytes).
+std::string SafetensorsFromViews(const std::vector<const TensorView*>& views);
 
 std::string SourceDir();
 std::string TinyDir(const std::string& name);  // tests/data/tiny-zaya/<name>
