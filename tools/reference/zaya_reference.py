@@ -274,6 +274,24 @@ def router_and_experts(m, r_prev, w, i, c, routing_log=None):
 # ----------------------------------------------------------------------------------------------
 # Full forward
 
+# When set, the explicit conv arithmetic is compared with torch's own Conv1d semantics (weight
+# layout [out, in/groups, k], cross-correlation, groups), which is how the published PyTorch models
+# interpret these tensors.
+CROSSCHECK = True
+
+
+def _crosscheck_conv(s, conv, w, i, c):
+    H, K = c["num_heads"], c["num_kv_heads"]
+    x = torch.nn.functional.pad(s.T[None], (2, 0))  # [1, C, T+2]
+    x = torch.nn.functional.conv1d(
+        x, w.layer(i, "self_attn.qkv_proj.conv_qk_depthwise.weight"),
+        w.layer(i, "self_attn.qkv_proj.conv_qk_depthwise.bias"), groups=s.shape[1])
+    x = torch.nn.functional.conv1d(
+        x, w.layer(i, "self_attn.qkv_proj.conv_qk_grouped.weight"),
+        w.layer(i, "self_attn.qkv_proj.conv_qk_grouped.bias"), groups=H + K)
+    diff = float((x[0].T - conv).abs().max())
+    assert diff < 1e-4, f"layer {i}: conv cross-check differs by {diff}"
+
 
 def embed(w, ids):
     e = w["model.embed_tokens.weight"][torch.as_tensor(ids, dtype=torch.long)]
@@ -299,6 +317,8 @@ def forward_full(w, ids, routing=None):
         dw_b = w.layer(i, "self_attn.qkv_proj.conv_qk_depthwise.bias")
         dw = sp[:-1] * dw_w[:, 0] + sp[1:] * dw_w[:, 1] + dw_b  # [T+1, C]; dw[0] == bias
         conv = grouped_conv_step(dw[:-1], dw[1:], w, i, c)  # [T, C]
+        if CROSSCHECK:
+            _crosscheck_conv(s, conv, w, i, c)
         q, k = qk_residual_and_norm(conv, q0, k0, w, i, c)
         q = rope(q, positions, c)
         k = rope(k, positions, c)

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -325,6 +327,19 @@ TEST(CheckpointTest, ShardedLegacyCheckpointMatchesNative) {
     ASSERT_EQ(a[i]->nbytes, b[i]->nbytes);
     EXPECT_EQ(std::memcmp(a[i]->data, b[i]->data, a[i]->nbytes), 0) << a[i]->name;
   }
+}
+
+// Opens any checkpoint named by $ZAYA_TEST_CHECKPOINT (e.g. a generated `small` or `zaya1-8b`
+// random model, or a real download) and checks it against its config; skipped when unset.
+TEST(CheckpointTest, OpensCheckpointFromEnvironment) {
+  const char* dir = std::getenv("ZAYA_TEST_CHECKPOINT");
+  if (dir == nullptr) GTEST_SKIP() << "ZAYA_TEST_CHECKPOINT not set";
+  auto ckpt = Checkpoint::Open(dir);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+  EXPECT_EQ((*ckpt)->size(), ExpectedTensors((*ckpt)->config()).size());
+  std::printf("%s: %s layout, %zu tensors, %.3f GB resident in bf16\n", dir,
+              CheckpointLayoutName((*ckpt)->config().layout).data(), (*ckpt)->size(),
+              static_cast<double>((*ckpt)->ResidentBytes(DType::kBF16)) / 1e9);
 }
 
 TEST(CheckpointTest, MissingDirectoryIsNotFound) {
