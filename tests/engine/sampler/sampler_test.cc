@@ -170,35 +170,57 @@ TEST(SamplerTest, DrawsFollowTheDistribution) {
 }
 
 TEST(SamplerTest, LargeVocabTopPIsFastAndMatchesFullSort) {
+  // A realistic shape: ~600 plausible tokens over a long flat tail of a 262K vocabulary.
   const size_t vocab = 262144;
   std::vector<float> logits(vocab);
   uint64_t st = 3;
-  for (auto& l : logits) l = static_cast<float>((SplitMix64(&st) >> 40) % 10000) / 500.0f;
-  Sampler s = Make(0.7, 0, 0.9, 0.0, 5);
+  for (size_t i = 0; i < vocab; ++i) {
+    const float noise = static_cast<float>((SplitMix64(&st) >> 40) % 1000) / 1000.0f;
+    logits[i] = (i % 437 == 0) ? 12.0f + 4.0f * noise : 2.0f * noise;
+  }
+  Sampler s = Make(1.0, 0, 0.9, 0.0, 5);
   auto c = s.Candidates(logits);
-  ASSERT_GT(c.size(), 64u);  // the nucleus needs more than the first chunk
+  ASSERT_GT(c.size(), 64u);  // the nucleus needs more than the first sorted chunk
+  ASSERT_LT(c.size(), 700u);
   // Prefix property: everything kept is at least as probable as anything dropped.
   std::vector<char> kept(vocab, 0);
   for (const auto& t : c) kept[t.id] = 1;
   float min_kept = std::numeric_limits<float>::infinity();
   float max_dropped = -std::numeric_limits<float>::infinity();
   for (size_t i = 0; i < vocab; ++i) {
-    if (kept[i]) min_kept = std::min(min_kept, logits[i]);
-    else max_dropped = std::max(max_dropped, logits[i]);
+    if (kept[i]) {
+      min_kept = std::min(min_kept, logits[i]);
+    } else {
+      max_dropped = std::max(max_dropped, logits[i]);
+    }
   }
   EXPECT_GE(min_kept, max_dropped);
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < 20; ++i) ASSERT_LT(s.Sample(logits), static_cast<int32_t>(vocab));
+  // And the kept mass is the smallest prefix reaching 0.9 of the full distribution.
+  double total = 0, kept_mass = 0;
+  for (size_t i = 0; i < vocab; ++i) {
+    const double w = std::exp(static_cast<double>(logits[i]) - 16.0);
+    total += w;
+    if (kept[i]) kept_mass += w;
+  }
+  EXPECT_GE(kept_mass / total, 0.9 - 1e-4);
+  EXPECT_LT((kept_mass - std::exp(static_cast<double>(min_kept) - 16.0)) / total, 0.9 + 1e-4);
+
   Sampler plain = Make(1.0, 0, 1.0, 0.0, 5);
   Sampler topk = Make(1.0, 50, 1.0, 0.0, 5);
-  for (int i = 0; i < 20; ++i) {
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(kept[s.Sample(logits)]);
     ASSERT_LT(plain.Sample(logits), static_cast<int32_t>(vocab));
-    ASSERT_LT(topk.Sample(logits), static_cast<int32_t>(vocab));
+    ASSERT_EQ(logits[topk.Sample(logits)] >= 12.0f, true);
   }
   const double ms = std::chrono::duration<double, std::milli>(
                         std::chrono::steady_clock::now() - start).count();
-  // 60 draws over 262K logits; generous bound so sanitizer builds pass too.
-  EXPECT_LT(ms, 5000.0);
+#if defined(NDEBUG) && !defined(__SANITIZE_ADDRESS__)
+  // 12 draws over 262K logits in an optimised build: a full sort per draw would not fit.
+  EXPECT_LT(ms, 500.0) << ms;
+#else
+  (void)ms;
+#endif
 }
 
 }  // namespace
