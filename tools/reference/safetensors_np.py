@@ -15,14 +15,23 @@ DTYPE_SIZE = {"F32": 4, "F16": 2, "BF16": 2}
 
 
 def f32_to_bf16_bits(a):
-    """float32 array -> uint16 bf16 bits, round to nearest even (NaN kept quiet)."""
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    bits = a.view(np.uint32).astype(np.uint64)
-    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-    out = rounded.astype(np.uint16)
-    nan = np.isnan(a)
-    if nan.any():
-        out[nan] = ((bits[nan] >> 16) | 0x40).astype(np.uint16)
+    """float32 array -> uint16 bf16 bits, round to nearest even (NaN kept quiet).
+
+    Works in chunks with uint32 arithmetic (no overflow: only NaN bit patterns could carry past
+    32 bits, and those are handled separately) so that multi-GB tensors stay cheap.
+    """
+    a = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+    out = np.empty(a.shape, dtype=np.uint16)
+    chunk = 1 << 24
+    for start in range(0, a.size, chunk):
+        part = a[start:start + chunk]
+        bits = part.view(np.uint32)
+        rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+        res = rounded.astype(np.uint16)
+        nan = np.isnan(part)
+        if nan.any():
+            res[nan] = ((bits[nan] >> np.uint32(16)) | np.uint32(0x40)).astype(np.uint16)
+        out[start:start + chunk] = res
     return out
 
 
