@@ -66,9 +66,7 @@ TEST_F(Gemma3Test, Zaya1ReadmeExample) {
   auto plain = tok_->Encode("Hello! How can I assist you today?", false);
   EXPECT_EQ(plain->size(), 9u);
   EXPECT_EQ(plain->front(), 9259);
-}
-
-TEST_F(Gemma3Test, VocabAndConfig) {
+  // VocabAndConfig
   EXPECT_EQ(tok_->vocab_size(), 262145);
   EXPECT_EQ(tok_->bos_id(), 2);
   EXPECT_THAT(tok_->eos_ids(), ElementsAre(106));
@@ -81,7 +79,8 @@ TEST_F(Gemma3Test, VocabAndConfig) {
   EXPECT_EQ(tok_->IdToToken(-1), "");
 }
 
-TEST_F(Gemma3Test, ParityWithJsReference) {
+// One load of the 33 MB tokenizer.json per test process: related checks share a test.
+TEST_F(Gemma3Test, ParityWithJsReferenceAndStreaming) {
   const auto rows = Rows();
   ASSERT_GE(rows.size(), 3000u);
   int mismatches = 0, roundtrips = 0;
@@ -103,18 +102,14 @@ TEST_F(Gemma3Test, ParityWithJsReference) {
   }
   EXPECT_EQ(mismatches, 0);
   EXPECT_GT(roundtrips, 3000);
-}
-
-TEST_F(Gemma3Test, SpecialTokenTextMapsToIds) {
+  // SpecialTokenTextMapsToIds
   auto ids = tok_->Encode("<start_of_turn>user\nhi<end_of_turn>\n", false);
   ASSERT_TRUE(ids.ok());
   EXPECT_EQ(ids->front(), 105);
   EXPECT_THAT(*ids, ::testing::Contains(106));
   EXPECT_EQ(tok_->Decode(*ids, false), "<start_of_turn>user\nhi<end_of_turn>\n");
   EXPECT_EQ(tok_->Decode(*ids, true), "user\nhi\n");
-}
-
-TEST_F(Gemma3Test, InvalidUtf8BecomesReplacementCharacter) {
+  // InvalidUtf8BecomesReplacementCharacter
   // Each maximal ill-formed subsequence turns into one U+FFFD, like the WHATWG decoder.
   auto bad = tok_->Encode(
       "a\xff"
@@ -133,10 +128,7 @@ TEST_F(Gemma3Test, InvalidUtf8BecomesReplacementCharacter) {
   const auto x82 = *tok_->TokenToId("<0x82>");
   const std::vector<int32_t> partial = {e2, x82, 9259};
   EXPECT_EQ(tok_->Decode(partial, false), "\uFFFDHello");
-}
-
-TEST_F(Gemma3Test, StreamDecoderMatchesDecode) {
-  const auto rows = Rows();
+  // StreamDecoderMatchesDecode
   int checked = 0;
   for (size_t i = 0; i < rows.size(); i += 7) {
     Tokenizer::StreamDecoder sd(*tok_, false);
