@@ -185,6 +185,29 @@ TEST(ParseConfig, SurvivesDeepNestingWithoutRecursing) {
   }
 }
 
+TEST(InstalledConfig, PointsAtTheInstalledModelAndRunSocket) {
+  // cmake/ZayaInstall.cmake generates the /etc/zayad/zayad.toml of an install at configure time.
+  const fs::path generated = fs::path(ZAYA_BINARY_DIR) / "packaging" / "zayad.toml";
+  if (!fs::exists(generated)) GTEST_SKIP() << "no " << generated << " in this build tree";
+  auto config = ParseConfig(ReadFile(generated), "/etc/zayad/zayad.toml");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_TRUE(fs::path(config->model.path).is_absolute()) << config->model.path;
+  const std::string suffix = "/share/zayad/models/zaya-tiny-reasoner";
+  ASSERT_GE(config->model.path.size(), suffix.size());
+  EXPECT_EQ(config->model.path.substr(config->model.path.size() - suffix.size()), suffix);
+  EXPECT_EQ(config->ipc.endpoint, "ipc:///run/zayad/zayad.sock");
+  // Apart from the model path it is the shipped file.
+  auto shipped = LoadConfig(kSourceDir + "/config/zayad.toml");
+  ASSERT_TRUE(shipped.ok());
+  shipped->model.path = config->model.path;
+  shipped->source = config->source;
+  EXPECT_EQ(*shipped, *config);
+
+  const std::string unit = ReadFile(fs::path(ZAYA_BINARY_DIR) / "packaging" / "zayad.service");
+  EXPECT_NE(unit.find("\nExecStart=/"), std::string::npos);
+  EXPECT_NE(unit.find("/zayad --config /etc/zayad/zayad.toml\n"), std::string::npos);
+}
+
 // ----- sizes and durations
 
 TEST(ParseSize, AcceptsUnitsDecimalsAndPlainBytes) {
