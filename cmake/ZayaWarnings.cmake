@@ -1,7 +1,7 @@
 # Warnings for the project's own targets (not for third-party headers, which come in as SYSTEM).
 add_library(zaya_warnings INTERFACE)
 target_compile_options(zaya_warnings INTERFACE
-  $<$<COMPILE_LANGUAGE:CXX,C>:-Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor
+  $<$<COMPILE_LANGUAGE:CXX,C>:-Wall -Wextra -Wpedantic $<$<CXX_COMPILER_ID:GNU>:-Wshadow=local> -Wnon-virtual-dtor
   -Wcast-align -Wformat=2 -Wimplicit-fallthrough>)
 
 # zaya_component_library(name SOURCES ... DEPS ...): a static library with the repo root on the

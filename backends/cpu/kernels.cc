@@ -89,7 +89,9 @@ void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weight
             const float* bias, Act act, float* y) {
   // Few tokens: stream each weight row once and dot it with every token (bandwidth-bound decode).
   // Many tokens: convert a panel of weight rows to f32 and let OpenBLAS run the panel's GEMM.
-  constexpr int64_t kGemmMinTokens = 8;
+  // Below this many rows every output is the same per-row dot product whatever the batch, so a
+  // sequence decodes the same tokens alone or batched with others (seeded runs are reproducible).
+  constexpr int64_t kGemmMinTokens = 64;
   if (t < kGemmMinTokens || k < 16) {
     pool.ParallelFor(n, 16, [&](int64_t begin, int64_t end, int) {
       for (int64_t r = begin; r < end; ++r) {
