@@ -672,6 +672,43 @@ Status CheckShape(std::string_view text, Problems& problems) {
   return Status::Ok();
 }
 
+// Offset of the first byte that is not part of well-formed UTF-8 (no overlongs, surrogates or code
+// points above U+10FFFF), or npos. TOML files are UTF-8, and toml11 3.7 reads out of bounds while
+// reporting some invalid sequences, so they are refused before it sees them.
+size_t FirstInvalidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    uint32_t cp = 0;
+    if (b < 0x80) {
+      ++i;
+      continue;
+    } else if (b >= 0xc2 && b <= 0xdf) {
+      n = 1;
+      cp = b & 0x1f;
+    } else if (b >= 0xe0 && b <= 0xef) {
+      n = 2;
+      cp = b & 0x0f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      n = 3;
+      cp = b & 0x07;
+    } else {
+      return i;
+    }
+    for (size_t k = 1; k <= n; ++k) {
+      if (i + k >= s.size()) return i;
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if ((c & 0xc0) != 0x80) return i;
+      cp = (cp << 6) | (c & 0x3f);
+    }
+    const uint32_t min_for_length[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < min_for_length[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+    i += n + 1;
+  }
+  return std::string_view::npos;
+}
+
 // "[error] toml::parse_key_value_pair: missing key-value separator `=`\n --> ..." -> the
 // description after the function name.
 std::string SyntaxSummary(const std::string& what) {
@@ -939,6 +976,17 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& name) 
   if (toml_text.size() > kMaxConfigBytes) {
     problems.Add(1, "the file is " + std::to_string(toml_text.size()) + " bytes; at most " +
                         std::to_string(kMaxConfigBytes) + " are allowed");
+    return problems.ToStatus();
+  }
+  if (const size_t bad = FirstInvalidUtf8(toml_text); bad != std::string_view::npos) {
+    const std::string_view before = toml_text.substr(0, bad);
+    const size_t line = 1 + static_cast<size_t>(std::count(before.begin(), before.end(), '\n'));
+    const size_t line_start = before.rfind('\n');
+    const size_t column = bad - (line_start == std::string_view::npos ? 0 : line_start + 1) + 1;
+    char byte[8];
+    std::snprintf(byte, sizeof(byte), "0x%02x", static_cast<unsigned char>(toml_text[bad]));
+    problems.Add(line, "the file is not valid UTF-8 (byte " + std::string(byte) + " at column " +
+                           std::to_string(column) + "); TOML files must be UTF-8 text");
     return problems.ToStatus();
   }
   ZAYA_RETURN_IF_ERROR(CheckShape(toml_text, problems));
