@@ -995,7 +995,7 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& name) 
   try {
     std::istringstream in{std::string(toml_text)};
     root = toml::parse(in, name);
-  } catch (const toml::syntax_error& e) {
+  } catch (const toml::exception& e) {
     const toml::source_location& loc = e.location();
     std::string text = "TOML syntax error: " + SyntaxSummary(e.what());
     if (!loc.line_str().empty()) text += " (line: " + Quote(loc.line_str()) + ")";
