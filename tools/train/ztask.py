@@ -1,0 +1,333 @@
+"""The arithmetic reasoning task, the tokenizer and the prompt formats of zaya-tiny-reasoner.
+
+Task ("iterate"): x starts at a 2-digit number; n times, x <- (x*a + b) mod 100. The worked
+solution writes one line per step, `i: x*a+b=y x=y%1000`, then `</think>` and a boxed answer.
+The question is short whatever n is, and every line names its step index and its input, so the
+state of the computation is visible in any tail of a trace: this is what makes Markovian
+continuation (RSA with C=1) possible past the trained context.
+
+Prompt formats mirror what the engine sends:
+  * solve: the chat template (tests/data/chat/zaya_tiny_template.jinja) with one user message,
+    generation prompt `<start_of_turn>model\n<think>\n`;
+  * aggregate / continue: engine/rsa/aggregation_prompt.cc kDefaultAggregationTemplate (read
+    from that file, so the model is trained on exactly what the daemon sends), rendered with C
+    tails (C=1 is continuation), each a decoded token tail with `[...truncated...] ` when cut.
+Aggregation/continuation target (documented in models/zaya-tiny-reasoner/README.md): restart at
+step k = the largest "first complete line" index among the candidates, take the majority of the
+candidates' inputs at step k (ties: the most common value that appears first), then compute
+correctly from there to step n and box the result.
+"""
+
+import collections
+import json
+import os
+import random
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<think>",
+            "</think>"]
+PAD, EOS, BOS, UNK, SOT, EOT, THINK, ENDTHINK = range(8)
+BYTE_BASE = 8
+SPACE = "\u2581"
+VOCAB_SIZE = 768
+MOD = 100
+TRUNC = "[...truncated...] "
+
+
+# ------------------------------------------------------------------------------------------
+# Aggregation template, read from the engine source
+
+
+def _read_template():
+    path = os.path.join(ROOT, "engine", "rsa", "aggregation_prompt.cc")
+    src = open(path).read()
+    m = re.search(r"kDefaultAggregationTemplate\s*=\s*((?:\s*\"(?:[^\"\\]|\\.)*\")+)\s*;", src)
+    parts = re.findall(r"\"((?:[^\"\\]|\\.)*)\"", m.group(1))
+    text = "".join(parts)
+    return text.replace("\\n", "\n").replace("\\\\", "\\").replace('\\"', '"')
+
+
+AGG_TEMPLATE = _read_template()
+
+
+def render_aggregation(question, cands):
+    """cands: list of (text, truncated). Same rendering as AggregationTemplate::Render."""
+    head, rest = AGG_TEMPLATE.split("{candidates}")
+    block, tail = rest.split("{/candidates}")
+    out = head.replace("{question}", question)
+    for i, (text, truncated) in enumerate(cands):
+        out += (block.replace("{index}", str(i + 1))
+                .replace("{truncated_marker}", TRUNC if truncated else "")
+                .replace("{text}", text))
+    return out + tail.replace("{question}", question)
+
+
+# ------------------------------------------------------------------------------------------
+# Problems
+
+
+class Problem:
+    def __init__(self, x0, a, b, n):
+        self.x0, self.a, self.b, self.n = x0, a, b, n
+        self.question = (f"Let x = {x0}. Repeat {n} times: x = x*{a}+{b}, keeping only the last "
+                         f"two digits of x. What is x at the end?")
+        xs = [x0]
+        for _ in range(n):
+            xs.append((xs[-1] * a + b) % MOD)
+        self.xs = xs
+        self.answer = str(xs[-1])
+
+    def line(self, i, x):
+        """Step i (1-based) from input x."""
+        y = x * self.a + self.b
+        return f"{i}: {x}*{self.a}+{self.b}={y} x={y % MOD}\n"
+
+    def lines_from(self, k, x):
+        """Correct lines k..n starting from input x at step k; returns (text, final x)."""
+        out = []
+        for i in range(k, self.n + 1):
+            out.append(self.line(i, x))
+            x = (x * self.a + self.b) % MOD
+        return "".join(out), x
+
+    def solution(self):
+        text, x = self.lines_from(1, self.x0)
+        return finish(text, x)
+
+
+def finish(lines, x):
+    return lines + "</think>\nThe answer is \\boxed{" + str(x) + "}."
+
+
+def make_problem(seed, n_lo, n_hi):
+    r = random.Random(seed)
+    return Problem(r.randint(10, 99), r.randint(2, 9), r.randint(1, 9), r.randint(n_lo, n_hi))
+
+
+# Seed ranges: training problems use seeds < 10**8; held-out evaluation uses seeds >= 10**9.
+HELDOUT_SEED_BASE = 10 ** 9
+
+
+LINE_RE = re.compile(r"(?m)^(\d+): (\d+)\*")
+
+
+def first_line_and_inputs(text, truncated):
+    """(index of the first complete line, {index: input}) of a candidate tail."""
+    if truncated:
+        cut = text.find("\n")
+        text = text[cut + 1:] if cut >= 0 else ""
+    inputs = {}
+    first = None
+    for m in LINE_RE.finditer(text):
+        i, x = int(m.group(1)), int(m.group(2))
+        if first is None:
+            first = i
+        inputs.setdefault(i, x)
+    return first, inputs
+
+
+def aggregation_target(p, cands):
+    """The trained answer to an aggregation/continuation prompt (see module doc)."""
+    firsts = []
+    parsed = []
+    for text, trunc in cands:
+        f, inputs = first_line_and_inputs(text, trunc)
+        parsed.append(inputs)
+        if f is not None and 1 <= f <= p.n:
+            firsts.append(f)
+    if not firsts:
+        return p.solution()  # nothing usable: solve from scratch
+    k = max(firsts)
+    votes = [inp[k] for inp in parsed if k in inp and 0 <= inp[k] < MOD]
+    if not votes:
+        return p.solution()
+    counts = collections.Counter(votes)
+    best = max(counts.values())
+    x = next(v for v in votes if counts[v] == best)
+    text, xf = p.lines_from(k, x)
+    return finish(text, xf)
+
+
+def extract_boxed(text):
+    i = text.rfind("\\boxed{")
+    if i < 0:
+        return None
+    j = text.find("}", i)
+    if j < 0:
+        return None
+    return text[i + 7:j].strip()
+
+
+# ------------------------------------------------------------------------------------------
+# Tokenizer: Gemma-style BPE with byte fallback; merges never touch digits, so arithmetic is
+# done digit by digit and BPE segments between digits are independent (fast exact encoding).
+
+
+def _corpus():
+    texts = [AGG_TEMPLATE.replace("{candidates}", "").replace("{/candidates}", "")] * 20
+    for s in range(60):
+        p = make_problem(s, 2, 20)
+        texts.append(p.question)
+        texts.append(p.solution())
+        texts.append("user\nmodel\n" + TRUNC + "Candidate 1:\n")
+    return "\n".join(texts)
+
+
+def _train_bpe():
+    vocab = {t: i for i, t in enumerate(SPECIALS)}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = BYTE_BASE + b
+    for ch in [SPACE, "\n"] + [chr(c) for c in range(33, 127)]:
+        vocab[ch] = len(vocab)
+    text = _corpus().replace(" ", SPACE)
+    seq = list(text)
+    merges = []
+    banned = set()
+    while len(vocab) < VOCAB_SIZE:
+        counts = collections.Counter()
+        for x, y in zip(seq, seq[1:]):
+            if x.isdigit() or y.isdigit() or "\n" in x + y or (x, y) in banned:
+                continue
+            counts[(x, y)] += 1
+        if not counts:
+            break
+        pair, c = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+        if c < 4:
+            break
+        merged = pair[0] + pair[1]
+        if merged in vocab:
+            banned.add(pair)
+            continue
+        vocab[merged] = len(vocab)
+        merges.append(pair)
+        out, i = [], 0
+        while i < len(seq):
+            if i + 1 < len(seq) and seq[i] == pair[0] and seq[i + 1] == pair[1]:
+                out.append(merged)
+                i += 2
+            else:
+                out.append(seq[i])
+                i += 1
+        seq = out
+    n = 0
+    while len(vocab) < VOCAB_SIZE:
+        vocab[f"<unused{n}>"] = len(vocab)
+        n += 1
+    return vocab, merges
+
+
+class Tokenizer:
+    def __init__(self):
+        self.vocab, self.merges = _train_bpe()
+        self.inv = {i: t for t, i in self.vocab.items()}
+        self.rank = {m: r for r, m in enumerate(self.merges)}
+        self.cache = {}
+        self.special_re = re.compile("(" + "|".join(re.escape(s) for s in SPECIALS) + ")")
+        self.seg_re = re.compile(r"(\d)")
+
+    def _bpe(self, seg):
+        if seg in self.cache:
+            return self.cache[seg]
+        parts = list(seg)
+        while len(parts) > 1:
+            best, bi = None, -1
+            for i in range(len(parts) - 1):
+                r = self.rank.get((parts[i], parts[i + 1]))
+                if r is not None and (best is None or r < best):
+                    best, bi = r, i
+            if best is None:
+                break
+            parts[bi:bi + 2] = [parts[bi] + parts[bi + 1]]
+        ids = []
+        for t in parts:
+            if t in self.vocab:
+                ids.append(self.vocab[t])
+            else:
+                ids.extend(BYTE_BASE + b for b in t.encode("utf-8"))
+        self.cache[seg] = ids
+        return ids
+
+    def encode(self, text):
+        ids = []
+        for chunk in self.special_re.split(text):
+            if not chunk:
+                continue
+            if chunk in self.vocab and chunk in SPECIALS:
+                ids.append(self.vocab[chunk])
+                continue
+            for seg in self.seg_re.split(chunk.replace(" ", SPACE)):
+                if seg:
+                    ids.extend(self._bpe(seg))
+        return ids
+
+    def decode(self, ids, skip_special=True):
+        out = bytearray()
+        for i in ids:
+            t = self.inv[int(i)]
+            if int(i) < BYTE_BASE:
+                if not skip_special:
+                    out += t.encode()
+                continue
+            if t.startswith("<0x") and len(t) == 6:
+                out.append(int(t[3:5], 16))
+            else:
+                out += t.replace(SPACE, " ").encode("utf-8")
+        return out.decode("utf-8", errors="replace")
+
+    def write(self, out_dir):
+        added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                  "normalized": False, "special": True} for i, t in enumerate(SPECIALS)]
+        tok = {
+            "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+            "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": SPACE},
+            "pre_tokenizer": {"type": "Split", "pattern": {"String": " "},
+                              "behavior": "MergedWithPrevious", "invert": False},
+            "post_processor": {
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "<bos>", "type_id": 0}},
+                           {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": "<bos>", "type_id": 0}},
+                         {"Sequence": {"id": "A", "type_id": 0}},
+                         {"SpecialToken": {"id": "<bos>", "type_id": 1}},
+                         {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {"<bos>": {"id": "<bos>", "ids": [BOS], "tokens": ["<bos>"]}},
+            },
+            "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Replace", "pattern": {"String": SPACE}, "content": " "},
+                {"type": "ByteFallback"}, {"type": "Fuse"}]},
+            "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>",
+                      "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                      "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+                      "vocab": self.vocab, "merges": [list(m) for m in self.merges]},
+        }
+        with open(os.path.join(out_dir, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump(tok, f, ensure_ascii=False, indent=1)
+            f.write("\n")
+        template = open(os.path.join(ROOT, "tests", "data", "chat",
+                                     "zaya_tiny_template.jinja")).read()
+        cfg = {
+            "add_bos_token": True, "add_eos_token": False,
+            "added_tokens_decoder": {str(t["id"]): {k: v for k, v in t.items() if k != "id"}
+                                     for t in added},
+            "bos_token": "<bos>", "eos_token": "<end_of_turn>", "pad_token": "<pad>",
+            "unk_token": "<unk>", "chat_template": template,
+            "clean_up_tokenization_spaces": False, "model_max_length": 4096,
+            "tokenizer_class": "GemmaTokenizer", "spaces_between_special_tokens": False,
+        }
+        with open(os.path.join(out_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(cfg, f, ensure_ascii=False, indent=1)
+            f.write("\n")
+
+
+def chat_prompt(user_text):
+    """What the chat template renders for one user message with add_generation_prompt."""
+    return ("<bos><start_of_turn>user\n" + user_text.strip() + "<end_of_turn>\n"
+            "<start_of_turn>model\n<think>\n")
+
+
+def tail_text(tok, ids, tau):
+    """Engine semantics: last tau token ids of the trace, decoded without special tokens."""
+    truncated = len(ids) > tau
+    return tok.decode(ids[-tau:] if tau > 0 else [], True), truncated
