@@ -131,7 +131,15 @@ std::string Metrics::Render(const json& engine_status) const {
         out += "zayad_memory_bytes{budget=\"" + Escape(budget) + "\",kind=\"value\"} " +
                Num(value.get<double>()) + "\n";
       } else if (value.is_object()) {
-        for (const auto& [kind, v] : value.items()) {
+        for (const auto& [key, v] : value.items()) {
+          // Byte counts only ("used_bytes" -> kind "used"); block counts are not bytes.
+          std::string kind = key;
+          constexpr std::string_view kSuffix = "_bytes";
+          if (kind.size() > kSuffix.size() && kind.ends_with(kSuffix)) {
+            kind.resize(kind.size() - kSuffix.size());
+          } else if (kind != "budget" && kind != "used") {
+            continue;
+          }
           if (!v.is_number()) continue;
           out += "zayad_memory_bytes{budget=\"" + Escape(budget) + "\",kind=\"" + Escape(kind) +
                  "\"} " + Num(v.get<double>()) + "\n";

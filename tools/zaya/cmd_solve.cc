@@ -24,21 +24,24 @@ const CommandRegistrar kRegistrar({
 
 std::string Num(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
 
-// One stderr line per progress event, from the fields docs/protocol.md defines for `progress`.
+// One stderr line per progress event, from the fields docs/protocol.md defines for `progress`:
+// "round 1/2: members finished 3/8, tally 4:5 5:2" (keepalives are filtered by the client).
 void PrintProgress(const json& e) {
   std::string line;
   auto add = [&](const std::string& part) {
     if (!line.empty()) line += ", ";
     line += part;
   };
-  if (e.contains("stage")) add(Num(e["stage"]));
   if (e.contains("queue_position")) add("queue position " + Num(e["queue_position"]));
   if (e.contains("round")) {
-    add("round " + Num(e["round"]) + (e.contains("rounds") ? "/" + Num(e["rounds"]) : ""));
+    line = "round " + Num(e["round"]) + (e.contains("rounds") ? "/" + Num(e["rounds"]) : "") + ":";
   }
-  if (e.contains("finished")) {
-    add("members finished " + Num(e["finished"]) +
-        (e.contains("population") ? "/" + Num(e["population"]) : ""));
+  for (const char* key : {"members_finished", "finished"}) {
+    if (!e.contains(key)) continue;
+    std::string part = "members finished " + Num(e[key]);
+    if (e.contains("population")) part += "/" + Num(e["population"]);
+    line += line.empty() || line.back() == ':' ? " " + part : ", " + part;
+    break;
   }
   if (e.contains("tally") && e["tally"].is_object() && !e["tally"].empty()) {
     std::string tally;
@@ -48,8 +51,9 @@ void PrintProgress(const json& e) {
     }
     add("tally " + tally);
   }
-  if (line.empty()) return;
-  std::fprintf(stderr, "%s\n", line.c_str());
+  if (line.empty() && e.contains("stage")) line = Num(e["stage"]);
+  if (!line.empty() && line.front() == ' ') line.erase(0, 1);
+  if (!line.empty()) std::fprintf(stderr, "%s\n", line.c_str());
 }
 
 int Run(const std::vector<std::string>& argv) {

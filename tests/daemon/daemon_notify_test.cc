@@ -1,0 +1,137 @@
+// The real zayad binary under a fake systemd: READY/WATCHDOG/RELOADING/STOPPING, SIGHUP with a good
+// and a bad file, SIGTERM draining a request in flight, --check-config.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "ipc/client.h"
+#include "tests/daemon/daemon_process.h"
+
+namespace zaya {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+using testing::DaemonProcess;
+
+std::string RunAndCapture(const std::string& command, int* rc) {
+  std::string out;
+  FILE* p = popen(command.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  *rc = WEXITSTATUS(pclose(p));
+  return out;
+}
+
+TEST(DaemonNotifyTest, CheckConfigPrintsEffectiveConfigOrTheError) {
+  DaemonProcess d;
+  d.WriteConfig();
+  const std::string zayad = std::string(ZAYA_BINARY_DIR) + "/daemon/zayad";
+  int rc = -1;
+  std::string out = RunAndCapture(zayad + " --check-config --config " + d.config_path(), &rc);
+  EXPECT_EQ(rc, 0);
+  EXPECT_NE(out.find("[model]"), std::string::npos) << out;
+  EXPECT_NE(out.find("population = 2"), std::string::npos) << out;
+  std::ofstream(d.config_path(), std::ios::app) << "bogus = 1\n";
+  out = RunAndCapture(zayad + " --check-config --config " + d.config_path() + " 2>&1", &rc);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find(d.config_path()), std::string::npos) << out;
+  EXPECT_NE(out.find("bogus"), std::string::npos) << out;
+}
+
+TEST(DaemonNotifyTest, ReadyWatchdogReloadAndDrainingStop) {
+  DaemonProcess d;
+  d.WriteConfig();
+  d.Start({"WATCHDOG_USEC=200000"});
+  ASSERT_TRUE(d.WaitForNotify("READY=1")) << d.Log();
+  ASSERT_TRUE(d.WaitForNotify("WATCHDOG=1", 3s)) << d.Log();
+
+  auto client = ipc::Client::Connect(d.endpoint());
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  auto health = (*client)->Request({{"op", "health"}});
+  ASSERT_TRUE(health.ok()) << health.status().ToString();
+  EXPECT_EQ((*health)["healthy"], true);
+
+  // A bad file: RELOADING=1, then READY=1 again with the old config kept.
+  std::ofstream(d.config_path(), std::ios::app) << "bogus = 1\n";
+  d.Signal(SIGHUP);
+  ASSERT_TRUE(d.WaitForNotify("RELOADING=1", 10s));
+  ASSERT_TRUE(d.WaitForNotify("READY=1", 10s));
+  EXPECT_NE(d.Log().find("reload failed; keeping the running configuration"), std::string::npos)
+      << d.Log();
+
+  // A good file with a changed live key and a restart-only key.
+  d.WriteConfig("max_population = 3", "");
+  {
+    std::string text;
+    std::ifstream in(d.config_path());
+    text.assign(std::istreambuf_iterator<char>(in), {});
+    const auto pos = text.find("state = \"32MiB\"");
+    ASSERT_NE(pos, std::string::npos);
+    text.replace(pos, 15, "state = \"48MiB\"");
+    std::ofstream(d.config_path()) << text;
+  }
+  d.Signal(SIGHUP);
+  ASSERT_TRUE(d.WaitForNotify("RELOADING=1", 10s));
+  ASSERT_TRUE(d.WaitForNotify("READY=1", 10s));
+  EXPECT_NE(d.Log().find("applied rsa"), std::string::npos) << d.Log();
+  EXPECT_NE(d.Log().find("memory.state changed but applies only after a restart"),
+            std::string::npos)
+      << d.Log();
+  // The new rsa.max_population limit is live in validation.
+  auto refused = (*client)->Request({{"op", "solve"}, {"prompt", "p"}, {"population", 4}});
+  ASSERT_TRUE(refused.ok());
+  EXPECT_EQ((*refused)["code"], "invalid_argument");
+
+  // A long request in flight, then SIGTERM: STOPPING=1, the request still ends, exit 0.
+  std::atomic<bool> first_delta{false};
+  json terminal;
+  std::thread streamer([&] {
+    auto c = ipc::Client::Connect(d.endpoint());
+    if (!c.ok()) return;
+    auto done = (*c)->Request({{"op", "generate"},
+                               {"prompt", "Once upon a time"},
+                               {"max_tokens", 3000},
+                               {"temperature", 1.0},
+                               {"seed", 1}},
+                              [&](const json& e) {
+                                if (e["event"] == "delta") first_delta = true;
+                              });
+    if (done.ok()) terminal = *done;
+  });
+  for (int i = 0; i < 1000 && !first_delta; ++i) std::this_thread::sleep_for(10ms);
+  d.Signal(SIGTERM);
+  ASSERT_TRUE(d.WaitForNotify("STOPPING=1", 10s)) << d.Log();
+  EXPECT_EQ(d.WaitExit(60s), 0) << d.Log();
+  streamer.join();
+  ASSERT_TRUE(terminal.is_object()) << "the request in flight got no terminal event\n" << d.Log();
+  EXPECT_TRUE(terminal["event"] == "done" || terminal["code"] == "cancelled") << terminal.dump();
+  EXPECT_NE(d.Log().find("zayad stopped"), std::string::npos);
+}
+
+TEST(DaemonNotifyTest, StartupFailureIsReportedAndExitsOne) {
+  DaemonProcess d;
+  d.WriteConfig();
+  std::string text;
+  {
+    std::ifstream in(d.config_path());
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const auto pos = text.find("native-f32");
+  text.replace(pos, 10, "no-such-model");
+  std::ofstream(d.config_path()) << text;
+  d.Start();
+  EXPECT_EQ(d.WaitExit(30s), 1);
+  bool ready = false;
+  for (const auto& m : d.messages()) ready |= m.find("READY=1") != std::string::npos;
+  EXPECT_FALSE(ready) << "READY=1 must only follow a loaded model";
+  EXPECT_NE(d.Log().find("cannot start"), std::string::npos) << d.Log();
+}
+
+}  // namespace
+}  // namespace zaya
