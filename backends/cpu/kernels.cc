@@ -85,6 +85,151 @@ float ApplyAct(Act act, float v) {
   return v;
 }
 
+namespace {
+
+// Small-batch matmul tiles. GCC vector extensions (8 x f32 = one AVX2 register) compiled once per
+// target of ZAYA_CLONES: each clone inlines the tiles with its own instruction set (AVX-512VL,
+// AVX2+FMA, or two SSE halves for baseline x86-64). This file is built with -ffp-contract=fast so
+// `acc += w * x` becomes an FMA.
+typedef float V8 __attribute__((vector_size(32)));
+typedef uint16_t U16x8 __attribute__((vector_size(16)));
+typedef uint32_t U32x8 __attribute__((vector_size(32)));
+typedef int8_t I8x8 __attribute__((vector_size(8)));
+
+#define ZAYA_INLINE __attribute__((always_inline)) inline
+
+ZAYA_INLINE V8 LoadF32(const float* p) {
+  V8 v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// Horizontal sum in a fixed order (the same for every tile shape).
+ZAYA_INLINE float HSum(V8 a) {
+  return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
+// Weight access per dtype: Load(r, j) is W[r, j..j+8) as f32 (j a multiple of 8), Scalar(r, j) one
+// value. int8 chunks of 8 never straddle a 32-value scale block.
+struct F32Rows {
+  const float* w;
+  int64_t k;
+  ZAYA_INLINE V8 Load(int64_t r, int64_t j) const { return LoadF32(w + r * k + j); }
+  ZAYA_INLINE float Scalar(int64_t r, int64_t j) const { return w[r * k + j]; }
+};
+struct Bf16Rows {
+  const uint16_t* w;
+  int64_t k;
+  ZAYA_INLINE V8 Load(int64_t r, int64_t j) const {
+    U16x8 h;
+    __builtin_memcpy(&h, w + r * k + j, sizeof(h));
+    const U32x8 bits = __builtin_convertvector(h, U32x8) << 16;
+    return (V8)bits;  // a GCC vector cast between same-size vectors reinterprets the bits
+  }
+  ZAYA_INLINE float Scalar(int64_t r, int64_t j) const { return Bf16ToF32(w[r * k + j]); }
+};
+struct I8Rows {
+  const int8_t* w;
+  const float* scales;
+  int64_t k, nb;
+  ZAYA_INLINE V8 Load(int64_t r, int64_t j) const {
+    I8x8 b;
+    __builtin_memcpy(&b, w + r * k + j, sizeof(b));
+    return __builtin_convertvector(b, V8) * scales[r * nb + (j >> 5)];
+  }
+  ZAYA_INLINE float Scalar(int64_t r, int64_t j) const {
+    return static_cast<float>(w[r * k + j]) * scales[r * nb + (j >> 5)];
+  }
+};
+
+// out[r][i] = W[row0 + r] . x[i] for R rows and T tokens. Each (row, token) sum runs in the same
+// order whatever R and T are: one 8-lane accumulator over the multiples of 8, HSum, then the tail in
+// order. That is what makes a row's output independent of the batch it came in.
+template <int R, int T, class Rows>
+ZAYA_INLINE void Tile(const Rows& w, int64_t row0, int64_t k, const float* x, float out[R][T]) {
+  V8 acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < T; ++i) acc[r][i] = V8{};
+  const int64_t k8 = k & ~int64_t{7};
+  for (int64_t j = 0; j < k8; j += 8) {
+    V8 wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = w.Load(row0 + r, j);
+    for (int i = 0; i < T; ++i) {
+      const V8 xv = LoadF32(x + i * k + j);
+      for (int r = 0; r < R; ++r) acc[r][i] += wv[r] * xv;
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int i = 0; i < T; ++i) {
+      float s = HSum(acc[r][i]);
+      for (int64_t j = k8; j < k; ++j) s += x[i * k + j] * w.Scalar(row0 + r, j);
+      out[r][i] = s;
+    }
+  }
+}
+
+template <int R, int T, class Rows>
+ZAYA_INLINE void TileStore(const Rows& w, int64_t row0, int64_t k, const float* x, int64_t i0,
+                           int64_t n, const float* bias, Act act, float* y) {
+  float out[R][T];
+  Tile<R, T>(w, row0, k, x + i0 * k, out);
+  for (int r = 0; r < R; ++r) {
+    const float b = bias != nullptr ? bias[row0 + r] : 0.f;
+    for (int i = 0; i < T; ++i) y[(i0 + i) * n + row0 + r] = ApplyAct(act, out[r][i] + b);
+  }
+}
+
+// Rows [r0, r1) for all t tokens: tiles of 4 rows x 3 tokens; the weights of a 4-row tile stay in
+// L1 while every token passes over them, so each weight byte comes from memory once per call.
+template <int R, class Rows>
+ZAYA_INLINE void RowBlock(const Rows& w, int64_t r, int64_t k, const float* x, int64_t t,
+                          int64_t n, const float* bias, Act act, float* y) {
+  int64_t i = 0;
+  for (; i + 3 <= t; i += 3) TileStore<R, 3>(w, r, k, x, i, n, bias, act, y);
+  if (t - i == 2) TileStore<R, 2>(w, r, k, x, i, n, bias, act, y);
+  if (t - i == 1) TileStore<R, 1>(w, r, k, x, i, n, bias, act, y);
+}
+
+template <class Rows>
+ZAYA_INLINE void MatVecRowsImpl(const Rows& w, int64_t r0, int64_t r1, int64_t k, const float* x,
+                                int64_t t, int64_t n, const float* bias, Act act, float* y) {
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    RowBlock<4>(w, r, k, x, t, n, bias, act, y);
+  }
+  for (; r < r1; ++r) RowBlock<1>(w, r, k, x, t, n, bias, act, y);
+}
+
+ZAYA_CLONES void MatVecF32(const F32Rows& w, int64_t r0, int64_t r1, int64_t k, const float* x,
+                           int64_t t, int64_t n, const float* bias, Act act, float* y) {
+  MatVecRowsImpl(w, r0, r1, k, x, t, n, bias, act, y);
+}
+ZAYA_CLONES void MatVecBf16(const Bf16Rows& w, int64_t r0, int64_t r1, int64_t k, const float* x,
+                            int64_t t, int64_t n, const float* bias, Act act, float* y) {
+  MatVecRowsImpl(w, r0, r1, k, x, t, n, bias, act, y);
+}
+ZAYA_CLONES void MatVecI8(const I8Rows& w, int64_t r0, int64_t r1, int64_t k, const float* x,
+                          int64_t t, int64_t n, const float* bias, Act act, float* y) {
+  MatVecRowsImpl(w, r0, r1, k, x, t, n, bias, act, y);
+}
+
+}  // namespace
+
+void MatVecRows(const Weights& w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
+                int64_t n, const float* bias, Act act, float* y) {
+  switch (w.type) {
+    case WType::kF32:
+      return MatVecF32(F32Rows{static_cast<const float*>(w.data), k}, r0, r1, k, x, t, n, bias, act,
+                       y);
+    case WType::kBF16:
+      return MatVecBf16(Bf16Rows{static_cast<const uint16_t*>(w.data), k}, r0, r1, k, x, t, n,
+                        bias, act, y);
+    case WType::kI8:
+      return MatVecI8(I8Rows{static_cast<const int8_t*>(w.data), w.scales, k, (k + 31) / 32}, r0,
+                      r1, k, x, t, n, bias, act, y);
+  }
+}
+
 void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weights& w, int64_t n,
             const float* bias, Act act, float* y) {
   // Few tokens: stream each weight row once and dot it with every token (bandwidth-bound decode).
@@ -93,11 +238,11 @@ void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weight
   // sequence decodes the same tokens alone or batched with others (seeded runs are reproducible).
   constexpr int64_t kGemmMinTokens = 64;
   if (t < kGemmMinTokens || k < 16) {
-    pool.ParallelFor(n, 16, [&](int64_t begin, int64_t end, int) {
-      for (int64_t r = begin; r < end; ++r) {
-        const float b = bias != nullptr ? bias[r] : 0.f;
-        for (int64_t i = 0; i < t; ++i) y[i * n + r] = ApplyAct(act, DotRow(w, r, k, x + i * k) + b);
-      }
+    // Chunks of whole 4-row tiles, at least ~64 KiB of weights each so a thread's wakeup pays off.
+    const int64_t tiles = (n + 3) / 4;
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1));
+    pool.ParallelFor(tiles, grain, [&](int64_t begin, int64_t end, int) {
+      MatVecRows(w, begin * 4, std::min(n, end * 4), k, x, t, n, bias, act, y);
     });
     return;
   }

@@ -33,6 +33,11 @@ void RowToF32(const Weights& w, int64_t n, int64_t k, float* out);
 
 enum class Act { kNone = 0, kGelu = 1, kSilu = 2 };
 
+// Rows [r0, r1) of y[T,N] = act(x[T,K] W^T + bias) on the calling thread, with the SIMD tiles.
+// A row's output is bitwise independent of t (the same sum order for every tile shape).
+void MatVecRows(const Weights& w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
+                int64_t n, const float* bias, Act act, float* y);
+
 // y[T,N] = act(x[T,K] W^T + bias). ldx / ldy are row strides in elements.
 void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weights& w, int64_t n,
             const float* bias, Act act, float* y);
