@@ -65,7 +65,8 @@ Result<std::unique_ptr<Task>> RsaTask::Create(EngineCore& core, EngineRequest re
   if (task->question_prompt_.empty()) return InvalidArgument("the question is empty");
   // Fixed tokens of an aggregation prompt besides the tails: build one with C empty tails.
   if (task->params_.rounds > 0) {
-    std::vector<Tail> empty(static_cast<size_t>(task->params_.subset));
+    // Truncated: the "[...truncated...]" marker is the longest a candidate's frame can be.
+    std::vector<Tail> empty(static_cast<size_t>(task->params_.subset), Tail{{}, true});
     std::vector<const Tail*> refs;
     for (const Tail& t : empty) refs.push_back(&t);
     ZAYA_ASSIGN_OR_RETURN(std::vector<int32_t> ids, task->BuildAggregationPrompt(core, refs));

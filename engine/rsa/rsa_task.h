@@ -50,6 +50,11 @@ class RsaTask final : public Task {
   void OnFinished(EngineCore& core, Sequence& seq) override;
 
   const RsaParams& params() const { return params_; }
+  // Tokens of an aggregation prompt besides its tails; every prompt is exactly this plus the tails.
+  int64_t aggregation_overhead_tokens() const { return aggregation_overhead_tokens_; }
+  // An aggregation prompt holding `tails` (token-exact) for one member. Public for tests.
+  Result<std::vector<int32_t>> BuildAggregationPrompt(EngineCore& core,
+                                                      const std::vector<const Tail*>& tails) const;
 
  private:
   struct Member {
@@ -70,9 +75,6 @@ class RsaTask final : public Task {
   void EndRound(EngineCore& core);
   void Answer(EngineCore& core, bool partial);
   void Progress(EngineCore& core, const char* what);
-  // An aggregation prompt holding `tails` (token-exact) for one member.
-  Result<std::vector<int32_t>> BuildAggregationPrompt(EngineCore& core,
-                                                      const std::vector<const Tail*>& tails) const;
   nlohmann::json TallyJson(const std::vector<std::optional<std::string>>& answers) const;
 
   RsaParams params_;

@@ -145,7 +145,7 @@ bool EngineCore::CanStart(const Task& task, int64_t max_total_tokens) const {
   if (pool_->free_slots() <= 0) return false;
   if (pool_->free_blocks() - reserved_blocks_ < need) return false;
   const uint64_t request_blocks = config_.memory.request / block_bytes_;
-  return static_cast<uint64_t>(task.reserved_blocks + need) <= request_blocks;
+  return static_cast<uint64_t>(task.committed_blocks + need) <= request_blocks;
 }
 
 Result<Sequence*> EngineCore::StartSequence(Task& task, int member, SequenceSpec spec) {
@@ -182,8 +182,10 @@ Result<Sequence*> EngineCore::StartSequence(Task& task, int member, SequenceSpec
     seq.decoder.emplace(*tokenizer_, /*skip_special=*/true);
   }
   seq.reserved_blocks = WorstCaseBlocks(max_total);
+  seq.committed_blocks = seq.reserved_blocks;
   reserved_blocks_ += seq.reserved_blocks;
   task.reserved_blocks += seq.reserved_blocks;
+  task.committed_blocks += seq.committed_blocks;
   sequences_.push_back(std::move(seq));
   return &sequences_.back();
 }
@@ -195,7 +197,7 @@ Result<Sequence*> EngineCore::ForkSequence(Sequence& parent, int member, Sequenc
   const int64_t need = pool_->BlocksForTokens(spec.sampling.max_tokens) + 2;
   const uint64_t request_blocks = config_.memory.request / block_bytes_;
   if (pool_->free_slots() <= 0 || pool_->free_blocks() - reserved_blocks_ < need ||
-      static_cast<uint64_t>(task.reserved_blocks + need) > request_blocks) {
+      static_cast<uint64_t>(task.committed_blocks + need) > request_blocks) {
     return OverBudget("no room for another member now");
   }
   StateCopy copy;
@@ -223,8 +225,10 @@ Result<Sequence*> EngineCore::ForkSequence(Sequence& parent, int member, Sequenc
   seq.stop.emplace(std::move(*stop));
   seq.decoder.emplace(*tokenizer_, /*skip_special=*/true);
   seq.reserved_blocks = need;
+  seq.committed_blocks = need;
   reserved_blocks_ += need;
   task.reserved_blocks += need;
+  task.committed_blocks += need;
   sequences_.push_back(std::move(seq));
   return &sequences_.back();
 }
@@ -270,7 +274,9 @@ void EngineCore::FreeSequence(Sequence& seq) {
   (void)pool_->Free(seq.pool_id);
   reserved_blocks_ -= seq.reserved_blocks;
   seq.owner->reserved_blocks -= seq.reserved_blocks;
+  seq.owner->committed_blocks -= seq.committed_blocks;
   seq.reserved_blocks = 0;
+  seq.committed_blocks = 0;
   seq.owner = nullptr;  // marks it for removal
 }
 

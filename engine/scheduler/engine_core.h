@@ -59,6 +59,7 @@ struct Sequence {
   int64_t cached = 0;              // tokens already in the KV cache
   int64_t max_total_tokens = 0;    // prompt + max new tokens (for reservations)
   int64_t reserved_blocks = 0;     // blocks still reserved for this sequence's worst case
+  int64_t committed_blocks = 0;    // its whole worst case (counts against memory.request)
   bool prefill_only = false;       // after the prompt: hand logits to the task, do not sample
   bool stream = false;             // emit `delta` events for this sequence's text
   bool finished = false;

@@ -67,7 +67,8 @@ class Task {
   std::chrono::steady_clock::time_point accepted_at() const { return accepted_at_; }
   std::chrono::steady_clock::time_point started_at() const { return started_at_; }
   void set_started_at(std::chrono::steady_clock::time_point t) { started_at_ = t; }
-  int64_t reserved_blocks = 0;  // sum over its live sequences (kept by EngineCore)
+  int64_t reserved_blocks = 0;   // blocks its live sequences may still allocate (EngineCore)
+  int64_t committed_blocks = 0;  // worst case of its live sequences, for memory.request
 
  protected:
   double MsSince(std::chrono::steady_clock::time_point t) const {

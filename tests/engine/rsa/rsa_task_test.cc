@@ -1,0 +1,201 @@
+// Markovian RSA inside the real engine (tiny random checkpoint): token-exact tails in aggregation
+// prompts, the memory bound, waves, cancellation of every member.
+#include "engine/rsa/rsa_task.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+
+#include "engine/scheduler/engine_core.h"
+
+namespace zaya {
+namespace {
+
+using Type = EngineEvent::Type;
+
+class Recorder : public EventSink {
+ public:
+  void OnEvent(const std::string& id, EngineEvent e) override {
+    std::lock_guard lock(mu_);
+    events_[id].push_back(std::move(e));
+    cv_.notify_all();
+  }
+  std::vector<EngineEvent> Wait(const std::string& id) {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(120), [&] {
+      auto& v = events_[id];
+      return !v.empty() && (v.back().type == Type::kDone || v.back().type == Type::kError);
+    });
+    return events_[id];
+  }
+  bool WaitForProgress(const std::string& id) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(60), [&] {
+      for (auto& e : events_[id]) {
+        if (e.type == Type::kProgress && e.body.value("stage", "") == "member_finished") return true;
+      }
+      return false;
+    });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, std::vector<EngineEvent>> events_;
+};
+
+Config TinyConfig() {
+  Config c;
+  c.model.path = std::string(ZAYA_SOURCE_DIR) + "/tests/data/tiny-zaya/native-f32";
+  c.model.weights_dtype = "f32";
+  c.backend.threads = 2;
+  c.memory.weights = 64ull << 20;
+  c.memory.state = 16ull << 20;
+  c.memory.request = 16ull << 20;
+  c.scheduler.max_running_sequences = 40;
+  c.rsa.population = 6;
+  c.rsa.subset = 3;
+  c.rsa.rounds = 2;
+  c.rsa.tail = 10;
+  c.rsa.budget = 24;
+  c.rsa.temperature = 1.0;
+  return c;
+}
+
+EngineRequest Solve(const std::string& id, uint64_t seed) {
+  EngineRequest r;
+  r.kind = EngineRequest::Kind::kSolve;
+  r.id = id;
+  r.client = "t";
+  r.messages = nlohmann::json::array({{{"role", "user"}, {"content", "What is 6 times 7?"}}});
+  r.solve.seed = seed;
+  return r;
+}
+
+TEST(RsaTaskTest, AggregationPromptsHoldTheTailsTokenExact) {
+  auto core = EngineCore::Create(TinyConfig());
+  ASSERT_TRUE(core.ok()) << core.status().ToString();
+  auto task = RsaTask::Create(**core, Solve("x", 1), nullptr, TinyConfig().rsa, 1);
+  ASSERT_TRUE(task.ok()) << task.status().ToString();
+  auto& rsa = static_cast<RsaTask&>(**task);
+  // Three traces; their tails are the last 10 tokens, whatever text they decode to.
+  std::vector<std::vector<int32_t>> traces = {
+      {40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52}, {300, 301, 302}, {7, 200, 201, 202, 203, 204, 205, 206, 207, 208, 209}};
+  std::vector<Tail> tails;
+  for (auto& t : traces) tails.push_back(TakeTail(t, 10));
+  EXPECT_EQ(tails[0].tokens, std::vector<int32_t>(traces[0].end() - 10, traces[0].end()));
+  EXPECT_TRUE(tails[0].truncated);
+  EXPECT_FALSE(tails[1].truncated);
+  std::vector<const Tail*> refs = {&tails[0], &tails[1], &tails[2]};
+  auto prompt = rsa.BuildAggregationPrompt(**core, refs);
+  ASSERT_TRUE(prompt.ok()) << prompt.status().ToString();
+  size_t total = 0;
+  for (auto& t : tails) {
+    total += t.tokens.size();
+    auto it = std::search(prompt->begin(), prompt->end(), t.tokens.begin(), t.tokens.end());
+    EXPECT_NE(it, prompt->end()) << "tail not found verbatim";
+  }
+  // At most the fixed overhead (which assumes every candidate is marked truncated) plus the tails:
+  // what admission planned for; exactly that when all are truncated.
+  EXPECT_LE(static_cast<int64_t>(prompt->size()),
+            rsa.aggregation_overhead_tokens() + static_cast<int64_t>(total));
+  Tail cut = TakeTail(traces[0], 5);
+  std::vector<const Tail*> all_cut = {&cut, &cut, &cut};
+  auto exact = rsa.BuildAggregationPrompt(**core, all_cut);
+  ASSERT_TRUE(exact.ok());
+  EXPECT_EQ(static_cast<int64_t>(exact->size()), rsa.aggregation_overhead_tokens() + 15);
+}
+
+TEST(RsaTaskTest, PeakStateStaysWithinTheRequestsBound) {
+  auto core = EngineCore::Create(TinyConfig());
+  ASSERT_TRUE(core.ok());
+  auto probe = RsaTask::Create(**core, Solve("probe", 3), nullptr, TinyConfig().rsa, 3);
+  ASSERT_TRUE(probe.ok());
+  const int64_t worst_seq = (*probe)->WorstCaseSequenceTokens();
+  auto rec = std::make_shared<Recorder>();
+  ASSERT_TRUE((*core)->Submit(Solve("s", 3), rec).ok());
+  auto ev = rec->Wait("s");
+  ASSERT_EQ(ev.back().type, Type::kDone) << ev.back().body.dump();
+  EXPECT_EQ(ev.back().body["rounds_completed"].get<int>(), 3);
+  auto st = (*core)->Status();
+  const int64_t block_bytes = 2 * 2 * 16 * 32 * 4;
+  const int64_t slot_bytes = 2 * (2 * 96 + 16) * 4;
+  // N members of at most worst_seq tokens (+1 block for a copy-on-write each), the round-0 parent,
+  // and the reserved state slots.
+  const int64_t bound = (6 * ((worst_seq + 15) / 16 + 1) + (worst_seq + 15) / 16) * block_bytes +
+                        7 * slot_bytes;
+  EXPECT_LE(st["memory"]["state"]["peak_bytes"].get<int64_t>(), bound) << st.dump();
+  EXPECT_EQ(st["memory"]["state"]["blocks_used"].get<int>(), 0);
+}
+
+TEST(RsaTaskTest, RunsInWavesWhenTheRequestBudgetHoldsOnlyTwoMembers) {
+  Config c = TinyConfig();
+  EngineRequest r = Solve("w", 4);
+  r.solve.budget = 16;
+  r.solve.tail = 8;
+  int64_t worst_seq = 0;
+  {
+    auto probe_core = EngineCore::Create(c);
+    ASSERT_TRUE(probe_core.ok());
+    auto probe = RsaTask::Create(**probe_core, r, nullptr, c.rsa, 4);
+    ASSERT_TRUE(probe.ok());
+    worst_seq = (*probe)->WorstCaseSequenceTokens();
+  }
+  // Room for two members' worst case at a time.
+  c.memory.request = static_cast<uint64_t>(2 * ((worst_seq + 15) / 16 + 1) * 8192);
+  auto core = EngineCore::Create(c);
+  ASSERT_TRUE(core.ok());
+  auto rec = std::make_shared<Recorder>();
+  ASSERT_TRUE((*core)->Submit(r, rec).ok());
+  auto ev = rec->Wait("w");
+  ASSERT_EQ(ev.back().type, Type::kDone) << ev.back().body.dump();
+  int max_started = 0;
+  for (auto& e : ev) {
+    // Round 0 members share the prompt's blocks, so more of them fit; aggregation rounds are the
+    // ones the budget limits to two at a time.
+    if (e.type == Type::kProgress && e.body["round"].get<int>() >= 1) {
+      max_started = std::max(max_started, e.body["members_started"].get<int>() -
+                                              e.body["members_finished"].get<int>());
+    }
+  }
+  EXPECT_LE(max_started, 2);  // never the whole population of 6 at once
+  EXPECT_GE(max_started, 1);
+}
+
+TEST(RsaTaskTest, CancelStopsEveryMemberAndFreesTheirBlocks) {
+  Config c = TinyConfig();
+  c.rsa.budget = 2000;
+  c.rsa.tail = 16;
+  auto core = EngineCore::Create(c);
+  ASSERT_TRUE(core.ok());
+  auto rec = std::make_shared<Recorder>();
+  EngineRequest r = Solve("c", 5);
+  ASSERT_TRUE((*core)->Submit(r, rec).ok());
+  (*core)->Cancel("c");
+  auto ev = rec->Wait("c");
+  ASSERT_EQ(ev.back().type, Type::kError);
+  EXPECT_EQ(ev.back().body["code"], "cancelled");
+  auto st = (*core)->Status();
+  EXPECT_EQ(st["memory"]["state"]["blocks_used"].get<int>(), 0);
+  EXPECT_EQ(st["running_sequences"].get<int>(), 0);
+}
+
+TEST(RsaTaskTest, ParametersOutsideTheLimitsAreRefusedAtSubmit) {
+  auto core = EngineCore::Create(TinyConfig());
+  ASSERT_TRUE(core.ok());
+  auto rec = std::make_shared<Recorder>();
+  EngineRequest r = Solve("bad", 1);
+  r.solve.population = 1000;
+  Status s = (*core)->Submit(r, rec);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EngineRequest big = Solve("big", 1);
+  big.solve.budget = 30000;  // beyond the tiny model's 4096-token context
+  Status s2 = (*core)->Submit(big, rec);
+  EXPECT_FALSE(s2.ok());
+}
+
+}  // namespace
+}  // namespace zaya
