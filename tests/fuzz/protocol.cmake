@@ -1,0 +1,3 @@
+zaya_fuzz(protocol
+  SOURCES ${PROJECT_SOURCE_DIR}/tests/ipc/protocol_fuzz.cc
+  DEPS zaya_ipc)
