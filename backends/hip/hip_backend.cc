@@ -1,0 +1,908 @@
+// libzaya-backend-hip.so: the GPU implementation of the backend ABI (zaya/backend.h) on HIP (AMD),
+// CUDA (NVIDIA, through gpu_port.h) or the host emulator. This file is host code: it validates each
+// op against its operands exactly where the CPU backend does (same conditions, same messages), then
+// enqueues the kernels of kernels.hip on the instance's stream, and synchronizes once at the end of
+// execute(). Every entry point catches everything: no exception crosses the ABI, every runtime
+// call is checked, failures become a status plus last_error text.
+//
+// Index tensors the host wrote (ids, seq_of_token, positions, slots, block tables, gather rows) are
+// checked on the host before the launch: ZAYA_BUFFER_HOST buffers are pinned, device-mapped host
+// memory, so this costs no copy. The one index produced on the device, the MoE expert id, is
+// checked by the kernel, which zeroes the token's output and raises an error flag that execute()
+// reports after its final synchronize (the ops after it have run by then).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "gpu_port.h"
+#include "kernels.h"
+#include "zaya/backend.h"
+
+#ifndef ZAYA_VERSION
+#define ZAYA_VERSION "0"
+#endif
+#ifndef ZAYA_HIP_ARCH_LIST
+#define ZAYA_HIP_ARCH_LIST ""
+#endif
+
+#if defined(ZAYA_GPU_EMULATE)
+#define ZAYA_BACKEND_NAME "hip-emulator"
+#else
+#define ZAYA_BACKEND_NAME "hip"
+#endif
+
+struct zaya_buffer {
+  std::byte* device = nullptr;  // what kernels use (the device view of pinned memory for HOST)
+  std::byte* host = nullptr;    // ZAYA_BUFFER_HOST only: the host view of the same memory
+  uint64_t bytes = 0;
+  zaya_buffer_kind kind = ZAYA_BUFFER_SCRATCH;
+};
+
+namespace zaya::hip {
+namespace {
+
+class OpError : public std::runtime_error {
+ public:
+  OpError(zaya_status s, const std::string& m) : std::runtime_error(m), status(s) {}
+  zaya_status status;
+};
+
+[[noreturn]] void Fail(const std::string& m) { throw OpError(ZAYA_STATUS_INVALID_ARGUMENT, m); }
+
+void Check(hipError_t e, const char* what) {
+  if (e == hipSuccess) return;
+  throw OpError(e == hipErrorOutOfMemory ? ZAYA_STATUS_OUT_OF_MEMORY : ZAYA_STATUS_DEVICE_ERROR,
+                std::string(what) + ": " + hipGetErrorString(e));
+}
+
+// Per-execute bump allocator over one allocation that grows (after a synchronize) when a step needs
+// more. Pointers it hands out stay valid until the next Reset or growth.
+struct Arena {
+  bool pinned = false;  // pinned mapped host memory (host tables for kernels) or device memory
+  std::byte* host = nullptr;
+  std::byte* device = nullptr;
+  uint64_t capacity = 0;
+  uint64_t used = 0;
+};
+
+}  // namespace
+}  // namespace zaya::hip
+
+struct zaya_backend {
+  int device = 0;
+  hipStream_t stream = nullptr;
+  std::string last_error;
+  zaya_log_fn log = nullptr;
+  void* log_user = nullptr;
+  uint64_t allocated = 0;
+  zaya::hip::Arena workspace;       // device scratch of the current step (CCA, MoE, copies)
+  zaya::hip::Arena tables{true};    // host-built index tables the kernels read (CCA runs)
+  int* flag_host = nullptr;         // error flag kernels raise (pinned, mapped)
+  int* flag_device = nullptr;
+  bool host_dirty = false;          // an op of this step writes a HOST buffer: sync before reading
+};
+
+namespace zaya::hip {
+namespace {
+
+void Sync(zaya_backend* b) { Check(hipStreamSynchronize(b->stream), "synchronizing the stream"); }
+
+void FreeArena(Arena& a) {
+  if (a.pinned) {
+    if (a.host != nullptr) static_cast<void>(hipHostFree(a.host));
+  } else if (a.device != nullptr) {
+    static_cast<void>(hipFree(a.device));
+  }
+  a = Arena{a.pinned};
+}
+
+std::byte* Take(zaya_backend* b, Arena& a, uint64_t bytes, std::byte** host_view = nullptr) {
+  bytes = (std::max<uint64_t>(bytes, 1) + 255) / 256 * 256;
+  if (a.used + bytes > a.capacity) {
+    Sync(b);  // everything that used the old allocation has finished
+    const uint64_t want = std::max<uint64_t>(a.capacity * 2, a.used + bytes);
+    FreeArena(a);
+    if (a.pinned) {
+      void* h = nullptr;
+      Check(hipHostMalloc(&h, want, hipHostMallocMapped), "allocating pinned step tables");
+      a.host = static_cast<std::byte*>(h);
+      void* d = nullptr;
+      Check(hipHostGetDevicePointer(&d, h, 0), "mapping pinned step tables");
+      a.device = static_cast<std::byte*>(d);
+    } else {
+      void* d = nullptr;
+      Check(hipMalloc(&d, want), "allocating step workspace");
+      a.device = static_cast<std::byte*>(d);
+    }
+    a.capacity = want;
+    a.used = 0;
+  }
+  std::byte* d = a.device + a.used;
+  if (host_view != nullptr) *host_view = a.host + a.used;
+  a.used += bytes;
+  return d;
+}
+
+size_t DTypeSize(int32_t dtype) {
+  switch (dtype) {
+    case ZAYA_DTYPE_F32: return 4;
+    case ZAYA_DTYPE_BF16: return 2;
+    case ZAYA_DTYPE_F16: return 2;
+    case ZAYA_DTYPE_I8: return 1;
+    case ZAYA_DTYPE_I32: return 4;
+    default: Fail("unknown dtype " + std::to_string(dtype));
+  }
+}
+
+bool Present(const zaya_tensor& t) { return t.buffer != nullptr; }
+
+int64_t Elements(const zaya_tensor& t) {
+  if (t.ndim < 1 || t.ndim > 4) Fail("tensor ndim " + std::to_string(t.ndim) + " not in 1..4");
+  int64_t n = 1;
+  for (int i = 0; i < t.ndim; ++i) {
+    if (t.shape[i] < 0) Fail("negative tensor dimension");
+    n *= t.shape[i];
+  }
+  return n;
+}
+
+int64_t Dim(const zaya_tensor& t, int i) { return i < t.ndim ? t.shape[i] : 1; }
+int64_t Cols(const zaya_tensor& t) {
+  Elements(t);
+  return t.shape[t.ndim - 1];
+}
+int64_t Rows(const zaya_tensor& t) { return Elements(t) / std::max<int64_t>(1, Cols(t)); }
+
+void CheckBounds(const zaya_tensor& t, const char* what) {
+  if (t.buffer == nullptr) Fail(std::string(what) + " is missing");
+  const uint64_t need = static_cast<uint64_t>(Elements(t)) * DTypeSize(t.dtype);
+  if (t.offset > t.buffer->bytes || need > t.buffer->bytes - t.offset) {
+    Fail(std::string(what) + " (" + std::to_string(need) + " bytes at offset " +
+         std::to_string(t.offset) + ") lies outside its buffer of " +
+         std::to_string(t.buffer->bytes) + " bytes");
+  }
+}
+
+// Checked device pointer to a tensor's data; `what` names the operand in errors.
+template <typename T>
+T* Dev(zaya_backend* b, const zaya_tensor& t, const char* what) {
+  CheckBounds(t, what);
+  if (t.buffer->kind == ZAYA_BUFFER_HOST) b->host_dirty = true;  // conservatively: may be written
+  return reinterpret_cast<T*>(t.buffer->device + t.offset);
+}
+
+template <typename T>
+const T* DevIn(const zaya_tensor& t, const char* what) {
+  CheckBounds(t, what);
+  return reinterpret_cast<const T*>(t.buffer->device + t.offset);
+}
+
+// A host-readable copy of an (index) tensor for validation: HOST buffers directly, other buffers
+// through a synchronous copy into `storage`.
+template <typename T>
+const T* HostIn(zaya_backend* b, const zaya_tensor& t, const char* what,
+                std::vector<std::byte>& storage) {
+  CheckBounds(t, what);
+  const uint64_t n = static_cast<uint64_t>(Elements(t)) * DTypeSize(t.dtype);
+  if (t.buffer->host != nullptr) {
+    if (b->host_dirty) {
+      Sync(b);
+      b->host_dirty = false;
+    }
+    return reinterpret_cast<const T*>(t.buffer->host + t.offset);
+  }
+  Sync(b);
+  storage.resize(n);
+  Check(hipMemcpy(storage.data(), t.buffer->device + t.offset, n, hipMemcpyDeviceToHost),
+        "reading an index tensor");
+  return reinterpret_cast<const T*>(storage.data());
+}
+
+void ExpectDType(const zaya_tensor& t, int32_t dtype, const char* what) {
+  if (t.dtype != dtype) Fail(std::string(what) + " has dtype " + std::to_string(t.dtype));
+}
+
+// Small per-channel vectors (norm weights, biases, scales) of f32 or bf16; absent stays absent.
+DevVec VecOf(const zaya_tensor& t, int64_t n, const char* what) {
+  DevVec v;
+  if (!Present(t)) return v;
+  if (Elements(t) != n) {
+    Fail(std::string(what) + " has " + std::to_string(Elements(t)) + " elements, expected " +
+         std::to_string(n));
+  }
+  if (t.dtype != ZAYA_DTYPE_F32 && t.dtype != ZAYA_DTYPE_BF16) {
+    Fail(std::string(what) + " must be f32 or bf16");
+  }
+  v.data = DevIn<std::byte>(t, what);
+  v.dtype = t.dtype == ZAYA_DTYPE_BF16 ? kBF16 : kF32;
+  return v;
+}
+
+DevWeights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, const char* what) {
+  DevWeights out;
+  switch (w.dtype) {
+    case ZAYA_DTYPE_F32: out.dtype = kF32; break;
+    case ZAYA_DTYPE_BF16: out.dtype = kBF16; break;
+    case ZAYA_DTYPE_I8: {
+      out.dtype = kI8;
+      const int64_t rows = Elements(w) / std::max<int64_t>(k, 1);
+      if (!Present(scales) || Elements(scales) != rows * ((k + 31) / 32)) {
+        Fail(std::string(what) + ": int8 weights need an f32 scale per 32 values");
+      }
+      ExpectDType(scales, ZAYA_DTYPE_F32, "int8 scales");
+      out.scales = DevIn<float>(scales, "int8 scales");
+      break;
+    }
+    default:
+      throw OpError(ZAYA_STATUS_UNSUPPORTED, std::string(what) + ": unsupported weight dtype");
+  }
+  out.data = DevIn<std::byte>(w, what);
+  return out;
+}
+
+void CheckGrid(int64_t blocks, const char* what) {
+  if (blocks > 65535) {
+    throw OpError(ZAYA_STATUS_UNSUPPORTED,
+                  std::string(what) + " needs " + std::to_string(blocks) +
+                      " row blocks, more than one launch dimension holds (65535)");
+  }
+}
+
+void OpEmbed(zaya_backend* b, const zaya_op& op) {
+  const int64_t t = Elements(op.src[0]);
+  ExpectDType(op.src[0], ZAYA_DTYPE_I32, "embed ids");
+  std::vector<std::byte> storage;
+  const int32_t* ids = HostIn<int32_t>(b, op.src[0], "embed ids", storage);
+  const int64_t v = Dim(op.src[1], 0), h = Cols(op.src[1]);
+  const DevVec bias = VecOf(op.src[2], h, "embed bias");
+  const DevVec scale = VecOf(op.src[3], h, "embed scale");
+  if (Elements(op.dst[0]) != t * h) Fail("embed output must be [T,H]");
+  float* out = Dev<float>(b, op.dst[0], "embed output");
+  const DevWeights table = WeightsOf(op.src[1], op.src[4], h, "embedding table");
+  for (int64_t i = 0; i < t; ++i) {
+    if (ids[i] < 0 || ids[i] >= v) {
+      Fail("token id " + std::to_string(ids[i]) + " outside the vocabulary of " + std::to_string(v));
+    }
+  }
+  if (t == 0) return;
+  LaunchEmbed(b->stream, DevIn<int32_t>(op.src[0], "embed ids"), t, table, h, bias, scale, out);
+}
+
+void OpRmsNorm(zaya_backend* b, const zaya_op& op) {
+  const int64_t n = Cols(op.src[0]), t = Rows(op.src[0]);
+  if (Elements(op.dst[0]) != t * n) Fail("rmsnorm output shape differs from input");
+  const DevVec w = VecOf(op.src[1], n, "rmsnorm weight");
+  const float* x = DevIn<float>(op.src[0], "rmsnorm input");
+  float* y = Dev<float>(b, op.dst[0], "rmsnorm output");
+  if (t == 0 || n == 0) return;
+  LaunchRmsNorm(b->stream, x, w, t, n, op.f[0], y);
+}
+
+void OpMatMul(zaya_backend* b, const zaya_op& op) {
+  const int64_t k = Cols(op.src[0]), t = Rows(op.src[0]);
+  if (Cols(op.src[1]) != k) {
+    Fail("matmul: x has K=" + std::to_string(k) + " but W has " + std::to_string(Cols(op.src[1])));
+  }
+  const int64_t n = Rows(op.src[1]);
+  if (Elements(op.dst[0]) != t * n) Fail("matmul output must be [T,N]");
+  const DevVec bias = VecOf(op.src[2], n, "matmul bias");
+  if (op.i[0] < 0 || op.i[0] > 2) Fail("matmul: unknown activation");
+  const DevWeights w = WeightsOf(op.src[1], op.src[3], k, "matmul W");
+  const float* x = DevIn<float>(op.src[0], "matmul x");
+  float* y = Dev<float>(b, op.dst[0], "matmul output");
+  if (t == 0 || n == 0) return;
+  LaunchMatMul(b->stream, x, t, k, w, n, bias, static_cast<int>(op.i[0]), y);
+}
+
+void OpMulAdd(zaya_backend* b, const zaya_op& op) {
+  const int64_t n = Cols(op.src[0]), t = Rows(op.src[0]);
+  const DevVec s = VecOf(op.src[2], n, "mul_add scale");
+  if (Elements(op.src[1]) != t * n || Elements(op.dst[0]) != t * n) Fail("mul_add shapes differ");
+  const float* a = DevIn<float>(op.src[0], "mul_add a");
+  const float* c = DevIn<float>(op.src[1], "mul_add b");
+  float* out = Dev<float>(b, op.dst[0], "mul_add output");
+  if (t * n == 0) return;
+  LaunchMulAdd(b->stream, a, c, s, t, n, out);
+}
+
+void OpMerge(zaya_backend* b, const zaya_op& op) {
+  const int64_t n = Cols(op.src[0]), t = Rows(op.src[0]);
+  if (Elements(op.dst[0]) != t * n) Fail("merge: residual and branch shapes differ");
+  const DevVec bh = VecOf(op.src[1], n, "merge branch bias");
+  const DevVec sh = VecOf(op.src[2], n, "merge branch scale");
+  const DevVec br = VecOf(op.src[3], n, "merge residual bias");
+  const DevVec sr = VecOf(op.src[4], n, "merge residual scale");
+  const float* x = DevIn<float>(op.src[0], "merge branch");
+  float* h = Dev<float>(b, op.dst[0], "merge residual");
+  if (t * n == 0) return;
+  LaunchMerge(b->stream, x, bh, sh, br, sr, t, n, h);
+}
+
+void OpCca(zaya_backend* b, const zaya_op& op) {
+  const int64_t nh = op.i[0], nkv = op.i[1], hd = op.i[2], rope_dims = op.i[3];
+  if (nh <= 0 || nkv <= 0 || hd <= 0 || nh % nkv != 0 || nkv % 2 != 0 || rope_dims < 0 ||
+      rope_dims > hd || rope_dims % 2 != 0) {
+    Fail("cca: bad head configuration");
+  }
+  const int64_t qd = nh * hd, kd = nkv * hd, c = qd + kd, vh = kd / 2, t = Rows(op.src[0]);
+  if (Elements(op.src[0]) != t * qd || Elements(op.src[1]) != t * kd) {
+    Fail("cca: q0 must be [T,nh*hd] and k0 [T,nkv*hd]");
+  }
+  CcaArgs a{};
+  a.q0 = DevIn<float>(op.src[0], "cca q0");
+  a.k0 = DevIn<float>(op.src[1], "cca k0");
+  a.vcur = DevIn<float>(op.src[2], "cca vcur");
+  a.vdel = DevIn<float>(op.src[3], "cca vdel");
+  if (Elements(op.src[2]) != t * vh || Elements(op.src[3]) != t * vh) {
+    Fail("cca: vcur and vdel must be [T, nkv*hd/2]");
+  }
+  if (Elements(op.src[4]) != c * 2 || Elements(op.src[6]) != c * hd * 2) {
+    Fail("cca: conv weight shapes must be [C,1,2] and [C,hd,2]");
+  }
+  a.dw = VecOf(op.src[4], c * 2, "cca depthwise weight");
+  a.db = VecOf(op.src[5], c, "cca depthwise bias");
+  a.gw = VecOf(op.src[6], c * hd * 2, "cca grouped weight");
+  a.gb = VecOf(op.src[7], c, "cca grouped bias");
+  a.temp = VecOf(op.src[8], nkv, "cca temp");
+  a.q = Dev<float>(b, op.dst[0], "cca q");
+  a.k = Dev<float>(b, op.dst[1], "cca k");
+  a.v = Dev<float>(b, op.dst[2], "cca v");
+  if (Elements(op.dst[0]) != t * qd || Elements(op.dst[1]) != t * kd ||
+      Elements(op.dst[2]) != t * kd) {
+    Fail("cca: output shapes must be [T,nh*hd], [T,nkv*hd], [T,nkv*hd]");
+  }
+  a.conv_state = Dev<float>(b, op.dst[3], "cca conv state");
+  a.v_state = Dev<float>(b, op.dst[4], "cca value state");
+  const int64_t slots = Dim(op.dst[3], 0);
+  if (Elements(op.dst[3]) != slots * 2 * c || Elements(op.dst[4]) != slots * vh) {
+    Fail("cca: state shapes must be [slots,2,C] and [slots,nkv*hd/2]");
+  }
+  std::vector<std::byte> s0, s1;
+  const int32_t* seq_of_token = HostIn<int32_t>(b, op.aux[0], "cca seq_of_token", s0);
+  const int32_t* slot_of_seq = HostIn<int32_t>(b, op.aux[1], "cca slot_of_seq", s1);
+  a.position = DevIn<int32_t>(op.aux[2], "cca position");
+  if (Elements(op.aux[0]) < t || Elements(op.aux[2]) < t) {
+    Fail("cca: seq_of_token and position need one entry per token");
+  }
+  const int64_t n_seq = Elements(op.aux[1]);
+  a.eps = op.f[1] > 0 ? op.f[1] : std::numeric_limits<float>::epsilon();
+  a.theta = op.f[0];
+  a.nh = nh;
+  a.nkv = nkv;
+  a.hd = hd;
+  a.rope_dims = rope_dims;
+
+  // Each sequence's tokens form one contiguous run; runs go to separate blocks in parallel, so two
+  // runs must not share a state slot.
+  std::vector<int32_t> run_begin, run_slot;
+  for (int64_t i = 0; i < t; ++i) {
+    const int32_t s = seq_of_token[i];
+    if (s < 0 || s >= n_seq) Fail("cca: seq_of_token out of range");
+    if (slot_of_seq[s] < 0 || slot_of_seq[s] >= slots) Fail("cca: state slot out of range");
+    if (i == 0 || seq_of_token[i - 1] != s) {
+      if (std::find(run_slot.begin(), run_slot.end(), slot_of_seq[s]) != run_slot.end()) {
+        Fail("cca: two token runs share state slot " + std::to_string(slot_of_seq[s]) +
+             " (a sequence's tokens must be contiguous, one sequence per slot)");
+      }
+      run_begin.push_back(static_cast<int32_t>(i));
+      run_slot.push_back(slot_of_seq[s]);
+    }
+  }
+  run_begin.push_back(static_cast<int32_t>(t));
+  a.runs = static_cast<int64_t>(run_slot.size());
+  if (a.runs == 0) return;
+  std::byte* host = nullptr;
+  const uint64_t table_bytes = (run_begin.size() + run_slot.size()) * sizeof(int32_t);
+  std::byte* dev = Take(b, b->tables, table_bytes, &host);
+  std::memcpy(host, run_begin.data(), run_begin.size() * sizeof(int32_t));
+  std::memcpy(host + run_begin.size() * sizeof(int32_t), run_slot.data(),
+              run_slot.size() * sizeof(int32_t));
+  a.run_begin = reinterpret_cast<const int32_t*>(dev);
+  a.run_slot = reinterpret_cast<const int32_t*>(dev + run_begin.size() * sizeof(int32_t));
+  a.workspace = reinterpret_cast<float*>(
+      Take(b, b->workspace, static_cast<uint64_t>(a.runs * CcaWorkspaceFloats(nh, nkv, hd)) * 4));
+  LaunchCca(b->stream, a);
+}
+
+void OpAttention(zaya_backend* b, const zaya_op& op) {
+  const int64_t nh = op.i[0], nkv = op.i[1], hd = op.i[2], bt = op.i[3];
+  if (nh <= 0 || nkv <= 0 || hd <= 0 || bt <= 0 || nh % nkv != 0) Fail("attention: bad heads");
+  if (hd > kMaxHeadDim) {
+    throw OpError(ZAYA_STATUS_UNSUPPORTED, "attention: head_dim " + std::to_string(hd) +
+                                               " above the " + std::to_string(kMaxHeadDim) +
+                                               " this backend's kernel supports");
+  }
+  const int64_t t = Rows(op.src[0]);
+  AttentionArgs a{};
+  a.q = DevIn<float>(op.src[0], "attention q");
+  a.k = DevIn<float>(op.src[1], "attention k");
+  a.v = DevIn<float>(op.src[2], "attention v");
+  if (Elements(op.src[0]) != t * nh * hd || Elements(op.src[1]) != t * nkv * hd ||
+      Elements(op.src[2]) != t * nkv * hd) {
+    Fail("attention: q/k/v shapes");
+  }
+  a.out = Dev<float>(b, op.dst[0], "attention output");
+  const zaya_tensor& kc = op.dst[1];
+  const zaya_tensor& vc = op.dst[2];
+  if (kc.dtype != vc.dtype || (kc.dtype != ZAYA_DTYPE_F32 && kc.dtype != ZAYA_DTYPE_BF16)) {
+    Fail("attention: caches must both be f32 or bf16");
+  }
+  a.bf16_cache = kc.dtype == ZAYA_DTYPE_BF16;
+  const int64_t blocks = Dim(kc, 0);
+  if (Elements(kc) != blocks * bt * nkv * hd || Elements(vc) != Elements(kc)) {
+    Fail("attention: cache shape must be [blocks, block_tokens, nkv, hd]");
+  }
+  a.k_cache = Dev<std::byte>(b, kc, "K cache");
+  a.v_cache = Dev<std::byte>(b, vc, "V cache");
+  std::vector<std::byte> s0, s1, s2;
+  const int32_t* seq_of_token = HostIn<int32_t>(b, op.aux[0], "attention seq_of_token", s0);
+  const int32_t* table = HostIn<int32_t>(b, op.aux[1], "attention block table", s1);
+  const int32_t* position = HostIn<int32_t>(b, op.aux[2], "attention position", s2);
+  if (Elements(op.aux[0]) < t || Elements(op.aux[2]) < t) {
+    Fail("attention: seq_of_token and position need one entry per token");
+  }
+  const int64_t n_seq = Dim(op.aux[1], 0), max_blocks = Cols(op.aux[1]);
+  // Every block a token reads or writes must exist: positions 0..position[t] of its sequence.
+  for (int64_t i = 0; i < t; ++i) {
+    const int32_t s = seq_of_token[i];
+    if (s < 0 || s >= n_seq) Fail("attention: seq_of_token out of range");
+    if (position[i] < 0 || position[i] / bt >= max_blocks) {
+      Fail("attention: position beyond the block table");
+    }
+    for (int64_t blk = 0; blk <= position[i] / bt; ++blk) {
+      const int32_t id = table[s * max_blocks + blk];
+      if (id < 0 || id >= blocks) Fail("attention: block id out of range");
+    }
+  }
+  a.seq_of_token = DevIn<int32_t>(op.aux[0], "attention seq_of_token");
+  a.block_table = DevIn<int32_t>(op.aux[1], "attention block table");
+  a.position = DevIn<int32_t>(op.aux[2], "attention position");
+  a.t = t;
+  a.nh = nh;
+  a.nkv = nkv;
+  a.hd = hd;
+  a.bt = bt;
+  a.max_blocks = max_blocks;
+  a.scale = op.f[0];
+  if (t == 0) return;
+  LaunchAttention(b->stream, a);
+}
+
+void OpRouterSelect(zaya_backend* b, const zaya_op& op) {
+  const int64_t e1 = Cols(op.src[0]), t = Rows(op.src[0]);
+  const float* logits = DevIn<float>(op.src[0], "router logits");
+  const DevVec bias = VecOf(op.src[1], e1, "balancing biases");
+  int32_t* expert = Dev<int32_t>(b, op.dst[0], "router expert");
+  float* weight = Dev<float>(b, op.dst[1], "router weight");
+  if (Elements(op.dst[0]) != t || Elements(op.dst[1]) != t) Fail("router outputs must be [T]");
+  if (t == 0 || e1 == 0) return;
+  LaunchRouterSelect(b->stream, logits, bias, t, e1, expert, weight);
+}
+
+void OpMoe(zaya_backend* b, const zaya_op& op, uint64_t index) {
+  const int64_t h = Cols(op.src[0]), t = Rows(op.src[0]);
+  const int64_t e = op.i[0];
+  const zaya_tensor& gu = op.src[1];
+  const zaya_tensor& dn = op.src[2];
+  if (gu.ndim != 3 || dn.ndim != 3 || gu.shape[0] != e || dn.shape[0] != e || gu.shape[2] != h ||
+      dn.shape[1] != h || gu.shape[1] != 2 * dn.shape[2]) {
+    Fail("moe: weights must be gate_up [E,2I,H] and down [E,H,I]");
+  }
+  MoeArgs a{};
+  a.inter = dn.shape[2];
+  a.x = DevIn<float>(op.src[0], "moe x");
+  a.expert = DevIn<int32_t>(op.src[3], "moe expert");
+  a.weight = DevIn<float>(op.src[4], "moe weight");
+  if (Elements(op.src[3]) < t || Elements(op.src[4]) < t) Fail("moe: expert and weight must be [T]");
+  a.out = Dev<float>(b, op.dst[0], "moe output");
+  if (Elements(op.dst[0]) != t * h) Fail("moe output must be [T,H]");
+  a.gate_up = WeightsOf(gu, op.src[5], h, "moe gate_up");
+  a.down = WeightsOf(dn, op.src[6], a.inter, "moe down");
+  a.t = t;
+  a.h = h;
+  a.e = e;
+  a.error_flag = b->flag_device;
+  a.error_code = static_cast<int>(std::min<uint64_t>(index, 1u << 30)) + 1;
+  if (t == 0 || h == 0) return;
+  CheckGrid((2 * a.inter + 3) / 4, "moe gate_up");
+  CheckGrid((h + 3) / 4, "moe down");
+  a.hidden = reinterpret_cast<float*>(
+      Take(b, b->workspace, static_cast<uint64_t>(t * 2 * a.inter) * sizeof(float)));
+  LaunchMoe(b->stream, a);
+}
+
+void OpGatherRows(zaya_backend* b, const zaya_op& op) {
+  const int64_t n = Cols(op.src[0]), rows = Rows(op.src[0]);
+  const int64_t r = Elements(op.aux[0]);
+  const float* src = DevIn<float>(op.src[0], "gather source");
+  std::vector<std::byte> storage;
+  const int32_t* idx = HostIn<int32_t>(b, op.aux[0], "gather index", storage);
+  float* dst = Dev<float>(b, op.dst[0], "gather output");
+  if (Elements(op.dst[0]) != r * n) Fail("gather output must be [R,N]");
+  for (int64_t i = 0; i < r; ++i) {
+    if (idx[i] < 0 || idx[i] >= rows) Fail("gather index out of range");
+  }
+  if (r == 0 || n == 0) return;
+  LaunchGatherRows(b->stream, src, DevIn<int32_t>(op.aux[0], "gather index"), r, n, dst);
+}
+
+void OpCopy(zaya_backend* b, const zaya_op& op) {
+  const uint64_t n = static_cast<uint64_t>(op.i[0]);
+  const zaya_tensor& s = op.src[0];
+  const zaya_tensor& d = op.dst[0];
+  if (s.buffer == nullptr || d.buffer == nullptr) Fail("copy needs a source and a destination");
+  if (op.i[0] < 0 || s.offset > s.buffer->bytes || n > s.buffer->bytes - s.offset ||
+      d.offset > d.buffer->bytes || n > d.buffer->bytes - d.offset) {
+    Fail("copy of " + std::to_string(op.i[0]) + " bytes runs outside a buffer");
+  }
+  if (n == 0) return;
+  if (d.buffer->kind == ZAYA_BUFFER_HOST) b->host_dirty = true;
+  std::byte* from = s.buffer->device + s.offset;
+  std::byte* to = d.buffer->device + d.offset;
+  if (s.buffer == d.buffer && from < to + n && to < from + n) {
+    // memmove semantics for overlapping ranges: stage through the workspace.
+    std::byte* tmp = Take(b, b->workspace, n);
+    Check(hipMemcpyAsync(tmp, from, n, hipMemcpyDefault, b->stream), "copy");
+    from = tmp;
+  }
+  Check(hipMemcpyAsync(to, from, n, hipMemcpyDefault, b->stream), "copy");
+}
+
+void Execute(zaya_backend* b, const zaya_op& op, uint64_t index) {
+  switch (op.type) {
+    case ZAYA_OP_EMBED: return OpEmbed(b, op);
+    case ZAYA_OP_RMSNORM: return OpRmsNorm(b, op);
+    case ZAYA_OP_MATMUL: return OpMatMul(b, op);
+    case ZAYA_OP_MUL_ADD: return OpMulAdd(b, op);
+    case ZAYA_OP_MERGE: return OpMerge(b, op);
+    case ZAYA_OP_CCA: return OpCca(b, op);
+    case ZAYA_OP_ATTENTION: return OpAttention(b, op);
+    case ZAYA_OP_ROUTER_SELECT: return OpRouterSelect(b, op);
+    case ZAYA_OP_MOE: return OpMoe(b, op, index);
+    case ZAYA_OP_GATHER_ROWS: return OpGatherRows(b, op);
+    case ZAYA_OP_COPY: return OpCopy(b, op);
+    default:
+      throw OpError(ZAYA_STATUS_UNSUPPORTED, "op type " + std::to_string(op.type) + " is unknown");
+  }
+}
+
+template <typename Fn>
+zaya_status Guard(zaya_backend* b, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const OpError& e) {
+    if (b != nullptr) b->last_error = e.what();
+    return e.status;
+  } catch (const std::bad_alloc&) {
+    if (b != nullptr) b->last_error = "host out of memory";
+    return ZAYA_STATUS_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    if (b != nullptr) b->last_error = e.what();
+    return ZAYA_STATUS_INTERNAL;
+  } catch (...) {
+    if (b != nullptr) b->last_error = "unknown exception";
+    return ZAYA_STATUS_INTERNAL;
+  }
+}
+
+// Why device `index` cannot run this plugin's kernels, or "" when it can.
+std::string DeviceProblem(int index, hipDeviceProp_t* props_out) {
+  hipDeviceProp_t props{};
+  const hipError_t e = hipGetDeviceProperties(&props, index);
+  if (e != hipSuccess) {
+    return "hipGetDeviceProperties(" + std::to_string(index) + ") failed: " + hipGetErrorString(e);
+  }
+  if (props_out != nullptr) *props_out = props;
+#if defined(ZAYA_GPU_CUDA)
+  // sm_XX code plus compute_XX PTX: runs on that compute capability and (JIT) newer ones.
+  if (props.major * 10 + props.minor < ZAYA_CUDA_ARCH) {
+    return std::string("device ") + props.name + " has compute capability " +
+           std::to_string(props.major) + "." + std::to_string(props.minor) +
+           "; this build targets sm_" + std::to_string(ZAYA_CUDA_ARCH) +
+           " and newer (set ZAYA_CUDA_ARCH)";
+  }
+#elif !defined(ZAYA_GPU_EMULATE)
+  // A code object exists only for the architectures the plugin was built for (ZAYA_HIP_ARCHS).
+  std::string arch = props.gcnArchName;
+  arch = arch.substr(0, arch.find(':'));
+  const std::string built = ZAYA_HIP_ARCH_LIST;
+  bool found = false;
+  size_t start = 0;
+  while (start <= built.size()) {
+    const size_t end = std::min(built.find(',', start), built.size());
+    if (built.substr(start, end - start) == arch) found = true;
+    start = end + 1;
+  }
+  if (!found) {
+    return "device " + std::to_string(index) + " (" + props.name + ") is " + arch +
+           " but this plugin was built for " + built + "; rebuild with -DZAYA_HIP_ARCHS=" + arch +
+           " (gfx941/gfx942 need ROCm >= 6, see docs/hip.md)";
+  }
+#endif
+  return "";
+}
+
+zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
+  if (out == nullptr) return ZAYA_STATUS_INVALID_ARGUMENT;
+  *out = nullptr;
+  auto b = std::make_unique<zaya_backend>();
+  b->tables.pinned = true;
+  const zaya_status s = Guard(b.get(), [&] {
+    if (options != nullptr && options->struct_size >= offsetof(zaya_backend_options, log_user)) {
+      b->device = options->device_index;
+      b->log = options->log;
+      b->log_user = options->log_user;
+    }
+    int count = 0;
+    Check(hipGetDeviceCount(&count), "hipGetDeviceCount");
+    if (b->device < 0 || b->device >= count) {
+      throw OpError(ZAYA_STATUS_DEVICE_ERROR, "device index " + std::to_string(b->device) +
+                                                  " but " + std::to_string(count) +
+                                                  " GPU(s) are visible; set backend.device");
+    }
+    hipDeviceProp_t props{};
+    const std::string problem = DeviceProblem(b->device, &props);
+    if (!problem.empty()) throw OpError(ZAYA_STATUS_DEVICE_ERROR, problem);
+    Check(hipSetDevice(b->device), "hipSetDevice");
+    Check(hipStreamCreateWithFlags(&b->stream, hipStreamNonBlocking), "creating a stream");
+    void* flag = nullptr;
+    Check(hipHostMalloc(&flag, sizeof(int), hipHostMallocMapped), "allocating the error flag");
+    b->flag_host = static_cast<int*>(flag);
+    *b->flag_host = 0;
+    void* flag_dev = nullptr;
+    Check(hipHostGetDevicePointer(&flag_dev, flag, 0), "mapping the error flag");
+    b->flag_device = static_cast<int*>(flag_dev);
+    if (b->log != nullptr) {
+      const std::string m = std::string(ZAYA_BACKEND_NAME) + " backend (" + ZAYA_GPU_RUNTIME +
+                            "): device " + std::to_string(b->device) + " " + props.name + ", " +
+                            std::to_string(props.totalGlobalMem >> 20) + " MiB";
+      b->log(b->log_user, 6, m.c_str());
+    }
+    return ZAYA_STATUS_OK;
+  });
+  if (s != ZAYA_STATUS_OK) {
+    if (b->log != nullptr) b->log(b->log_user, 3, b->last_error.c_str());
+    if (b->flag_host != nullptr) static_cast<void>(hipHostFree(b->flag_host));
+    if (b->stream != nullptr) static_cast<void>(hipStreamDestroy(b->stream));
+    return s;
+  }
+  *out = b.release();
+  return ZAYA_STATUS_OK;
+}
+
+void Destroy(zaya_backend* b) {
+  if (b == nullptr) return;
+  static_cast<void>(hipSetDevice(b->device));
+  if (b->stream != nullptr) static_cast<void>(hipStreamSynchronize(b->stream));
+  FreeArena(b->workspace);
+  FreeArena(b->tables);
+  if (b->flag_host != nullptr) static_cast<void>(hipHostFree(b->flag_host));
+  if (b->stream != nullptr) static_cast<void>(hipStreamDestroy(b->stream));
+  delete b;
+}
+
+const char* LastError(zaya_backend* b) { return b != nullptr ? b->last_error.c_str() : ""; }
+
+zaya_status DeviceInfo(zaya_backend* b, zaya_device_info* out) {
+  if (b == nullptr || out == nullptr) return ZAYA_STATUS_INVALID_ARGUMENT;
+  return Guard(b, [&] {
+    Check(hipSetDevice(b->device), "hipSetDevice");
+    hipDeviceProp_t props{};
+    Check(hipGetDeviceProperties(&props, b->device), "hipGetDeviceProperties");
+    size_t free_bytes = 0, total_bytes = 0;
+    Check(hipMemGetInfo(&free_bytes, &total_bytes), "hipMemGetInfo");
+    zaya_device_info info{};
+    info.struct_size = sizeof(info);
+    info.kind = ZAYA_DEVICE_GPU;
+    const std::string name = std::string(props.name) + " (" + ZAYA_GPU_RUNTIME + " device " +
+                             std::to_string(b->device) + ")";
+    std::strncpy(info.name, name.c_str(), sizeof(info.name) - 1);
+    info.total_memory = total_bytes;
+    info.free_memory = free_bytes;
+    info.caps = ZAYA_CAP_BF16_WEIGHTS | ZAYA_CAP_I8_WEIGHTS;  // no graph capture yet
+    const uint32_t n =
+        std::min<uint32_t>(out->struct_size ? out->struct_size : sizeof(info), sizeof(info));
+    std::memcpy(out, &info, n);
+    out->struct_size = n;
+    return ZAYA_STATUS_OK;
+  });
+}
+
+zaya_status BufferAlloc(zaya_backend* b, zaya_buffer_kind kind, uint64_t bytes, zaya_buffer** out) {
+  if (b == nullptr || out == nullptr) return ZAYA_STATUS_INVALID_ARGUMENT;
+  *out = nullptr;
+  return Guard(b, [&] {
+    if (kind < ZAYA_BUFFER_WEIGHTS || kind > ZAYA_BUFFER_HOST) Fail("unknown buffer kind");
+    Check(hipSetDevice(b->device), "hipSetDevice");
+    auto buf = std::make_unique<zaya_buffer>();
+    const uint64_t rounded = (std::max<uint64_t>(bytes, 1) + 255) / 256 * 256;
+    void* p = nullptr;
+    hipError_t e;
+    if (kind == ZAYA_BUFFER_HOST) {
+      e = hipHostMalloc(&p, rounded, hipHostMallocMapped);
+    } else {
+      e = hipMalloc(&p, rounded);
+    }
+    if (e != hipSuccess) {
+      size_t free_bytes = 0, total_bytes = 0;
+      static_cast<void>(hipMemGetInfo(&free_bytes, &total_bytes));
+      static_cast<void>(hipGetLastError());  // clear the sticky error of the failed allocation
+      b->last_error = std::string("cannot allocate ") + std::to_string(bytes) + " bytes of " +
+                      (kind == ZAYA_BUFFER_HOST ? "pinned host" : "device") + " memory (" +
+                      hipGetErrorString(e) + "; " + std::to_string(free_bytes >> 20) + " of " +
+                      std::to_string(total_bytes >> 20) + " MiB free on the device)";
+      return e == hipErrorOutOfMemory ? ZAYA_STATUS_OUT_OF_MEMORY : ZAYA_STATUS_DEVICE_ERROR;
+    }
+    if (kind == ZAYA_BUFFER_HOST) {
+      buf->host = static_cast<std::byte*>(p);
+      std::memset(buf->host, 0, rounded);
+      void* d = nullptr;
+      const hipError_t me = hipHostGetDevicePointer(&d, p, 0);
+      if (me != hipSuccess) {
+        static_cast<void>(hipHostFree(p));
+        Check(me, "mapping pinned host memory");
+      }
+      buf->device = static_cast<std::byte*>(d);
+    } else {
+      buf->device = static_cast<std::byte*>(p);
+      const hipError_t me = hipMemset(p, 0, rounded);
+      if (me != hipSuccess) {
+        static_cast<void>(hipFree(p));
+        Check(me, "zero-filling device memory");
+      }
+    }
+    buf->bytes = bytes;
+    buf->kind = kind;
+    b->allocated += bytes;
+    *out = buf.release();
+    return ZAYA_STATUS_OK;
+  });
+}
+
+void BufferFree(zaya_backend* b, zaya_buffer* buf) {
+  if (buf == nullptr) return;
+  if (b != nullptr) {
+    b->allocated -= buf->bytes;
+    static_cast<void>(hipSetDevice(b->device));
+    if (b->stream != nullptr) static_cast<void>(hipStreamSynchronize(b->stream));
+  }
+  if (buf->host != nullptr) {
+    static_cast<void>(hipHostFree(buf->host));
+  } else {
+    static_cast<void>(hipFree(buf->device));
+  }
+  delete buf;
+}
+
+zaya_status BufferWrite(zaya_backend* b, zaya_buffer* buf, uint64_t offset, const void* src,
+                        uint64_t bytes) {
+  if (b == nullptr || buf == nullptr || (src == nullptr && bytes > 0)) {
+    return ZAYA_STATUS_INVALID_ARGUMENT;
+  }
+  if (offset > buf->bytes || bytes > buf->bytes - offset) {
+    b->last_error = "write of " + std::to_string(bytes) + " bytes at " + std::to_string(offset) +
+                    " outside a buffer of " + std::to_string(buf->bytes);
+    return ZAYA_STATUS_INVALID_ARGUMENT;
+  }
+  return Guard(b, [&] {
+    if (bytes == 0) return ZAYA_STATUS_OK;
+    if (buf->host != nullptr) {
+      std::memcpy(buf->host + offset, src, bytes);  // no kernel runs between execute() calls
+    } else {
+      Check(hipSetDevice(b->device), "hipSetDevice");
+      Check(hipMemcpy(buf->device + offset, src, bytes, hipMemcpyHostToDevice), "buffer write");
+    }
+    return ZAYA_STATUS_OK;
+  });
+}
+
+zaya_status BufferRead(zaya_backend* b, zaya_buffer* buf, uint64_t offset, void* dst,
+                       uint64_t bytes) {
+  if (b == nullptr || buf == nullptr || (dst == nullptr && bytes > 0)) {
+    return ZAYA_STATUS_INVALID_ARGUMENT;
+  }
+  if (offset > buf->bytes || bytes > buf->bytes - offset) {
+    b->last_error = "read of " + std::to_string(bytes) + " bytes at " + std::to_string(offset) +
+                    " outside a buffer of " + std::to_string(buf->bytes);
+    return ZAYA_STATUS_INVALID_ARGUMENT;
+  }
+  return Guard(b, [&] {
+    if (bytes == 0) return ZAYA_STATUS_OK;
+    if (buf->host != nullptr) {
+      std::memcpy(dst, buf->host + offset, bytes);
+    } else {
+      Check(hipSetDevice(b->device), "hipSetDevice");
+      Check(hipMemcpy(dst, buf->device + offset, bytes, hipMemcpyDeviceToHost), "buffer read");
+    }
+    return ZAYA_STATUS_OK;
+  });
+}
+
+zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
+  if (b == nullptr || (ops == nullptr && n > 0)) return ZAYA_STATUS_INVALID_ARGUMENT;
+  zaya_status s = Guard(b, [&] {
+    Check(hipSetDevice(b->device), "hipSetDevice");
+    b->workspace.used = 0;
+    b->tables.used = 0;
+    b->host_dirty = false;
+    *b->flag_host = 0;
+    return ZAYA_STATUS_OK;
+  });
+  if (s != ZAYA_STATUS_OK) return s;
+  for (uint64_t i = 0; i < n && s == ZAYA_STATUS_OK; ++i) {
+    s = Guard(b, [&] {
+      Execute(b, ops[i], i);
+      Check(hipGetLastError(), "kernel launch");
+      return ZAYA_STATUS_OK;
+    });
+    if (s != ZAYA_STATUS_OK) {
+      b->last_error = "op " + std::to_string(i) + " (type " + std::to_string(ops[i].type) +
+                      "): " + b->last_error;
+    }
+  }
+  // Always wait: on failure too, so that no kernel of this step outlives the call.
+  const zaya_status sync = Guard(b, [&] {
+    Sync(b);
+    return ZAYA_STATUS_OK;
+  });
+  if (s != ZAYA_STATUS_OK) return s;
+  if (sync != ZAYA_STATUS_OK) return sync;
+  if (const int flagged = *b->flag_host; flagged != 0) {
+    b->last_error = "op " + std::to_string(flagged - 1) + " (type " +
+                    std::to_string(ZAYA_OP_MOE) +
+                    "): moe: expert index out of range (its tokens got zeros; later ops ran)";
+    return ZAYA_STATUS_INVALID_ARGUMENT;
+  }
+  return ZAYA_STATUS_OK;
+}
+
+const zaya_backend_api kApi = {
+    ZAYA_BACKEND_ABI_MAJOR, ZAYA_BACKEND_ABI_MINOR, sizeof(zaya_backend_api), ZAYA_BACKEND_NAME,
+    ZAYA_VERSION, &Create, &Destroy, &LastError, &DeviceInfo, &BufferAlloc, &BufferFree,
+    &BufferWrite, &BufferRead, &ExecuteOps,
+};
+
+}  // namespace
+}  // namespace zaya::hip
+
+extern "C" __attribute__((visibility("default"))) const zaya_backend_api* zaya_backend_entry_v1(void) {
+  return &zaya::hip::kApi;
+}
+
+extern "C" __attribute__((visibility("default"))) int zaya_backend_score(const char** reason) {
+  static std::string why;
+  try {
+    int count = 0;
+    const hipError_t e = hipGetDeviceCount(&count);
+    if (e != hipSuccess || count <= 0) {
+      why = std::string("no ") + ZAYA_GPU_VENDOR + " GPU found: hipGetDeviceCount returned " +
+            (e != hipSuccess ? std::string(hipGetErrorString(e)) : std::string("0 devices"));
+      static_cast<void>(hipGetLastError());
+      if (reason != nullptr) *reason = why.c_str();
+      return 0;
+    }
+    why = zaya::hip::DeviceProblem(0, nullptr);
+    if (!why.empty()) {
+      if (reason != nullptr) *reason = why.c_str();
+      return 0;
+    }
+  } catch (...) {
+    why = "probing the GPU runtime failed";
+    if (reason != nullptr) *reason = why.c_str();
+    return 0;
+  }
+  if (reason != nullptr) *reason = "";
+#if defined(ZAYA_GPU_EMULATE)
+  return 1;  // runs anywhere, but never preferred over the real CPU backend
+#else
+  return 10;  // a usable GPU beats the CPU backend's 1
+#endif
+}

@@ -1,0 +1,126 @@
+// Kernel launchers of the HIP backend (kernels.hip). Every function enqueues its kernel(s) on
+// `stream` and returns at once; none validates anything: hip_backend.cc checks shapes, dtypes and
+// every index against its operands before it calls them, so a launcher only sees consistent
+// arguments. Pointers are device pointers (pinned, mapped host memory for ZAYA_BUFFER_HOST).
+// Launch errors surface through hipGetLastError(), which the caller checks after each op.
+//
+// Numerics follow backends/cpu (the reference): f32 activations, f32 accumulation, bf16 and int8
+// weights widened on load. Summation orders differ from the CPU's, so results agree within a
+// tolerance, not bit for bit.
+#pragma once
+
+#include <cstdint>
+
+#include "gpu_port.h"
+
+namespace zaya::hip {
+
+// Weight dtype codes (the ABI's zaya_dtype values, repeated so kernels.hip needs no ABI header).
+inline constexpr int kF32 = 0;
+inline constexpr int kBF16 = 1;
+inline constexpr int kI8 = 3;
+
+// A weight matrix [rows, k]: f32, bf16 (uint16 bits) or int8 with one f32 scale per 32 values of
+// a row (scales [rows, ceil(k/32)]).
+struct DevWeights {
+  const void* data = nullptr;
+  int dtype = kF32;
+  const float* scales = nullptr;
+};
+
+// A per-channel vector (bias, scale, norm weight) of f32 or bf16; data == nullptr means "absent",
+// read as `absent` by the kernels.
+struct DevVec {
+  const void* data = nullptr;
+  int dtype = kF32;
+};
+
+// Largest head_dim the attention and CCA kernels accept (one thread per channel of a head).
+inline constexpr int64_t kMaxHeadDim = 256;
+// Tokens up to which MatMul uses the weight-streaming matvec kernel (each weight row is read once
+// per 8 tokens); above it, the shared-memory tiled kernel.
+inline constexpr int64_t kMatVecMaxTokens = 16;
+
+// out[t, :] = (table[ids[t], :] + bias) * scale.  ids [T] (validated), out [T, h].
+void LaunchEmbed(hipStream_t stream, const int32_t* ids, int64_t t, DevWeights table, int64_t h,
+                 DevVec bias, DevVec scale, float* out);
+
+// y[t, :] = x[t, :] / rms(x[t, :]) * w; y may alias x.
+void LaunchRmsNorm(hipStream_t stream, const float* x, DevVec w, int64_t t, int64_t n, float eps,
+                   float* y);
+
+// y[T, N] = act(x[T, K] W[N, K]^T + bias); act: 0 none, 1 gelu (erf), 2 silu.
+void LaunchMatMul(hipStream_t stream, const float* x, int64_t t, int64_t k, DevWeights w, int64_t n,
+                  DevVec bias, int act, float* y);
+
+// out[i] = a[i] + b[i] * s[i % n] over t*n elements; out may alias a.
+void LaunchMulAdd(hipStream_t stream, const float* a, const float* b, DevVec s, int64_t t, int64_t n,
+                  float* out);
+
+// h = (x + bh) * sh + (h + br) * sr, per channel vectors of length n.
+void LaunchMerge(hipStream_t stream, const float* x, DevVec bh, DevVec sh, DevVec br, DevVec sr,
+                 int64_t t, int64_t n, float* h);
+
+struct CcaArgs {
+  const float* q0;  // [T, nh*hd]
+  const float* k0;  // [T, nkv*hd]
+  const float* vcur;  // [T, nkv*hd/2]
+  const float* vdel;  // [T, nkv*hd/2]
+  DevVec dw, db, gw, gb, temp;  // [C,1,2], [C], [C,hd,2], [C], [nkv]
+  float* q;                     // [T, nh*hd]
+  float* k;                     // [T, nkv*hd]
+  float* v;                     // [T, nkv*hd]
+  float* conv_state;            // [slots, 2, C]
+  float* v_state;               // [slots, nkv*hd/2]
+  const int32_t* position;      // [T]
+  const int32_t* run_begin;     // [runs + 1] token index where each sequence's run starts
+  const int32_t* run_slot;      // [runs] the run's state slot
+  float* workspace;             // [runs, 4*C + nkv*hd/2] scratch
+  int64_t runs, nh, nkv, hd, rope_dims;
+  float theta, eps;
+};
+// Workspace floats LaunchCca needs per run.
+int64_t CcaWorkspaceFloats(int64_t nh, int64_t nkv, int64_t hd);
+void LaunchCca(hipStream_t stream, const CcaArgs& a);
+
+struct AttentionArgs {
+  const float* q;            // [T, nh*hd]
+  const float* k;            // [T, nkv*hd]
+  const float* v;            // [T, nkv*hd]
+  void* k_cache;             // [blocks, bt, nkv, hd] f32 or bf16
+  void* v_cache;
+  bool bf16_cache;
+  const int32_t* seq_of_token;  // [T]
+  const int32_t* block_table;   // [S, max_blocks] (entries used are validated)
+  const int32_t* position;      // [T]
+  float* out;                   // [T, nh*hd]
+  int64_t t, nh, nkv, hd, bt, max_blocks;
+  float scale;
+};
+// Appends this step's k/v rows to the cache, then attends (one block per token x head).
+void LaunchAttention(hipStream_t stream, const AttentionArgs& a);
+
+// expert[t] = argmax(softmax(logits[t]) + bias), weight[t] = softmax(logits[t])[expert[t]].
+void LaunchRouterSelect(hipStream_t stream, const float* logits, DevVec bias, int64_t t, int64_t e1,
+                        int32_t* expert, float* weight);
+
+struct MoeArgs {
+  const float* x;          // [T, H]
+  DevWeights gate_up;      // [E, 2I, H] (scales [E, 2I, H/32])
+  DevWeights down;         // [E, H, I]
+  const int32_t* expert;   // [T] device-resident (written by ROUTER_SELECT)
+  const float* weight;     // [T]
+  float* hidden;           // [T, 2I] workspace
+  float* out;              // [T, H]
+  int* error_flag;         // set to error_code when an expert index is outside 0..E
+  int error_code;
+  int64_t t, h, inter, e;
+};
+// Per token: out = weight * down[e] (silu(G) * U), [G;U] = gate_up[e] x; expert E gives zeros.
+void LaunchMoe(hipStream_t stream, const MoeArgs& a);
+
+// dst[r, :] = src[idx[r], :] (indices validated).
+void LaunchGatherRows(hipStream_t stream, const float* src, const int32_t* idx, int64_t r, int64_t n,
+                      float* dst);
+
+}  // namespace zaya::hip

@@ -1,0 +1,553 @@
+// HIP kernels of the backend ops (contracts in plugins/include/zaya/backend.h, reference
+// arithmetic in backends/cpu). Compiled by hipcc for AMD, by nvcc (-x cu) for NVIDIA and by the host
+// compiler for the emulator (gpu_port.h); it therefore uses only the dialect gpu_port.h lists.
+//
+// Every kernel runs kThreads threads per block, and reduces through shared memory or WarpSumXor
+// called by all lanes of a warp; no thread leaves a kernel early, so every __syncthreads() and
+// warp reduction is reached by all threads of the block.
+#include <math.h>
+
+#include "kernels.h"
+
+namespace zaya::hip {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / gpu::kWarp;
+constexpr int kMatVecChunk = 8;  // tokens per matvec pass (register accumulators per lane)
+constexpr int kTile = 64;        // tiled matmul: 64 tokens x 64 output rows per block
+constexpr int kTileK = 16;
+
+int64_t Blocks(int64_t n, int64_t per) { return (n + per - 1) / per; }
+unsigned GridStrideBlocks(int64_t n) {
+  const int64_t b = Blocks(n, kThreads);
+  return static_cast<unsigned>(b < 4096 ? (b > 0 ? b : 1) : 4096);
+}
+
+__device__ __forceinline__ float Bf16ToF32(uint16_t v) {
+  return gpu::BitsToFloat(static_cast<uint32_t>(v) << 16);
+}
+
+__device__ __forceinline__ uint16_t F32ToBf16(float f) {
+  uint32_t bits = gpu::FloatToBits(f);
+  bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest even, like the CPU backend
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+__device__ __forceinline__ float LoadVec(const DevVec& v, int64_t i, float absent) {
+  if (v.data == nullptr) return absent;
+  if (v.dtype == kBF16) return Bf16ToF32(static_cast<const uint16_t*>(v.data)[i]);
+  return static_cast<const float*>(v.data)[i];
+}
+
+// W[row, col] of a [rows, k] matrix, widened to f32.
+__device__ __forceinline__ float LoadW(const DevWeights& w, int64_t row, int64_t col, int64_t k) {
+  const int64_t at = row * k + col;
+  if (w.dtype == kBF16) return Bf16ToF32(static_cast<const uint16_t*>(w.data)[at]);
+  if (w.dtype == kI8) {
+    return static_cast<float>(static_cast<const int8_t*>(w.data)[at]) *
+           w.scales[row * ((k + 31) / 32) + col / 32];
+  }
+  return static_cast<const float*>(w.data)[at];
+}
+
+__device__ __forceinline__ float Activate(float v, int act) {
+  if (act == 1) return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+  if (act == 2) return v / (1.f + expf(-v));
+  return v;
+}
+
+// Block-wide reductions over kThreads values; every thread gets the result. `red` is a shared
+// array of kThreads floats, free again when the function returns.
+__device__ float BlockSum(float v, float* red) {
+  red[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if (static_cast<int>(threadIdx.x) < s) red[threadIdx.x] += red[threadIdx.x + s];
+    __syncthreads();
+  }
+  const float r = red[0];
+  __syncthreads();
+  return r;
+}
+
+__device__ float BlockMax(float v, float* red) {
+  red[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if (static_cast<int>(threadIdx.x) < s) {
+      red[threadIdx.x] = fmaxf(red[threadIdx.x], red[threadIdx.x + s]);
+    }
+    __syncthreads();
+  }
+  const float r = red[0];
+  __syncthreads();
+  return r;
+}
+
+// ---- embed, rmsnorm, elementwise ----
+
+__global__ void __launch_bounds__(kThreads)
+    EmbedKernel(const int32_t* ids, DevWeights table, int64_t h, DevVec bias, DevVec scale,
+                float* out) {
+  const int64_t i = blockIdx.x;
+  const int64_t id = ids[i];
+  for (int64_t j = threadIdx.x; j < h; j += kThreads) {
+    out[i * h + j] = (LoadW(table, id, j, h) + LoadVec(bias, j, 0.f)) * LoadVec(scale, j, 1.f);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads)
+    RmsNormKernel(const float* x, DevVec w, int64_t n, float eps, float* y) {
+  __shared__ float red[kThreads];
+  const float* xi = x + static_cast<int64_t>(blockIdx.x) * n;
+  float* yi = y + static_cast<int64_t>(blockIdx.x) * n;
+  float ss = 0.f;
+  for (int64_t j = threadIdx.x; j < n; j += kThreads) ss += xi[j] * xi[j];
+  ss = BlockSum(ss, red);
+  const float inv = 1.f / sqrtf(ss / static_cast<float>(n) + eps);
+  for (int64_t j = threadIdx.x; j < n; j += kThreads) yi[j] = xi[j] * inv * LoadVec(w, j, 1.f);
+}
+
+__global__ void __launch_bounds__(kThreads)
+    MulAddKernel(const float* a, const float* b, DevVec s, int64_t total, int64_t n, float* out) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < total;
+       i += stride) {
+    out[i] = a[i] + b[i] * LoadVec(s, i % n, 1.f);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads)
+    MergeKernel(const float* x, DevVec bh, DevVec sh, DevVec br, DevVec sr, int64_t total,
+                int64_t n, float* h) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < total;
+       i += stride) {
+    const int64_t j = i % n;
+    h[i] = (x[i] + LoadVec(bh, j, 0.f)) * LoadVec(sh, j, 1.f) +
+           (h[i] + LoadVec(br, j, 0.f)) * LoadVec(sr, j, 1.f);
+  }
+}
+
+// ---- matmul ----
+
+// Few tokens (decode): one warp per output row streams the row once and dots it with up to
+// kMatVecChunk tokens; lanes split K, WarpSumXor combines. Each token's sum is formed the same way
+// whatever the batch, so batched and single-sequence decode agree exactly.
+__global__ void __launch_bounds__(kThreads)
+    MatVecKernel(const float* x, int64_t t0, int64_t nt, int64_t k, DevWeights w, int64_t n,
+                 DevVec bias, int act, float* y) {
+  const int lane = static_cast<int>(threadIdx.x) % gpu::kWarp;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / gpu::kWarp;
+  float acc[kMatVecChunk];
+  for (int j = 0; j < kMatVecChunk; ++j) acc[j] = 0.f;
+  if (row < n) {
+    for (int64_t c = lane; c < k; c += gpu::kWarp) {
+      const float wv = LoadW(w, row, c, k);
+      for (int j = 0; j < kMatVecChunk; ++j) {
+        if (j < nt) acc[j] += wv * x[(t0 + j) * k + c];
+      }
+    }
+  }
+  for (int j = 0; j < kMatVecChunk; ++j) {
+    const float s = gpu::WarpSumXor(acc[j]);
+    if (lane == 0 && row < n && j < nt) {
+      y[(t0 + j) * n + row] = Activate(s + LoadVec(bias, row, 0.f), act);
+    }
+  }
+}
+
+// Many tokens (prefill): 64x64 output tiles, K in steps of 16 staged in shared memory (weights
+// widened to f32 on the way in); each thread owns a 4x4 block of outputs.
+__global__ void __launch_bounds__(kThreads)
+    GemmKernel(const float* x, int64_t t, int64_t k, DevWeights w, int64_t n, DevVec bias, int act,
+               float* y) {
+  __shared__ float xs[kTileK][kTile + 1];
+  __shared__ float ws[kTileK][kTile + 1];
+  const int tx = static_cast<int>(threadIdx.x) % 16, ty = static_cast<int>(threadIdx.x) / 16;
+  const int64_t n_base = static_cast<int64_t>(blockIdx.x) * kTile;
+  const int64_t t_base = static_cast<int64_t>(blockIdx.y) * kTile;
+  float acc[4][4];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+  for (int64_t k0 = 0; k0 < k; k0 += kTileK) {
+    for (int l = static_cast<int>(threadIdx.x); l < kTile * kTileK; l += kThreads) {
+      const int r = l / kTileK, c = l % kTileK;
+      const int64_t kk = k0 + c;
+      const int64_t tt = t_base + r, nn = n_base + r;
+      xs[c][r] = (tt < t && kk < k) ? x[tt * k + kk] : 0.f;
+      ws[c][r] = (nn < n && kk < k) ? LoadW(w, nn, kk, k) : 0.f;
+    }
+    __syncthreads();
+    for (int c = 0; c < kTileK; ++c) {
+      float a[4], b[4];
+      for (int i = 0; i < 4; ++i) {
+        a[i] = xs[c][ty * 4 + i];
+        b[i] = ws[c][tx * 4 + i];
+      }
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+    }
+    __syncthreads();
+  }
+  for (int i = 0; i < 4; ++i) {
+    const int64_t tt = t_base + ty * 4 + i;
+    for (int j = 0; j < 4; ++j) {
+      const int64_t nn = n_base + tx * 4 + j;
+      if (tt < t && nn < n) y[tt * n + nn] = Activate(acc[i][j] + LoadVec(bias, nn, 0.f), act);
+    }
+  }
+}
+
+// ---- CCA ----
+
+__device__ __forceinline__ int64_t CcaPerRun(int64_t nh, int64_t nkv, int64_t hd) {
+  const int64_t c = (nh + nkv) * hd;
+  return 6 * c + nkv * hd / 2 + nh + nkv;
+}
+
+// One block per sequence run, sequential over the run's tokens (the conv state carries from one
+// token to the next). Workspace per run: s_{t-2}, s_{t-1}, s_t, d_{t-1}, d_t, g (C each), the
+// previous vdel (nkv*hd/2) and one L2 factor per head.
+__global__ void __launch_bounds__(kThreads) CcaKernel(CcaArgs a) {
+  const int64_t nh = a.nh, nkv = a.nkv, hd = a.hd;
+  const int64_t qd = nh * hd, kd = nkv * hd, c = qd + kd, vh = kd / 2, heads = nh + nkv;
+  const int64_t q_per_kv = nh / nkv, half = a.rope_dims / 2;
+  const int64_t r = blockIdx.x;
+  const int tid = static_cast<int>(threadIdx.x);
+  float* ws = a.workspace + r * CcaPerRun(nh, nkv, hd);
+  float* prev2 = ws;
+  float* prev1 = ws + c;
+  float* cur = ws + 2 * c;
+  float* d_prev = ws + 3 * c;
+  float* d_cur = ws + 4 * c;
+  float* g = ws + 5 * c;
+  float* v_last = ws + 6 * c;
+  float* fac = v_last + vh;
+  const int64_t slot = a.run_slot[r];
+  float* cs = a.conv_state + slot * 2 * c;
+  float* vs = a.v_state + slot * vh;
+  const float sqrt_hd = sqrtf(static_cast<float>(hd));
+
+  for (int64_t ch = tid; ch < c; ch += kThreads) {
+    prev2[ch] = cs[ch];
+    prev1[ch] = cs[c + ch];
+  }
+  for (int64_t j = tid; j < vh; j += kThreads) v_last[j] = vs[j];
+  __syncthreads();
+  for (int64_t i = a.run_begin[r]; i < a.run_begin[r + 1]; ++i) {
+    for (int64_t ch = tid; ch < c; ch += kThreads) {
+      cur[ch] = ch < qd ? a.q0[i * qd + ch] : a.k0[i * kd + ch - qd];
+    }
+    __syncthreads();
+    // Depthwise k=2 over the zero-padded stream: d_{t-1} needs s_{t-2}, s_{t-1}.
+    for (int64_t ch = tid; ch < c; ch += kThreads) {
+      const float w0 = LoadVec(a.dw, ch * 2, 0.f), w1 = LoadVec(a.dw, ch * 2 + 1, 0.f);
+      const float b = LoadVec(a.db, ch, 0.f);
+      d_prev[ch] = w0 * prev2[ch] + w1 * prev1[ch] + b;
+      d_cur[ch] = w0 * prev1[ch] + w1 * cur[ch] + b;
+    }
+    __syncthreads();
+    for (int64_t o = tid; o < c; o += kThreads) {
+      const int64_t base = (o / hd) * hd;
+      float acc = LoadVec(a.gb, o, 0.f);
+      for (int64_t j = 0; j < hd; ++j) {
+        acc += LoadVec(a.gw, (o * hd + j) * 2, 0.f) * d_prev[base + j] +
+               LoadVec(a.gw, (o * hd + j) * 2 + 1, 0.f) * d_cur[base + j];
+      }
+      g[o] = acc;
+    }
+    __syncthreads();
+    float* q = a.q + i * qd;
+    float* k = a.k + i * kd;
+    for (int64_t idx = tid; idx < qd; idx += kThreads) {
+      const int64_t kvh = (idx / hd) / q_per_kv, j = idx % hd;
+      q[idx] = g[idx] + 0.5f * (cur[idx] + cur[qd + kvh * hd + j]);
+    }
+    for (int64_t idx = tid; idx < kd; idx += kThreads) {
+      const int64_t hk = idx / hd, j = idx % hd;
+      float mean_q = 0.f;
+      for (int64_t m = 0; m < q_per_kv; ++m) mean_q += cur[(hk * q_per_kv + m) * hd + j];
+      mean_q /= static_cast<float>(q_per_kv);
+      k[idx] = g[qd + idx] + 0.5f * (mean_q + cur[qd + idx]);
+    }
+    __syncthreads();
+    // L2 norm per head, summed in double in channel order like the CPU reference.
+    for (int64_t hh = tid; hh < heads; hh += kThreads) {
+      const float* row = hh < nh ? q + hh * hd : k + (hh - nh) * hd;
+      double ss = 0.0;
+      for (int64_t j = 0; j < hd; ++j) ss += static_cast<double>(row[j]) * row[j];
+      const float norm = fmaxf(static_cast<float>(sqrt(ss)), a.eps);
+      const float target = hh < nh ? sqrt_hd : sqrt_hd * LoadVec(a.temp, hh - nh, 1.f);
+      fac[hh] = target / norm;
+    }
+    __syncthreads();
+    const int32_t pos = a.position[i];
+    for (int64_t idx = tid; idx < heads * hd; idx += kThreads) {
+      const int64_t hh = idx / hd, j = idx % hd;
+      float* row = hh < nh ? q + hh * hd : k + (hh - nh) * hd;
+      const float f = fac[hh];
+      if (j < half) {
+        const double inv_freq =
+            pow(static_cast<double>(a.theta), -2.0 * static_cast<double>(j) / a.rope_dims);
+        const double angle = static_cast<double>(pos) * inv_freq;
+        const float cs_ = static_cast<float>(cos(angle)), sn = static_cast<float>(sin(angle));
+        const float x0 = row[j] * f, x1 = row[j + half] * f;
+        row[j] = x0 * cs_ - x1 * sn;
+        row[j + half] = x1 * cs_ + x0 * sn;
+      } else if (j >= a.rope_dims) {
+        row[j] *= f;
+      }  // half <= j < rope_dims: rotated by the thread that owns j - half
+    }
+    float* v = a.v + i * kd;
+    for (int64_t j = tid; j < vh; j += kThreads) {
+      v[j] = a.vcur[i * vh + j];
+      v[vh + j] = v_last[j];
+    }
+    __syncthreads();
+    for (int64_t j = tid; j < vh; j += kThreads) v_last[j] = a.vdel[i * vh + j];
+    float* oldest = prev2;
+    prev2 = prev1;
+    prev1 = cur;
+    cur = oldest;
+    __syncthreads();
+  }
+  for (int64_t ch = tid; ch < c; ch += kThreads) {
+    cs[ch] = prev2[ch];
+    cs[c + ch] = prev1[ch];
+  }
+  for (int64_t j = tid; j < vh; j += kThreads) vs[j] = v_last[j];
+}
+
+// ---- attention ----
+
+__device__ __forceinline__ int64_t CacheRow(const AttentionArgs& a, int64_t seq, int64_t pos) {
+  const int64_t block = a.block_table[seq * a.max_blocks + pos / a.bt];
+  return (block * a.bt + pos % a.bt) * a.nkv * a.hd;
+}
+
+__device__ __forceinline__ float CacheAt(const void* cache, bool bf16, int64_t at) {
+  return bf16 ? Bf16ToF32(static_cast<const uint16_t*>(cache)[at])
+              : static_cast<const float*>(cache)[at];
+}
+
+__global__ void __launch_bounds__(kThreads) AppendKvKernel(AttentionArgs a) {
+  const int64_t i = blockIdx.x, row = a.nkv * a.hd;
+  const int64_t at = CacheRow(a, a.seq_of_token[i], a.position[i]);
+  for (int64_t j = threadIdx.x; j < row; j += kThreads) {
+    const float kv = a.k[i * row + j], vv = a.v[i * row + j];
+    if (a.bf16_cache) {
+      static_cast<uint16_t*>(a.k_cache)[at + j] = F32ToBf16(kv);
+      static_cast<uint16_t*>(a.v_cache)[at + j] = F32ToBf16(vv);
+    } else {
+      static_cast<float*>(a.k_cache)[at + j] = kv;
+      static_cast<float*>(a.v_cache)[at + j] = vv;
+    }
+  }
+}
+
+// One block per (token, head): positions in tiles of kThreads (one score per thread), online
+// softmax across tiles; thread j < hd accumulates output channel j.
+__global__ void __launch_bounds__(kThreads) AttendKernel(AttentionArgs a) {
+  __shared__ float qs[kMaxHeadDim];
+  __shared__ float red[kThreads];
+  __shared__ float ps[kThreads];
+  const int64_t w = blockIdx.x;
+  const int64_t i = w / a.nh, h = w % a.nh, kvh = h / (a.nh / a.nkv), hd = a.hd;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int64_t seq = a.seq_of_token[i];
+  const int64_t n_pos = static_cast<int64_t>(a.position[i]) + 1;
+  for (int64_t j = tid; j < hd; j += kThreads) qs[j] = a.q[(i * a.nh + h) * hd + j];
+  __syncthreads();
+  float m = -INFINITY, l = 0.f, acc = 0.f;
+  for (int64_t p0 = 0; p0 < n_pos; p0 += kThreads) {
+    const int64_t p = p0 + tid;
+    float score = -INFINITY;
+    if (p < n_pos) {
+      const int64_t at = CacheRow(a, seq, p) + kvh * hd;
+      float dot = 0.f;
+      for (int64_t j = 0; j < hd; ++j) dot += qs[j] * CacheAt(a.k_cache, a.bf16_cache, at + j);
+      score = dot * a.scale;
+    }
+    const float new_m = fmaxf(m, BlockMax(score, red));
+    const float e = p < n_pos ? expf(score - new_m) : 0.f;
+    ps[tid] = e;
+    const float tile_sum = BlockSum(e, red);  // its barriers also publish ps[]
+    const float corr = expf(m - new_m);       // 0 on the first tile (m = -inf)
+    l = l * corr + tile_sum;
+    if (tid < hd) {
+      acc *= corr;
+      const int64_t cnt = n_pos - p0 < kThreads ? n_pos - p0 : kThreads;
+      for (int64_t pp = 0; pp < cnt; ++pp) {
+        acc += ps[pp] *
+               CacheAt(a.v_cache, a.bf16_cache, CacheRow(a, seq, p0 + pp) + kvh * hd + tid);
+      }
+    }
+    m = new_m;
+    __syncthreads();
+  }
+  if (tid < hd) a.out[(i * a.nh + h) * hd + tid] = acc / l;
+}
+
+// ---- router, MoE, gather ----
+
+__global__ void __launch_bounds__(kThreads)
+    RouterSelectKernel(const float* logits, DevVec bias, int64_t t, int64_t e1, int32_t* expert,
+                       float* weight) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (i < t) {
+    const float* l = logits + i * e1;
+    float mx = l[0];
+    for (int64_t j = 1; j < e1; ++j) mx = fmaxf(mx, l[j]);
+    double sum = 0.0;
+    for (int64_t j = 0; j < e1; ++j) sum += static_cast<double>(expf(l[j] - mx));
+    int64_t best = 0;
+    float best_v = -INFINITY, best_p = 0.f;
+    for (int64_t j = 0; j < e1; ++j) {
+      const float p = static_cast<float>(static_cast<double>(expf(l[j] - mx)) / sum);
+      const float v = p + LoadVec(bias, j, 0.f);
+      if (v > best_v) {  // strict: ties go to the lowest index, like torch.argmax
+        best_v = v;
+        best = j;
+        best_p = p;
+      }
+    }
+    expert[i] = static_cast<int32_t>(best);
+    weight[i] = best_p;
+  }
+}
+
+// hidden[t, j] = gate_up[e_t][j] . x[t]  (one warp per row j; grid x = token, y = row block).
+__global__ void __launch_bounds__(kThreads) MoeGateUpKernel(MoeArgs a) {
+  const int64_t i = blockIdx.x;
+  const int lane = static_cast<int>(threadIdx.x) % gpu::kWarp;
+  const int64_t rows = 2 * a.inter;
+  const int64_t row = static_cast<int64_t>(blockIdx.y) * kWarps + threadIdx.x / gpu::kWarp;
+  const int64_t e = a.expert[i];
+  const bool in_range = e >= 0 && e <= a.e;
+  const bool active = in_range && e < a.e && row < rows;
+  if (!in_range && threadIdx.x == 0 && blockIdx.y == 0) *a.error_flag = a.error_code;
+  float acc = 0.f;
+  if (active) {
+    for (int64_t c = lane; c < a.h; c += gpu::kWarp) {
+      acc += LoadW(a.gate_up, e * rows + row, c, a.h) * a.x[i * a.h + c];
+    }
+  }
+  acc = gpu::WarpSumXor(acc);
+  if (lane == 0 && row < rows) a.hidden[i * rows + row] = active ? acc : 0.f;
+}
+
+// hidden[t, :I] = silu(G) * U.
+__global__ void __launch_bounds__(kThreads) MoeActKernel(MoeArgs a) {
+  const int64_t total = a.t * a.inter;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; idx < total;
+       idx += stride) {
+    float* row = a.hidden + (idx / a.inter) * 2 * a.inter;
+    const int64_t j = idx % a.inter;
+    row[j] = Activate(row[j], 2) * row[a.inter + j];
+  }
+}
+
+// out[t, r] = weight[t] * down[e_t][r] . hidden[t, :I]  (one warp per row r).
+__global__ void __launch_bounds__(kThreads) MoeDownKernel(MoeArgs a) {
+  const int64_t i = blockIdx.x;
+  const int lane = static_cast<int>(threadIdx.x) % gpu::kWarp;
+  const int64_t row = static_cast<int64_t>(blockIdx.y) * kWarps + threadIdx.x / gpu::kWarp;
+  const int64_t e = a.expert[i];
+  const bool active = e >= 0 && e < a.e && row < a.h;
+  const float* hid = a.hidden + i * 2 * a.inter;
+  float acc = 0.f;
+  if (active) {
+    for (int64_t c = lane; c < a.inter; c += gpu::kWarp) {
+      acc += LoadW(a.down, e * a.h + row, c, a.inter) * hid[c];
+    }
+  }
+  acc = gpu::WarpSumXor(acc);
+  if (lane == 0 && row < a.h) a.out[i * a.h + row] = active ? a.weight[i] * acc : 0.f;
+}
+
+__global__ void __launch_bounds__(kThreads)
+    GatherRowsKernel(const float* src, const int32_t* idx, int64_t n, float* dst) {
+  const int64_t r = blockIdx.x;
+  const int64_t from = idx[r];
+  for (int64_t j = threadIdx.x; j < n; j += kThreads) dst[r * n + j] = src[from * n + j];
+}
+
+}  // namespace
+
+int64_t CcaWorkspaceFloats(int64_t nh, int64_t nkv, int64_t hd) {
+  const int64_t c = (nh + nkv) * hd;
+  return 6 * c + nkv * hd / 2 + nh + nkv;
+}
+
+void LaunchEmbed(hipStream_t stream, const int32_t* ids, int64_t t, DevWeights table, int64_t h,
+                 DevVec bias, DevVec scale, float* out) {
+  ZAYA_LAUNCH(EmbedKernel, dim3(static_cast<unsigned>(t)), dim3(kThreads), stream, ids, table, h,
+              bias, scale, out);
+}
+
+void LaunchRmsNorm(hipStream_t stream, const float* x, DevVec w, int64_t t, int64_t n, float eps,
+                   float* y) {
+  ZAYA_LAUNCH(RmsNormKernel, dim3(static_cast<unsigned>(t)), dim3(kThreads), stream, x, w, n, eps,
+              y);
+}
+
+void LaunchMatMul(hipStream_t stream, const float* x, int64_t t, int64_t k, DevWeights w, int64_t n,
+                  DevVec bias, int act, float* y) {
+  if (t <= kMatVecMaxTokens) {
+    const dim3 grid(static_cast<unsigned>(Blocks(n, kWarps)));
+    for (int64_t t0 = 0; t0 < t; t0 += kMatVecChunk) {
+      const int64_t nt = t - t0 < kMatVecChunk ? t - t0 : kMatVecChunk;
+      ZAYA_LAUNCH(MatVecKernel, grid, dim3(kThreads), stream, x, t0, nt, k, w, n, bias, act, y);
+    }
+    return;
+  }
+  const dim3 grid(static_cast<unsigned>(Blocks(n, kTile)), static_cast<unsigned>(Blocks(t, kTile)));
+  ZAYA_LAUNCH(GemmKernel, grid, dim3(kThreads), stream, x, t, k, w, n, bias, act, y);
+}
+
+void LaunchMulAdd(hipStream_t stream, const float* a, const float* b, DevVec s, int64_t t, int64_t n,
+                  float* out) {
+  ZAYA_LAUNCH(MulAddKernel, dim3(GridStrideBlocks(t * n)), dim3(kThreads), stream, a, b, s, t * n,
+              n, out);
+}
+
+void LaunchMerge(hipStream_t stream, const float* x, DevVec bh, DevVec sh, DevVec br, DevVec sr,
+                 int64_t t, int64_t n, float* h) {
+  ZAYA_LAUNCH(MergeKernel, dim3(GridStrideBlocks(t * n)), dim3(kThreads), stream, x, bh, sh, br,
+              sr, t * n, n, h);
+}
+
+void LaunchCca(hipStream_t stream, const CcaArgs& a) {
+  ZAYA_LAUNCH(CcaKernel, dim3(static_cast<unsigned>(a.runs)), dim3(kThreads), stream, a);
+}
+
+void LaunchAttention(hipStream_t stream, const AttentionArgs& a) {
+  ZAYA_LAUNCH(AppendKvKernel, dim3(static_cast<unsigned>(a.t)), dim3(kThreads), stream, a);
+  ZAYA_LAUNCH(AttendKernel, dim3(static_cast<unsigned>(a.t * a.nh)), dim3(kThreads), stream, a);
+}
+
+void LaunchRouterSelect(hipStream_t stream, const float* logits, DevVec bias, int64_t t, int64_t e1,
+                        int32_t* expert, float* weight) {
+  ZAYA_LAUNCH(RouterSelectKernel, dim3(static_cast<unsigned>(Blocks(t, kThreads))), dim3(kThreads),
+              stream, logits, bias, t, e1, expert, weight);
+}
+
+void LaunchMoe(hipStream_t stream, const MoeArgs& a) {
+  const unsigned tokens = static_cast<unsigned>(a.t);
+  ZAYA_LAUNCH(MoeGateUpKernel, dim3(tokens, static_cast<unsigned>(Blocks(2 * a.inter, kWarps))),
+              dim3(kThreads), stream, a);
+  ZAYA_LAUNCH(MoeActKernel, dim3(GridStrideBlocks(a.t * a.inter)), dim3(kThreads), stream, a);
+  ZAYA_LAUNCH(MoeDownKernel, dim3(tokens, static_cast<unsigned>(Blocks(a.h, kWarps))),
+              dim3(kThreads), stream, a);
+}
+
+void LaunchGatherRows(hipStream_t stream, const float* src, const int32_t* idx, int64_t r, int64_t n,
+                      float* dst) {
+  ZAYA_LAUNCH(GatherRowsKernel, dim3(static_cast<unsigned>(r)), dim3(kThreads), stream, src, idx, n,
+              dst);
+}
+
+}  // namespace zaya::hip
