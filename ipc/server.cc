@@ -237,6 +237,7 @@ Status Server::RunOnce(std::chrono::milliseconds timeout) {
   if (tick_) {
     wait = std::min(wait, std::chrono::duration_cast<std::chrono::milliseconds>(next_tick_ - now));
   }
+  if (deadlines_ > 0) wait = std::min(wait, std::chrono::milliseconds(10));
   if (!requests_.empty()) {
     wait = std::min(wait,
                     std::chrono::duration_cast<std::chrono::milliseconds>(next_keepalive_ - now));
@@ -261,6 +262,7 @@ Status Server::RunOnce(std::chrono::milliseconds timeout) {
     next_tick_ = after + tick_period_;
     tick_();
   }
+  if (deadlines_ > 0) ExpireDeadlines();
   if (after >= next_keepalive_) {
     next_keepalive_ = after + options_.ipc.heartbeat_interval;
     SendKeepalives();
@@ -419,7 +421,13 @@ void Server::HandleRequest(const std::string& identity, Request request) {
   request.engine.client = client_key;
   client.ids.insert(request.id);
   client.last_sent = Clock::now();
-  requests_[engine_id] = Tracked{identity, request.id, request.op, Clock::now(), false};
+  Tracked tracked{identity, request.id, request.op, Clock::now(), false, std::nullopt};
+  if (request.op == Op::kGenerate && request.engine.solve.deadline_ms) {
+    tracked.deadline =
+        tracked.received + std::chrono::milliseconds(*request.engine.solve.deadline_ms);
+    ++deadlines_;
+  }
+  requests_[engine_id] = std::move(tracked);
   Status submitted;
   try {
     submitted = engine_->Submit(std::move(request.engine), sink_);
@@ -477,6 +485,24 @@ void Server::SendKeepalives() {
   }
 }
 
+void Server::ExpireDeadlines() {
+  const auto now = Clock::now();
+  std::vector<std::string> expired;
+  for (const auto& [engine_id, t] : requests_) {
+    if (t.deadline && now >= *t.deadline) expired.push_back(engine_id);
+  }
+  for (const auto& engine_id : expired) {
+    auto it = requests_.find(engine_id);
+    const std::string identity = it->second.identity;
+    const std::string id = it->second.client_id;
+    const std::string op(OpName(it->second.op));
+    Forget(engine_id);  // the engine's later `cancelled` event is dropped
+    engine_->Cancel(engine_id);
+    SendError(identity, id, StatusCodeName(StatusCode::kDeadlineExceeded),
+              "deadline_ms passed before the request finished", op);
+  }
+}
+
 bool Server::SendTo(const std::string& identity, const std::string& frame) {
   const bool sent =
       zmq_send(socket_, identity.data(), identity.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0 &&
@@ -506,6 +532,7 @@ void Server::ClientGone(const std::string& identity) {
   for (const auto& id : it->second.ids) {
     auto r = requests_.find(key + ":" + id);
     if (r != requests_.end()) {
+      if (r->second.deadline) --deadlines_;
       metrics_->CountRequest(OpName(r->second.op), "disconnected");
       requests_.erase(r);
     }
@@ -519,6 +546,7 @@ void Server::ClientGone(const std::string& identity) {
 void Server::Forget(const std::string& engine_id) {
   auto it = requests_.find(engine_id);
   if (it == requests_.end()) return;
+  if (it->second.deadline) --deadlines_;
   auto c = clients_.find(it->second.identity);
   if (c != clients_.end()) {
     c->second.ids.erase(it->second.client_id);

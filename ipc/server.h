@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -89,6 +90,8 @@ class Server {
     Op op = Op::kGenerate;
     std::chrono::steady_clock::time_point received;
     bool first_delta_seen = false;
+    // generate's deadline_ms, enforced here (solve's is the engine's: it returns a partial answer).
+    std::optional<std::chrono::steady_clock::time_point> deadline;
   };
   struct Client {
     std::unordered_set<std::string> ids;  // client ids in flight
@@ -102,6 +105,7 @@ class Server {
   void HandleRequest(const std::string& identity, Request request);
   void DispatchEngineEvents();
   void SendKeepalives();
+  void ExpireDeadlines();
   // Sends one frame to `identity`; on failure treats the client as gone and returns false.
   bool SendTo(const std::string& identity, const std::string& frame);
   void SendError(const std::string& identity, std::string_view id, std::string_view code,
@@ -124,6 +128,7 @@ class Server {
 
   std::unordered_map<std::string, Tracked> requests_;  // by engine id
   std::unordered_map<std::string, Client> clients_;    // by identity
+  size_t deadlines_ = 0;                               // tracked requests with a deadline
 
   std::vector<std::pair<int, std::function<void()>>> watched_;
   std::chrono::milliseconds tick_period_{0};

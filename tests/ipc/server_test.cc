@@ -311,6 +311,25 @@ TEST_F(ServerTest, PerClientLimitAnswersBusy) {
   EXPECT_EQ((*done)["event"], "done");
 }
 
+TEST_F(ServerTest, GenerateDeadlineIsEnforcedByTheServer) {
+  engine_->SetStream(100000, 2ms);
+  StartServer();
+  auto client = NewClient();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto done =
+      client->Request({{"id", "d"}, {"op", "generate"}, {"prompt", "p"}, {"deadline_ms", 50}});
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  EXPECT_EQ((*done)["code"], "deadline_exceeded");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  ASSERT_EQ(engine_->cancelled().size(), 1u);
+  EXPECT_TRUE(WaitFor([&] { return engine_->running() == 0; }));
+  EXPECT_EQ(server_->InFlight(), 0u);
+  // Exactly one terminal event: the engine's `cancelled` error is not forwarded as well.
+  auto health = client->Request({{"op", "health"}});
+  ASSERT_TRUE(health.ok());
+  EXPECT_EQ((*health)["event"], "done");
+}
+
 TEST_F(ServerTest, EngineRefusalIsForwardedWithItsCode) {
   engine_->RefuseWith(OverBudget("population of 64 needs 9 GiB; memory.request is 512 MiB"));
   StartServer();

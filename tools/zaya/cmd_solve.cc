@@ -43,13 +43,22 @@ void PrintProgress(const json& e) {
     line += line.empty() || line.back() == ':' ? " " + part : ", " + part;
     break;
   }
-  if (e.contains("tally") && e["tally"].is_object() && !e["tally"].empty()) {
+  // tally: [{"answer": "4", "votes": 3}, ...] (an {"answer": votes} object is accepted too).
+  if (e.contains("tally") && !e["tally"].empty()) {
     std::string tally;
-    for (const auto& [answer, count] : e["tally"].items()) {
+    auto entry = [&](const std::string& answer, const json& votes) {
       if (!tally.empty()) tally += " ";
-      tally += answer + ":" + Num(count);
+      tally += answer + ":" + Num(votes);
+    };
+    if (e["tally"].is_array()) {
+      for (const json& t : e["tally"]) {
+        if (t.is_object())
+          entry(t.contains("answer") ? Num(t["answer"]) : "?", t.value("votes", json(0)));
+      }
+    } else if (e["tally"].is_object()) {
+      for (const auto& [answer, votes] : e["tally"].items()) entry(answer, votes);
     }
-    add("tally " + tally);
+    if (!tally.empty()) add("tally " + tally);
   }
   if (line.empty() && e.contains("stage")) line = Num(e["stage"]);
   if (!line.empty() && line.front() == ' ') line.erase(0, 1);
