@@ -2,12 +2,18 @@
 // HIP backend's kernels and host code run, and be conformance-tested, on a machine without a GPU.
 #include <sys/sysinfo.h>
 
-#include <barrier>
+#include <pthread.h>
+#include <ucontext.h>
+
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
-#include <thread>
 #include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 #include "gpu_port.h"
 
@@ -18,47 +24,122 @@ thread_local Uint3 block_idx;
 thread_local dim3 block_dim;
 thread_local dim3 grid_dim;
 
+// GPU threads are fibers (ucontext) on the launching host thread: __syncthreads() switches back to
+// the scheduler, which resumes every thread of the block in turn, so a barrier costs a few context
+// switches instead of waking hundreds of OS threads. One launch runs at a time (launch_mutex).
 namespace {
+
+constexpr size_t kStackBytes = 256 * 1024;
+
+struct Fiber {
+  ucontext_t context;
+  std::unique_ptr<char[]> stack;
+  bool done = false;
+  void* fake = nullptr;  // AddressSanitizer's fake stack of this fiber while it is switched out
+};
+
 std::mutex launch_mutex;
-std::barrier<>* current_barrier = nullptr;
+ucontext_t scheduler;
+std::vector<Fiber> fibers;
+unsigned current = 0;
+const std::function<void()>* current_body = nullptr;
 float shuffle_slots[1024];
+
+#if defined(__SANITIZE_ADDRESS__)
+// AddressSanitizer must be told about every stack switch, or it reports false positives.
+void* scheduler_fake = nullptr;
+void* scheduler_bottom = nullptr;
+size_t scheduler_size = 0;
+void NoteSchedulerStack() {
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    pthread_attr_getstack(&attr, &scheduler_bottom, &scheduler_size);
+    pthread_attr_destroy(&attr);
+  }
+}
+void EnterFiber(Fiber& f) {
+  __sanitizer_start_switch_fiber(&scheduler_fake, f.stack.get(), kStackBytes);
+}
+void EnteredFiber(Fiber& f) { __sanitizer_finish_switch_fiber(f.fake, nullptr, nullptr); }
+void LeaveFiber(Fiber& f, bool finished) {
+  __sanitizer_start_switch_fiber(finished ? nullptr : &f.fake, scheduler_bottom, scheduler_size);
+}
+void BackInScheduler() { __sanitizer_finish_switch_fiber(scheduler_fake, nullptr, nullptr); }
+#else
+void NoteSchedulerStack() {}
+void EnterFiber(Fiber&) {}
+void EnteredFiber(Fiber&) {}
+void LeaveFiber(Fiber&, bool) {}
+void BackInScheduler() {}
+#endif
+
+void FiberMain() {
+  EnteredFiber(fibers[current]);
+  (*current_body)();
+  fibers[current].done = true;
+  LeaveFiber(fibers[current], true);
+  // Returning resumes `scheduler` through uc_link.
+}
+
+// Separate (and not inlined) because getcontext returns twice.
+__attribute__((noinline)) void PrepareFiber(Fiber& f) {
+  if (!f.stack) f.stack.reset(new char[kStackBytes]);
+  getcontext(&f.context);
+  f.context.uc_stack.ss_sp = f.stack.get();
+  f.context.uc_stack.ss_size = kStackBytes;
+  f.context.uc_link = &scheduler;
+  makecontext(&f.context, &FiberMain, 0);
+  f.done = false;
+  f.fake = nullptr;
+}
+
 }  // namespace
 
-void SyncThreads() { current_barrier->arrive_and_wait(); }
+void SyncThreads() {
+  Fiber& f = fibers[current];
+  LeaveFiber(f, false);
+  swapcontext(&f.context, &scheduler);
+  EnteredFiber(f);
+}
 
-float ShuffleXor(float v, int lane_mask) {
-  // Block-wide exchange: correct because every thread of the block calls WarpSumXor together.
+float WarpSum(float v, int width) {
   shuffle_slots[thread_idx.x] = v;
   SyncThreads();
-  const float other = shuffle_slots[thread_idx.x ^ static_cast<unsigned>(lane_mask)];
+  const unsigned first = thread_idx.x / static_cast<unsigned>(width) * static_cast<unsigned>(width);
+  float sum = 0.f;
+  for (unsigned i = first; i < first + static_cast<unsigned>(width); ++i) sum += shuffle_slots[i];
   SyncThreads();
-  return other;
+  return sum;
 }
 
 void Launch(dim3 grid, dim3 block, const std::function<void()>& body) {
   std::lock_guard<std::mutex> lock(launch_mutex);
   const unsigned n = block.x;
-  std::barrier<> barrier(static_cast<std::ptrdiff_t>(n));
-  current_barrier = &barrier;
-  auto worker = [&](unsigned tid) {
-    thread_idx = Uint3{tid, 0, 0};
-    block_dim = block;
-    grid_dim = grid;
-    for (unsigned by = 0; by < grid.y; ++by) {
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        block_idx = Uint3{bx, by, 0};
-        body();
-        // No thread starts the next block (and reuses __shared__ statics) before all are done.
-        barrier.arrive_and_wait();
+  if (fibers.size() < n) fibers.resize(n);
+  current_body = &body;
+  NoteSchedulerStack();
+  block_dim = block;
+  grid_dim = grid;
+  for (unsigned by = 0; by < grid.y; ++by) {
+    for (unsigned bx = 0; bx < grid.x; ++bx) {
+      block_idx = Uint3{bx, by, 0};
+      for (unsigned k = 0; k < n; ++k) PrepareFiber(fibers[k]);
+      // Each round runs every unfinished thread up to its next barrier (or its end).
+      for (bool running = true; running;) {
+        running = false;
+        for (unsigned k = 0; k < n; ++k) {
+          if (fibers[k].done) continue;
+          current = k;
+          thread_idx = Uint3{k, 0, 0};
+          EnterFiber(fibers[k]);
+          swapcontext(&scheduler, &fibers[k].context);
+          BackInScheduler();
+          running = running || !fibers[k].done;
+        }
       }
     }
-  };
-  std::vector<std::thread> threads;
-  threads.reserve(n);
-  for (unsigned tid = 1; tid < n; ++tid) threads.emplace_back(worker, tid);
-  worker(0);
-  for (auto& t : threads) t.join();
-  current_barrier = nullptr;
+  }
+  current_body = nullptr;
 }
 
 }  // namespace zaya::gpu_emu

@@ -38,7 +38,9 @@ extern thread_local Uint3 block_idx;
 extern thread_local dim3 block_dim;
 extern thread_local dim3 grid_dim;
 void SyncThreads();
-float ShuffleXor(float v, int lane_mask);
+// Sum of `v` over the `width` consecutive threads of the caller's warp (block-wide barrier: every
+// thread of the block must call it together, as WarpSumXor's callers do).
+float WarpSum(float v, int width);
 // Runs `body` for every block of `grid` on `block.x` threads; launches are serialised.
 void Launch(dim3 grid, dim3 block, const std::function<void()>& body);
 }  // namespace zaya::gpu_emu
@@ -90,6 +92,7 @@ hipError_t hipGetLastError();
 const char* hipGetErrorString(hipError_t error);
 #define ZAYA_GPU_RUNTIME "emulator"
 #define ZAYA_GPU_VENDOR "emulated"
+#define ZAYA_GPU_COUNT_CALL "hipGetDeviceCount"
 
 #elif defined(ZAYA_GPU_CUDA)
 
@@ -132,6 +135,7 @@ const char* hipGetErrorString(hipError_t error);
   kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
 #define ZAYA_GPU_RUNTIME "cuda"
 #define ZAYA_GPU_VENDOR "NVIDIA"
+#define ZAYA_GPU_COUNT_CALL "cudaGetDeviceCount"
 
 #else  // HIP on AMD
 
@@ -144,6 +148,7 @@ const char* hipGetErrorString(hipError_t error);
   kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
 #define ZAYA_GPU_RUNTIME "hip"
 #define ZAYA_GPU_VENDOR "AMD"
+#define ZAYA_GPU_COUNT_CALL "hipGetDeviceCount"
 
 #endif
 
@@ -179,16 +184,18 @@ __device__ __forceinline__ uint32_t FloatToBits(float f) {
 
 // Sum over the lanes of a warp; every lane gets the total. All lanes must call it together.
 __device__ __forceinline__ float WarpSumXor(float v) {
-  for (int mask = kWarp / 2; mask > 0; mask >>= 1) {
 #if defined(ZAYA_GPU_EMULATE)
-    v += ::zaya::gpu_emu::ShuffleXor(v, mask);
-#elif defined(ZAYA_GPU_CUDA)
+  return ::zaya::gpu_emu::WarpSum(v, kWarp);
+#else
+  for (int mask = kWarp / 2; mask > 0; mask >>= 1) {
+#if defined(ZAYA_GPU_CUDA)
     v += __shfl_xor_sync(0xffffffffu, v, mask);
 #else
     v += __shfl_xor(v, mask);
 #endif
   }
   return v;
+#endif
 }
 #endif
 

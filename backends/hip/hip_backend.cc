@@ -883,7 +883,7 @@ extern "C" __attribute__((visibility("default"))) int zaya_backend_score(const c
     int count = 0;
     const hipError_t e = hipGetDeviceCount(&count);
     if (e != hipSuccess || count <= 0) {
-      why = std::string("no ") + ZAYA_GPU_VENDOR + " GPU found: hipGetDeviceCount returned " +
+      why = std::string("no ") + ZAYA_GPU_VENDOR + " GPU found: " + ZAYA_GPU_COUNT_CALL + " returned " +
             (e != hipSuccess ? std::string(hipGetErrorString(e)) : std::string("0 devices"));
       static_cast<void>(hipGetLastError());
       if (reason != nullptr) *reason = why.c_str();
