@@ -1,0 +1,362 @@
+// `zaya bench`: this machine's read bandwidth and GEMM rate, then the model's decode and prefill
+// speed against the memory-bandwidth roofline (DESIGN.md "Performance method"). Runs the model
+// in-process like `zaya generate`. Progress goes to stderr, the table (or JSON) to stdout.
+//
+// Bytes of weights read per decode step: the dense weights once (every matrix but the experts; the
+// tied embedding counts once, as the lm_head that is read in full), plus each distinct expert the
+// step touches. The expert count is an estimate, not the router's output: with top-1 routing over
+// E experts plus the skip expert, assumed uniform, a step of B tokens touches
+// E * (1 - (1 - 1/(E+1))^B) experts per layer on average (batch 1: E/(E+1); batch 16 of the 8B
+// shape: ~10.9 of 16).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/model/zaya_model.h"
+#include "engine/weights/checkpoint.h"
+#include "plugins/loader.h"
+#include "tools/zaya/command.h"
+
+namespace zaya::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+// STREAM-like read bandwidth: `threads` threads each sum their slice of a buffer far larger than
+// the last-level cache; bytes / seconds of the slowest thread. Median of `reps` passes.
+double ReadBandwidth(int threads, size_t bytes, int reps) {
+  const size_t words = bytes / sizeof(uint64_t);
+  std::vector<uint64_t> buf(words);
+  for (size_t i = 0; i < words; ++i) buf[i] = i * 0x9e3779b97f4a7c15ull;
+  std::vector<double> rates;
+  volatile uint64_t sink = 0;
+  for (int r = 0; r < reps; ++r) {
+    std::vector<uint64_t> sums(static_cast<size_t>(threads));
+    std::vector<std::thread> pool;
+    const auto t0 = Clock::now();
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        const size_t begin = words * t / threads, end = words * (t + 1) / threads;
+        uint64_t a = 0, b = 0, c = 0, d = 0;
+        size_t i = begin;
+        for (; i + 4 <= end; i += 4) {
+          a += buf[i];
+          b += buf[i + 1];
+          c += buf[i + 2];
+          d += buf[i + 3];
+        }
+        for (; i < end; ++i) a += buf[i];
+        sums[t] = a + b + c + d;
+      });
+    }
+    for (auto& th : pool) th.join();
+    const double s = Seconds(t0, Clock::now());
+    sink = sink + std::accumulate(sums.begin(), sums.end(), uint64_t{0});
+    rates.push_back(static_cast<double>(words * sizeof(uint64_t)) / s);
+  }
+  return Median(rates);
+}
+
+// GFLOP/s of one [T,K] x [N,K]^T matmul through the backend (f32 weights: OpenBLAS sgemm panels).
+Result<double> GemmRate(Backend& be, int32_t dtype, int64_t t, int64_t k, int64_t n, int reps) {
+  const uint64_t esz = dtype == ZAYA_DTYPE_F32 ? 4 : 2;
+  ZAYA_ASSIGN_OR_RETURN(auto x, be.Alloc(ZAYA_BUFFER_SCRATCH, t * k * 4));
+  ZAYA_ASSIGN_OR_RETURN(auto w, be.Alloc(ZAYA_BUFFER_WEIGHTS, n * k * esz));
+  ZAYA_ASSIGN_OR_RETURN(auto y, be.Alloc(ZAYA_BUFFER_SCRATCH, t * n * 4));
+  std::vector<float> xs(static_cast<size_t>(t * k));
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (auto& v : xs) v = nd(rng);
+  ZAYA_RETURN_IF_ERROR(be.Write(x, 0, xs.data(), xs.size() * 4));
+  std::vector<uint16_t> ws(static_cast<size_t>(n * k * esz / 2), 0x3c00);  // small non-zero values
+  ZAYA_RETURN_IF_ERROR(be.Write(w, 0, ws.data(), ws.size() * 2));
+  zaya_op op{};
+  op.type = ZAYA_OP_MATMUL;
+  op.src[0] = zaya_tensor{x.get(), 0, ZAYA_DTYPE_F32, 2, {t, k, 0, 0}};
+  op.src[1] = zaya_tensor{w.get(), 0, dtype, 2, {n, k, 0, 0}};
+  op.dst[0] = zaya_tensor{y.get(), 0, ZAYA_DTYPE_F32, 2, {t, n, 0, 0}};
+  std::vector<double> rates;
+  for (int r = 0; r < reps + 1; ++r) {
+    const auto t0 = Clock::now();
+    ZAYA_RETURN_IF_ERROR(be.Execute({op}));
+    const double s = Seconds(t0, Clock::now());
+    if (r > 0) rates.push_back(2.0 * t * k * n / s / 1e9);  // the first run warms up
+  }
+  return Median(rates);
+}
+
+struct ByteModel {
+  double dense = 0;       // bytes read once per step
+  double per_expert = 0;  // one expert of one layer
+  int64_t experts = 0, layers = 0;
+  double ExpertsTouched(int64_t batch) const {  // per layer, see the file comment
+    return experts * (1.0 - std::pow(1.0 - 1.0 / static_cast<double>(experts + 1),
+                                     static_cast<double>(batch)));
+  }
+  double StepBytes(int64_t batch) const {
+    return dense + per_expert * ExpertsTouched(batch) * static_cast<double>(layers);
+  }
+};
+
+ByteModel Bytes(const ZayaConfig& c, const std::string& dtype) {
+  const double esz = dtype == "f32" ? 4 : dtype == "int8" ? 1 : 2;
+  const double H = static_cast<double>(c.hidden_size), I = static_cast<double>(c.moe_intermediate_size);
+  ByteModel m;
+  m.experts = c.num_experts;
+  m.layers = c.num_layers;
+  m.per_expert = 3 * I * H * esz;
+  if (dtype == "int8") {
+    m.per_expert += (2 * I * std::ceil(H / 32) + H * std::ceil(I / 32)) * 4;
+  }
+  double total = static_cast<double>(ZayaModel::WeightBytes(c, dtype));
+  m.dense = total - m.per_expert * static_cast<double>(c.num_experts * c.num_layers);
+  if (!c.tie_word_embeddings) {
+    m.dense -= static_cast<double>(c.vocab_size) * H * esz;  // the input table: one row per token
+  }
+  return m;
+}
+
+struct DecodeResult {
+  int64_t batch = 0;
+  double tok_s = 0, step_bytes = 0, roofline_tok_s = 0, experts_per_layer = 0;
+};
+
+int Bench(const Command& self, const std::vector<std::string>& argv) {
+  std::string err;
+  auto args = Args::Parse(argv,
+                          {"model", "threads", "weights-dtype", "backend", "plugin-dir", "steps",
+                           "prefill-tokens", "reps", "batches", "bandwidth-mib"},
+                          {"json", "skip-gemm"}, &err);
+  if (!args) return UsageError(self, err);
+  if (!args->Has("model")) return UsageError(self, "--model DIR is required");
+  int threads = 0, steps = 0, reps = 0, bw_mib = 0;
+  int64_t prefill = 0;
+  std::vector<int64_t> batches;
+  try {
+    threads = std::stoi(args->GetOr("threads", "0"));
+    steps = std::stoi(args->GetOr("steps", "8"));
+    reps = std::stoi(args->GetOr("reps", "3"));
+    prefill = std::stoll(args->GetOr("prefill-tokens", "512"));
+    bw_mib = std::stoi(args->GetOr("bandwidth-mib", "1024"));
+    std::string list = args->GetOr("batches", "1,8,16");
+    size_t at = 0;
+    while (at <= list.size()) {
+      const size_t comma = std::min(list.find(',', at), list.size());
+      batches.push_back(std::stoll(list.substr(at, comma - at)));
+      at = comma + 1;
+    }
+  } catch (const std::exception&) {
+    return UsageError(self, "a numeric option has a value that is not a number");
+  }
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (steps < 1 || reps < 1 || prefill < 1 || bw_mib < 16 || batches.empty() ||
+      *std::min_element(batches.begin(), batches.end()) < 1) {
+    return UsageError(self, "--steps, --reps, --prefill-tokens, --batches must be >= 1 and "
+                            "--bandwidth-mib >= 16");
+  }
+  const std::string wdtype = args->GetOr("weights-dtype", "bf16");
+  auto fail = [&](const Status& s) {
+    std::fprintf(stderr, "zaya bench: %s\n", s.ToString().c_str());
+    return 1;
+  };
+  auto progress = [](const std::string& m) { std::fprintf(stderr, "zaya bench: %s\n", m.c_str()); };
+
+  progress("measuring read bandwidth (" + std::to_string(bw_mib) + " MiB, " +
+           std::to_string(threads) + " threads)");
+  const double bandwidth = ReadBandwidth(threads, static_cast<size_t>(bw_mib) << 20, 5);
+
+  auto backend = Backend::Open(args->GetOr("backend", "cpu"), args->GetOr("plugin-dir", ""), 0,
+                               threads);
+  if (!backend.ok()) return fail(backend.status());
+  double gemm_f32 = 0, gemm_bf16 = 0;
+  if (!args->Has("skip-gemm")) {
+    progress("measuring GEMM rate through the backend (512 x 2048 x 2048)");
+    auto f = GemmRate(**backend, ZAYA_DTYPE_F32, 512, 2048, 2048, reps);
+    if (!f.ok()) return fail(f.status());
+    auto b = GemmRate(**backend, ZAYA_DTYPE_BF16, 512, 2048, 2048, reps);
+    if (!b.ok()) return fail(b.status());
+    gemm_f32 = *f;
+    gemm_bf16 = *b;
+  }
+
+  const std::string dir = *args->Get("model");
+  auto ck = Checkpoint::Open(dir);
+  if (!ck.ok()) return fail(ck.status());
+  const ZayaConfig& cfg = (*ck)->config();
+  const int64_t max_batch = *std::max_element(batches.begin(), batches.end());
+  const int64_t decode_prompt = 8;
+  ModelOptions mo;
+  mo.weights_dtype = wdtype;
+  mo.block_tokens = 16;
+  // Each sequence owns a fixed run of blocks: enough for the prefill prompt or prompt + decode.
+  const int64_t per_seq =
+      (std::max<int64_t>(prefill, decode_prompt + (steps + 1) * 1) + mo.block_tokens) /
+          mo.block_tokens + 1;
+  mo.max_blocks_per_sequence = per_seq;
+  mo.num_kv_blocks = per_seq * max_batch;
+  mo.max_step_tokens = std::max<int64_t>(prefill, decode_prompt * max_batch);
+  mo.max_step_sequences = max_batch;
+  mo.num_slots = max_batch;
+  progress("loading " + dir + " as " + wdtype + " (" +
+           std::to_string(ZayaModel::WeightBytes(cfg, wdtype) >> 20) + " MiB of weights)");
+  const auto load0 = Clock::now();
+  auto model = ZayaModel::Load(**ck, **backend, mo);
+  if (!model.ok()) return fail(model.status());
+  progress("loaded in " + std::to_string(Seconds(load0, Clock::now())) + " s");
+  const ByteModel bytes = Bytes(cfg, wdtype);
+
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int32_t> tok(264, static_cast<int32_t>(cfg.vocab_size - 1));
+  std::vector<std::vector<int32_t>> tables(static_cast<size_t>(max_batch));
+  for (int64_t s = 0; s < max_batch; ++s) {
+    tables[s].resize(static_cast<size_t>(per_seq));
+    std::iota(tables[s].begin(), tables[s].end(), static_cast<int32_t>(s * per_seq));
+  }
+  std::vector<float> logits;
+
+  // Decode: B sequences prefilled with a short prompt, then `steps` timed steps of B tokens
+  // (after one untimed step); repeated `reps` times, median.
+  std::vector<DecodeResult> decode;
+  for (int64_t batch : batches) {
+    progress("decode at batch " + std::to_string(batch));
+    std::vector<double> rates;
+    for (int r = 0; r < reps; ++r) {
+      std::vector<std::vector<int32_t>> toks(static_cast<size_t>(batch));
+      std::vector<StepSequence> seqs(static_cast<size_t>(batch));
+      for (int64_t s = 0; s < batch; ++s) {
+        Status st = (*model)->ResetSlot(static_cast<int32_t>(s));
+        if (!st.ok()) return fail(st);
+        for (int64_t i = 0; i < decode_prompt; ++i) toks[s].push_back(tok(rng));
+        seqs[s].slot = static_cast<int32_t>(s);
+        seqs[s].tokens = toks[s];
+        seqs[s].start_pos = 0;
+        seqs[s].block_table = tables[s];
+      }
+      Status st = (*model)->Forward(seqs, &logits);
+      if (!st.ok()) return fail(st);
+      Clock::time_point t0;
+      for (int i = 0; i <= steps; ++i) {
+        if (i == 1) t0 = Clock::now();
+        for (int64_t s = 0; s < batch; ++s) {
+          seqs[s].start_pos += static_cast<int32_t>(seqs[s].tokens.size());
+          toks[s].assign(1, tok(rng));  // random next tokens: the routing a real batch sees
+          seqs[s].tokens = toks[s];
+        }
+        st = (*model)->Forward(seqs, &logits);
+        if (!st.ok()) return fail(st);
+      }
+      rates.push_back(static_cast<double>(batch * steps) / Seconds(t0, Clock::now()));
+    }
+    DecodeResult d;
+    d.batch = batch;
+    d.tok_s = Median(rates);
+    d.step_bytes = bytes.StepBytes(batch);
+    d.experts_per_layer = bytes.ExpertsTouched(batch);
+    d.roofline_tok_s = static_cast<double>(batch) * bandwidth / d.step_bytes;
+    decode.push_back(d);
+  }
+
+  // Prefill: one `prefill`-token prompt in one step; median of `reps`.
+  progress("prefill of " + std::to_string(prefill) + " tokens");
+  std::vector<double> prefill_rates;
+  std::vector<int32_t> prompt(static_cast<size_t>(prefill));
+  for (int r = 0; r < reps; ++r) {
+    for (auto& t : prompt) t = tok(rng);
+    Status st = (*model)->ResetSlot(0);
+    if (!st.ok()) return fail(st);
+    StepSequence s;
+    s.slot = 0;
+    s.tokens = prompt;
+    s.block_table = tables[0];
+    const auto t0 = Clock::now();
+    st = (*model)->Forward(std::span<const StepSequence>(&s, 1), &logits);
+    if (!st.ok()) return fail(st);
+    prefill_rates.push_back(static_cast<double>(prefill) / Seconds(t0, Clock::now()));
+  }
+  const double prefill_tok_s = Median(prefill_rates);
+  // FLOPs per prefill token: 2 x (dense matrices + one expert per layer), attention ignored.
+  const double esz = wdtype == "f32" ? 4 : wdtype == "int8" ? 1 : 2;
+  const double flops_per_token =
+      2.0 * (bytes.dense / esz + bytes.per_expert / esz * static_cast<double>(bytes.layers));
+  const double prefill_gflops = prefill_tok_s * flops_per_token / 1e9;
+
+  double batch1 = 0;
+  for (const auto& d : decode) {
+    if (d.batch == 1) batch1 = d.tok_s;
+  }
+  if (args->Has("json")) {
+    nlohmann::json j;
+    j["model"] = dir;
+    j["weights_dtype"] = wdtype;
+    j["threads"] = threads;
+    j["read_bandwidth_gb_s"] = bandwidth / 1e9;
+    j["gemm_f32_gflop_s"] = gemm_f32;
+    j["gemm_bf16_weights_gflop_s"] = gemm_bf16;
+    j["weight_bytes"] = (*model)->weight_bytes();
+    j["dense_bytes_per_step"] = bytes.dense;
+    j["bytes_per_expert"] = bytes.per_expert;
+    for (const auto& d : decode) {
+      j["decode"].push_back({{"batch", d.batch},
+                             {"tok_s", d.tok_s},
+                             {"bytes_per_step", d.step_bytes},
+                             {"experts_per_layer_estimate", d.experts_per_layer},
+                             {"roofline_tok_s", d.roofline_tok_s},
+                             {"roofline_fraction", d.tok_s / d.roofline_tok_s},
+                             {"speedup_vs_batch1", batch1 > 0 ? d.tok_s / batch1 : 0.0}});
+    }
+    j["prefill"] = {{"tokens", prefill},
+                    {"tok_s", prefill_tok_s},
+                    {"gflop_s", prefill_gflops},
+                    {"fraction_of_f32_gemm", gemm_f32 > 0 ? prefill_gflops / gemm_f32 : 0.0}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("model %s, weights %s (%.1f MiB), %d threads\n", dir.c_str(), wdtype.c_str(),
+              static_cast<double>((*model)->weight_bytes()) / (1 << 20), threads);
+  std::printf("read bandwidth       %8.2f GB/s\n", bandwidth / 1e9);
+  if (gemm_f32 > 0) {
+    std::printf("GEMM 512x2048x2048   %8.1f GFLOP/s f32 weights, %.1f GFLOP/s bf16 weights\n",
+                gemm_f32, gemm_bf16);
+  }
+  std::printf("\n%-7s %10s %12s %14s %12s %9s %8s\n", "batch", "tok/s", "MiB/step",
+              "experts/layer", "roof tok/s", "of roof", "x b1");
+  for (const auto& d : decode) {
+    std::printf("%-7lld %10.2f %12.1f %14.2f %12.2f %8.1f%% %8.2f\n",
+                static_cast<long long>(d.batch), d.tok_s, d.step_bytes / (1 << 20),
+                d.experts_per_layer, d.roofline_tok_s, 100.0 * d.tok_s / d.roofline_tok_s,
+                batch1 > 0 ? d.tok_s / batch1 : 0.0);
+  }
+  std::printf("\nprefill %lld tokens  %8.1f tok/s  %8.1f GFLOP/s", static_cast<long long>(prefill),
+              prefill_tok_s, prefill_gflops);
+  if (gemm_f32 > 0) std::printf("  (%.0f%% of the f32 GEMM rate)", 100.0 * prefill_gflops / gemm_f32);
+  std::printf("\n");
+  return 0;
+}
+
+const CommandRegistrar kBench(Command{
+    "bench", "measure bandwidth, decode and prefill speed against the roofline",
+    "zaya bench --model DIR [--json] [--threads N] [--weights-dtype bf16|int8|f32] [--backend cpu] "
+    "[--batches 1,8,16] [--steps N] [--reps N] [--prefill-tokens N] [--bandwidth-mib N] "
+    "[--skip-gemm]",
+    [](const std::vector<std::string>& a) { return Bench(Registry().at("bench"), a); }});
+
+}  // namespace
+}  // namespace zaya::cli
