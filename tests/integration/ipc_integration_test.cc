@@ -98,6 +98,11 @@ TEST_F(IpcIntegrationTest, CliAskStreamsAndSolveAnswers) {
                  "--seed 3"));
   EXPECT_EQ(solve.rc, 0) << solve.out;
   EXPECT_NE(solve.out.find("members finished 2/2"), std::string::npos) << solve.out;
+  ShellResult rsa =
+      Shell(Zaya("solve 'What is 2+2?' --mode rsa --population 3 --subset 2 "
+                 "--rounds 1 --budget 16 --tail 8 --seed 1"));
+  EXPECT_EQ(rsa.rc, 0) << rsa.out;
+  EXPECT_NE(rsa.out.find("round 1/1: members finished 3/3"), std::string::npos) << rsa.out;
   ShellResult bad = Shell(Zaya("solve 'q' --population 1000"));
   EXPECT_EQ(bad.rc, 1);
   EXPECT_NE(bad.out.find("zaya solve: invalid_argument: field 'population' must be between 1"),
