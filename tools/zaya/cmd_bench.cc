@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -134,6 +135,81 @@ ByteModel Bytes(const ZayaConfig& c, const std::string& dtype) {
   return m;
 }
 
+// Teacher-forced greedy agreement of int8 against bf16 weights: both models see the bf16 greedy
+// continuation of one prompt; counts the steps whose int8 argmax equals the bf16 one and the logits
+// error. Free-running agreement is not the measure: a random-weight model's logits are nearly flat,
+// so the first flipped argmax sends the two continuations apart for good.
+int CompareInt8(const Checkpoint& ck, Backend& be, int64_t tokens, bool json) {
+  const ZayaConfig& cfg = ck.config();
+  const std::vector<int32_t> prompt = {static_cast<int32_t>(std::max<int64_t>(cfg.bos_token_id, 2)),
+                                       300, 301, 302};
+  ModelOptions mo;
+  mo.block_tokens = 16;
+  mo.num_kv_blocks = (tokens + static_cast<int64_t>(prompt.size())) / mo.block_tokens + 2;
+  mo.max_blocks_per_sequence = mo.num_kv_blocks;
+  mo.max_step_tokens = static_cast<int64_t>(prompt.size());
+  mo.max_step_sequences = 1;
+  mo.num_slots = 1;
+  std::unique_ptr<ZayaModel> models[2];
+  const char* dtypes[2] = {"bf16", "int8"};
+  for (int m = 0; m < 2; ++m) {
+    mo.weights_dtype = dtypes[m];
+    auto model = ZayaModel::Load(ck, be, mo);
+    if (!model.ok()) {
+      std::fprintf(stderr, "zaya bench: %s\n", model.status().ToString().c_str());
+      return 1;
+    }
+    models[m] = std::move(*model);
+  }
+  std::vector<int32_t> table(static_cast<size_t>(mo.num_kv_blocks));
+  std::iota(table.begin(), table.end(), 0);
+  std::vector<int32_t> step = prompt;
+  int32_t pos = 0;
+  int64_t agree = 0;
+  double max_abs = 0, sq_err = 0, sq_ref = 0, count = 0;
+  std::vector<float> logits[2];
+  for (int64_t i = 0; i < tokens; ++i) {
+    int32_t best[2] = {0, 0};
+    for (int m = 0; m < 2; ++m) {
+      StepSequence s;
+      s.tokens = step;
+      s.start_pos = pos;
+      s.block_table = table;
+      Status st = models[m]->Forward(std::span<const StepSequence>(&s, 1), &logits[m]);
+      if (!st.ok()) {
+        std::fprintf(stderr, "zaya bench: %s\n", st.ToString().c_str());
+        return 1;
+      }
+      best[m] = static_cast<int32_t>(std::max_element(logits[m].begin(), logits[m].end()) -
+                                     logits[m].begin());
+    }
+    for (size_t j = 0; j < logits[0].size(); ++j) {
+      const double d = static_cast<double>(logits[1][j]) - logits[0][j];
+      max_abs = std::max(max_abs, std::fabs(d));
+      sq_err += d * d;
+      sq_ref += static_cast<double>(logits[0][j]) * logits[0][j];
+      count += 1;
+    }
+    agree += best[0] == best[1];
+    pos += static_cast<int32_t>(step.size());
+    step.assign(1, best[0]);
+  }
+  const double rms_err = std::sqrt(sq_err / count), rms_ref = std::sqrt(sq_ref / count);
+  if (json) {
+    nlohmann::json j = {{"tokens", tokens},
+                        {"greedy_agreement", static_cast<double>(agree) / tokens},
+                        {"logits_max_abs_error", max_abs},
+                        {"logits_rms_error", rms_err},
+                        {"logits_rms", rms_ref}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("int8 vs bf16 over %lld teacher-forced greedy tokens: %.1f%% agreement, logits error "
+                "max %.4g, rms %.4g (logits rms %.4g)\n",
+                static_cast<long long>(tokens), 100.0 * agree / tokens, max_abs, rms_err, rms_ref);
+  }
+  return 0;
+}
+
 struct DecodeResult {
   int64_t batch = 0;
   double tok_s = 0, step_bytes = 0, roofline_tok_s = 0, experts_per_layer = 0;
@@ -143,7 +219,7 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   std::string err;
   auto args = Args::Parse(argv,
                           {"model", "threads", "weights-dtype", "backend", "plugin-dir", "steps",
-                           "prefill-tokens", "reps", "batches", "bandwidth-mib"},
+                           "prefill-tokens", "reps", "batches", "bandwidth-mib", "compare-int8"},
                           {"json", "skip-gemm"}, &err);
   if (!args) return UsageError(self, err);
   if (!args->Has("model")) return UsageError(self, "--model DIR is required");
@@ -173,6 +249,26 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
                             "--bandwidth-mib >= 16");
   }
   const std::string wdtype = args->GetOr("weights-dtype", "bf16");
+  if (args->Has("compare-int8")) {
+    int64_t n = 0;
+    try {
+      n = std::stoll(*args->Get("compare-int8"));
+    } catch (const std::exception&) {
+      n = 0;
+    }
+    if (n < 1) return UsageError(self, "--compare-int8 needs a token count >= 1");
+    auto ck = Checkpoint::Open(*args->Get("model"));
+    if (!ck.ok()) {
+      std::fprintf(stderr, "zaya bench: %s\n", ck.status().ToString().c_str());
+      return 1;
+    }
+    auto be = Backend::Open(args->GetOr("backend", "cpu"), args->GetOr("plugin-dir", ""), 0, threads);
+    if (!be.ok()) {
+      std::fprintf(stderr, "zaya bench: %s\n", be.status().ToString().c_str());
+      return 1;
+    }
+    return CompareInt8(**ck, **be, n, args->Has("json"));
+  }
   auto fail = [&](const Status& s) {
     std::fprintf(stderr, "zaya bench: %s\n", s.ToString().c_str());
     return 1;
@@ -355,7 +451,7 @@ const CommandRegistrar kBench(Command{
     "bench", "measure bandwidth, decode and prefill speed against the roofline",
     "zaya bench --model DIR [--json] [--threads N] [--weights-dtype bf16|int8|f32] [--backend cpu] "
     "[--batches 1,8,16] [--steps N] [--reps N] [--prefill-tokens N] [--bandwidth-mib N] "
-    "[--skip-gemm]",
+    "[--skip-gemm] | zaya bench --model DIR --compare-int8 TOKENS [--json]",
     [](const std::vector<std::string>& a) { return Bench(Registry().at("bench"), a); }});
 
 }  // namespace
