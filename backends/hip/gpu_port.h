@@ -155,10 +155,11 @@ const char* hipGetErrorString(hipError_t error);
 namespace zaya::gpu {
 
 // Lanes per warp (wavefront). gfx90a and gfx94x run wave64; NVIDIA warps are 32 wide.
-#if defined(ZAYA_GPU_EMULATE) || defined(ZAYA_GPU_CUDA)
-inline constexpr int kWarp = 32;
-#else
+// The emulator takes either width (ZAYA_GPU_EMULATE_WAVE64 for the AMD layout).
+#if defined(ZAYA_GPU_EMULATE_WAVE64) || (!defined(ZAYA_GPU_EMULATE) && !defined(ZAYA_GPU_CUDA))
 inline constexpr int kWarp = 64;
+#else
+inline constexpr int kWarp = 32;
 #endif
 
 #if defined(__HIPCC__) || defined(__CUDACC__) || defined(ZAYA_GPU_EMULATE)

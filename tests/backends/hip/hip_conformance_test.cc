@@ -30,7 +30,8 @@ namespace {
 std::vector<std::string> Flavours() {
   std::vector<std::string> out;
 #if ZAYA_CONFORMANCE_EMULATOR
-  out.push_back(ZAYA_HIP_EMULATOR_PLUGIN);
+  out.push_back(ZAYA_HIP_EMULATOR_PLUGIN);         // 32-lane warps, as on NVIDIA
+  out.push_back(ZAYA_HIP_EMULATOR_WAVE64_PLUGIN);  // 64-lane wavefronts, as on gfx90a / gfx94x
 #else
   for (const std::string p : {ZAYA_HIP_AMD_PLUGIN, ZAYA_HIP_NVIDIA_PLUGIN}) {
     if (!p.empty()) out.push_back(p);
