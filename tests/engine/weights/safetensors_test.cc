@@ -25,7 +25,7 @@ TEST(SafetensorsTest, OpensValidFileWithMetadataAndReadsValues) {
   std::string data(24, '\0');
   const float values[4] = {1.5f, -2.0f, 0.25f, 3.0f};
   std::memcpy(data.data(), values, 16);
-  data[16] = 0x80;  // bf16 bits 0x3f80 = 1.0 at [16, 18)
+  data[16] = static_cast<char>(0x80);  // bf16 bits 0x3f80 = 1.0 at [16, 18)
   data[17] = 0x3f;
   WriteBytes(path,
              SafetensorsBytes(R"({"__metadata__":{"format":"pt"},)"
