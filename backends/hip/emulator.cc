@@ -1,8 +1,7 @@
 // Host emulation of the GPU runtime subset in gpu_port.h (ZAYA_GPU_EMULATE builds only): lets the
 // HIP backend's kernels and host code run, and be conformance-tested, on a machine without a GPU.
-#include <sys/sysinfo.h>
-
 #include <pthread.h>
+#include <sys/sysinfo.h>
 #include <ucontext.h>
 
 #include <cstdlib>
@@ -216,9 +215,13 @@ hipError_t hipGetLastError() {
 }
 const char* hipGetErrorString(hipError_t error) {
   switch (error) {
-    case hipSuccess: return "no error";
-    case hipErrorOutOfMemory: return "out of memory";
-    case hipErrorNoDevice: return "no device";
-    default: return "invalid value";
+    case hipSuccess:
+      return "no error";
+    case hipErrorOutOfMemory:
+      return "out of memory";
+    case hipErrorNoDevice:
+      return "no device";
+    default:
+      return "invalid value";
   }
 }

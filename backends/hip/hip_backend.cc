@@ -83,11 +83,11 @@ struct zaya_backend {
   zaya_log_fn log = nullptr;
   void* log_user = nullptr;
   uint64_t allocated = 0;
-  zaya::hip::Arena workspace;       // device scratch of the current step (CCA, MoE, copies)
-  zaya::hip::Arena tables{true};    // host-built index tables the kernels read (CCA runs)
-  int* flag_host = nullptr;         // error flag kernels raise (pinned, mapped)
+  zaya::hip::Arena workspace;     // device scratch of the current step (CCA, MoE, copies)
+  zaya::hip::Arena tables{true};  // host-built index tables the kernels read (CCA runs)
+  int* flag_host = nullptr;       // error flag kernels raise (pinned, mapped)
   int* flag_device = nullptr;
-  bool host_dirty = false;          // an op of this step writes a HOST buffer: sync before reading
+  bool host_dirty = false;  // an op of this step writes a HOST buffer: sync before reading
 };
 
 namespace zaya::hip {
@@ -133,12 +133,18 @@ std::byte* Take(zaya_backend* b, Arena& a, uint64_t bytes, std::byte** host_view
 
 size_t DTypeSize(int32_t dtype) {
   switch (dtype) {
-    case ZAYA_DTYPE_F32: return 4;
-    case ZAYA_DTYPE_BF16: return 2;
-    case ZAYA_DTYPE_F16: return 2;
-    case ZAYA_DTYPE_I8: return 1;
-    case ZAYA_DTYPE_I32: return 4;
-    default: Fail("unknown dtype " + std::to_string(dtype));
+    case ZAYA_DTYPE_F32:
+      return 4;
+    case ZAYA_DTYPE_BF16:
+      return 2;
+    case ZAYA_DTYPE_F16:
+      return 2;
+    case ZAYA_DTYPE_I8:
+      return 1;
+    case ZAYA_DTYPE_I32:
+      return 4;
+    default:
+      Fail("unknown dtype " + std::to_string(dtype));
   }
 }
 
@@ -229,8 +235,12 @@ DevVec VecOf(const zaya_tensor& t, int64_t n, const char* what) {
 DevWeights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, const char* what) {
   DevWeights out;
   switch (w.dtype) {
-    case ZAYA_DTYPE_F32: out.dtype = kF32; break;
-    case ZAYA_DTYPE_BF16: out.dtype = kBF16; break;
+    case ZAYA_DTYPE_F32:
+      out.dtype = kF32;
+      break;
+    case ZAYA_DTYPE_BF16:
+      out.dtype = kBF16;
+      break;
     case ZAYA_DTYPE_I8: {
       out.dtype = kI8;
       const int64_t rows = Elements(w) / std::max<int64_t>(k, 1);
@@ -269,7 +279,8 @@ void OpEmbed(zaya_backend* b, const zaya_op& op) {
   const DevWeights table = WeightsOf(op.src[1], op.src[4], h, "embedding table");
   for (int64_t i = 0; i < t; ++i) {
     if (ids[i] < 0 || ids[i] >= v) {
-      Fail("token id " + std::to_string(ids[i]) + " outside the vocabulary of " + std::to_string(v));
+      Fail("token id " + std::to_string(ids[i]) + " outside the vocabulary of " +
+           std::to_string(v));
     }
   }
   if (t == 0) return;
@@ -501,7 +512,8 @@ void OpMoe(zaya_backend* b, const zaya_op& op, uint64_t index) {
   a.x = DevIn<float>(op.src[0], "moe x");
   a.expert = DevIn<int32_t>(op.src[3], "moe expert");
   a.weight = DevIn<float>(op.src[4], "moe weight");
-  if (Elements(op.src[3]) < t || Elements(op.src[4]) < t) Fail("moe: expert and weight must be [T]");
+  if (Elements(op.src[3]) < t || Elements(op.src[4]) < t)
+    Fail("moe: expert and weight must be [T]");
   a.out = Dev<float>(b, op.dst[0], "moe output");
   if (Elements(op.dst[0]) != t * h) Fail("moe output must be [T,H]");
   a.gate_up = WeightsOf(gu, op.src[5], h, "moe gate_up");
@@ -558,17 +570,28 @@ void OpCopy(zaya_backend* b, const zaya_op& op) {
 
 void Execute(zaya_backend* b, const zaya_op& op, uint64_t index) {
   switch (op.type) {
-    case ZAYA_OP_EMBED: return OpEmbed(b, op);
-    case ZAYA_OP_RMSNORM: return OpRmsNorm(b, op);
-    case ZAYA_OP_MATMUL: return OpMatMul(b, op);
-    case ZAYA_OP_MUL_ADD: return OpMulAdd(b, op);
-    case ZAYA_OP_MERGE: return OpMerge(b, op);
-    case ZAYA_OP_CCA: return OpCca(b, op);
-    case ZAYA_OP_ATTENTION: return OpAttention(b, op);
-    case ZAYA_OP_ROUTER_SELECT: return OpRouterSelect(b, op);
-    case ZAYA_OP_MOE: return OpMoe(b, op, index);
-    case ZAYA_OP_GATHER_ROWS: return OpGatherRows(b, op);
-    case ZAYA_OP_COPY: return OpCopy(b, op);
+    case ZAYA_OP_EMBED:
+      return OpEmbed(b, op);
+    case ZAYA_OP_RMSNORM:
+      return OpRmsNorm(b, op);
+    case ZAYA_OP_MATMUL:
+      return OpMatMul(b, op);
+    case ZAYA_OP_MUL_ADD:
+      return OpMulAdd(b, op);
+    case ZAYA_OP_MERGE:
+      return OpMerge(b, op);
+    case ZAYA_OP_CCA:
+      return OpCca(b, op);
+    case ZAYA_OP_ATTENTION:
+      return OpAttention(b, op);
+    case ZAYA_OP_ROUTER_SELECT:
+      return OpRouterSelect(b, op);
+    case ZAYA_OP_MOE:
+      return OpMoe(b, op, index);
+    case ZAYA_OP_GATHER_ROWS:
+      return OpGatherRows(b, op);
+    case ZAYA_OP_COPY:
+      return OpCopy(b, op);
     default:
       throw OpError(ZAYA_STATUS_UNSUPPORTED, "op type " + std::to_string(op.type) + " is unknown");
   }
@@ -856,8 +879,7 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
   if (s != ZAYA_STATUS_OK) return s;
   if (sync != ZAYA_STATUS_OK) return sync;
   if (const int flagged = *b->flag_host; flagged != 0) {
-    b->last_error = "op " + std::to_string(flagged - 1) + " (type " +
-                    std::to_string(ZAYA_OP_MOE) +
+    b->last_error = "op " + std::to_string(flagged - 1) + " (type " + std::to_string(ZAYA_OP_MOE) +
                     "): moe: expert index out of range (its tokens got zeros; later ops ran)";
     return ZAYA_STATUS_INVALID_ARGUMENT;
   }
@@ -865,15 +887,27 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
 }
 
 const zaya_backend_api kApi = {
-    ZAYA_BACKEND_ABI_MAJOR, ZAYA_BACKEND_ABI_MINOR, sizeof(zaya_backend_api), ZAYA_BACKEND_NAME,
-    ZAYA_VERSION, &Create, &Destroy, &LastError, &DeviceInfo, &BufferAlloc, &BufferFree,
-    &BufferWrite, &BufferRead, &ExecuteOps,
+    ZAYA_BACKEND_ABI_MAJOR,
+    ZAYA_BACKEND_ABI_MINOR,
+    sizeof(zaya_backend_api),
+    ZAYA_BACKEND_NAME,
+    ZAYA_VERSION,
+    &Create,
+    &Destroy,
+    &LastError,
+    &DeviceInfo,
+    &BufferAlloc,
+    &BufferFree,
+    &BufferWrite,
+    &BufferRead,
+    &ExecuteOps,
 };
 
 }  // namespace
 }  // namespace zaya::hip
 
-extern "C" __attribute__((visibility("default"))) const zaya_backend_api* zaya_backend_entry_v1(void) {
+extern "C" __attribute__((visibility("default"))) const zaya_backend_api* zaya_backend_entry_v1(
+    void) {
   return &zaya::hip::kApi;
 }
 
@@ -883,7 +917,8 @@ extern "C" __attribute__((visibility("default"))) int zaya_backend_score(const c
     int count = 0;
     const hipError_t e = hipGetDeviceCount(&count);
     if (e != hipSuccess || count <= 0) {
-      why = std::string("no ") + ZAYA_GPU_VENDOR + " GPU found: " + ZAYA_GPU_COUNT_CALL + " returned " +
+      why = std::string("no ") + ZAYA_GPU_VENDOR + " GPU found: " + ZAYA_GPU_COUNT_CALL +
+            " returned " +
             (e != hipSuccess ? std::string(hipGetErrorString(e)) : std::string("0 devices"));
       static_cast<void>(hipGetLastError());
       if (reason != nullptr) *reason = why.c_str();

@@ -54,18 +54,18 @@ void LaunchMatMul(hipStream_t stream, const float* x, int64_t t, int64_t k, DevW
                   DevVec bias, int act, float* y);
 
 // out[i] = a[i] + b[i] * s[i % n] over t*n elements; out may alias a.
-void LaunchMulAdd(hipStream_t stream, const float* a, const float* b, DevVec s, int64_t t, int64_t n,
-                  float* out);
+void LaunchMulAdd(hipStream_t stream, const float* a, const float* b, DevVec s, int64_t t,
+                  int64_t n, float* out);
 
 // h = (x + bh) * sh + (h + br) * sr, per channel vectors of length n.
 void LaunchMerge(hipStream_t stream, const float* x, DevVec bh, DevVec sh, DevVec br, DevVec sr,
                  int64_t t, int64_t n, float* h);
 
 struct CcaArgs {
-  const float* q0;  // [T, nh*hd]
-  const float* k0;  // [T, nkv*hd]
-  const float* vcur;  // [T, nkv*hd/2]
-  const float* vdel;  // [T, nkv*hd/2]
+  const float* q0;              // [T, nh*hd]
+  const float* k0;              // [T, nkv*hd]
+  const float* vcur;            // [T, nkv*hd/2]
+  const float* vdel;            // [T, nkv*hd/2]
   DevVec dw, db, gw, gb, temp;  // [C,1,2], [C], [C,hd,2], [C], [nkv]
   float* q;                     // [T, nh*hd]
   float* k;                     // [T, nkv*hd]
@@ -84,10 +84,10 @@ int64_t CcaWorkspaceFloats(int64_t nh, int64_t nkv, int64_t hd);
 void LaunchCca(hipStream_t stream, const CcaArgs& a);
 
 struct AttentionArgs {
-  const float* q;            // [T, nh*hd]
-  const float* k;            // [T, nkv*hd]
-  const float* v;            // [T, nkv*hd]
-  void* k_cache;             // [blocks, bt, nkv, hd] f32 or bf16
+  const float* q;  // [T, nh*hd]
+  const float* k;  // [T, nkv*hd]
+  const float* v;  // [T, nkv*hd]
+  void* k_cache;   // [blocks, bt, nkv, hd] f32 or bf16
   void* v_cache;
   bool bf16_cache;
   const int32_t* seq_of_token;  // [T]
@@ -105,14 +105,14 @@ void LaunchRouterSelect(hipStream_t stream, const float* logits, DevVec bias, in
                         int32_t* expert, float* weight);
 
 struct MoeArgs {
-  const float* x;          // [T, H]
-  DevWeights gate_up;      // [E, 2I, H] (scales [E, 2I, H/32])
-  DevWeights down;         // [E, H, I]
-  const int32_t* expert;   // [T] device-resident (written by ROUTER_SELECT)
-  const float* weight;     // [T]
-  float* hidden;           // [T, 2I] workspace
-  float* out;              // [T, H]
-  int* error_flag;         // set to error_code when an expert index is outside 0..E
+  const float* x;         // [T, H]
+  DevWeights gate_up;     // [E, 2I, H] (scales [E, 2I, H/32])
+  DevWeights down;        // [E, H, I]
+  const int32_t* expert;  // [T] device-resident (written by ROUTER_SELECT)
+  const float* weight;    // [T]
+  float* hidden;          // [T, 2I] workspace
+  float* out;             // [T, H]
+  int* error_flag;        // set to error_code when an expert index is outside 0..E
   int error_code;
   int64_t t, h, inter, e;
 };
@@ -120,7 +120,7 @@ struct MoeArgs {
 void LaunchMoe(hipStream_t stream, const MoeArgs& a);
 
 // dst[r, :] = src[idx[r], :] (indices validated).
-void LaunchGatherRows(hipStream_t stream, const float* src, const int32_t* idx, int64_t r, int64_t n,
-                      float* dst);
+void LaunchGatherRows(hipStream_t stream, const float* src, const int32_t* idx, int64_t r,
+                      int64_t n, float* dst);
 
 }  // namespace zaya::hip

@@ -1,13 +1,13 @@
 // HIP kernels of the backend ops (contracts in plugins/include/zaya/backend.h, reference
-// arithmetic in backends/cpu). Compiled by hipcc for AMD, by nvcc (-x cu) for NVIDIA and by the host
-// compiler for the emulator (gpu_port.h); it therefore uses only the dialect gpu_port.h lists.
+// arithmetic in backends/cpu). Compiled by hipcc for AMD, by nvcc (-x cu) for NVIDIA and by the
+// host compiler for the emulator (gpu_port.h); it therefore uses only the dialect gpu_port.h lists.
 //
 // Every kernel runs kThreads threads per block, and reduces through shared memory or WarpSumXor
 // called by all lanes of a warp; no thread leaves a kernel early, so every __syncthreads() and
 // warp reduction is reached by all threads of the block.
-#include <math.h>
-
 #include "kernels.h"
+
+#include <math.h>
 
 namespace zaya::hip {
 namespace {
@@ -380,8 +380,8 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(AttentionArgs a) {
       acc *= corr;
       const int64_t cnt = n_pos - p0 < kThreads ? n_pos - p0 : kThreads;
       for (int64_t pp = 0; pp < cnt; ++pp) {
-        acc += ps[pp] *
-               CacheAt(a.v_cache, a.bf16_cache, CacheRow(a, seq, p0 + pp) + kvh * hd + tid);
+        acc +=
+            ps[pp] * CacheAt(a.v_cache, a.bf16_cache, CacheRow(a, seq, p0 + pp) + kvh * hd + tid);
       }
     }
     m = new_m;
@@ -508,16 +508,16 @@ void LaunchMatMul(hipStream_t stream, const float* x, int64_t t, int64_t k, DevW
   ZAYA_LAUNCH(GemmKernel, grid, dim3(kThreads), stream, x, t, k, w, n, bias, act, y);
 }
 
-void LaunchMulAdd(hipStream_t stream, const float* a, const float* b, DevVec s, int64_t t, int64_t n,
-                  float* out) {
+void LaunchMulAdd(hipStream_t stream, const float* a, const float* b, DevVec s, int64_t t,
+                  int64_t n, float* out) {
   ZAYA_LAUNCH(MulAddKernel, dim3(GridStrideBlocks(t * n)), dim3(kThreads), stream, a, b, s, t * n,
               n, out);
 }
 
 void LaunchMerge(hipStream_t stream, const float* x, DevVec bh, DevVec sh, DevVec br, DevVec sr,
                  int64_t t, int64_t n, float* h) {
-  ZAYA_LAUNCH(MergeKernel, dim3(GridStrideBlocks(t * n)), dim3(kThreads), stream, x, bh, sh, br,
-              sr, t * n, n, h);
+  ZAYA_LAUNCH(MergeKernel, dim3(GridStrideBlocks(t * n)), dim3(kThreads), stream, x, bh, sh, br, sr,
+              t * n, n, h);
 }
 
 void LaunchCca(hipStream_t stream, const CcaArgs& a) {
@@ -544,8 +544,8 @@ void LaunchMoe(hipStream_t stream, const MoeArgs& a) {
               dim3(kThreads), stream, a);
 }
 
-void LaunchGatherRows(hipStream_t stream, const float* src, const int32_t* idx, int64_t r, int64_t n,
-                      float* dst) {
+void LaunchGatherRows(hipStream_t stream, const float* src, const int32_t* idx, int64_t r,
+                      int64_t n, float* dst) {
   ZAYA_LAUNCH(GatherRowsKernel, dim3(static_cast<unsigned>(r)), dim3(kThreads), stream, src, idx, n,
               dst);
 }

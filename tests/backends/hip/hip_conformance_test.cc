@@ -1,6 +1,6 @@
-// Conformance of the HIP backend against the CPU backend (the reference): every op on random inputs,
-// per weight dtype, compared within a tolerance; error paths; and greedy generation on the tiny
-// ZAYA1 checkpoint giving the CPU backend's tokens.
+// Conformance of the HIP backend against the CPU backend (the reference): every op on random
+// inputs, per weight dtype, compared within a tolerance; error paths; and greedy generation on the
+// tiny ZAYA1 checkpoint giving the CPU backend's tokens.
 //
 // Built twice: hip_emulator_conformance_test runs it against the host emulation of the kernels
 // (label unit: checks kernel indexing, reductions and the host code on any machine), and
@@ -12,13 +12,12 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "engine/model/zaya_model.h"
 #include "engine/weights/checkpoint.h"
@@ -101,7 +100,9 @@ class Rng {
     for (auto& x : v) x = d(gen_);
     return v;
   }
-  int32_t Int(int32_t lo, int32_t hi) { return std::uniform_int_distribution<int32_t>(lo, hi)(gen_); }
+  int32_t Int(int32_t lo, int32_t hi) {
+    return std::uniform_int_distribution<int32_t>(lo, hi)(gen_);
+  }
 
  private:
   std::mt19937 gen_;
@@ -386,7 +387,8 @@ OpSpec AttentionSpec(Rng& rng, int32_t cache_dtype, int64_t long_len) {
     }
   }
   std::vector<int32_t> table(2 * max_blocks, -1);
-  for (int64_t b = 0; b < max_blocks && b * bt < long_len; ++b) table[b] = static_cast<int32_t>(99 - b);
+  for (int64_t b = 0; b < max_blocks && b * bt < long_len; ++b)
+    table[b] = static_cast<int32_t>(99 - b);
   table[max_blocks + 0] = 3;
   table[max_blocks + 1] = 0;
   s.aux[0] = I32({t}, {0, 1, 1, 1});
@@ -457,9 +459,9 @@ TEST_P(HipConformance, GatherRowsAndCopy) {
     ASSERT_TRUE(be->Execute({op}).ok());
     std::vector<float> out(64);
     ASSERT_TRUE(be->Read(*buf, 0, out.data(), 256).ok());
-    (be == cpu_.get() ? want : got).dst.push_back(
-        std::vector<std::byte>(reinterpret_cast<std::byte*>(out.data()),
-                               reinterpret_cast<std::byte*>(out.data()) + 256));
+    (be == cpu_.get() ? want : got)
+        .dst.push_back(std::vector<std::byte>(reinterpret_cast<std::byte*>(out.data()),
+                                              reinterpret_cast<std::byte*>(out.data()) + 256));
   }
   EXPECT_EQ(want.dst[0], got.dst[0]);
 }
