@@ -127,6 +127,7 @@ class DaemonProcess {
   }
 
   void Signal(int sig) { kill(pid_, sig); }
+  pid_t pid() const { return pid_; }
 
   bool Alive() {
     if (pid_ <= 0) return false;
