@@ -3,8 +3,16 @@
 // ParallelFor splits [0, n) into contiguous chunks, runs them on the workers and the calling thread,
 // and returns when all are done. Not reentrant: kernels must not call ParallelFor from inside a
 // chunk. Thread safety: one caller at a time (the backend's single driving thread).
+//
+// Latency: a decode step issues hundreds of short ParallelFor calls, so waking sleeping threads
+// through a condition variable for each would cost a good fraction of the step. Workers therefore
+// spin for a short while (~50 us) after a job before they sleep, and the caller spins (then yields)
+// while the last chunks finish. A job's chunks are claimed through one atomic word holding the
+// job's generation and the next chunk index, so a worker that wakes late can never claim a chunk
+// of a newer job.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -31,20 +39,21 @@ class ThreadPool {
 
  private:
   void WorkerLoop(int index);
+  // Runs chunks of job `generation` until none is left.
+  void RunChunks(uint32_t generation, int index);
 
   std::vector<std::thread> workers_;
-  std::mutex mu_;
+  std::mutex mu_;  // guards sleeping, stop_ and error_
   std::condition_variable work_cv_;
-  std::condition_variable done_cv_;
-  const std::function<void(int64_t, int64_t, int)>* job_ = nullptr;
-  int64_t n_ = 0;
-  int64_t chunk_ = 0;
-  int64_t chunks_ = 0;
-  int64_t next_chunk_ = 0;
-  int64_t pending_ = 0;
-  uint64_t generation_ = 0;
+  int sleepers_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
+  // The current job; written before `state_` publishes its generation (release), read after a
+  // worker saw that generation (acquire).
+  std::atomic<const std::function<void(int64_t, int64_t, int)>*> job_{nullptr};
+  std::atomic<int64_t> n_{0}, chunk_{0}, chunks_{0};
+  std::atomic<uint64_t> state_{0};  // generation << 32 | next chunk index
+  std::atomic<int64_t> pending_{0};  // chunks of the current job not finished yet
 };
 
 }  // namespace zaya::cpu
