@@ -94,9 +94,9 @@ namespace {
 typedef float V8 __attribute__((vector_size(32)));
 typedef uint16_t U16x8 __attribute__((vector_size(16)));
 typedef uint32_t U32x8 __attribute__((vector_size(32)));
-typedef int8_t I8x8 __attribute__((vector_size(8)));
 typedef int32_t I32x8 __attribute__((vector_size(32)));
 typedef int8_t I8x16 __attribute__((vector_size(16)));
+typedef uint64_t U64x2 __attribute__((vector_size(16)));
 typedef int8_t I8x32 __attribute__((vector_size(32)));
 
 #define ZAYA_INLINE __attribute__((always_inline)) inline
@@ -136,12 +136,11 @@ struct I8Rows {
   const float* scales;
   int64_t k, nb;
   ZAYA_INLINE V8 Load(int64_t r, int64_t j) const {
-    I8x8 b;
-    __builtin_memcpy(&b, w + r * k + j, sizeof(b));
     // Sign-extend by placing each byte at the top of an i32 lane and shifting it back down:
     // GCC 12 scalarizes __builtin_convertvector from i8, this becomes a byte shuffle + vpsrad.
-    I8x16 b16 = {};
-    __builtin_memcpy(&b16, &b, sizeof(b));
+    uint64_t bits;
+    __builtin_memcpy(&bits, w + r * k + j, sizeof(bits));
+    const I8x16 b16 = (I8x16)U64x2{bits, 0};  // one vmovq, no store-forwarding stall
     const I8x32 spread = __builtin_shufflevector(b16, b16, 16, 16, 16, 0, 16, 16, 16, 1, 16, 16, 16, 2,
                                                  16, 16, 16, 3, 16, 16, 16, 4, 16, 16, 16, 5, 16,
                                                  16, 16, 6, 16, 16, 16, 7);
