@@ -102,13 +102,18 @@ void SyncThreads() {
 }
 
 float WarpSum(float v, int width) {
+  static float warp_sums[1024];
+  const unsigned w = static_cast<unsigned>(width);
   shuffle_slots[thread_idx.x] = v;
   SyncThreads();
-  const unsigned first = thread_idx.x / static_cast<unsigned>(width) * static_cast<unsigned>(width);
-  float sum = 0.f;
-  for (unsigned i = first; i < first + static_cast<unsigned>(width); ++i) sum += shuffle_slots[i];
+  if (thread_idx.x % w == 0) {
+    float sum = 0.f;
+    for (unsigned i = thread_idx.x; i < thread_idx.x + w; ++i) sum += shuffle_slots[i];
+    warp_sums[thread_idx.x / w] = sum;
+  }
   SyncThreads();
-  return sum;
+  // The next call's first barrier separates this read from the next write.
+  return warp_sums[thread_idx.x / w];
 }
 
 void Launch(dim3 grid, dim3 block, const std::function<void()>& body) {

@@ -197,6 +197,7 @@ template <typename T>
 const T* HostIn(zaya_backend* b, const zaya_tensor& t, const char* what,
                 std::vector<std::byte>& storage) {
   CheckBounds(t, what);
+  if (t.dtype != ZAYA_DTYPE_I32) Fail(std::string(what) + " must be i32");
   const uint64_t n = static_cast<uint64_t>(Elements(t)) * DTypeSize(t.dtype);
   if (t.buffer->host != nullptr) {
     if (b->host_dirty) {
@@ -379,6 +380,7 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
   std::vector<std::byte> s0, s1;
   const int32_t* seq_of_token = HostIn<int32_t>(b, op.aux[0], "cca seq_of_token", s0);
   const int32_t* slot_of_seq = HostIn<int32_t>(b, op.aux[1], "cca slot_of_seq", s1);
+  ExpectDType(op.aux[2], ZAYA_DTYPE_I32, "cca position");
   a.position = DevIn<int32_t>(op.aux[2], "cca position");
   if (Elements(op.aux[0]) < t || Elements(op.aux[2]) < t) {
     Fail("cca: seq_of_token and position need one entry per token");
@@ -510,6 +512,8 @@ void OpMoe(zaya_backend* b, const zaya_op& op, uint64_t index) {
   MoeArgs a{};
   a.inter = dn.shape[2];
   a.x = DevIn<float>(op.src[0], "moe x");
+  ExpectDType(op.src[3], ZAYA_DTYPE_I32, "moe expert");
+  ExpectDType(op.src[4], ZAYA_DTYPE_F32, "moe weight");
   a.expert = DevIn<int32_t>(op.src[3], "moe expert");
   a.weight = DevIn<float>(op.src[4], "moe weight");
   if (Elements(op.src[3]) < t || Elements(op.src[4]) < t)

@@ -151,6 +151,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   for (int j = 0; j < kMatVecChunk; ++j) {
+    if (j >= nt) break;  // nt is the same for the whole block, so every lane leaves together
     const float s = gpu::WarpSumXor(acc[j]);
     if (lane == 0 && row < n && j < nt) {
       y[(t0 + j) * n + row] = Activate(s + LoadVec(bias, row, 0.f), act);
