@@ -8,7 +8,10 @@
 
 namespace zaya::cpu {
 
-#define ZAYA_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+// ISA levels, not CPU models: GCC dispatches "arch=haswell" with __builtin_cpu_is, so an AMD CPU with
+// AVX2 got the baseline clone; "arch=x86-64-v3" (AVX2+FMA) and "-v4" (AVX-512) test features.
+#define ZAYA_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
 namespace {
 

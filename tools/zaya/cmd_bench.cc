@@ -7,7 +7,7 @@
 // step touches. The expert count is an estimate, not the router's output: with top-1 routing over
 // E experts plus the skip expert, assumed uniform, a step of B tokens touches
 // E * (1 - (1 - 1/(E+1))^B) experts per layer on average (batch 1: E/(E+1); batch 16 of the 8B
-// shape: ~10.9 of 16).
+// shape: ~9.9 of 16).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
