@@ -88,6 +88,12 @@ class Runner:
         return Z.extract_boxed(self.tok.decode(ids))
 
 
+def last_step(tok, ids):
+    """Index of the last worked line in a trace (how far the computation got)."""
+    steps = [int(m.group(1)) for m in Z.LINE_RE.finditer(tok.decode(ids))]
+    return steps[-1] if steps else 0
+
+
 def majority(answers):
     votes = [a for a in answers if a is not None]
     if not votes:
@@ -135,7 +141,11 @@ def main():
         run.tokens = 0
         outs = run.run(solve_prompts, MAXLEN - max(len(x) for x in solve_prompts))
         k = sum(run.answer(o) == p.answer for o, p in zip(outs, probs))
-        report("single_cut_at_context", k, P, {"tokens_per_problem": run.tokens / P,
+        answered = sum(run.answer(o) is not None for o in outs)
+        report("single_cut_at_context", k, P, {"answered": answered,
+                                               "mean_last_step": sum(last_step(tok, o)
+                                                                     for o in outs) / P,
+                                               "tokens_per_problem": run.tokens / P,
                                                "wall_s": round(time.time() - t0, 1)})
         # Markovian continuation: N 1, C 1; each round sees the question + the last tau tokens.
         t0 = time.time()
@@ -164,7 +174,9 @@ def main():
         sol_len = sum(len(tok.encode(p.solution())) for p in probs) / P
         report("markovian_continuation", k, P,
                {"tokens_per_problem": run.tokens / P, "wall_s": round(time.time() - t0, 1),
-                "mean_rounds": sum(rounds_used) / P, "beta": args.beta, "tau": args.long_tau,
+                "mean_rounds": sum(rounds_used) / P, "answered": sum(done),
+                "mean_last_step": sum(last_step(tok, o) for o in cur) / P,
+                "beta": args.beta, "tau": args.long_tau,
                 "gold_solution_tokens": sol_len, "trained_context": MAXLEN})
     else:
         t0 = time.time()

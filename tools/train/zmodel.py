@@ -125,7 +125,8 @@ class Zaya(nn.Module):
                                           requires_grad=not n.endswith("balancing_biases"))
         rd = int(c["head_dim"] * c["partial_rotary_factor"])
         self.rd = rd
-        self.inv_freq = 1.0 / (c["rope_theta"] ** (torch.arange(0, rd, 2, dtype=torch.float64) / rd))
+        exps = torch.arange(0, rd, 2, dtype=torch.float64) / rd
+        self.inv_freq = 1.0 / (c["rope_theta"] ** exps)
         self.route_counts = None
 
     def w(self, n):
@@ -139,8 +140,9 @@ class Zaya(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.c["rms_norm_eps"]) * w
 
     def merge(self, x, res, i, blk):
-        return ((x + self.lw(i, blk + ".hidden_states_bias")) * self.lw(i, blk + ".hidden_states_scale")
-                + (res + self.lw(i, blk + ".residual_bias")) * self.lw(i, blk + ".residual_scale"))
+        lw = lambda n: self.lw(i, blk + "." + n)  # noqa: E731
+        return ((x + lw("hidden_states_bias")) * lw("hidden_states_scale")
+                + (res + lw("residual_bias")) * lw("residual_scale"))
 
     def rope(self, x, pos):
         """x [..., T, H, D]; pos [..., T] (long)."""
@@ -190,8 +192,9 @@ class Zaya(nn.Module):
         if i > 0:
             r = r + r_prev * self.lw(i, g + "router_states_scale")
         x = self.rms(r, self.lw(i, g + "router_mlp.norm.weight"))
-        x = F.gelu(x @ self.lw(i, g + "router_mlp.fc1.weight").T + self.lw(i, g + "router_mlp.fc1.bias"))
-        x = F.gelu(x @ self.lw(i, g + "router_mlp.fc2.weight").T + self.lw(i, g + "router_mlp.fc2.bias"))
+        for fc in ("fc1", "fc2"):
+            x = F.gelu(x @ self.lw(i, g + f"router_mlp.{fc}.weight").T
+                       + self.lw(i, g + f"router_mlp.{fc}.bias"))
         logits = x @ self.lw(i, g + "router_mlp.out_proj.weight").T
         p = torch.softmax(logits, dim=-1)
         choice = torch.argmax(p.detach() + self.lw(i, g + "balancing_biases"), dim=-1)
@@ -212,8 +215,9 @@ class Zaya(nn.Module):
         return out, r
 
     def embed(self, ids):
-        return (self.w("model.embed_tokens.weight")[ids] + self.w("model.input_hidden_states_bias")) \
-            * self.w("model.input_hidden_states_scale")
+        e = self.w("model.embed_tokens.weight")[ids]
+        scale = self.w("model.input_hidden_states_scale")
+        return (e + self.w("model.input_hidden_states_bias")) * scale
 
     def forward(self, ids, mask=None):
         """ids [B, T] (right padded) -> logits [B, T, V]."""
