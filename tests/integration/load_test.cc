@@ -127,7 +127,12 @@ TEST(LoadTest, SixtyFourClientsOverFourTimesTheStateBudget) {
   // check bites: resident = weights + state pool + fixed overhead.
   const uint64_t weights = (*status)["memory"]["weights"]["used_bytes"].get<uint64_t>();
   EXPECT_LE(weights, kWeightsBudget);
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer's shadow memory and quarantine inflate the RSS; the bound holds in release.
+  (void)weights;
+#else
   EXPECT_LE(rss, weights + kStateBudget + kFixedOverhead);
+#endif
   daemon.Signal(SIGTERM);
   EXPECT_EQ(daemon.WaitExit(), 0);
 }

@@ -158,7 +158,9 @@ TEST_F(Gemma3Test, ParityWithJsReferenceAndStreaming) {
   EXPECT_EQ(sd.Flush(), "\uFFFD");
 }
 
-TEST_F(Gemma3Test, EncodesOneMegabyteQuickly) {
+// Speed is a benchmark figure (docs/performance.md), not an assertion: this checks that a megabyte
+// round-trips and prints the time it took.
+TEST_F(Gemma3Test, EncodesOneMegabyteAndPrintsTheTime) {
   const auto rows = Rows();
   std::string text;
   while (text.size() < (1u << 20)) {
@@ -175,7 +177,7 @@ TEST_F(Gemma3Test, EncodesOneMegabyteQuickly) {
   ASSERT_TRUE(ids.ok());
   std::printf("encoded 1 MiB of English into %zu tokens in %.3f s (%.2f MB/s)\n", ids->size(), s,
               1.048576 / s);
-  EXPECT_LT(s, 5.0);
+  EXPECT_GT(ids->size(), text.size() / 16);
   EXPECT_EQ(tok_->Decode(*ids, false), text);
 }
 
