@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <random>
+#include <thread>
 #include <string>
 
 #include "ipc/client.h"
@@ -117,6 +119,127 @@ TEST(IpcIntegrationNoDaemon, CliSaysTheDaemonIsNotRunning) {
   EXPECT_EQ(r.out,
             "zaya health: no zayad at ipc:///nonexistent/zayad.sock: is it running? "
             "systemctl status zayad\n");
+}
+
+}  // namespace
+}  // namespace zaya
+
+namespace zaya {
+namespace {
+
+// Blocks in use, from the real daemon's `status`.
+int BlocksUsed(ipc::Client& c) {
+  auto st = c.Request({{"op", "status"}});
+  EXPECT_TRUE(st.ok());
+  return st.ok() ? (*st)["memory"]["state"]["blocks_used"].get<int>() : -1;
+}
+
+int WaitForBlocksUsed(ipc::Client& c, int want) {
+  int used = -1;
+  for (int i = 0; i < 200 && (used = BlocksUsed(c)) != want; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return used;
+}
+
+TEST_F(IpcIntegrationTest, CancelMidStreamFreesTheRequestsMemory) {
+  auto client = ipc::Client::Connect(daemon_->endpoint());
+  ASSERT_TRUE(client.ok());
+  // A long generation; cancel after the first streamed text.
+  ASSERT_TRUE((*client)->Send({{"id", "long"}, {"op", "generate"}, {"prompt", "tell me"},
+                               {"max_tokens", 3000}, {"temperature", 1.0}, {"seed", 1}}).ok());
+  bool cancelled = false, got_delta = false;
+  for (int i = 0; i < 10000; ++i) {
+    auto ev = (*client)->Receive(std::chrono::seconds(10));
+    ASSERT_TRUE(ev.ok()) << ev.status().ToString();
+    if ((*ev)["event"] == "delta" && !got_delta) {
+      got_delta = true;
+      ASSERT_TRUE((*client)->Cancel("long").ok());
+    }
+    if ((*ev)["id"] == "long" && ((*ev)["event"] == "error" || (*ev)["event"] == "done")) {
+      cancelled = (*ev)["event"] == "error" && (*ev)["code"] == "cancelled";
+      break;
+    }
+  }
+  EXPECT_TRUE(got_delta);
+  EXPECT_TRUE(cancelled);
+  EXPECT_EQ(WaitForBlocksUsed(**client, 0), 0);
+}
+
+TEST_F(IpcIntegrationTest, DisconnectMidStreamFreesTheRequestsMemory) {
+  auto observer = ipc::Client::Connect(daemon_->endpoint());
+  ASSERT_TRUE(observer.ok());
+  {
+    auto client = ipc::Client::Connect(daemon_->endpoint());
+    ASSERT_TRUE(client.ok());
+    ASSERT_TRUE((*client)->Send({{"id", "gone"}, {"op", "generate"}, {"prompt", "never mind"},
+                                 {"max_tokens", 3000}, {"temperature", 1.0}, {"seed", 2}}).ok());
+    for (int i = 0; i < 100; ++i) {
+      auto ev = (*client)->Receive(std::chrono::seconds(10));
+      ASSERT_TRUE(ev.ok());
+      if ((*ev)["event"] == "delta") break;
+    }
+    EXPECT_GT(BlocksUsed(**observer), 0);
+  }  // the client's socket closes here, mid-stream
+  // The daemon notices when a send fails (ROUTER_MANDATORY) or the heartbeat times out.
+  int used = -1;
+  for (int i = 0; i < 1000 && (used = BlocksUsed(**observer)) != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(used, 0);
+}
+
+TEST_F(IpcIntegrationTest, TenThousandMalformedMessagesLeaveTheDaemonServing) {
+  auto client = ipc::Client::Connect(daemon_->endpoint());
+  ASSERT_TRUE(client.ok());
+  std::mt19937 rng(7);
+  const std::vector<std::string> shapes = {
+      "", "{", "[]", "null", "{\"v\":1}", "{\"v\":1,\"id\":\"x\",\"op\":\"nope\"}",
+      "{\"v\":2,\"id\":\"x\",\"op\":\"health\"}", "{\"v\":1,\"id\":7,\"op\":\"health\"}",
+      "{\"v\":1,\"id\":\"x\",\"op\":\"generate\",\"max_tokens\":1e308}",
+      "{\"v\":1,\"id\":\"x\",\"op\":\"generate\",\"prompt\":5}",
+      "{\"v\":1,\"id\":\"x\",\"op\":\"solve\",\"population\":-3,\"prompt\":\"q\"}",
+      "{\"v\":1,\"id\":\"x\",\"op\":\"generate\",\"prompt\":\"a\",\"bogus\":1}"};
+  int replies = 0;
+  for (int i = 0; i < 10000; ++i) {
+    std::string frame;
+    switch (i % 4) {
+      case 0: frame = shapes[i % shapes.size()]; break;
+      case 1: {
+        frame.resize(rng() % 64);
+        for (char& ch : frame) ch = static_cast<char>(rng());
+        break;
+      }
+      case 2: frame = std::string(200 + rng() % 100, '[') + "1"; break;  // too deep
+      default: {
+        const std::string& s = shapes[rng() % shapes.size()];
+        frame = s.substr(0, s.empty() ? 0 : rng() % s.size());  // truncated
+      }
+    }
+    ASSERT_TRUE((*client)->SendRaw(frame).ok());
+    // Drain replies as we go so neither side's high-water mark is reached.
+    while (true) {
+      auto ev = (*client)->Receive(std::chrono::milliseconds(i % 100 == 99 ? 2000 : 0));
+      if (!ev.ok()) break;
+      ++replies;
+      EXPECT_EQ((*ev)["event"], "error");
+      if (i % 100 != 99) continue;
+      break;
+    }
+  }
+  for (;;) {
+    auto ev = (*client)->Receive(std::chrono::milliseconds(500));
+    if (!ev.ok()) break;
+    ++replies;
+  }
+  EXPECT_EQ(replies, 10000);
+  EXPECT_TRUE(daemon_->Alive());
+  auto health = (*client)->Request({{"op", "health"}});
+  ASSERT_TRUE(health.ok());
+  EXPECT_TRUE((*health)["healthy"].get<bool>()) << health->dump();
+  auto ok = (*client)->Request({{"op", "generate"}, {"prompt", "still there?"}, {"max_tokens", 4}});
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ((*ok)["event"], "done") << ok->dump();
 }
 
 }  // namespace
