@@ -39,8 +39,8 @@ TEST(ShippedConfig, ParsesWithTheDocumentedValues) {
   EXPECT_EQ(config->rsa.population, 8);
   EXPECT_EQ(config->rsa.subset, 4);
   EXPECT_EQ(config->rsa.rounds, 2);
-  EXPECT_EQ(config->rsa.tail, 256);
-  EXPECT_EQ(config->rsa.budget, 512);
+  EXPECT_EQ(config->rsa.tail, 48);
+  EXPECT_EQ(config->rsa.budget, 200);
   EXPECT_EQ(config->ipc.endpoint, "ipc:///run/zayad/zayad.sock");
   EXPECT_EQ(config->scheduler.drain_timeout, milliseconds(30000));
   // The limits admit the ZAYA1 report's settings (N 16, C 4, T 2, tau 4K, beta 16K and 40K).
