@@ -10,42 +10,14 @@
 #include <mutex>
 
 #include "engine/scheduler/engine_core.h"
+#include "tests/engine/scheduler/event_recorder.h"
 
 namespace zaya {
 namespace {
 
 using Type = EngineEvent::Type;
 
-class Recorder : public EventSink {
- public:
-  void OnEvent(const std::string& id, EngineEvent e) override {
-    std::lock_guard lock(mu_);
-    events_[id].push_back(std::move(e));
-    cv_.notify_all();
-  }
-  std::vector<EngineEvent> Wait(const std::string& id) {
-    std::unique_lock lock(mu_);
-    cv_.wait_for(lock, std::chrono::seconds(120), [&] {
-      auto& v = events_[id];
-      return !v.empty() && (v.back().type == Type::kDone || v.back().type == Type::kError);
-    });
-    return events_[id];
-  }
-  bool WaitForProgress(const std::string& id) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, std::chrono::seconds(60), [&] {
-      for (auto& e : events_[id]) {
-        if (e.type == Type::kProgress && e.body.value("stage", "") == "member_finished") return true;
-      }
-      return false;
-    });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::string, std::vector<EngineEvent>> events_;
-};
+using Recorder = testing::EventRecorder;
 
 Config TinyConfig() {
   Config c;

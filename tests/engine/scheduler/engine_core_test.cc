@@ -2,6 +2,7 @@
 // determinism under seeds, admission (over_budget / busy), cancellation freeing memory, prefix
 // sharing of RSA populations, and that forked members decode like independent runs.
 #include "engine/scheduler/engine_core.h"
+#include "tests/engine/scheduler/event_recorder.h"
 
 #include <gtest/gtest.h>
 
@@ -19,35 +20,7 @@ namespace {
 
 using Type = EngineEvent::Type;
 
-class Recorder : public EventSink {
- public:
-  void OnEvent(const std::string& id, EngineEvent e) override {
-    std::lock_guard lock(mu_);
-    events_[id].push_back(std::move(e));
-    cv_.notify_all();
-  }
-  // Waits for the terminal event of `id`; returns all its events.
-  std::vector<EngineEvent> Wait(const std::string& id, int seconds = 60) {
-    std::unique_lock lock(mu_);
-    cv_.wait_for(lock, std::chrono::seconds(seconds), [&] {
-      auto it = events_.find(id);
-      return it != events_.end() && !it->second.empty() &&
-             (it->second.back().type == Type::kDone || it->second.back().type == Type::kError);
-    });
-    return events_[id];
-  }
-  size_t Count(const std::string& id, Type t) {
-    std::lock_guard lock(mu_);
-    size_t n = 0;
-    for (auto& e : events_[id]) n += e.type == t;
-    return n;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::string, std::vector<EngineEvent>> events_;
-};
+using Recorder = testing::EventRecorder;
 
 Config TinyConfig() {
   Config c;
