@@ -228,6 +228,8 @@ Status Server::Run() {
   while (!stop_) {
     ZAYA_RETURN_IF_ERROR(RunOnce(std::chrono::milliseconds(1000)));
   }
+  // Events queued before Stop() (the drain's last terminal events) still go out.
+  DispatchEngineEvents();
   return Status::Ok();
 }
 

@@ -355,6 +355,7 @@ Result<std::unique_ptr<Task>> EngineCore::MakeTask(EngineRequest request,
     position = waiting_.size();
     Emit(*task, {EngineEvent::Type::kAccepted, {{"queue_position", position}}});
     per_client_[task->client()]++;
+    ++inflight_;
     waiting_.push_back(std::move(task));
   }
   cv_.notify_all();
@@ -392,18 +393,15 @@ void EngineCore::Drain(int64_t timeout_ms) {
   std::unique_lock lock(mu_);
   draining_ = true;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  cv_.wait_until(lock, deadline, [this] {
-    return waiting_.empty() && snapshot_.value("running_requests", 0) == 0;
-  });
+  // In flight until its terminal event was handed to its sink, so the server can still send it.
+  cv_.wait_until(lock, deadline, [this] { return inflight_ == 0; });
   // Whatever is left is cancelled with an error event.
   for (auto& t : waiting_) cancel_ids_.push_back(t->id());
   cancel_clients_.push_back("*");
   lock.unlock();
   cv_.notify_all();
   lock.lock();
-  cv_.wait_for(lock, std::chrono::seconds(5), [this] {
-    return waiting_.empty() && snapshot_.value("running_requests", 0) == 0;
-  });
+  cv_.wait_for(lock, std::chrono::seconds(5), [this] { return inflight_ == 0; });
 }
 
 bool EngineCore::Healthy() const {
@@ -427,6 +425,7 @@ void EngineCore::ApplyCancels() {
         t.Fail(*this, Cancelled(clients.empty() ? "cancelled by the client"
                                                 : "cancelled: the client went away or zayad is stopping"));
         if (auto e = t.TakeTerminal()) Emit(t, std::move(*e));
+        --inflight_;
         if (--per_client_[t.client()] <= 0) per_client_.erase(t.client());
         it = waiting_.erase(it);
       } else {
@@ -575,6 +574,15 @@ void EngineCore::Step() {
   }
 }
 
+void EngineCore::EmitTerminal(Task& task) {
+  if (auto e = task.TakeTerminal()) Emit(task, std::move(*e));
+  {
+    std::lock_guard lock(mu_);
+    --inflight_;
+  }
+  cv_.notify_all();
+}
+
 void EngineCore::UpdateSnapshot() {
   const KvPoolStats ps = pool_->Stats();
   int64_t running_seqs = 0;
@@ -642,9 +650,7 @@ void EngineCore::Loop() {
     }
     sequences_.remove_if([](const Sequence& s) { return s.owner == nullptr; });
     UpdateSnapshot();
-    for (auto& t : finished) {
-      if (auto e = t->TakeTerminal()) Emit(*t, std::move(*e));
-    }
+    for (auto& t : finished) EmitTerminal(*t);
     cv_.notify_all();  // Drain waits on the snapshot
     std::unique_lock lock(mu_);
     if (stop_) break;
@@ -663,12 +669,13 @@ void EngineCore::Loop() {
   // Shutdown: fail whatever is left so every request gets its terminal event.
   for (auto& t : running_) {
     t->Fail(*this, Unavailable("zayad stopped"));
-    if (auto e = t->TakeTerminal()) Emit(*t, std::move(*e));
+    EmitTerminal(*t);
   }
   std::lock_guard lock(mu_);
   for (auto& t : waiting_) {
     t->Fail(*this, Unavailable("zayad stopped"));
     if (auto e = t->TakeTerminal()) Emit(*t, std::move(*e));
+    --inflight_;
   }
 }
 

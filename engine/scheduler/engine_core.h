@@ -125,6 +125,8 @@ class EngineCore final : public Engine {
   void ApplyCancels();
   void FinishTask(Task& task);
   void UpdateSnapshot();
+  // Emits a finished task's held terminal event and counts the request as no longer in flight.
+  void EmitTerminal(Task& task);
   Result<std::unique_ptr<Task>> MakeTask(EngineRequest request, std::shared_ptr<EventSink> sink);
 
   Config config_;
@@ -147,6 +149,7 @@ class EngineCore final : public Engine {
   std::vector<std::string> cancel_clients_;
   std::map<std::string, int> per_client_;  // live requests per client
   bool draining_ = false;
+  int64_t inflight_ = 0;  // accepted requests whose terminal event has not been emitted yet
   bool stop_ = false;
   nlohmann::json snapshot_;
   int max_queue_ = 64;
