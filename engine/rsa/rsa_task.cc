@@ -154,7 +154,7 @@ void RsaTask::StartWaitingMembers(EngineCore& core) {
 }
 
 void RsaTask::Pump(EngineCore& core) {
-  if (deadline_ && std::chrono::steady_clock::now() >= *deadline_) {
+  if (deadline_ && core.Now() >= *deadline_) {
     if (last_complete_round_ >= 0) {
       Answer(core, /*partial=*/true);
     } else {

@@ -25,6 +25,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -114,6 +115,11 @@ class EngineCore final : public Engine {
   // Samples the next token of `seq` from `logits` (normally done by the scheduler itself).
   void AcceptLogits(Sequence& seq, std::span<const float> logits);
   void FreeSequence(Sequence& seq);
+  // The scheduler's clock for deadlines; tests may replace it (before submitting anything).
+  std::chrono::steady_clock::time_point Now() const { return clock_ ? clock_() : std::chrono::steady_clock::now(); }
+  void SetClockForTesting(std::function<std::chrono::steady_clock::time_point()> clock) {
+    clock_ = std::move(clock);
+  }
   void Emit(Task& task, EngineEvent event);
   uint64_t task_blocks(const Task& task) const;
 
@@ -165,6 +171,7 @@ class EngineCore final : public Engine {
   uint64_t tokens_generated_ = 0;
   uint64_t tokens_prefilled_ = 0;
   std::vector<float> logits_;
+  std::function<std::chrono::steady_clock::time_point()> clock_;
   std::thread thread_;
 };
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -153,6 +154,44 @@ TEST(RsaTaskTest, CancelStopsEveryMemberAndFreesTheirBlocks) {
   auto st = (*core)->Status();
   EXPECT_EQ(st["memory"]["state"]["blocks_used"].get<int>(), 0);
   EXPECT_EQ(st["running_sequences"].get<int>(), 0);
+}
+
+// Jumps the engine's clock an hour ahead when round `round` starts, so the deadline passes exactly
+// then, whatever the machine's speed.
+class ClockJumper : public testing::EventRecorder {
+ public:
+  explicit ClockJumper(int round) : round_(round) {}
+  void OnEvent(const std::string& id, EngineEvent e) override {
+    if (e.type == Type::kProgress && e.body.value("stage", "") == "round_started" &&
+        e.body.value("round", -1) == round_) {
+      offset_ = std::chrono::hours(1);
+    }
+    EventRecorder::OnEvent(id, std::move(e));
+  }
+  std::chrono::steady_clock::time_point Now() const {
+    return std::chrono::steady_clock::now() + offset_.load();
+  }
+
+ private:
+  int round_;
+  std::atomic<std::chrono::steady_clock::duration> offset_{std::chrono::steady_clock::duration::zero()};
+};
+
+TEST(RsaTaskTest, DeadlineAnswersFromTheLastCompletePopulation) {
+  auto core = EngineCore::Create(TinyConfig());
+  ASSERT_TRUE(core.ok());
+  auto jumper = std::make_shared<ClockJumper>(2);
+  (*core)->SetClockForTesting([j = jumper.get()] { return j->Now(); });
+  EngineRequest r = Solve("d", 6);
+  r.solve.deadline_ms = 60'000;  // passes only when the clock jumps, at the start of round 2
+  ASSERT_TRUE((*core)->Submit(r, jumper).ok());
+  auto ev = jumper->Wait("d");
+  ASSERT_EQ(ev.back().type, Type::kDone) << ev.back().body.dump();
+  const auto& done = ev.back().body;
+  EXPECT_TRUE(done["partial"].get<bool>());
+  EXPECT_EQ(done["rounds_completed"].get<int>(), 2);  // rounds 0 and 1; round 2 was cut
+  EXPECT_EQ(done["candidates"].size(), 6u);
+  EXPECT_EQ((*core)->Status()["memory"]["state"]["blocks_used"].get<int>(), 0);
 }
 
 TEST(RsaTaskTest, ParametersOutsideTheLimitsAreRefusedAtSubmit) {
