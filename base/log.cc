@@ -35,9 +35,15 @@ bool StderrIsJournal() {
 void Configure(Priority level, Sink sink) {
   g_level.store(static_cast<int>(level));
   switch (sink) {
-    case Sink::kAuto: g_journal.store(StderrIsJournal()); break;
-    case Sink::kJournal: g_journal.store(true); break;
-    case Sink::kStderr: g_journal.store(false); break;
+    case Sink::kAuto:
+      g_journal.store(StderrIsJournal());
+      break;
+    case Sink::kJournal:
+      g_journal.store(true);
+      break;
+    case Sink::kStderr:
+      g_journal.store(false);
+      break;
   }
 }
 
@@ -46,7 +52,7 @@ bool Enabled(Priority p) { return static_cast<int>(p) <= g_level.load(); }
 
 bool ParsePriority(std::string_view text, Priority* out) {
   static constexpr std::pair<std::string_view, Priority> kNames[] = {
-      {"err", Priority::kErr},   {"error", Priority::kErr}, {"warning", Priority::kWarning},
+      {"err", Priority::kErr},       {"error", Priority::kErr}, {"warning", Priority::kWarning},
       {"notice", Priority::kNotice}, {"info", Priority::kInfo}, {"debug", Priority::kDebug}};
   for (const auto& [name, p] : kNames) {
     if (text == name) {
@@ -59,11 +65,16 @@ bool ParsePriority(std::string_view text, Priority* out) {
 
 std::string_view PriorityName(Priority p) {
   switch (p) {
-    case Priority::kErr: return "err";
-    case Priority::kWarning: return "warning";
-    case Priority::kNotice: return "notice";
-    case Priority::kInfo: return "info";
-    case Priority::kDebug: return "debug";
+    case Priority::kErr:
+      return "err";
+    case Priority::kWarning:
+      return "warning";
+    case Priority::kNotice:
+      return "notice";
+    case Priority::kInfo:
+      return "info";
+    case Priority::kDebug:
+      return "debug";
   }
   return "info";
 }

@@ -1,5 +1,6 @@
 // Logging facade. One call site format for the whole daemon; the sink is chosen once:
-//  - journald (sd_journal_send with PRIORITY, MESSAGE, CODE_FILE/LINE/FUNC and any extra fields) when
+//  - journald (sd_journal_send with PRIORITY, MESSAGE, CODE_FILE/LINE/FUNC and any extra fields)
+//  when
 //    stderr is connected to the journal (systemd sets JOURNAL_STREAM to stderr's device:inode);
 //  - otherwise stderr, one line per record, prefixed with "<N>" (sd-daemon(3) priority prefixes) so
 //    that a supervisor reading stderr still sees priorities.
@@ -26,7 +27,8 @@ enum class Priority : int {
 
 enum class Sink { kAuto, kJournal, kStderr };
 
-// A structured journal field, e.g. {"REQUEST_ID", "abc"}. Keys must be uppercase journal field names.
+// A structured journal field, e.g. {"REQUEST_ID", "abc"}. Keys must be uppercase journal field
+// names.
 using Field = std::pair<std::string_view, std::string>;
 
 // Records below `level` are dropped. kAuto picks the journal when JOURNAL_STREAM matches stderr.
@@ -47,9 +49,9 @@ void SetCaptureForTesting(CaptureFn fn, void* user);
 
 }  // namespace zaya::log
 
-#define ZAYA_LOG(prio, msg, ...)                                                            \
-  do {                                                                                      \
-    if (::zaya::log::Enabled(::zaya::log::Priority::prio))                                  \
+#define ZAYA_LOG(prio, msg, ...)                                                                \
+  do {                                                                                          \
+    if (::zaya::log::Enabled(::zaya::log::Priority::prio))                                      \
       ::zaya::log::Write(::zaya::log::Priority::prio, (msg), {__VA_ARGS__}, __FILE__, __LINE__, \
-                         __func__);                                                         \
+                         __func__);                                                             \
   } while (0)

@@ -1,6 +1,6 @@
-// Status and Result<T>: how every fallible operation that a client, a config file, a model file or a
-// plugin can trigger reports failure. Exceptions stay inside a component; what crosses a component
-// boundary is a Status with a message that says what was wrong and what to do about it.
+// Status and Result<T>: how every fallible operation that a client, a config file, a model file or
+// a plugin can trigger reports failure. Exceptions stay inside a component; what crosses a
+// component boundary is a Status with a message that says what was wrong and what to do about it.
 //
 // Thread safety: value types; a const Status/Result may be read from several threads.
 #pragma once
@@ -16,18 +16,18 @@ namespace zaya {
 // Codes double as the protocol's error codes (docs/protocol.md), so keep the names stable.
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,   // the caller's input is malformed or out of range
-  kNotFound,          // a file, tensor, key or request that should exist does not
-  kFailedPrecondition,// the system is not in a state that allows the call
-  kOutOfRange,        // e.g. a prompt longer than the context
-  kOverBudget,        // would exceed a memory budget
-  kBusy,              // queue full; try again later
+  kInvalidArgument,     // the caller's input is malformed or out of range
+  kNotFound,            // a file, tensor, key or request that should exist does not
+  kFailedPrecondition,  // the system is not in a state that allows the call
+  kOutOfRange,          // e.g. a prompt longer than the context
+  kOverBudget,          // would exceed a memory budget
+  kBusy,                // queue full; try again later
   kCancelled,
   kDeadlineExceeded,
   kUnimplemented,
-  kDataLoss,          // a file is truncated or corrupt
-  kInternal,          // a bug in zayad
-  kUnavailable,       // a device or backend cannot be used
+  kDataLoss,     // a file is truncated or corrupt
+  kInternal,     // a bug in zayad
+  kUnavailable,  // a device or backend cannot be used
 };
 
 std::string_view StatusCodeName(StatusCode code);
@@ -54,7 +54,9 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status FailedPrecondition(std::string m) {
   return {StatusCode::kFailedPrecondition, std::move(m)};
@@ -73,7 +75,7 @@ inline Status Unimplemented(std::string m) { return {StatusCode::kUnimplemented,
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     assert(!std::get<Status>(v_).ok() && "Result constructed from an Ok status");
   }
@@ -110,9 +112,9 @@ class [[nodiscard]] Result {
 #define ZAYA_CONCAT_INNER(a, b) a##b
 #define ZAYA_CONCAT(a, b) ZAYA_CONCAT_INNER(a, b)
 
-#define ZAYA_RETURN_IF_ERROR(expr)          \
-  do {                                      \
-    ::zaya::Status zaya_status_ = (expr);   \
+#define ZAYA_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::zaya::Status zaya_status_ = (expr);        \
     if (!zaya_status_.ok()) return zaya_status_; \
   } while (0)
 

@@ -3,18 +3,17 @@
 // engine/scheduler and engine/rsa. Tests of the daemon may put a double behind this interface; the
 // shipped zayad binary always wires the real engine.
 //
-// Threading: Submit/Cancel/Status may be called from any thread. Events are delivered on the engine's
-// own thread through EventSink::OnEvent, which must not block (queue and return). For one request,
-// events arrive in order and end with exactly one terminal event (`done` or `error`).
+// Threading: Submit/Cancel/Status may be called from any thread. Events are delivered on the
+// engine's own thread through EventSink::OnEvent, which must not block (queue and return). For one
+// request, events arrive in order and end with exactly one terminal event (`done` or `error`).
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "base/status.h"
 
@@ -36,8 +35,8 @@ struct SolveParams {
   std::optional<int> population, subset, rounds, tail, budget;
   std::optional<double> temperature, top_p;
   std::optional<uint64_t> seed;
-  std::optional<int64_t> deadline_ms;   // wall-clock budget from acceptance
-  std::optional<int> stream_member;     // stream this member's text as `delta` events
+  std::optional<int64_t> deadline_ms;  // wall-clock budget from acceptance
+  std::optional<int> stream_member;    // stream this member's text as `delta` events
 };
 
 struct EngineRequest {

@@ -49,14 +49,15 @@ Result<BackendPlugin> LoadBackendPlugin(const std::string& path) {
     return InvalidArgument("backend plugin " + path + " does not export " +
                            ZAYA_BACKEND_ENTRY_SYMBOL + "; it is not a zayad backend plugin");
   }
-  if (auto score = reinterpret_cast<zaya_backend_score_fn>(dlsym(handle, ZAYA_BACKEND_SCORE_SYMBOL))) {
+  if (auto score =
+          reinterpret_cast<zaya_backend_score_fn>(dlsym(handle, ZAYA_BACKEND_SCORE_SYMBOL))) {
     const char* reason = nullptr;
     plugin.score = score(&reason);
     if (plugin.score <= 0) {
       plugin.score = 0;
       plugin.score_reason = reason != nullptr ? reason : "the plugin gave no reason";
-      return Unavailable("backend plugin " + path + " cannot run on this machine: " +
-                         plugin.score_reason);
+      return Unavailable("backend plugin " + path +
+                         " cannot run on this machine: " + plugin.score_reason);
     }
   }
   const zaya_backend_api* api = entry();
@@ -76,12 +77,15 @@ Result<BackendPlugin> LoadBackendPlugin(const std::string& path) {
                               std::to_string(ZAYA_BACKEND_ABI_MAJOR) + ".0 requires (" +
                               std::to_string(sizeof(zaya_backend_api)) + ")");
   }
-  const void* required[] = {
-      reinterpret_cast<const void*>(api->create),       reinterpret_cast<const void*>(api->destroy),
-      reinterpret_cast<const void*>(api->last_error),   reinterpret_cast<const void*>(api->device_info),
-      reinterpret_cast<const void*>(api->buffer_alloc), reinterpret_cast<const void*>(api->buffer_free),
-      reinterpret_cast<const void*>(api->buffer_write), reinterpret_cast<const void*>(api->buffer_read),
-      reinterpret_cast<const void*>(api->execute)};
+  const void* required[] = {reinterpret_cast<const void*>(api->create),
+                            reinterpret_cast<const void*>(api->destroy),
+                            reinterpret_cast<const void*>(api->last_error),
+                            reinterpret_cast<const void*>(api->device_info),
+                            reinterpret_cast<const void*>(api->buffer_alloc),
+                            reinterpret_cast<const void*>(api->buffer_free),
+                            reinterpret_cast<const void*>(api->buffer_write),
+                            reinterpret_cast<const void*>(api->buffer_read),
+                            reinterpret_cast<const void*>(api->execute)};
   for (const void* fn : required) {
     if (fn == nullptr) {
       return InvalidArgument("backend plugin " + path +
@@ -147,7 +151,8 @@ Result<std::unique_ptr<Backend>> Backend::Open(const std::string& kind,
                                                int threads) {
   const std::string dir = ResolvePluginDir(plugin_dir);
   if (kind == "cpu" || kind == "hip") {
-    ZAYA_ASSIGN_OR_RETURN(BackendPlugin plugin, LoadBackendPlugin(dir + "/" + PluginFileName(kind)));
+    ZAYA_ASSIGN_OR_RETURN(BackendPlugin plugin,
+                          LoadBackendPlugin(dir + "/" + PluginFileName(kind)));
     return Create(plugin, device_index, threads);
   }
   if (kind != "auto") {
@@ -176,11 +181,16 @@ Status Backend::FromPlugin(zaya_status s, const char* what) {
   const char* err = api_->last_error(backend_);
   std::string msg = "backend " + name_ + ": " + what + " failed: " + (err ? err : "no detail");
   switch (s) {
-    case ZAYA_STATUS_OUT_OF_MEMORY: return OverBudget(msg + " (device out of memory)");
-    case ZAYA_STATUS_INVALID_ARGUMENT: return InvalidArgument(msg);
-    case ZAYA_STATUS_UNSUPPORTED: return Unimplemented(msg);
-    case ZAYA_STATUS_DEVICE_ERROR: return Unavailable(msg);
-    default: return Internal(msg);
+    case ZAYA_STATUS_OUT_OF_MEMORY:
+      return OverBudget(msg + " (device out of memory)");
+    case ZAYA_STATUS_INVALID_ARGUMENT:
+      return InvalidArgument(msg);
+    case ZAYA_STATUS_UNSUPPORTED:
+      return Unimplemented(msg);
+    case ZAYA_STATUS_DEVICE_ERROR:
+      return Unavailable(msg);
+    default:
+      return Internal(msg);
   }
 }
 

@@ -31,10 +31,13 @@ zaya_tensor MakeTensor(zaya_buffer* buffer, uint64_t offset, zaya_dtype dtype,
 size_t ElemSize(zaya_dtype d) {
   switch (d) {
     case ZAYA_DTYPE_F32:
-    case ZAYA_DTYPE_I32: return 4;
+    case ZAYA_DTYPE_I32:
+      return 4;
     case ZAYA_DTYPE_BF16:
-    case ZAYA_DTYPE_F16: return 2;
-    case ZAYA_DTYPE_I8: return 1;
+    case ZAYA_DTYPE_F16:
+      return 2;
+    case ZAYA_DTYPE_I8:
+      return 1;
   }
   return 4;
 }
@@ -170,8 +173,10 @@ Result<std::unique_ptr<ZayaModel>> ZayaModel::Load(const Checkpoint& checkpoint,
     return Unimplemented("this engine implements CCA with kernel sizes 2/2 only");
   }
   if (c.num_kv_heads % 2 != 0) {
-    return Unimplemented("CCA values split kv heads into current/delayed halves; need an even "
-                         "num_key_value_heads, got " + std::to_string(c.num_kv_heads));
+    return Unimplemented(
+        "CCA values split kv heads into current/delayed halves; need an even "
+        "num_key_value_heads, got " +
+        std::to_string(c.num_kv_heads));
   }
   if (options.max_step_tokens <= 0 || options.max_step_sequences <= 0 || options.num_slots <= 0 ||
       options.num_kv_blocks <= 0 || options.block_tokens <= 0) {
@@ -184,10 +189,10 @@ Result<std::unique_ptr<ZayaModel>> ZayaModel::Load(const Checkpoint& checkpoint,
                       std::to_string(options.weights_budget >> 20) +
                       " MiB; raise memory.weights or use model.weights_dtype = \"int8\"");
   }
-  impl->max_blocks = options.max_blocks_per_sequence > 0
-                         ? options.max_blocks_per_sequence
-                         : (c.max_position_embeddings + options.block_tokens - 1) /
-                               options.block_tokens;
+  impl->max_blocks =
+      options.max_blocks_per_sequence > 0
+          ? options.max_blocks_per_sequence
+          : (c.max_position_embeddings + options.block_tokens - 1) / options.block_tokens;
   ZAYA_RETURN_IF_ERROR(impl->Upload(checkpoint));
   ZAYA_RETURN_IF_ERROR(impl->AllocateState());
   ZAYA_RETURN_IF_ERROR(impl->AllocateScratch());
@@ -256,7 +261,8 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
           const float scale = amax > 0.f ? amax / 127.f : 1.f;
           scales[r * blocks + b] = scale;
           for (int64_t i = 0; i < len; ++i) {
-            p[begin + i] = static_cast<int8_t>(std::lround(std::clamp(f32[begin + i] / scale, -127.f, 127.f)));
+            p[begin + i] =
+                static_cast<int8_t>(std::lround(std::clamp(f32[begin + i] / scale, -127.f, 127.f)));
           }
         }
       }
@@ -343,8 +349,8 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
 
 Status ZayaModel::Impl::AllocateState() {
   const ZayaConfig& c = cfg;
-  kv_layer_bytes = AlignUp(static_cast<uint64_t>(opt.num_kv_blocks * opt.block_tokens *
-                                                 c.kv_dim()) * ElemSize(kvdtype));
+  kv_layer_bytes = AlignUp(
+      static_cast<uint64_t>(opt.num_kv_blocks * opt.block_tokens * c.kv_dim()) * ElemSize(kvdtype));
   conv_slot_bytes = static_cast<uint64_t>(2 * c.conv_channels()) * 4;
   vstate_slot_bytes = static_cast<uint64_t>(c.kv_dim() / 2) * 4;
   const uint64_t conv_layer = AlignUp(conv_slot_bytes * opt.num_slots);
@@ -353,16 +359,19 @@ Status ZayaModel::Impl::AllocateState() {
   ZAYA_ASSIGN_OR_RETURN(state, backend->Alloc(ZAYA_BUFFER_STATE, total));
   uint64_t off = 0;
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    k_cache.push_back(MakeTensor(state.get(), off, kvdtype,
-                                 {opt.num_kv_blocks, opt.block_tokens, c.num_kv_heads, c.head_dim}));
+    k_cache.push_back(
+        MakeTensor(state.get(), off, kvdtype,
+                   {opt.num_kv_blocks, opt.block_tokens, c.num_kv_heads, c.head_dim}));
     off += kv_layer_bytes;
-    v_cache.push_back(MakeTensor(state.get(), off, kvdtype,
-                                 {opt.num_kv_blocks, opt.block_tokens, c.num_kv_heads, c.head_dim}));
+    v_cache.push_back(
+        MakeTensor(state.get(), off, kvdtype,
+                   {opt.num_kv_blocks, opt.block_tokens, c.num_kv_heads, c.head_dim}));
     off += kv_layer_bytes;
     conv_state.push_back(
         MakeTensor(state.get(), off, ZAYA_DTYPE_F32, {opt.num_slots, 2, c.conv_channels()}));
     off += conv_layer;
-    v_state.push_back(MakeTensor(state.get(), off, ZAYA_DTYPE_F32, {opt.num_slots, c.kv_dim() / 2}));
+    v_state.push_back(
+        MakeTensor(state.get(), off, ZAYA_DTYPE_F32, {opt.num_slots, c.kv_dim() / 2}));
     off += v_layer;
   }
   return Status::Ok();
@@ -455,7 +464,8 @@ Status ZayaModel::Forward(std::span<const StepSequence> batch, std::vector<float
                         ", beyond the model's " + std::to_string(c.max_position_embeddings));
     }
     const int64_t blocks_needed = (end_pos + m.opt.block_tokens - 1) / m.opt.block_tokens;
-    if (static_cast<int64_t>(q.block_table.size()) < blocks_needed || blocks_needed > m.max_blocks) {
+    if (static_cast<int64_t>(q.block_table.size()) < blocks_needed ||
+        blocks_needed > m.max_blocks) {
       return InvalidArgument("block table covers " + std::to_string(q.block_table.size()) +
                              " blocks; the sequence needs " + std::to_string(blocks_needed));
     }
@@ -672,7 +682,8 @@ Status ZayaModel::ResetSlot(int32_t slot) {
   if (slot < 0 || slot >= m.opt.num_slots) return InvalidArgument("state slot out of range");
   std::vector<float> zeros(m.conv_slot_bytes / 4, 0.f);
   for (int64_t l = 0; l < m.cfg.num_layers; ++l) {
-    ZAYA_RETURN_IF_ERROR(m.backend->Write(m.state, m.conv_state[l].offset + slot * m.conv_slot_bytes,
+    ZAYA_RETURN_IF_ERROR(m.backend->Write(m.state,
+                                          m.conv_state[l].offset + slot * m.conv_slot_bytes,
                                           zeros.data(), m.conv_slot_bytes));
     ZAYA_RETURN_IF_ERROR(m.backend->Write(m.state, m.v_state[l].offset + slot * m.vstate_slot_bytes,
                                           zeros.data(), m.vstate_slot_bytes));
@@ -710,8 +721,8 @@ Status ZayaModel::CopyKvBlock(int32_t src, int32_t dst) {
   if (src < 0 || dst < 0 || src >= m.opt.num_kv_blocks || dst >= m.opt.num_kv_blocks) {
     return InvalidArgument("KV block out of range");
   }
-  const uint64_t block_bytes = static_cast<uint64_t>(m.opt.block_tokens * m.cfg.kv_dim()) *
-                               ElemSize(m.kvdtype);
+  const uint64_t block_bytes =
+      static_cast<uint64_t>(m.opt.block_tokens * m.cfg.kv_dim()) * ElemSize(m.kvdtype);
   std::vector<zaya_op> ops;
   for (int64_t l = 0; l < m.cfg.num_layers; ++l) {
     for (const auto* cache : {&m.k_cache[l], &m.v_cache[l]}) {

@@ -5,8 +5,8 @@
 //
 // Memory: weights are held at `weights_dtype` (matrices; vectors stay f32); the KV cache is
 // `num_kv_blocks` blocks of `block_tokens` tokens x layers x (K,V) x kv_heads x head_dim at
-// `kv_dtype`; CCA state is `num_slots` x layers x (2 x conv_channels + kv_dim/2) f32. Which blocks and
-// slots a sequence uses is the caller's business (engine/state's KvBlockPool); the model only
+// `kv_dtype`; CCA state is `num_slots` x layers x (2 x conv_channels + kv_dim/2) f32. Which blocks
+// and slots a sequence uses is the caller's business (engine/state's KvBlockPool); the model only
 // reads and writes where it is told.
 //
 // Thread safety: one thread drives a ZayaModel (and its Backend) at a time.
@@ -31,9 +31,9 @@ struct ModelOptions {
   int64_t max_step_sequences = 64;     // sequences one Forward may hold
   int64_t num_kv_blocks = 256;
   int64_t block_tokens = 16;
-  int64_t num_slots = 64;              // CCA state slots (one per live sequence)
-  int64_t max_blocks_per_sequence = 0; // 0 = enough for max_position_embeddings
-  uint64_t weights_budget = 0;         // 0 = unchecked; else refuse to load above it
+  int64_t num_slots = 64;               // CCA state slots (one per live sequence)
+  int64_t max_blocks_per_sequence = 0;  // 0 = enough for max_position_embeddings
+  uint64_t weights_budget = 0;          // 0 = unchecked; else refuse to load above it
 };
 
 // One sequence's part of a step.

@@ -13,8 +13,10 @@ constexpr uint64_t kRoundSeedStride = 1000003;
 
 // The question is the last user message; earlier system messages are kept around aggregation
 // prompts so the model sees the same instructions in every round.
-Status SplitMessages(const nlohmann::json& messages, std::string* question, nlohmann::json* system) {
-  if (!messages.is_array() || messages.empty()) return InvalidArgument("messages must be a non-empty array");
+Status SplitMessages(const nlohmann::json& messages, std::string* question,
+                     nlohmann::json* system) {
+  if (!messages.is_array() || messages.empty())
+    return InvalidArgument("messages must be a non-empty array");
   for (const auto& m : messages) {
     if (m.value("role", "") == "system") system->push_back(m);
   }
@@ -36,7 +38,8 @@ Result<std::unique_ptr<Task>> RsaTask::Create(EngineCore& core, EngineRequest re
   ZAYA_ASSIGN_OR_RETURN(task->params_, ResolveRsaParams(request.solve, config, fallback_seed));
   ZAYA_ASSIGN_OR_RETURN(task->extractor_,
                         AnswerExtractor::Create(config.answer_extractor, config.answer_regex));
-  ZAYA_ASSIGN_OR_RETURN(AggregationTemplate tmpl, AggregationTemplate::Parse(config.aggregation_template));
+  ZAYA_ASSIGN_OR_RETURN(AggregationTemplate tmpl,
+                        AggregationTemplate::Parse(config.aggregation_template));
   task->template_.emplace(std::move(tmpl));
   task->enable_thinking_ = request.enable_thinking;
   task->stream_member_ = request.solve.stream_member;
@@ -54,9 +57,11 @@ Result<std::unique_ptr<Task>> RsaTask::Create(EngineCore& core, EngineRequest re
     ZAYA_ASSIGN_OR_RETURN(task->question_prompt_, tok.Encode(task->question_, true));
   } else {
     if (core.chat_template() == nullptr) {
-      return FailedPrecondition("this model has no chat template; send `prompt` instead of `messages`");
+      return FailedPrecondition(
+          "this model has no chat template; send `prompt` instead of `messages`");
     }
-    ZAYA_RETURN_IF_ERROR(SplitMessages(request.messages, &task->question_, &task->system_messages_));
+    ZAYA_RETURN_IF_ERROR(
+        SplitMessages(request.messages, &task->question_, &task->system_messages_));
     auto text = core.chat_template()->Render(request.messages, true,
                                              {{"enable_thinking", task->enable_thinking_}});
     if (!text.ok()) return text.status().WithContext("rendering the chat template");
@@ -86,8 +91,9 @@ int64_t RsaTask::WorstCaseSequenceTokens() const {
   const int64_t q = static_cast<int64_t>(question_prompt_.size());
   int64_t worst = q + params_.budget;
   if (params_.rounds > 0) {
-    worst = std::max(worst, aggregation_overhead_tokens_ +
-                                static_cast<int64_t>(params_.subset) * params_.tail + params_.budget);
+    worst =
+        std::max(worst, aggregation_overhead_tokens_ +
+                            static_cast<int64_t>(params_.subset) * params_.tail + params_.budget);
   }
   return worst;
 }
@@ -181,7 +187,8 @@ void RsaTask::OnFinished(EngineCore& core, Sequence& seq) {
   mem.finished = true;
   round_tokens_.back() += static_cast<int64_t>(seq.generated.size());
   Progress(core, "member_finished");
-  const bool all = std::all_of(members_.begin(), members_.end(), [](const Member& m) { return m.finished; });
+  const bool all =
+      std::all_of(members_.begin(), members_.end(), [](const Member& m) { return m.finished; });
   if (all) EndRound(core);
 }
 
@@ -205,7 +212,8 @@ void RsaTask::EndRound(EngineCore& core) {
   members_.assign(static_cast<size_t>(params_.population), Member{});
   for (int m = 0; m < params_.population; ++m) {
     std::vector<const Tail*> chosen;
-    for (int idx : (*subsets)[static_cast<size_t>(m)]) chosen.push_back(&tails[static_cast<size_t>(idx)]);
+    for (int idx : (*subsets)[static_cast<size_t>(m)])
+      chosen.push_back(&tails[static_cast<size_t>(idx)]);
     auto ids = BuildAggregationPrompt(core, chosen);
     if (!ids.ok()) {
       Fail(core, ids.status().WithContext("building an aggregation prompt"));
@@ -228,7 +236,8 @@ Result<std::vector<int32_t>> RsaTask::BuildAggregationPrompt(
   static constexpr char kSentinel = '\x1f';
   std::vector<std::string> marks;
   std::vector<AggregationCandidate> cands;
-  for (size_t i = 0; i < tails.size(); ++i) marks.push_back(std::string(1, kSentinel) + std::to_string(i) + kSentinel);
+  for (size_t i = 0; i < tails.size(); ++i)
+    marks.push_back(std::string(1, kSentinel) + std::to_string(i) + kSentinel);
   for (size_t i = 0; i < tails.size(); ++i) cands.push_back({marks[i], tails[i]->truncated});
   const std::string body = template_->Render(question_, cands);
   std::string text = body;
@@ -236,23 +245,26 @@ Result<std::vector<int32_t>> RsaTask::BuildAggregationPrompt(
   if (chat) {
     nlohmann::json msgs = system_messages_;
     msgs.push_back({{"role", "user"}, {"content", body}});
-    ZAYA_ASSIGN_OR_RETURN(text, core.chat_template()->Render(msgs, true, {{"enable_thinking", enable_thinking_}}));
+    ZAYA_ASSIGN_OR_RETURN(
+        text, core.chat_template()->Render(msgs, true, {{"enable_thinking", enable_thinking_}}));
   }
   std::vector<int32_t> out;
   size_t pos = 0;
   for (size_t i = 0; i <= tails.size(); ++i) {
     const size_t at = i < tails.size() ? text.find(marks[i], pos) : text.size();
     if (at == std::string::npos) {
-      return InvalidArgument("the chat template dropped or reordered the candidates of an "
-                             "aggregation prompt; check [rsa] aggregation_template");
+      return InvalidArgument(
+          "the chat template dropped or reordered the candidates of an "
+          "aggregation prompt; check [rsa] aggregation_template");
     }
     const std::string segment = text.substr(pos, at - pos);
     if (segment.find(kSentinel) != std::string::npos) {
       return InvalidArgument("the question may not contain the control character U+001F");
     }
     if (!segment.empty()) {
-      ZAYA_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
-                            core.tokenizer().Encode(segment, /*add_special_tokens=*/!chat && i == 0));
+      ZAYA_ASSIGN_OR_RETURN(
+          std::vector<int32_t> ids,
+          core.tokenizer().Encode(segment, /*add_special_tokens=*/!chat && i == 0));
       out.insert(out.end(), ids.begin(), ids.end());
     }
     if (i < tails.size()) {
@@ -275,9 +287,10 @@ void RsaTask::Answer(EngineCore& core, bool partial) {
   nlohmann::json candidates = nlohmann::json::array();
   for (const Member& m : last_complete_) {
     answers.push_back(extractor_.ExtractNormalized(m.text));
-    candidates.push_back({{"answer", answers.back() ? nlohmann::json(*answers.back()) : nlohmann::json()},
-                          {"tokens", m.tokens.size()},
-                          {"finish_reason", m.finish}});
+    candidates.push_back(
+        {{"answer", answers.back() ? nlohmann::json(*answers.back()) : nlohmann::json()},
+         {"tokens", m.tokens.size()},
+         {"finish_reason", m.finish}});
   }
   VoteResult vote = MajorityVote(answers);
   int64_t total = 0;
@@ -288,19 +301,27 @@ void RsaTask::Answer(EngineCore& core, bool partial) {
       {"voters", vote.voters},
       {"tally", TallyJson(answers)},
       {"mode", std::string(RsaModeName(params_.mode))},
-      {"params", {{"population", params_.population}, {"subset", params_.subset},
-                  {"rounds", params_.rounds}, {"tail", params_.tail}, {"budget", params_.budget},
-                  {"temperature", params_.temperature}, {"top_p", params_.top_p},
-                  {"seed", params_.seed}}},
+      {"params",
+       {{"population", params_.population},
+        {"subset", params_.subset},
+        {"rounds", params_.rounds},
+        {"tail", params_.tail},
+        {"budget", params_.budget},
+        {"temperature", params_.temperature},
+        {"top_p", params_.top_p},
+        {"seed", params_.seed}}},
       {"rounds_completed", last_complete_round_ + 1},
       {"partial", partial},
       {"candidates", candidates},
-      {"usage", {{"prompt_tokens", question_prompt_.size()},
-                 {"completion_tokens", total},
-                 {"round_tokens", round_tokens_}}},
-      {"timings", {{"queue_ms", std::chrono::duration<double, std::milli>(started_at() - accepted_at()).count()},
-                   {"round_ms", round_ms_},
-                   {"total_ms", MsSince(accepted_at())}}}};
+      {"usage",
+       {{"prompt_tokens", question_prompt_.size()},
+        {"completion_tokens", total},
+        {"round_tokens", round_tokens_}}},
+      {"timings",
+       {{"queue_ms",
+         std::chrono::duration<double, std::milli>(started_at() - accepted_at()).count()},
+        {"round_ms", round_ms_},
+        {"total_ms", MsSince(accepted_at())}}}};
   if (!last_complete_.empty() && vote.winner) {
     // The text of the first member that gave the winning answer, for clients that show a solution.
     for (size_t i = 0; i < last_complete_.size(); ++i) {

@@ -1,16 +1,18 @@
 // RsaTask: the `solve` op, Markovian RSA run inside the engine (RSA.md, docs/rsa.md).
 //
-//   round 0    the question is prefilled ONCE (a prefill-only parent sequence); N members are forked
-//              from it (sharing its KV blocks, copying its small CCA state) and each samples its own
-//              first token from the parent's logits with its own seed; members decode <= beta tokens.
+//   round 0    the question is prefilled ONCE (a prefill-only parent sequence); N members are
+//   forked
+//              from it (sharing its KV blocks, copying its small CCA state) and each samples its
+//              own first token from the parent's logits with its own seed; members decode <= beta
+//              tokens.
 //   round t    each of N new members gets C tails (the last tau tokens of previous-round traces,
-//              token-exact) drawn without replacement; its aggregation prompt is rendered through the
-//              chat template and decoded <= beta tokens. Barrier: the round's memory is freed
+//              token-exact) drawn without replacement; its aggregation prompt is rendered through
+//              the chat template and decoded <= beta tokens. Barrier: the round's memory is freed
 //              before the next round starts (only tail tokens carry over).
 //   end        answers are extracted from the last population and majority-voted (tie rule:
 //              engine/rsa/vote.h); `done` carries the answer, tally, per-round tokens and timings.
-// Modes: single (N=1, T=0), parallel (T=0, vote), rsa. Members start in waves when memory.request or
-// the pool cannot hold the whole population at once. Seeds: member m of round t samples with
+// Modes: single (N=1, T=0), parallel (T=0, vote), rsa. Members start in waves when memory.request
+// or the pool cannot hold the whole population at once. Seeds: member m of round t samples with
 // seed + 1000003 * t + m, so the same request twice gives the same answer and token counts.
 // Deadline: when deadline_ms passes, the current round is cancelled and the answer comes from the
 // last complete population (`done.partial = true`); with none complete, `error deadline_exceeded`.
@@ -93,7 +95,7 @@ class RsaTask final : public Task {
   std::vector<Member> members_;
   std::vector<Member> last_complete_;  // previous round's population
   int last_complete_round_ = -1;
-  Sequence* parent_ = nullptr;          // round 0 prefill, alive until every member forked
+  Sequence* parent_ = nullptr;  // round 0 prefill, alive until every member forked
   std::vector<float> parent_logits_;
   std::vector<int64_t> round_tokens_;
   std::vector<double> round_ms_;

@@ -33,9 +33,9 @@ void Task::Finish(EngineCore& /*core*/, nlohmann::json body) {
 void Task::Fail(EngineCore& /*core*/, const Status& status) {
   if (done_) return;
   done_ = true;
-  terminal_ = EngineEvent{EngineEvent::Type::kError,
-                          {{"code", std::string(StatusCodeName(status.code()))},
-                           {"message", status.message()}}};
+  terminal_ = EngineEvent{
+      EngineEvent::Type::kError,
+      {{"code", std::string(StatusCodeName(status.code()))}, {"message", status.message()}}};
 }
 
 Result<std::unique_ptr<EngineCore>> EngineCore::Create(const Config& config) {
@@ -96,8 +96,9 @@ Result<std::unique_ptr<EngineCore>> EngineCore::Create(const Config& config) {
   if (!pool.ok()) return pool.status().WithContext("memory.state");
   core->pool_.emplace(std::move(*pool));
 
-  ZAYA_ASSIGN_OR_RETURN(core->backend_, Backend::Open(config.backend.kind, config.backend.plugin_dir,
-                                                      config.backend.device, config.backend.threads));
+  ZAYA_ASSIGN_OR_RETURN(core->backend_,
+                        Backend::Open(config.backend.kind, config.backend.plugin_dir,
+                                      config.backend.device, config.backend.threads));
   ModelOptions mo;
   mo.weights_dtype = config.model.weights_dtype;
   mo.kv_dtype = kv_dtype;
@@ -113,9 +114,8 @@ Result<std::unique_ptr<EngineCore>> EngineCore::Create(const Config& config) {
                       core->backend_->name() + ": " + Mib(core->model_->weight_bytes()) +
                       " weights (" + config.model.weights_dtype + "), " +
                       std::to_string(mo.num_kv_blocks) + " KV blocks of " +
-                      std::to_string(mo.block_tokens) + " tokens, " +
-                      std::to_string(mo.num_slots) + " sequence slots, context " +
-                      std::to_string(core->max_context_));
+                      std::to_string(mo.block_tokens) + " tokens, " + std::to_string(mo.num_slots) +
+                      " sequence slots, context " + std::to_string(core->max_context_));
   core->heartbeat_ns_ = NowNs();
   core->UpdateSnapshot();
   core->thread_ = std::thread([c = core.get()] { c->Loop(); });
@@ -150,8 +150,8 @@ bool EngineCore::CanStart(const Task& task, int64_t max_total_tokens) const {
 
 Result<Sequence*> EngineCore::StartSequence(Task& task, int member, SequenceSpec spec) {
   if (spec.prompt.empty()) return InvalidArgument("a sequence needs at least one prompt token");
-  const int64_t max_total = static_cast<int64_t>(spec.prompt.size()) +
-                            (spec.prefill_only ? 0 : spec.sampling.max_tokens);
+  const int64_t max_total =
+      static_cast<int64_t>(spec.prompt.size()) + (spec.prefill_only ? 0 : spec.sampling.max_tokens);
   if (!CanStart(task, max_total)) return OverBudget("no room for another sequence now");
   ZAYA_ASSIGN_OR_RETURN(SeqId id, pool_->CreateSequence());
   auto slot = pool_->StateSlot(id);
@@ -172,7 +172,8 @@ Result<Sequence*> EngineCore::StartSequence(Task& task, int member, SequenceSpec
   seq.stream = spec.stream;
   if (!spec.prefill_only) {
     auto sampler = Sampler::Create(spec.sampling);
-    auto stop = StopChecker::Create(stop_tokens_, spec.sampling.stop, std::max(1, spec.sampling.max_tokens));
+    auto stop = StopChecker::Create(stop_tokens_, spec.sampling.stop,
+                                    std::max(1, spec.sampling.max_tokens));
     if (!sampler.ok() || !stop.ok()) {
       (void)pool_->Free(id);
       return !sampler.ok() ? sampler.status() : stop.status();
@@ -208,7 +209,8 @@ Result<Sequence*> EngineCore::ForkSequence(Sequence& parent, int member, Sequenc
     return st;
   }
   auto sampler = Sampler::Create(spec.sampling);
-  auto stop = StopChecker::Create(stop_tokens_, spec.sampling.stop, std::max(1, spec.sampling.max_tokens));
+  auto stop =
+      StopChecker::Create(stop_tokens_, spec.sampling.stop, std::max(1, spec.sampling.max_tokens));
   if (!sampler.ok() || !stop.ok()) {
     (void)pool_->Free(id);
     return !sampler.ok() ? sampler.status() : stop.status();
@@ -290,7 +292,8 @@ Result<std::unique_ptr<Task>> EngineCore::MakeTask(EngineRequest request,
   std::vector<int32_t> prompt;
   const bool chat = !request.prompt.has_value();
   if (chat && chat_ == nullptr) {
-    return FailedPrecondition("this model has no chat template; send `prompt` instead of `messages`");
+    return FailedPrecondition(
+        "this model has no chat template; send `prompt` instead of `messages`");
   }
   if (request.kind == EngineRequest::Kind::kSolve) {
     RsaConfig rsa;
@@ -341,7 +344,8 @@ Result<std::unique_ptr<Task>> EngineCore::MakeTask(EngineRequest request,
     return OverBudget("one sequence of this request may hold " + std::to_string(worst) +
                       " tokens = " + Mib(static_cast<uint64_t>(need) * block_bytes_) +
                       " of state, but memory.request is " + Mib(config_.memory.request) +
-                      " and memory.state holds " + Mib(static_cast<uint64_t>(pool_blocks) * block_bytes_) +
+                      " and memory.state holds " +
+                      Mib(static_cast<uint64_t>(pool_blocks) * block_bytes_) +
                       " of KV blocks; lower max_tokens / budget / tail / subset");
   }
   size_t position = 0;
@@ -422,8 +426,9 @@ void EngineCore::ApplyCancels() {
                        std::find(clients.begin(), clients.end(), t.client()) != clients.end() ||
                        std::find(clients.begin(), clients.end(), "*") != clients.end();
       if (hit) {
-        t.Fail(*this, Cancelled(clients.empty() ? "cancelled by the client"
-                                                : "cancelled: the client went away or zayad is stopping"));
+        t.Fail(*this,
+               Cancelled(clients.empty() ? "cancelled by the client"
+                                         : "cancelled: the client went away or zayad is stopping"));
         if (auto e = t.TakeTerminal()) Emit(t, std::move(*e));
         --inflight_;
         if (--per_client_[t.client()] <= 0) per_client_.erase(t.client());
@@ -551,7 +556,8 @@ void EngineCore::Step() {
   ++steps_;
   if (!st.ok()) {
     ZAYA_LOG(kErr, "forward step failed: " + st.ToString());
-    for (auto& it : items) it.seq->owner->Fail(*this, Internal("the forward step failed: " + st.message()));
+    for (auto& it : items)
+      it.seq->owner->Fail(*this, Internal("the forward step failed: " + st.message()));
     return;
   }
   const int64_t vocab = model_->vocab_size();
@@ -560,7 +566,8 @@ void EngineCore::Step() {
     Sequence& s = *items[i].seq;
     const bool want = batch[i].want_logits;
     s.cached += items[i].n;
-    if (items[i].n > 1 || s.generated.empty()) tokens_prefilled_ += static_cast<uint64_t>(items[i].n);
+    if (items[i].n > 1 || s.generated.empty())
+      tokens_prefilled_ += static_cast<uint64_t>(items[i].n);
     s.pending.erase(s.pending.begin(), s.pending.begin() + items[i].n);
     if (!want) continue;
     std::span<const float> l(logits_.data() + row * vocab, static_cast<size_t>(vocab));
@@ -587,38 +594,39 @@ void EngineCore::UpdateSnapshot() {
   const KvPoolStats ps = pool_->Stats();
   int64_t running_seqs = 0;
   for (auto& s : sequences_) running_seqs += s.owner != nullptr ? 1 : 0;
-  nlohmann::json budgets = {
-      {"weights", {{"budget_bytes", config_.memory.weights},
-                   {"used_bytes", model_ ? model_->weight_bytes() : 0}}},
-      {"state", {{"budget_bytes", config_.memory.state},
-                 {"used_bytes", ps.bytes_used},
-                 {"peak_bytes", ps.bytes_peak},
-                 {"allocated_bytes", model_ ? model_->state_bytes() : 0},
-                 {"blocks_total", ps.blocks_total},
-                 {"blocks_used", ps.blocks_used},
-                 {"blocks_shared", ps.blocks_shared},
-                 {"blocks_reserved", reserved_blocks_},
-                 {"block_tokens", config_.memory.kv_block_tokens}}},
-      {"request", {{"budget_bytes", config_.memory.request}}}};
+  nlohmann::json budgets = {{"weights",
+                             {{"budget_bytes", config_.memory.weights},
+                              {"used_bytes", model_ ? model_->weight_bytes() : 0}}},
+                            {"state",
+                             {{"budget_bytes", config_.memory.state},
+                              {"used_bytes", ps.bytes_used},
+                              {"peak_bytes", ps.bytes_peak},
+                              {"allocated_bytes", model_ ? model_->state_bytes() : 0},
+                              {"blocks_total", ps.blocks_total},
+                              {"blocks_used", ps.blocks_used},
+                              {"blocks_shared", ps.blocks_shared},
+                              {"blocks_reserved", reserved_blocks_},
+                              {"block_tokens", config_.memory.kv_block_tokens}}},
+                            {"request", {{"budget_bytes", config_.memory.request}}}};
   std::lock_guard lock(mu_);
-  snapshot_ = {
-      {"model", {{"path", config_.model.path},
+  snapshot_ = {{"model",
+                {{"path", config_.model.path},
                  {"layers", checkpoint_->config().num_layers},
                  {"hidden_size", checkpoint_->config().hidden_size},
                  {"experts", checkpoint_->config().num_experts},
                  {"vocab_size", checkpoint_->config().vocab_size},
                  {"weights_dtype", config_.model.weights_dtype},
                  {"max_context", max_context_}}},
-      {"backend", backend_ ? backend_->name() : ""},
-      {"memory", budgets},
-      {"queue_depth", waiting_.size()},
-      {"max_queue", max_queue_},
-      {"running_requests", running_.size()},
-      {"running_sequences", running_seqs},
-      {"steps", steps_},
-      {"tokens_generated", tokens_generated_},
-      {"tokens_prefilled", tokens_prefilled_},
-      {"draining", draining_}};
+               {"backend", backend_ ? backend_->name() : ""},
+               {"memory", budgets},
+               {"queue_depth", waiting_.size()},
+               {"max_queue", max_queue_},
+               {"running_requests", running_.size()},
+               {"running_sequences", running_seqs},
+               {"steps", steps_},
+               {"tokens_generated", tokens_generated_},
+               {"tokens_prefilled", tokens_prefilled_},
+               {"draining", draining_}};
 }
 
 void EngineCore::Loop() {
@@ -661,7 +669,8 @@ void EngineCore::Loop() {
       // watchdog and deadlines.
       cv_.wait_for(lock, std::chrono::seconds(1), [this] {
         return stop_ || !cancel_ids_.empty() || !cancel_clients_.empty() ||
-               (!waiting_.empty() && CanStart(*waiting_.front(), waiting_.front()->WorstCaseSequenceTokens()));
+               (!waiting_.empty() &&
+                CanStart(*waiting_.front(), waiting_.front()->WorstCaseSequenceTokens()));
       });
     }
     if (stop_) break;

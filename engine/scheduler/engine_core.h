@@ -1,11 +1,11 @@
 // EngineCore: the real Engine (engine/engine.h). It owns the loaded model and everything around it:
-// the backend, the checkpoint, the tokenizer and chat template, the KV block pool, and one scheduler
-// thread that runs continuous batching over all requests.
+// the backend, the checkpoint, the tokenizer and chat template, the KV block pool, and one
+// scheduler thread that runs continuous batching over all requests.
 //
-// Scheduling: each step mixes one decode token of every decoding sequence with bounded prompt chunks
-// (scheduler.prefill_chunk per sequence, scheduler.max_step_tokens per step), taking prompt chunks
-// round-robin over sequences so one long prompt cannot starve the others. Cancellation and deadlines
-// take effect at the next step.
+// Scheduling: each step mixes one decode token of every decoding sequence with bounded prompt
+// chunks (scheduler.prefill_chunk per sequence, scheduler.max_step_tokens per step), taking prompt
+// chunks round-robin over sequences so one long prompt cannot starve the others. Cancellation and
+// deadlines take effect at the next step.
 //
 // Memory: the pool is sized from memory.state. Every sequence reserves, when it starts, the blocks
 // its worst case may still need (prompt + max new tokens, plus one block for a copy-on-write), so a
@@ -56,13 +56,13 @@ struct Sequence {
   int member = 0;  // index within its task (RSA member), 0 for generate
   SeqId pool_id = 0;
   int32_t slot = 0;
-  std::vector<int32_t> pending;    // tokens not yet run through the model
-  int64_t cached = 0;              // tokens already in the KV cache
-  int64_t max_total_tokens = 0;    // prompt + max new tokens (for reservations)
-  int64_t reserved_blocks = 0;     // blocks still reserved for this sequence's worst case
-  int64_t committed_blocks = 0;    // its whole worst case (counts against memory.request)
-  bool prefill_only = false;       // after the prompt: hand logits to the task, do not sample
-  bool stream = false;             // emit `delta` events for this sequence's text
+  std::vector<int32_t> pending;  // tokens not yet run through the model
+  int64_t cached = 0;            // tokens already in the KV cache
+  int64_t max_total_tokens = 0;  // prompt + max new tokens (for reservations)
+  int64_t reserved_blocks = 0;   // blocks still reserved for this sequence's worst case
+  int64_t committed_blocks = 0;  // its whole worst case (counts against memory.request)
+  bool prefill_only = false;     // after the prompt: hand logits to the task, do not sample
+  bool stream = false;           // emit `delta` events for this sequence's text
   bool finished = false;
   std::vector<int32_t> generated;  // sampled tokens (stop token excluded)
   std::string text;                // released text
@@ -106,7 +106,8 @@ class EngineCore final : public Engine {
   KvBlockPool& pool() { return *pool_; }
   // Blocks a sequence of `max_total_tokens` reserves at start.
   int64_t WorstCaseBlocks(int64_t max_total_tokens) const;
-  // Whether a sequence of that worst case can start now within the pool and `task`'s request budget.
+  // Whether a sequence of that worst case can start now within the pool and `task`'s request
+  // budget.
   bool CanStart(const Task& task, int64_t max_total_tokens) const;
   Result<Sequence*> StartSequence(Task& task, int member, SequenceSpec spec);
   // A sequence sharing `parent`'s KV blocks and CCA state, then decoding under `spec` (its prompt
@@ -116,7 +117,9 @@ class EngineCore final : public Engine {
   void AcceptLogits(Sequence& seq, std::span<const float> logits);
   void FreeSequence(Sequence& seq);
   // The scheduler's clock for deadlines; tests may replace it (before submitting anything).
-  std::chrono::steady_clock::time_point Now() const { return clock_ ? clock_() : std::chrono::steady_clock::now(); }
+  std::chrono::steady_clock::time_point Now() const {
+    return clock_ ? clock_() : std::chrono::steady_clock::now();
+  }
   void SetClockForTesting(std::function<std::chrono::steady_clock::time_point()> clock) {
     clock_ = std::move(clock);
   }

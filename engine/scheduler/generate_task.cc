@@ -25,7 +25,8 @@ void GenerateTask::OnFinished(EngineCore& core, Sequence& seq) {
       {"finish_reason", std::string(FinishReasonName(seq.finish))},
       {"usage", {{"prompt_tokens", prompt_.size()}, {"completion_tokens", seq.generated.size()}}},
       {"timings",
-       {{"queue_ms", std::chrono::duration<double, std::milli>(started_at() - accepted_at()).count()},
+       {{"queue_ms",
+         std::chrono::duration<double, std::milli>(started_at() - accepted_at()).count()},
         {"ttft_ms", ttft_ms_},
         {"total_ms", MsSince(accepted_at())}}}};
   Finish(core, std::move(body));

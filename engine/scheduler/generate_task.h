@@ -13,7 +13,8 @@ class GenerateTask final : public Task {
  public:
   GenerateTask(std::string id, std::string client, std::shared_ptr<EventSink> sink,
                std::vector<int32_t> prompt, SamplingParams sampling)
-      : Task(std::move(id), std::move(client), std::move(sink)), prompt_(std::move(prompt)),
+      : Task(std::move(id), std::move(client), std::move(sink)),
+        prompt_(std::move(prompt)),
         sampling_(std::move(sampling)) {}
 
   int64_t WorstCaseSequenceTokens() const override {

@@ -1,10 +1,10 @@
 // Task: one accepted request as the scheduler drives it. Subclasses decide which sequences to start
 // and what to do with their output; EngineCore does the batching, sampling and memory accounting.
 //
-// Lifecycle: constructed on the submitting thread (prompt tokenized and validated there, so refusals
-// are synchronous), then owned by the scheduler thread: Start once, Pump every step, callbacks as
-// sequences progress, until done() — then EngineCore frees what is left and drops the task. Exactly
-// one terminal event (`done` or `error`) is emitted per task, through Finish / Fail.
+// Lifecycle: constructed on the submitting thread (prompt tokenized and validated there, so
+// refusals are synchronous), then owned by the scheduler thread: Start once, Pump every step,
+// callbacks as sequences progress, until done() — then EngineCore frees what is left and drops the
+// task. Exactly one terminal event (`done` or `error`) is emitted per task, through Finish / Fail.
 //
 // Thread safety: scheduler thread only (after construction).
 #pragma once
@@ -29,7 +29,9 @@ struct Sequence;
 class Task {
  public:
   Task(std::string id, std::string client, std::shared_ptr<EventSink> sink)
-      : id_(std::move(id)), client_(std::move(client)), sink_(std::move(sink)),
+      : id_(std::move(id)),
+        client_(std::move(client)),
+        sink_(std::move(sink)),
         accepted_at_(std::chrono::steady_clock::now()) {}
   virtual ~Task() = default;
 
@@ -37,7 +39,8 @@ class Task {
   const std::string& client() const { return client_; }
   bool done() const { return done_; }
 
-  // Tokens of the largest single sequence this task may run (prompt + new tokens); admission uses it.
+  // Tokens of the largest single sequence this task may run (prompt + new tokens); admission uses
+  // it.
   virtual int64_t WorstCaseSequenceTokens() const = 0;
   // Most sequences it would like alive at once (its population).
   virtual int MaxConcurrentSequences() const { return 1; }
@@ -46,10 +49,12 @@ class Task {
   // Every step while running: start waiting members when capacity allows, check deadlines.
   virtual void Pump(EngineCore& /*core*/) {}
   // A prefill_only sequence has run its prompt; `logits` are its last position's.
-  virtual void OnPrefilled(EngineCore& /*core*/, Sequence& /*seq*/, std::span<const float> /*logits*/) {}
+  virtual void OnPrefilled(EngineCore& /*core*/, Sequence& /*seq*/,
+                           std::span<const float> /*logits*/) {}
   // Text newly released by a streaming sequence.
   virtual void OnText(EngineCore& /*core*/, Sequence& /*seq*/, std::string_view /*text*/) {}
-  // A sequence stopped (stop token/string or max tokens). Its KV memory is freed after this returns.
+  // A sequence stopped (stop token/string or max tokens). Its KV memory is freed after this
+  // returns.
   virtual void OnFinished(EngineCore& core, Sequence& seq) = 0;
 
   // Terminal events. Fail with kCancelled for a cancel; the task is done afterwards. The event is

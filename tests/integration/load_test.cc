@@ -38,8 +38,7 @@ constexpr uint64_t kFixedOverhead = 48ull << 20;
 
 TEST(LoadTest, SixtyFourClientsOverFourTimesTheStateBudget) {
   testing::DaemonProcess daemon;
-  daemon.WriteConfig(
-      "", "");
+  daemon.WriteConfig("", "");
   // Replace the memory section of the helper's config with this test's budgets.
   {
     std::ifstream in(daemon.config_path());
@@ -71,12 +70,16 @@ TEST(LoadTest, SixtyFourClientsOverFourTimesTheStateBudget) {
       }
       nlohmann::json req;
       if (i < 56) {
-        req = {{"op", "generate"}, {"prompt", "load test " + std::to_string(i)},
-               {"max_tokens", 120 + (i % 5) * 30}, {"temperature", 0.9}, {"seed", i}};
-      } else if (i < 60) {
-        req = {{"op", "solve"}, {"prompt", "what is " + std::to_string(i) + "+1?"},
-               {"population", 2}, {"subset", 1}, {"rounds", 1}, {"tail", 8}, {"budget", 32},
+        req = {{"op", "generate"},
+               {"prompt", "load test " + std::to_string(i)},
+               {"max_tokens", 120 + (i % 5) * 30},
+               {"temperature", 0.9},
                {"seed", i}};
+      } else if (i < 60) {
+        req = {{"op", "solve"},   {"prompt", "what is " + std::to_string(i) + "+1?"},
+               {"population", 2}, {"subset", 1},
+               {"rounds", 1},     {"tail", 8},
+               {"budget", 32},    {"seed", i}};
       } else {
         req = {{"op", "generate"}, {"prompt", "too big"}, {"max_tokens", 3900}};
       }

@@ -30,8 +30,8 @@ zaya_status Execute(zaya_backend*, const zaya_op*, uint64_t) { return ZAYA_STATU
 #define FAKE_SIZE sizeof(zaya_backend_api)
 #endif
 
-zaya_backend_api api = {FAKE_MAJOR, 0, FAKE_SIZE, "fake", "0", &Create, &Destroy, &LastError,
-                        &DeviceInfo, &Alloc, &Free, &Write, &Read,
+zaya_backend_api api = {FAKE_MAJOR, 0,           FAKE_SIZE, "fake", "0",    &Create, &Destroy,
+                        &LastError, &DeviceInfo, &Alloc,    &Free,  &Write, &Read,
 #ifdef FAKE_NULL_EXECUTE
                         nullptr
 #else

@@ -20,13 +20,15 @@ void ExpectRefused(const std::string& file, StatusCode code, const std::string& 
 }
 
 TEST(LoaderTest, RefusesAWrongAbiVersionNamingBoth) {
-  ExpectRefused("fake_wrong_major.so", StatusCode::kFailedPrecondition, "implements backend ABI 7.0");
+  ExpectRefused("fake_wrong_major.so", StatusCode::kFailedPrecondition,
+                "implements backend ABI 7.0");
   auto p = LoadBackendPlugin(kFake + "/fake_wrong_major.so");
   EXPECT_NE(p.status().message().find("needs ABI 1.x"), std::string::npos);
 }
 
 TEST(LoaderTest, RefusesAMissingEntryPoint) {
-  ExpectRefused("fake_no_entry.so", StatusCode::kInvalidArgument, "does not export zaya_backend_entry_v1");
+  ExpectRefused("fake_no_entry.so", StatusCode::kInvalidArgument,
+                "does not export zaya_backend_entry_v1");
 }
 
 TEST(LoaderTest, RefusesAPluginWhoseScoreIsZeroWithItsReason) {
@@ -38,7 +40,8 @@ TEST(LoaderTest, RefusesAnEmptyRequiredFunction) {
 }
 
 TEST(LoaderTest, RefusesATooSmallFunctionTable) {
-  ExpectRefused("fake_short_table.so", StatusCode::kFailedPrecondition, "function table of 16 bytes");
+  ExpectRefused("fake_short_table.so", StatusCode::kFailedPrecondition,
+                "function table of 16 bytes");
 }
 
 TEST(LoaderTest, RefusesAFileThatIsNotASharedObject) {

@@ -61,7 +61,8 @@ int Run(const std::vector<std::string>& argv) {
   auto max_tokens =
       ipc::cli::ParseIntFlag("bench-serve", "max-tokens", args->GetOr("max-tokens", "64"));
   if (!requests || !max_tokens) return 2;
-  if (*requests < 1 || *max_tokens < 1) return UsageError(self, "--requests and --max-tokens must be >= 1");
+  if (*requests < 1 || *max_tokens < 1)
+    return UsageError(self, "--requests and --max-tokens must be >= 1");
   const std::string prompt = args->GetOr("prompt", "Count from one to twenty:");
 
   std::vector<Level> results;
@@ -73,7 +74,8 @@ int Run(const std::vector<std::string>& argv) {
     std::atomic<int64_t> tokens{0};
     std::mutex mu;
     std::vector<double> ttft;
-    std::fprintf(stderr, "bench-serve: %d requests at concurrency %d...\n", lv.requests, concurrency);
+    std::fprintf(stderr, "bench-serve: %d requests at concurrency %d...\n", lv.requests,
+                 concurrency);
     const auto start = std::chrono::steady_clock::now();
     std::vector<std::thread> workers;
     for (int w = 0; w < concurrency; ++w) {
@@ -84,8 +86,10 @@ int Run(const std::vector<std::string>& argv) {
           return;
         }
         for (int i = next++; i < lv.requests; i = next++) {
-          nlohmann::json req = {{"op", "generate"}, {"prompt", prompt},
-                                {"max_tokens", *max_tokens}, {"temperature", 1.0},
+          nlohmann::json req = {{"op", "generate"},
+                                {"prompt", prompt},
+                                {"max_tokens", *max_tokens},
+                                {"temperature", 1.0},
                                 {"seed", 1000 * w + i}};
           auto done = (*client)->Request(req);
           if (!done.ok() || (*done)["event"] != "done") {
@@ -103,7 +107,8 @@ int Run(const std::vector<std::string>& argv) {
     lv.tokens = tokens;
     lv.failed = failed;
     if (!ttft.empty()) {
-      std::nth_element(ttft.begin(), ttft.begin() + static_cast<std::ptrdiff_t>(ttft.size() / 2), ttft.end());
+      std::nth_element(ttft.begin(), ttft.begin() + static_cast<std::ptrdiff_t>(ttft.size() / 2),
+                       ttft.end());
       lv.ttft_p50_ms = ttft[ttft.size() / 2];
     }
     results.push_back(lv);
@@ -111,9 +116,13 @@ int Run(const std::vector<std::string>& argv) {
   if (args->Has("json")) {
     nlohmann::json out = nlohmann::json::array();
     for (const Level& lv : results) {
-      out.push_back({{"concurrency", lv.concurrency}, {"requests", lv.requests},
-                     {"failed", lv.failed}, {"tokens", lv.tokens}, {"seconds", lv.seconds},
-                     {"tokens_per_second", lv.tokens / lv.seconds}, {"ttft_p50_ms", lv.ttft_p50_ms}});
+      out.push_back({{"concurrency", lv.concurrency},
+                     {"requests", lv.requests},
+                     {"failed", lv.failed},
+                     {"tokens", lv.tokens},
+                     {"seconds", lv.seconds},
+                     {"tokens_per_second", lv.tokens / lv.seconds},
+                     {"ttft_p50_ms", lv.ttft_p50_ms}});
     }
     std::printf("%s\n", out.dump(2).c_str());
   } else {

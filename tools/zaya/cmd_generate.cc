@@ -2,12 +2,11 @@
 // checking a checkpoint and a backend.
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "engine/model/zaya_model.h"
 #include "engine/sampler/sampler.h"
@@ -39,11 +38,11 @@ Result<std::vector<int32_t>> ParseIds(const std::string& text) {
 
 int Generate(const Command& self, const std::vector<std::string>& argv) {
   std::string err;
-  auto args = Args::Parse(argv,
-                          {"model", "prompt", "prompt-ids", "max-tokens", "temperature", "seed",
-                           "top-k", "top-p", "min-p", "backend", "threads", "weights-dtype",
-                           "dump-logits", "plugin-dir"},
-                          {"greedy", "json", "no-stop"}, &err);
+  auto args = Args::Parse(
+      argv,
+      {"model", "prompt", "prompt-ids", "max-tokens", "temperature", "seed", "top-k", "top-p",
+       "min-p", "backend", "threads", "weights-dtype", "dump-logits", "plugin-dir"},
+      {"greedy", "json", "no-stop"}, &err);
   if (!args) return UsageError(self, err);
   if (!args->Has("model")) return UsageError(self, "--model DIR is required");
   if (args->Has("prompt") == args->Has("prompt-ids")) {
@@ -91,8 +90,8 @@ int Generate(const Command& self, const std::vector<std::string>& argv) {
   } catch (const std::exception&) {
     return UsageError(self, "--threads must be a number");
   }
-  auto backend = Backend::Open(args->GetOr("backend", "cpu"), args->GetOr("plugin-dir", ""), 0,
-                               threads);
+  auto backend =
+      Backend::Open(args->GetOr("backend", "cpu"), args->GetOr("plugin-dir", ""), 0, threads);
   if (!backend.ok()) return fail(backend.status());
 
   const int64_t total = static_cast<int64_t>(prompt.size()) + sp.max_tokens;

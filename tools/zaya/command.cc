@@ -72,8 +72,8 @@ std::string Args::GetOr(std::string_view flag, std::string fallback) const {
 }
 
 int UsageError(const Command& c, std::string_view message) {
-  std::fprintf(stderr, "zaya %s: %.*s\nusage: %s\n", c.name.c_str(), static_cast<int>(message.size()),
-               message.data(), c.usage.c_str());
+  std::fprintf(stderr, "zaya %s: %.*s\nusage: %s\n", c.name.c_str(),
+               static_cast<int>(message.size()), message.data(), c.usage.c_str());
   return 2;
 }
 

@@ -25,8 +25,8 @@ struct CommandRegistrar {
   explicit CommandRegistrar(Command c);
 };
 
-// Minimal flag parser: "--name value", "--name=value" and boolean "--flag". Positional arguments are
-// kept in order. Unknown flags are an error naming the flag, so typos never pass silently.
+// Minimal flag parser: "--name value", "--name=value" and boolean "--flag". Positional arguments
+// are kept in order. Unknown flags are an error naming the flag, so typos never pass silently.
 class Args {
  public:
   // `value_flags` take a value; `bool_flags` do not.

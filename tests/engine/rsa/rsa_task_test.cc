@@ -56,7 +56,9 @@ TEST(RsaTaskTest, AggregationPromptsHoldTheTailsTokenExact) {
   auto& rsa = static_cast<RsaTask&>(**task);
   // Three traces; their tails are the last 10 tokens, whatever text they decode to.
   std::vector<std::vector<int32_t>> traces = {
-      {40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52}, {300, 301, 302}, {7, 200, 201, 202, 203, 204, 205, 206, 207, 208, 209}};
+      {40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52},
+      {300, 301, 302},
+      {7, 200, 201, 202, 203, 204, 205, 206, 207, 208, 209}};
   std::vector<Tail> tails;
   for (auto& t : traces) tails.push_back(TakeTail(t, 10));
   EXPECT_EQ(tails[0].tokens, std::vector<int32_t>(traces[0].end() - 10, traces[0].end()));
@@ -98,8 +100,8 @@ TEST(RsaTaskTest, PeakStateStaysWithinTheRequestsBound) {
   const int64_t slot_bytes = 2 * (2 * 96 + 16) * 4;
   // N members of at most worst_seq tokens (+1 block for a copy-on-write each), the round-0 parent,
   // and the reserved state slots.
-  const int64_t bound = (6 * ((worst_seq + 15) / 16 + 1) + (worst_seq + 15) / 16) * block_bytes +
-                        7 * slot_bytes;
+  const int64_t bound =
+      (6 * ((worst_seq + 15) / 16 + 1) + (worst_seq + 15) / 16) * block_bytes + 7 * slot_bytes;
   EXPECT_LE(st["memory"]["state"]["peak_bytes"].get<int64_t>(), bound) << st.dump();
   EXPECT_EQ(st["memory"]["state"]["blocks_used"].get<int>(), 0);
 }
@@ -174,7 +176,8 @@ class ClockJumper : public testing::EventRecorder {
 
  private:
   int round_;
-  std::atomic<std::chrono::steady_clock::duration> offset_{std::chrono::steady_clock::duration::zero()};
+  std::atomic<std::chrono::steady_clock::duration> offset_{
+      std::chrono::steady_clock::duration::zero()};
 };
 
 TEST(RsaTaskTest, DeadlineAnswersFromTheLastCompletePopulation) {

@@ -2,7 +2,6 @@
 // determinism under seeds, admission (over_budget / busy), cancellation freeing memory, prefix
 // sharing of RSA populations, and that forked members decode like independent runs.
 #include "engine/scheduler/engine_core.h"
-#include "tests/engine/scheduler/event_recorder.h"
 
 #include <gtest/gtest.h>
 
@@ -14,6 +13,7 @@
 #include <vector>
 
 #include "engine/engine_factory.h"
+#include "tests/engine/scheduler/event_recorder.h"
 
 namespace zaya {
 namespace {
@@ -104,7 +104,8 @@ TEST(EngineCoreTest, SameSeedSameTokensAlsoWhenBatchedWithOthers) {
   auto alone = rec->Wait("a").back().body["text"].get<std::string>();
   // Now the same request among three others with different seeds, decoded in shared steps.
   for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(engine->Submit(Generate("o" + std::to_string(i), "other prompt", 24, 100 + i), rec).ok());
+    ASSERT_TRUE(
+        engine->Submit(Generate("o" + std::to_string(i), "other prompt", 24, 100 + i), rec).ok());
   }
   ASSERT_TRUE(engine->Submit(Generate("b", "the quick brown fox", 24, 42), rec).ok());
   auto batched = rec->Wait("b").back().body["text"].get<std::string>();
@@ -236,7 +237,8 @@ TEST(EngineCoreTest, ForkedPopulationSharesThePromptAndDecodesLikeIndependentRun
     again.solve.stream_member = m;
     ASSERT_TRUE(engine->Submit(again, rec).ok());
     const std::string member = Deltas(rec->Wait(again.id));
-    EngineRequest ind = Generate("ind" + std::to_string(m), prompt, 8, 5 + static_cast<uint64_t>(m), 1.0);
+    EngineRequest ind =
+        Generate("ind" + std::to_string(m), prompt, 8, 5 + static_cast<uint64_t>(m), 1.0);
     ASSERT_TRUE(engine->Submit(ind, rec).ok());
     EXPECT_EQ(rec->Wait(ind.id).back().body["text"].get<std::string>(), member) << "member " << m;
   }
