@@ -419,6 +419,58 @@ def write_weights(out, specs, produce, shard_bytes):
         f.write("\n")
 
 
+def write_parallel(path, specs, c, seed, jobs):
+    """One safetensors file written by `jobs` processes, each tensor at its final offset.
+
+    The 8B shape is 8.8e9 values: one numpy stream draws ~100M/s, so a sequential write takes
+    minutes; independent per-tensor streams let every core draw (and keep a GPU machine's lease
+    short)."""
+    import multiprocessing
+    import struct
+    header, offset, where = {}, 0, []
+    for name, dtype, shape in specs:
+        n = safetensors_np.DTYPE_SIZE[dtype] * int(np.prod(shape, dtype=np.int64))
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        where.append(offset)
+        offset += n
+    header["__metadata__"] = {"format": "pt"}
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * ((8 - len(blob) % 8) % 8)
+    base = 8 + len(blob)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        f.truncate(base + offset)
+
+    def work(k):
+        name, dtype, shape = specs[k]
+        a = draw(np.random.default_rng([seed, k]), name, shape, c)
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            data = safetensors_np.encode(a, dtype)
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, data[done:], base + where[k] + done)
+        finally:
+            os.close(fd)
+        return k
+
+    global _WORK
+    _WORK = work
+    order = sorted(range(len(specs)), key=lambda k: -int(np.prod(specs[k][2], dtype=np.int64)))
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        for i, _ in enumerate(pool.imap_unordered(_run_work, order), 1):
+            if i % 100 == 0 or i == len(order):
+                print(f"make_tiny_zaya: {i}/{len(order)} tensors", file=sys.stderr)
+
+
+_WORK = None
+
+
+def _run_work(k):
+    return _WORK(k)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
@@ -427,8 +479,14 @@ def main():
     ap.add_argument("--dtype", choices=["bf16", "f32"], default="f32")
     ap.add_argument("--shard-bytes", type=int, default=0,
                     help="split the weights into shards of about this many bytes (0: one file)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="draw and write tensors in this many processes (native layout, one file). "
+                         "Changes the values: tensor k is drawn from default_rng([seed, k]) instead "
+                         "of one stream, so use it for the benchmark shapes, not for fixtures")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    if args.jobs > 1 and (args.layout != "native" or args.shard_bytes):
+        ap.error("--jobs needs --layout native and no --shard-bytes")
 
     c = SHAPES[args.shape]
     os.makedirs(args.out, exist_ok=True)
@@ -450,7 +508,10 @@ def main():
             drawn[0] += 1
         return cache.pop(name)
 
-    if args.layout == "native":
+    if args.jobs > 1:
+        specs = [(n, native_dtype[n], s) for n, s in nspecs]
+        write_parallel(os.path.join(args.out, "model.safetensors"), specs, c, args.seed, args.jobs)
+    elif args.layout == "native":
         specs = [(n, native_dtype[n], s) for n, s in nspecs]
         produce = native_value
     else:
@@ -471,7 +532,8 @@ def main():
             return slicer(parent_cache[n])
 
         specs = parts
-    write_weights(args.out, specs, produce, args.shard_bytes)
+    if args.jobs <= 1:
+        write_weights(args.out, specs, produce, args.shard_bytes)
 
     config = native_config(c) if args.layout == "native" else legacy_config(c)
     config["torch_dtype"] = "bfloat16" if dtype == "BF16" else "float32"

@@ -76,6 +76,29 @@ double ReadBandwidth(int threads, size_t bytes, int reps) {
   return Median(rates);
 }
 
+// Device memory bandwidth of a GPU backend: one ZAYA_OP_COPY of `bytes` between two device buffers,
+// counted as bytes read + bytes written (how STREAM's copy and vendors' figures count), median of
+// `reps` after one warm-up. Execute returns only when the copy has finished, so the host clock is
+// the device's time plus one launch.
+Result<double> DeviceCopyBandwidth(Backend& be, uint64_t bytes, int reps) {
+  ZAYA_ASSIGN_OR_RETURN(auto a, be.Alloc(ZAYA_BUFFER_SCRATCH, bytes));
+  ZAYA_ASSIGN_OR_RETURN(auto b, be.Alloc(ZAYA_BUFFER_SCRATCH, bytes));
+  zaya_op op{};
+  op.type = ZAYA_OP_COPY;
+  const int64_t n = static_cast<int64_t>(bytes);
+  op.src[0] = zaya_tensor{a.get(), 0, ZAYA_DTYPE_F32, 1, {n / 4, 0, 0, 0}};
+  op.dst[0] = zaya_tensor{b.get(), 0, ZAYA_DTYPE_F32, 1, {n / 4, 0, 0, 0}};
+  op.i[0] = n;
+  std::vector<double> rates;
+  for (int r = 0; r < reps + 1; ++r) {
+    const auto t0 = Clock::now();
+    ZAYA_RETURN_IF_ERROR(be.Execute({op}));
+    const double s = Seconds(t0, Clock::now());
+    if (r > 0) rates.push_back(2.0 * static_cast<double>(bytes) / s);
+  }
+  return Median(rates);
+}
+
 // GFLOP/s of one [T,K] x [N,K]^T matmul through the backend (f32 weights: OpenBLAS sgemm panels).
 Result<double> GemmRate(Backend& be, int32_t dtype, int64_t t, int64_t k, int64_t n, int reps) {
   const uint64_t esz = dtype == ZAYA_DTYPE_F32 ? 4 : 2;
@@ -275,13 +298,23 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   };
   auto progress = [](const std::string& m) { std::fprintf(stderr, "zaya bench: %s\n", m.c_str()); };
 
-  progress("measuring read bandwidth (" + std::to_string(bw_mib) + " MiB, " +
-           std::to_string(threads) + " threads)");
-  const double bandwidth = ReadBandwidth(threads, static_cast<size_t>(bw_mib) << 20, 5);
-
-  auto backend = Backend::Open(args->GetOr("backend", "cpu"), args->GetOr("plugin-dir", ""), 0,
-                               threads);
+  const std::string kind = args->GetOr("backend", "cpu");
+  auto backend = Backend::Open(kind, args->GetOr("plugin-dir", ""), 0, threads);
   if (!backend.ok()) return fail(backend.status());
+  // The roofline is the memory the weights live in: host RAM for the CPU backend, the device's
+  // memory for a GPU backend.
+  const bool device_memory = kind != "cpu";
+  double bandwidth = 0;
+  if (device_memory) {
+    progress("measuring device memory bandwidth (copy of " + std::to_string(bw_mib) + " MiB)");
+    auto bw = DeviceCopyBandwidth(**backend, static_cast<uint64_t>(bw_mib) << 20, 5);
+    if (!bw.ok()) return fail(bw.status());
+    bandwidth = *bw;
+  } else {
+    progress("measuring read bandwidth (" + std::to_string(bw_mib) + " MiB, " +
+             std::to_string(threads) + " threads)");
+    bandwidth = ReadBandwidth(threads, static_cast<size_t>(bw_mib) << 20, 5);
+  }
   double gemm_f32 = 0, gemm_bf16 = 0;
   if (!args->Has("skip-gemm")) {
     progress("measuring GEMM rate through the backend (512 x 2048 x 2048)");
@@ -403,6 +436,8 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
     j["model"] = dir;
     j["weights_dtype"] = wdtype;
     j["threads"] = threads;
+    j["backend"] = kind;
+    j["bandwidth_kind"] = device_memory ? "device copy (read + write)" : "host read";
     j["read_bandwidth_gb_s"] = bandwidth / 1e9;
     j["gemm_f32_gflop_s"] = gemm_f32;
     j["gemm_bf16_weights_gflop_s"] = gemm_bf16;
@@ -427,7 +462,8 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   }
   std::printf("model %s, weights %s (%.1f MiB), %d threads\n", dir.c_str(), wdtype.c_str(),
               static_cast<double>((*model)->weight_bytes()) / (1 << 20), threads);
-  std::printf("read bandwidth       %8.2f GB/s\n", bandwidth / 1e9);
+  std::printf("%s %8.2f GB/s\n",
+              device_memory ? "device bandwidth    " : "read bandwidth      ", bandwidth / 1e9);
   if (gemm_f32 > 0) {
     std::printf("GEMM 512x2048x2048   %8.1f GFLOP/s f32 weights, %.1f GFLOP/s bf16 weights\n",
                 gemm_f32, gemm_bf16);
@@ -449,7 +485,7 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
 
 const CommandRegistrar kBench(Command{
     "bench", "measure bandwidth, decode and prefill speed against the roofline",
-    "zaya bench --model DIR [--json] [--threads N] [--weights-dtype bf16|int8|f32] [--backend cpu] "
+    "zaya bench --model DIR [--json] [--threads N] [--weights-dtype bf16|int8|f32] [--backend cpu|hip] [--plugin-dir DIR] "
     "[--batches 1,8,16] [--steps N] [--reps N] [--prefill-tokens N] [--bandwidth-mib N] "
     "[--skip-gemm] | zaya bench --model DIR --compare-int8 TOKENS [--json]",
     [](const std::vector<std::string>& a) { return Bench(Registry().at("bench"), a); }});
