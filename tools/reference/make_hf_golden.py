@@ -69,6 +69,27 @@ def redraw(name, t, gen, hidden):
     return True
 
 
+def capture(model):
+    """Forward hooks that record, per layer, CCA's q/k/v, the attention output, the router's
+    choices and the MoE output (first call only), for locating a disagreement."""
+    rec, handles = {}, []
+
+    def hook(key):
+        def fn(_module, _inputs, output):
+            if key in rec:
+                return
+            outs = output if isinstance(output, tuple) else (output,)
+            rec[key] = [o.detach().float().reshape(-1, o.shape[-1]).tolist()
+                        if torch.is_tensor(o) and o.dim() > 0 else None for o in outs]
+        return fn
+
+    for i, layer in enumerate(model.model.layers):
+        for name, mod in (("qkv", layer.self_attn.qkv_proj), ("attn", layer.self_attn),
+                          ("gate", layer.mlp.gate), ("mlp", layer.mlp)):
+            handles.append(mod.register_forward_hook(hook(f"{i}.{name}")))
+    return rec, handles
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,12 +117,14 @@ def main():
     gen = torch.Generator().manual_seed(args.seed)
     redrawn, kept = [], []
     with torch.no_grad():
+        # Only what the checkpoint stores: non-persistent buffers (RoPE's inv_freq) are derived
+        # from the config and must keep transformers' values.
         seen = set()
-        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        for name, t in model.state_dict(keep_vars=True).items():
             if id(t) in seen or not t.is_floating_point():
                 continue
             seen.add(id(t))
-            (redrawn if redraw(name, t, gen, hidden) else kept).append(name)
+            (redrawn if redraw(name, t.data, gen, hidden) else kept).append(name)
     print(f"redrew {len(redrawn)} tensors, kept {kept}", file=sys.stderr)
 
     ckpt = os.path.join(args.out, "checkpoint")
@@ -110,11 +133,15 @@ def main():
     ids = [2] + [int(x) for x in torch.randint(8, 512, (30,), generator=gen)]
     inp = torch.tensor([ids])
     with torch.no_grad():
+        rec, handles = capture(model)
         full = model(input_ids=inp, use_cache=False).logits[0].float()
+        for h in handles:
+            h.remove()
         out = {"transformers": transformers.__version__, "torch": torch.__version__,
                "seed": args.seed, "input_ids": ids,
                "logits": [[round(float(v), 7) for v in row] for row in full],
-               "argmax": [int(i) for i in full.argmax(-1)]}
+               "argmax": [int(i) for i in full.argmax(-1)], "intermediates": rec,
+               "inv_freq": {n: b.tolist() for n, b in model.named_buffers() if "inv_freq" in n}}
         # Greedy decode with the model's own cache, one token per call.
         o = model(input_ids=inp, use_cache=True)
         cache = o.past_key_values
@@ -133,10 +160,18 @@ def main():
         out["also"] = {}
         for d in args.also:
             try:
-                m = ZayaForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+                m, info = ZayaForCausalLM.from_pretrained(d, dtype=torch.float32,
+                                                          output_loading_info=True)
+                m = m.eval()
+                rec, handles = capture(m)
                 lg = m(input_ids=inp, use_cache=False).logits[0].float()
+                for h in handles:
+                    h.remove()
                 out["also"][os.path.basename(os.path.normpath(d))] = {
-                    "logits": [[round(float(v), 7) for v in row] for row in lg]}
+                    "logits": [[round(float(v), 7) for v in row] for row in lg],
+                    "loading_info": {k: sorted(map(str, v)) for k, v in info.items()},
+                    "intermediates": rec,
+                    "inv_freq": {n: b.tolist() for n, b in m.named_buffers() if "inv_freq" in n}}
             except Exception as e:  # recorded, not fatal: the main golden is still useful
                 out["also"][os.path.basename(os.path.normpath(d))] = {"error": repr(e)}
                 print(f"loading {d}: {e!r}", file=sys.stderr)
