@@ -353,6 +353,11 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
       rope_dims > hd || rope_dims % 2 != 0) {
     Fail("cca: bad head configuration");
   }
+  if (hd > kMaxHeadDim) {
+    throw OpError(ZAYA_STATUS_UNSUPPORTED, "cca: head_dim " + std::to_string(hd) + " above the " +
+                                               std::to_string(kMaxHeadDim) +
+                                               " this backend's kernel supports");
+  }
   const int64_t qd = nh * hd, kd = nkv * hd, c = qd + kd, vh = kd / 2, t = Rows(op.src[0]);
   if (Elements(op.src[0]) != t * qd || Elements(op.src[1]) != t * kd) {
     Fail("cca: q0 must be [T,nh*hd] and k0 [T,nkv*hd]");
@@ -429,8 +434,7 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
               run_slot.size() * sizeof(int32_t));
   a.run_begin = reinterpret_cast<const int32_t*>(dev);
   a.run_slot = reinterpret_cast<const int32_t*>(dev + run_begin.size() * sizeof(int32_t));
-  a.workspace = reinterpret_cast<float*>(
-      Take(b, b->workspace, static_cast<uint64_t>(a.runs * CcaWorkspaceFloats(nh, nkv, hd)) * 4));
+  a.tokens = t;
   LaunchCca(b->stream, a);
 }
 
@@ -671,7 +675,8 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
   *out = nullptr;
   auto b = std::make_unique<zaya_backend>();
   b->tables.pinned = true;
-  if (const char* p = std::getenv("ZAYA_HIP_PROFILE"); p != nullptr && p[0] == '1') b->profile = true;
+  if (const char* p = std::getenv("ZAYA_HIP_PROFILE"); p != nullptr && p[0] == '1')
+    b->profile = true;
   const zaya_status s = Guard(b.get(), [&] {
     if (options != nullptr && options->struct_size >= offsetof(zaya_backend_options, log_user)) {
       b->device = options->device_index;
@@ -718,10 +723,12 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
 void Destroy(zaya_backend* b) {
   if (b == nullptr) return;
   if (b->profile) {
-    static const char* const kNames[16] = {"?",      "embed",  "rmsnorm", "matmul", "mul_add",
-                                           "merge",  "cca",    "attention", "router_select",
-                                           "moe",    "gather", "copy",    "?",      "?",
-                                           "?",      "?"};
+    static const char* const kNames[16] = {"?",      "embed",     "rmsnorm",
+                                           "matmul", "mul_add",   "merge",
+                                           "cca",    "attention", "router_select",
+                                           "moe",    "gather",    "copy",
+                                           "?",      "?",         "?",
+                                           "?"};
     double total = 0;
     for (double v : b->op_seconds) total += v;
     std::fprintf(stderr, "zaya hip profile (%.3f s in ops, each followed by a sync):\n", total);

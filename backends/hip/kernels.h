@@ -75,12 +75,10 @@ struct CcaArgs {
   const int32_t* position;      // [T]
   const int32_t* run_begin;     // [runs + 1] token index where each sequence's run starts
   const int32_t* run_slot;      // [runs] the run's state slot
-  float* workspace;             // [runs, 4*C + nkv*hd/2] scratch
-  int64_t runs, nh, nkv, hd, rope_dims;
+  int64_t tokens, runs, nh, nkv, hd, rope_dims;  // hd <= kMaxHeadDim
   float theta, eps;
 };
-// Workspace floats LaunchCca needs per run.
-int64_t CcaWorkspaceFloats(int64_t nh, int64_t nkv, int64_t hd);
+// Two kernels on `stream`: every (token, head) in parallel, then each run's state update.
 void LaunchCca(hipStream_t stream, const CcaArgs& a);
 
 struct AttentionArgs {

@@ -14,9 +14,17 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / gpu::kWarp;
-constexpr int kMatVecChunk = 8;  // tokens per matvec pass (register accumulators per lane)
-constexpr int kTile = 64;        // tiled matmul: 64 tokens x 64 output rows per block
+constexpr int kMatVecChunk = 16;  // tokens per matvec pass (register accumulators per lane)
+constexpr int kTile = 64;         // tiled matmul: 64 tokens x 64 output rows per block
 constexpr int kTileK = 16;
+
+// 16-byte loads: 8 bf16 weights, 4 floats (one vector load on both GPU targets).
+struct alignas(16) Pack16 {
+  uint32_t v[4];
+};
+struct alignas(16) Float4 {
+  float v[4];
+};
 
 int64_t Blocks(int64_t n, int64_t per) { return (n + per - 1) / per; }
 unsigned GridStrideBlocks(int64_t n) {
@@ -49,6 +57,34 @@ __device__ __forceinline__ float LoadW(const DevWeights& w, int64_t row, int64_t
            w.scales[row * ((k + 31) / 32) + col / 32];
   }
   return static_cast<const float*>(w.data)[at];
+}
+
+// One lane's share of the dot product of weight row `row` ([rows, k]) with x[0..k): lanes take
+// interleaved slices and the caller reduces over the warp. bf16 rows of a multiple of 8 values on
+// 16-byte boundaries go 8 weights (16 bytes) per load, else one element per load.
+__device__ __forceinline__ float LaneRowDot(const DevWeights& w, int64_t row, const float* x,
+                                            int64_t k, int lane) {
+  float acc = 0.f;
+  if (w.dtype == kBF16 && k % 8 == 0 && (reinterpret_cast<uintptr_t>(w.data) & 15) == 0 &&
+      (reinterpret_cast<uintptr_t>(x) & 15) == 0) {
+    const auto* wrow = reinterpret_cast<const Pack16*>(static_cast<const uint16_t*>(w.data) + row * k);
+    const auto* xv = reinterpret_cast<const Float4*>(x);
+    for (int64_t c8 = lane; c8 < k / 8; c8 += gpu::kWarp) {
+      const Pack16 pk = wrow[c8];
+      const Float4 x0 = xv[2 * c8], x1 = xv[2 * c8 + 1];
+      acc += gpu::BitsToFloat(pk.v[0] << 16) * x0.v[0] +
+             gpu::BitsToFloat(pk.v[0] & 0xffff0000u) * x0.v[1] +
+             gpu::BitsToFloat(pk.v[1] << 16) * x0.v[2] +
+             gpu::BitsToFloat(pk.v[1] & 0xffff0000u) * x0.v[3] +
+             gpu::BitsToFloat(pk.v[2] << 16) * x1.v[0] +
+             gpu::BitsToFloat(pk.v[2] & 0xffff0000u) * x1.v[1] +
+             gpu::BitsToFloat(pk.v[3] << 16) * x1.v[2] +
+             gpu::BitsToFloat(pk.v[3] & 0xffff0000u) * x1.v[3];
+    }
+    return acc;
+  }
+  for (int64_t c = lane; c < k; c += gpu::kWarp) acc += LoadW(w, row, c, k) * x[c];
+  return acc;
 }
 
 __device__ __forceinline__ float Activate(float v, int act) {
@@ -142,7 +178,31 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / gpu::kWarp;
   float acc[kMatVecChunk];
   for (int j = 0; j < kMatVecChunk; ++j) acc[j] = 0.f;
-  if (row < n) {
+  // bf16 rows of a multiple of 8 values on 16-byte boundaries: each lane loads 8 weights (16
+  // bytes) at a time, so a warp moves 512 contiguous bytes per load instead of 64.
+  const bool wide = w.dtype == kBF16 && k % 8 == 0 &&
+                    (reinterpret_cast<uintptr_t>(w.data) & 15) == 0 &&
+                    (reinterpret_cast<uintptr_t>(x) & 15) == 0;
+  if (row < n && wide) {
+    const auto* wrow =
+        reinterpret_cast<const Pack16*>(static_cast<const uint16_t*>(w.data) + row * k);
+    for (int64_t c8 = lane; c8 < k / 8; c8 += gpu::kWarp) {
+      const Pack16 pk = wrow[c8];
+      float wv[8];
+      for (int e = 0; e < 4; ++e) {
+        wv[2 * e] = gpu::BitsToFloat(pk.v[e] << 16);
+        wv[2 * e + 1] = gpu::BitsToFloat(pk.v[e] & 0xffff0000u);
+      }
+      for (int j = 0; j < kMatVecChunk; ++j) {
+        if (j < nt) {
+          const auto* xv = reinterpret_cast<const Float4*>(x + (t0 + j) * k + c8 * 8);
+          const Float4 x0 = xv[0], x1 = xv[1];
+          acc[j] += wv[0] * x0.v[0] + wv[1] * x0.v[1] + wv[2] * x0.v[2] + wv[3] * x0.v[3] +
+                    wv[4] * x1.v[0] + wv[5] * x1.v[1] + wv[6] * x1.v[2] + wv[7] * x1.v[3];
+        }
+      }
+    }
+  } else if (row < n) {
     for (int64_t c = lane; c < k; c += gpu::kWarp) {
       const float wv = LoadW(w, row, c, k);
       for (int j = 0; j < kMatVecChunk; ++j) {
@@ -203,122 +263,131 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- CCA ----
 
-__device__ __forceinline__ int64_t CcaPerRun(int64_t nh, int64_t nkv, int64_t hd) {
-  const int64_t c = (nh + nkv) * hd;
-  return 6 * c + nkv * hd / 2 + nh + nkv;
+// The run (sequence) a token belongs to: run_begin is ascending, run_begin[runs] == T.
+__device__ __forceinline__ int64_t RunOf(const CcaArgs& a, int64_t i) {
+  int64_t lo = 0, hi = a.runs - 1;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (a.run_begin[mid] <= i) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
 }
 
-// One block per sequence run, sequential over the run's tokens (the conv state carries from one
-// token to the next). Workspace per run: s_{t-2}, s_{t-1}, s_t, d_{t-1}, d_t, g (C each), the
-// previous vdel (nkv*hd/2) and one L2 factor per head.
-__global__ void __launch_bounds__(kThreads) CcaKernel(CcaArgs a) {
-  const int64_t nh = a.nh, nkv = a.nkv, hd = a.hd;
-  const int64_t qd = nh * hd, kd = nkv * hd, c = qd + kd, vh = kd / 2, heads = nh + nkv;
-  const int64_t q_per_kv = nh / nkv, half = a.rope_dims / 2;
-  const int64_t r = blockIdx.x;
-  const int tid = static_cast<int>(threadIdx.x);
-  float* ws = a.workspace + r * CcaPerRun(nh, nkv, hd);
-  float* prev2 = ws;
-  float* prev1 = ws + c;
-  float* cur = ws + 2 * c;
-  float* d_prev = ws + 3 * c;
-  float* d_cur = ws + 4 * c;
-  float* g = ws + 5 * c;
-  float* v_last = ws + 6 * c;
-  float* fac = v_last + vh;
-  const int64_t slot = a.run_slot[r];
-  float* cs = a.conv_state + slot * 2 * c;
-  float* vs = a.v_state + slot * vh;
-  const float sqrt_hd = sqrtf(static_cast<float>(hd));
-
-  for (int64_t ch = tid; ch < c; ch += kThreads) {
-    prev2[ch] = cs[ch];
-    prev1[ch] = cs[c + ch];
+// Raw conv input s = [q0 | k0] of channel ch for the token `back` steps before token i of run r:
+// from this step's tokens when the run has them, else from the slot's conv state [s_{-2}, s_{-1}].
+__device__ __forceinline__ float CcaInput(const CcaArgs& a, int64_t r, int64_t i, int64_t back,
+                                          int64_t ch, int64_t qd, int64_t kd, int64_t c) {
+  const int64_t p = i - a.run_begin[r] - back;  // index within the run; < 0: before this step
+  if (p >= 0) {
+    const int64_t t = a.run_begin[r] + p;
+    return ch < qd ? a.q0[t * qd + ch] : a.k0[t * kd + ch - qd];
   }
-  for (int64_t j = tid; j < vh; j += kThreads) v_last[j] = vs[j];
+  return a.conv_state[static_cast<int64_t>(a.run_slot[r]) * 2 * c + (2 + p) * c + ch];
+}
+
+// One block per (token, head): every token's conv input is known before the step starts (the
+// state is raw inputs, not outputs), so tokens run in parallel; only the state update
+// (CcaStateKernel, launched after) is ordered. The grouped conv is one warp per output row with
+// lanes over the row's 2*hd contiguous weights (coalesced).
+__global__ void __launch_bounds__(kThreads) CcaTokenKernel(CcaArgs a) {
+  const int64_t nh = a.nh, nkv = a.nkv, hd = a.hd;
+  const int64_t qd = nh * hd, kd = nkv * hd, c = qd + kd, vh = kd / 2;
+  const int64_t q_per_kv = nh / nkv, half = a.rope_dims / 2;
+  const int64_t i = blockIdx.x, hh = blockIdx.y, base = hh * hd;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid % gpu::kWarp, warp = tid / gpu::kWarp;
+  __shared__ float d_prev[kMaxHeadDim], d_cur[kMaxHeadDim], val[kMaxHeadDim];
+  __shared__ float red[kThreads];
+  const int64_t r = RunOf(a, i);
+  for (int64_t j = tid; j < hd; j += kThreads) {
+    const int64_t ch = base + j;
+    const float s2 = CcaInput(a, r, i, 2, ch, qd, kd, c), s1 = CcaInput(a, r, i, 1, ch, qd, kd, c),
+                s0 = CcaInput(a, r, i, 0, ch, qd, kd, c);
+    const float w0 = LoadVec(a.dw, ch * 2, 0.f), w1 = LoadVec(a.dw, ch * 2 + 1, 0.f);
+    const float b = LoadVec(a.db, ch, 0.f);
+    d_prev[j] = w0 * s2 + w1 * s1 + b;
+    d_cur[j] = w0 * s1 + w1 * s0 + b;
+  }
   __syncthreads();
-  for (int64_t i = a.run_begin[r]; i < a.run_begin[r + 1]; ++i) {
-    for (int64_t ch = tid; ch < c; ch += kThreads) {
-      cur[ch] = ch < qd ? a.q0[i * qd + ch] : a.k0[i * kd + ch - qd];
+  for (int64_t o = warp; o < hd; o += kWarps) {
+    const int64_t row = (base + o) * hd * 2;
+    float acc = 0.f;
+    for (int64_t e = lane; e < 2 * hd; e += gpu::kWarp) {
+      acc += LoadVec(a.gw, row + e, 0.f) * ((e & 1) ? d_cur[e / 2] : d_prev[e / 2]);
     }
-    __syncthreads();
-    // Depthwise k=2 over the zero-padded stream: d_{t-1} needs s_{t-2}, s_{t-1}.
-    for (int64_t ch = tid; ch < c; ch += kThreads) {
-      const float w0 = LoadVec(a.dw, ch * 2, 0.f), w1 = LoadVec(a.dw, ch * 2 + 1, 0.f);
-      const float b = LoadVec(a.db, ch, 0.f);
-      d_prev[ch] = w0 * prev2[ch] + w1 * prev1[ch] + b;
-      d_cur[ch] = w0 * prev1[ch] + w1 * cur[ch] + b;
-    }
-    __syncthreads();
-    for (int64_t o = tid; o < c; o += kThreads) {
-      const int64_t base = (o / hd) * hd;
-      float acc = LoadVec(a.gb, o, 0.f);
-      for (int64_t j = 0; j < hd; ++j) {
-        acc += LoadVec(a.gw, (o * hd + j) * 2, 0.f) * d_prev[base + j] +
-               LoadVec(a.gw, (o * hd + j) * 2 + 1, 0.f) * d_cur[base + j];
-      }
-      g[o] = acc;
-    }
-    __syncthreads();
-    float* q = a.q + i * qd;
-    float* k = a.k + i * kd;
-    for (int64_t idx = tid; idx < qd; idx += kThreads) {
-      const int64_t kvh = (idx / hd) / q_per_kv, j = idx % hd;
-      q[idx] = g[idx] + 0.5f * (cur[idx] + cur[qd + kvh * hd + j]);
-    }
-    for (int64_t idx = tid; idx < kd; idx += kThreads) {
-      const int64_t hk = idx / hd, j = idx % hd;
+    acc = gpu::WarpSumXor(acc);
+    if (lane == 0) val[o] = acc + LoadVec(a.gb, base + o, 0.f);
+  }
+  __syncthreads();
+  // Pre-conv residuals of this token's raw projections.
+  float ss = 0.f;
+  for (int64_t j = tid; j < hd; j += kThreads) {
+    float res;
+    if (hh < nh) {
+      const int64_t kvh = hh / q_per_kv;
+      res = 0.5f * (a.q0[i * qd + hh * hd + j] + a.k0[i * kd + kvh * hd + j]);
+    } else {
+      const int64_t hk = hh - nh;
       float mean_q = 0.f;
-      for (int64_t m = 0; m < q_per_kv; ++m) mean_q += cur[(hk * q_per_kv + m) * hd + j];
+      for (int64_t m = 0; m < q_per_kv; ++m) mean_q += a.q0[i * qd + (hk * q_per_kv + m) * hd + j];
       mean_q /= static_cast<float>(q_per_kv);
-      k[idx] = g[qd + idx] + 0.5f * (mean_q + cur[qd + idx]);
+      res = 0.5f * (mean_q + a.k0[i * kd + hk * hd + j]);
     }
-    __syncthreads();
-    // L2 norm per head, summed in double in channel order like the CPU reference.
-    for (int64_t hh = tid; hh < heads; hh += kThreads) {
-      const float* row = hh < nh ? q + hh * hd : k + (hh - nh) * hd;
-      double ss = 0.0;
-      for (int64_t j = 0; j < hd; ++j) ss += static_cast<double>(row[j]) * row[j];
-      const float norm = fmaxf(static_cast<float>(sqrt(ss)), a.eps);
-      const float target = hh < nh ? sqrt_hd : sqrt_hd * LoadVec(a.temp, hh - nh, 1.f);
-      fac[hh] = target / norm;
-    }
-    __syncthreads();
-    const int32_t pos = a.position[i];
-    for (int64_t idx = tid; idx < heads * hd; idx += kThreads) {
-      const int64_t hh = idx / hd, j = idx % hd;
-      float* row = hh < nh ? q + hh * hd : k + (hh - nh) * hd;
-      const float f = fac[hh];
-      if (j < half) {
-        const double inv_freq =
-            pow(static_cast<double>(a.theta), -2.0 * static_cast<double>(j) / a.rope_dims);
-        const double angle = static_cast<double>(pos) * inv_freq;
-        const float cs_ = static_cast<float>(cos(angle)), sn = static_cast<float>(sin(angle));
-        const float x0 = row[j] * f, x1 = row[j + half] * f;
-        row[j] = x0 * cs_ - x1 * sn;
-        row[j + half] = x1 * cs_ + x0 * sn;
-      } else if (j >= a.rope_dims) {
-        row[j] *= f;
-      }  // half <= j < rope_dims: rotated by the thread that owns j - half
-    }
+    val[j] += res;
+    ss += val[j] * val[j];
+  }
+  ss = BlockSum(ss, red);
+  const float norm = fmaxf(sqrtf(ss), a.eps);
+  const float f =
+      (hh < nh ? 1.f : LoadVec(a.temp, hh - nh, 1.f)) * sqrtf(static_cast<float>(hd)) / norm;
+  float* out = hh < nh ? a.q + i * qd + hh * hd : a.k + i * kd + (hh - nh) * hd;
+  const int32_t pos = a.position[i];
+  for (int64_t j = tid; j < hd; j += kThreads) {
+    if (j < half) {
+      const double inv_freq =
+          pow(static_cast<double>(a.theta), -2.0 * static_cast<double>(j) / a.rope_dims);
+      const double angle = static_cast<double>(pos) * inv_freq;
+      const float cs_ = static_cast<float>(cos(angle)), sn = static_cast<float>(sin(angle));
+      const float x0 = val[j] * f, x1 = val[j + half] * f;
+      out[j] = x0 * cs_ - x1 * sn;
+      out[j + half] = x1 * cs_ + x0 * sn;
+    } else if (j >= a.rope_dims) {
+      out[j] = val[j] * f;
+    }  // half <= j < rope_dims: written by the thread that owns j - half
+  }
+  if (hh == 0) {
+    // Values: [vcur_t | vdel_{t-1}], the previous token's from the run or the slot's state.
     float* v = a.v + i * kd;
+    const bool first = i == a.run_begin[r];
     for (int64_t j = tid; j < vh; j += kThreads) {
       v[j] = a.vcur[i * vh + j];
-      v[vh + j] = v_last[j];
+      v[vh + j] = first ? a.v_state[static_cast<int64_t>(a.run_slot[r]) * vh + j]
+                        : a.vdel[(i - 1) * vh + j];
     }
-    __syncthreads();
-    for (int64_t j = tid; j < vh; j += kThreads) v_last[j] = a.vdel[i * vh + j];
-    float* oldest = prev2;
-    prev2 = prev1;
-    prev1 = cur;
-    cur = oldest;
-    __syncthreads();
   }
-  for (int64_t ch = tid; ch < c; ch += kThreads) {
-    cs[ch] = prev2[ch];
-    cs[c + ch] = prev1[ch];
+}
+
+// After every token of the step has read the old state: each run's slot keeps its last two raw
+// inputs (the older one from the old state when the run has a single token) and its last vdel.
+__global__ void __launch_bounds__(kThreads) CcaStateKernel(CcaArgs a) {
+  const int64_t qd = a.nh * a.hd, kd = a.nkv * a.hd, c = qd + kd, vh = kd / 2;
+  const int64_t r = blockIdx.x;
+  const int64_t begin = a.run_begin[r], last = a.run_begin[r + 1] - 1;
+  if (last < begin) return;  // empty run: uniform across the block, no barrier follows
+  float* cs = a.conv_state + static_cast<int64_t>(a.run_slot[r]) * 2 * c;
+  for (int64_t ch = threadIdx.x; ch < c; ch += kThreads) {
+    const float older =
+        last > begin ? (ch < qd ? a.q0[(last - 1) * qd + ch] : a.k0[(last - 1) * kd + ch - qd])
+                     : cs[c + ch];
+    cs[ch] = older;
+    cs[c + ch] = ch < qd ? a.q0[last * qd + ch] : a.k0[last * kd + ch - qd];
   }
-  for (int64_t j = tid; j < vh; j += kThreads) vs[j] = v_last[j];
+  float* vs = a.v_state + static_cast<int64_t>(a.run_slot[r]) * vh;
+  for (int64_t j = threadIdx.x; j < vh; j += kThreads) vs[j] = a.vdel[last * vh + j];
 }
 
 // ---- attention ----
@@ -430,11 +499,7 @@ __global__ void __launch_bounds__(kThreads) MoeGateUpKernel(MoeArgs a) {
   const bool active = in_range && e < a.e && row < rows;
   if (!in_range && threadIdx.x == 0 && blockIdx.y == 0) *a.error_flag = a.error_code;
   float acc = 0.f;
-  if (active) {
-    for (int64_t c = lane; c < a.h; c += gpu::kWarp) {
-      acc += LoadW(a.gate_up, e * rows + row, c, a.h) * a.x[i * a.h + c];
-    }
-  }
+  if (active) acc = LaneRowDot(a.gate_up, e * rows + row, a.x + i * a.h, a.h, lane);
   acc = gpu::WarpSumXor(acc);
   if (lane == 0 && row < rows) a.hidden[i * rows + row] = active ? acc : 0.f;
 }
@@ -460,11 +525,7 @@ __global__ void __launch_bounds__(kThreads) MoeDownKernel(MoeArgs a) {
   const bool active = e >= 0 && e < a.e && row < a.h;
   const float* hid = a.hidden + i * 2 * a.inter;
   float acc = 0.f;
-  if (active) {
-    for (int64_t c = lane; c < a.inter; c += gpu::kWarp) {
-      acc += LoadW(a.down, e * a.h + row, c, a.inter) * hid[c];
-    }
-  }
+  if (active) acc = LaneRowDot(a.down, e * a.h + row, hid, a.inter, lane);
   acc = gpu::WarpSumXor(acc);
   if (lane == 0 && row < a.h) a.out[i * a.h + row] = active ? a.weight[i] * acc : 0.f;
 }
@@ -477,11 +538,6 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 }  // namespace
-
-int64_t CcaWorkspaceFloats(int64_t nh, int64_t nkv, int64_t hd) {
-  const int64_t c = (nh + nkv) * hd;
-  return 6 * c + nkv * hd / 2 + nh + nkv;
-}
 
 void LaunchEmbed(hipStream_t stream, const int32_t* ids, int64_t t, DevWeights table, int64_t h,
                  DevVec bias, DevVec scale, float* out) {
@@ -522,7 +578,11 @@ void LaunchMerge(hipStream_t stream, const float* x, DevVec bh, DevVec sh, DevVe
 }
 
 void LaunchCca(hipStream_t stream, const CcaArgs& a) {
-  ZAYA_LAUNCH(CcaKernel, dim3(static_cast<unsigned>(a.runs)), dim3(kThreads), stream, a);
+  const int64_t tokens = a.tokens;
+  ZAYA_LAUNCH(CcaTokenKernel,
+              dim3(static_cast<unsigned>(tokens), static_cast<unsigned>(a.nh + a.nkv)),
+              dim3(kThreads), stream, a);
+  ZAYA_LAUNCH(CcaStateKernel, dim3(static_cast<unsigned>(a.runs)), dim3(kThreads), stream, a);
 }
 
 void LaunchAttention(hipStream_t stream, const AttentionArgs& a) {

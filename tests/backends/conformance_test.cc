@@ -44,11 +44,11 @@ float FromBf16(uint16_t v) {
 // A weight matrix [rows, cols] in one dtype plus its exact f32 values for the reference.
 struct HostWeights {
   int32_t dtype = ZAYA_DTYPE_F32;
-  std::vector<float> f32;       // dtype f32
-  std::vector<uint16_t> bf16;   // dtype bf16
-  std::vector<int8_t> i8;       // dtype i8
-  std::vector<float> scales;    // i8: [rows, ceil(cols/32)]
-  std::vector<double> value;    // exact values, [rows, cols]
+  std::vector<float> f32;      // dtype f32
+  std::vector<uint16_t> bf16;  // dtype bf16
+  std::vector<int8_t> i8;      // dtype i8
+  std::vector<float> scales;   // i8: [rows, ceil(cols/32)]
+  std::vector<double> value;   // exact values, [rows, cols]
 };
 
 class Rng {
@@ -81,8 +81,8 @@ class Rng {
       for (int64_t r = 0; r < rows; ++r) {
         for (int64_t c = 0; c < cols; ++c) {
           w.i8.push_back(static_cast<int8_t>(Int(-127, 127)));
-          w.value[r * cols + c] = static_cast<double>(
-              static_cast<float>(w.i8.back()) * w.scales[r * blocks + c / 32]);
+          w.value[r * cols + c] =
+              static_cast<double>(static_cast<float>(w.i8.back()) * w.scales[r * blocks + c / 32]);
         }
       }
     }
@@ -130,7 +130,8 @@ class Device {
   // Weights and (i8) scales.
   std::pair<zaya_tensor, zaya_tensor> Weights(const HostWeights& w, std::vector<int64_t> shape) {
     zaya_tensor scales{};
-    if (w.dtype == ZAYA_DTYPE_F32) return {Upload(w.f32, w.dtype, shape, ZAYA_BUFFER_WEIGHTS), scales};
+    if (w.dtype == ZAYA_DTYPE_F32)
+      return {Upload(w.f32, w.dtype, shape, ZAYA_BUFFER_WEIGHTS), scales};
     if (w.dtype == ZAYA_DTYPE_BF16) {
       return {Upload(w.bf16, w.dtype, shape, ZAYA_BUFFER_WEIGHTS), scales};
     }
@@ -238,8 +239,8 @@ TEST_P(Conformance, MatMulAllShapeClasses) {
               mag[i * n + r] = m;  // the activations are 1-Lipschitz (gelu ~1.13)
             }
           }
-          const std::string what = "matmul dtype " + std::to_string(dtype) + " T=" +
-                                   std::to_string(t) + " K=" + std::to_string(k) +
+          const std::string what = "matmul dtype " + std::to_string(dtype) +
+                                   " T=" + std::to_string(t) + " K=" + std::to_string(k) +
                                    " N=" + std::to_string(n) + " act " + std::to_string(act);
           ExpectClose(dev_->Read<float>(op.dst[0]), ref, mag, what, 1.2 * kRel);
           if (HasFailure()) return;
@@ -343,7 +344,8 @@ TEST_P(Conformance, RmsNormMulAddMerge) {
       ma.dst[0] = ma.src[0];  // may alias
       ASSERT_TRUE(dev_->Run(ma).ok());
       std::vector<double> ref;
-      for (int64_t i = 0; i < t * n; ++i) ref.push_back(x[i] + static_cast<double>(b[i]) * s[i % n]);
+      for (int64_t i = 0; i < t * n; ++i)
+        ref.push_back(x[i] + static_cast<double>(b[i]) * s[i % n]);
       ExpectClose(dev_->Read<float>(ma.dst[0]), ref, {}, "mul_add", 1e-6);
       // merge: h = (x + bh) * sh + (h + br) * sr
       std::vector<float> h = rng.Normals(t * n), bh = rng.Normals(n), sh = rng.Normals(n),
@@ -437,55 +439,59 @@ TEST_P(Conformance, UnknownOpIsUnsupported) {
 TEST_P(Conformance, MoeAllWeightTypes) {
   Rng rng(16);
   for (int32_t dtype : kWeightTypes) {
-    for (int64_t t : {1, 5, 17, 70}) {
-      const int64_t e = 5, h = 40, inter = 23;
-      HostWeights gu = rng.Weights(dtype, e * 2 * inter, h);
-      HostWeights dn = rng.Weights(dtype, e * h, inter);
-      std::vector<float> x = rng.Normals(t * h), weight;
-      std::vector<int32_t> expert;
-      for (int64_t i = 0; i < t; ++i) {
-        expert.push_back(i % 7 == 3 ? static_cast<int32_t>(e) : rng.Int(0, 2));  // 3, 4 unused
-        weight.push_back(rng.Uniform(0.1f, 1.f));
-      }
-      zaya_op op = Op(ZAYA_OP_MOE);
-      op.src[0] = dev_->F32(x, {t, h});
-      std::tie(op.src[1], op.src[5]) = dev_->Weights(gu, {e, 2 * inter, h});
-      std::tie(op.src[2], op.src[6]) = dev_->Weights(dn, {e, h, inter});
-      op.src[3] = dev_->I32(expert, {t});
-      op.src[4] = dev_->F32(weight, {t});
-      op.dst[0] = dev_->F32(rng.Normals(t * h), {t, h});  // fully overwritten
-      op.i[0] = e;
-      ASSERT_TRUE(dev_->Run(op).ok()) << "dtype " << dtype;
-      std::vector<double> ref(static_cast<size_t>(t * h), 0.0), mag(ref.size(), 0.0);
-      for (int64_t i = 0; i < t; ++i) {
-        const int64_t ex = expert[i];
-        if (ex == e) continue;
-        std::vector<double> act(static_cast<size_t>(inter)), act_mag(act.size());
-        for (int64_t j = 0; j < inter; ++j) {
-          double g = 0, u = 0, gm = 0, um = 0;
-          for (int64_t c = 0; c < h; ++c) {
-            const double xv = x[i * h + c];
-            g += xv * gu.value[(ex * 2 * inter + j) * h + c];
-            u += xv * gu.value[(ex * 2 * inter + inter + j) * h + c];
-            gm += std::fabs(xv * gu.value[(ex * 2 * inter + j) * h + c]);
-            um += std::fabs(xv * gu.value[(ex * 2 * inter + inter + j) * h + c]);
-          }
-          const double sg = g / (1.0 + std::exp(-g));
-          act[j] = sg * u;
-          act_mag[j] = (std::fabs(sg) + gm) * (std::fabs(u) + um);
+    for (int64_t t : {1, 5, 7, 17, 70}) {
+      for (const int64_t h : {40, 36}) {
+        const int64_t e = 5, inter = 24;
+        HostWeights gu = rng.Weights(dtype, e * 2 * inter, h);
+        HostWeights dn = rng.Weights(dtype, e * h, inter);
+        std::vector<float> x = rng.Normals(t * h), weight;
+        std::vector<int32_t> expert;
+        for (int64_t i = 0; i < t; ++i) {
+          expert.push_back(i % 7 == 3 ? static_cast<int32_t>(e) : rng.Int(0, 2));  // 3, 4 unused
+          weight.push_back(rng.Uniform(0.1f, 1.f));
         }
-        for (int64_t c = 0; c < h; ++c) {
-          double y = 0, m = 0;
+        zaya_op op = Op(ZAYA_OP_MOE);
+        op.src[0] = dev_->F32(x, {t, h});
+        std::tie(op.src[1], op.src[5]) = dev_->Weights(gu, {e, 2 * inter, h});
+        std::tie(op.src[2], op.src[6]) = dev_->Weights(dn, {e, h, inter});
+        op.src[3] = dev_->I32(expert, {t});
+        op.src[4] = dev_->F32(weight, {t});
+        op.dst[0] = dev_->F32(rng.Normals(t * h), {t, h});  // fully overwritten
+        op.i[0] = e;
+        ASSERT_TRUE(dev_->Run(op).ok()) << "dtype " << dtype;
+        std::vector<double> ref(static_cast<size_t>(t * h), 0.0), mag(ref.size(), 0.0);
+        for (int64_t i = 0; i < t; ++i) {
+          const int64_t ex = expert[i];
+          if (ex == e) continue;
+          std::vector<double> act(static_cast<size_t>(inter)), act_mag(act.size());
           for (int64_t j = 0; j < inter; ++j) {
-            y += act[j] * dn.value[(ex * h + c) * inter + j];
-            m += act_mag[j] * std::fabs(dn.value[(ex * h + c) * inter + j]);
+            double g = 0, u = 0, gm = 0, um = 0;
+            for (int64_t c = 0; c < h; ++c) {
+              const double xv = x[i * h + c];
+              g += xv * gu.value[(ex * 2 * inter + j) * h + c];
+              u += xv * gu.value[(ex * 2 * inter + inter + j) * h + c];
+              gm += std::fabs(xv * gu.value[(ex * 2 * inter + j) * h + c]);
+              um += std::fabs(xv * gu.value[(ex * 2 * inter + inter + j) * h + c]);
+            }
+            const double sg = g / (1.0 + std::exp(-g));
+            act[j] = sg * u;
+            act_mag[j] = (std::fabs(sg) + gm) * (std::fabs(u) + um);
           }
-          ref[i * h + c] = weight[i] * y;
-          mag[i * h + c] = weight[i] * m;
+          for (int64_t c = 0; c < h; ++c) {
+            double y = 0, m = 0;
+            for (int64_t j = 0; j < inter; ++j) {
+              y += act[j] * dn.value[(ex * h + c) * inter + j];
+              m += act_mag[j] * std::fabs(dn.value[(ex * h + c) * inter + j]);
+            }
+            ref[i * h + c] = weight[i] * y;
+            mag[i * h + c] = weight[i] * m;
+          }
         }
+        ExpectClose(dev_->Read<float>(op.dst[0]), ref, mag,
+                    "moe dtype " + std::to_string(dtype) + " T=" + std::to_string(t) +
+                        " H=" + std::to_string(h),
+                    4 * kRel);
       }
-      ExpectClose(dev_->Read<float>(op.dst[0]), ref, mag,
-                  "moe dtype " + std::to_string(dtype) + " T=" + std::to_string(t), 4 * kRel);
     }
   }
 }
@@ -638,8 +644,10 @@ TEST_P(Conformance, CcaStatefulSeveralSequences) {
       rv.insert(rv.end(), v.begin(), v.end());
     }
     // q and k are unit-scale vectors times sqrt(hd): an absolute bound of a few ulps of that.
-    ExpectClose(dev_->Read<float>(op.dst[0]), rq, std::vector<double>(rq.size(), 20.0), "cca q", 1e-5);
-    ExpectClose(dev_->Read<float>(op.dst[1]), rk, std::vector<double>(rk.size(), 30.0), "cca k", 1e-5);
+    ExpectClose(dev_->Read<float>(op.dst[0]), rq, std::vector<double>(rq.size(), 20.0), "cca q",
+                1e-5);
+    ExpectClose(dev_->Read<float>(op.dst[1]), rk, std::vector<double>(rk.size(), 30.0), "cca k",
+                1e-5);
     ExpectClose(dev_->Read<float>(op.dst[2]), rv, {}, "cca v", 0);
   }
   // The backend's conv state equals the reference's for a slot that ran.
@@ -665,7 +673,8 @@ TEST_P(Conformance, PagedAttention) {
     std::vector<std::vector<std::vector<double>>> kh(2), vh(2);  // [seq][pos][row]
     auto rounded = [&](float f) { return kv_dtype == ZAYA_DTYPE_F32 ? f : FromBf16(ToBf16(f)); };
     // Step 1: seq 0 prompt of 9 tokens, seq 1 prompt of 3. Step 2: seq 1 gets 6 more, seq 0 one.
-    const std::vector<std::vector<std::pair<int, int>>> steps = {{{0, 9}, {1, 3}}, {{1, 6}, {0, 1}}};
+    const std::vector<std::vector<std::pair<int, int>>> steps = {{{0, 9}, {1, 3}},
+                                                                 {{1, 6}, {0, 1}}};
     for (const auto& step : steps) {
       std::vector<int32_t> seq_of_token, position, table;
       for (size_t s = 0; s < step.size(); ++s) {
@@ -714,7 +723,8 @@ TEST_P(Conformance, PagedAttention) {
           std::vector<double> p;
           for (int32_t pp = 0; pp <= position[i]; ++pp) {
             double dot = 0;
-            for (int64_t j = 0; j < hd; ++j) dot += q[(i * nh + h) * hd + j] * kh[seq][pp][kvh * hd + j];
+            for (int64_t j = 0; j < hd; ++j)
+              dot += q[(i * nh + h) * hd + j] * kh[seq][pp][kvh * hd + j];
             p.push_back(dot * op.f[0]);
           }
           const double mx = *std::max_element(p.begin(), p.end());
@@ -727,7 +737,8 @@ TEST_P(Conformance, PagedAttention) {
               m += p[pp] / sum * std::fabs(vh[seq][pp][kvh * hd + j]);
             }
             ref.push_back(o);
-            mag.push_back(m + 1.0);  // softmax weights carry a relative error of a few ulps x |score|
+            mag.push_back(m +
+                          1.0);  // softmax weights carry a relative error of a few ulps x |score|
           }
         }
       }
