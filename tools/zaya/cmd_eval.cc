@@ -7,10 +7,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
-#include <cstdlib>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <map>
 #include <optional>
@@ -39,13 +39,15 @@ const CommandRegistrar kRegistrar({
         "[--concurrency K] [--temperature X] [--top-p P] [--max-tokens N] [--population N] "
         "[--subset C] [--rounds T] [--tail TOKENS] [--budget TOKENS] [--sample-seed S] "
         "[--deadline-ms MS] [--endpoint ENDPOINT] [--json] [--details]\n"
-        "  Problems: x <- (x*a+b) mod 100 repeated n times (the zaya-tiny-reasoner task); problem i\n"
+        "  Problems: x <- (x*a+b) mod 100 repeated n times (the zaya-tiny-reasoner task); problem "
+        "i\n"
         "  of --seed S is fixed (defaults: 100 problems, seed 0, n 2..3).\n"
         "  Modes: single = one `generate` trace with the chat template, cut at --max-tokens\n"
         "  (default: --budget if given, else 256); parallel = `solve` N traces + majority vote;\n"
         "  rsa = `solve` Markovian RSA. --population/--budget apply to parallel and rsa,\n"
         "  --subset/--rounds/--tail to rsa; unset ones take the daemon's [rsa] defaults.\n"
-        "  Sampling: temperature 0.8 unless --temperature; problem i is sampled with a seed derived\n"
+        "  Sampling: temperature 0.8 unless --temperature; problem i is sampled with a seed "
+        "derived\n"
         "  from (--sample-seed, i), the same in every mode.\n"
         "  --concurrency requests in flight (default 4, at most the daemon's\n"
         "  max_requests_per_client); --details adds per-problem records to --json.",
@@ -291,9 +293,9 @@ class Progress {
     if (!final && !tty_ && now - last_ < std::chrono::seconds(5)) return;
     if (!final && tty_ && now - last_ < std::chrono::milliseconds(100)) return;
     last_ = now;
-    const double acc = r.problems > 0 ? 100.0 * static_cast<double>(r.correct) /
-                                             static_cast<double>(r.problems)
-                                       : 0.0;
+    const double acc =
+        r.problems > 0 ? 100.0 * static_cast<double>(r.correct) / static_cast<double>(r.problems)
+                       : 0.0;
     std::fprintf(stderr, "%szaya eval: %s %lld/%d, accuracy %.1f%%, errors %lld%s",
                  tty_ ? "\r" : "", r.mode.c_str(), static_cast<long long>(r.problems), total, acc,
                  static_cast<long long>(r.errors), tty_ && !final ? "" : "\n");
@@ -403,12 +405,14 @@ Result<RunEnd> RunMode(ipc::Client& client, const std::string& mode, const Setti
       retries.push_back({f.problem, f.attempts + 1, Clock::now() + pause});
       continue;
     }
-    const double latency =
-        std::chrono::duration<double>(Clock::now() - f.sent).count();
+    const double latency = std::chrono::duration<double>(Clock::now() - f.sent).count();
     Record(mode, problems[f.problem], e, latency, s.details, r);
     progress.Update(*r, s.problems, false);
-    if (code == "bad_request" || code == "invalid_argument" || code == "unsupported_version") {
-      // The same settings go with every problem, so every request would fail the same way.
+    const bool answered_before = r->problems > r->errors;
+    if (code == "bad_request" || code == "invalid_argument" || code == "unsupported_version" ||
+        (!answered_before && (code == "out_of_range" || code == "over_budget"))) {
+      // The same settings go with every problem and the questions differ by a few tokens, so
+      // every request would fail the same way.
       *abort_message = mode + ": " + code + ": " + e.value("message", std::string());
       ZAYA_RETURN_IF_ERROR(stop(RunEnd::kAborted));
     }
@@ -428,9 +432,9 @@ std::string Label(const ModeResult& r) {
   auto p = [&](const char* key) {
     return r.params.contains(key) ? r.params[key].dump() : std::string("?");
   };
-  if (r.mode == "parallel") return "parallel (N " + p("population") + ")";
+  if (r.mode == "parallel") return "parallel (N " + p("population") + ", beta " + p("budget") + ")";
   return "rsa (N " + p("population") + ", C " + p("subset") + ", T " + p("rounds") + ", tau " +
-         p("tail") + ")";
+         p("tail") + ", beta " + p("budget") + ")";
 }
 
 double PerProblem(double total, int64_t problems) {
@@ -470,10 +474,11 @@ json ModeJson(const ModeResult& r) {
 }
 
 void PrintTable(const Settings& s, const json& model, const std::vector<ModeResult>& results) {
-  std::printf("zaya eval: %d problems (seed %llu, n %d..%d), temperature %g, sample seed %llu, "
-              "concurrency %d\n",
-              s.problems, static_cast<unsigned long long>(s.seed), s.n_lo, s.n_hi, s.temperature,
-              static_cast<unsigned long long>(s.sample_seed), s.concurrency);
+  std::printf(
+      "zaya eval: %d problems (seed %llu, n %d..%d), temperature %g, sample seed %llu, "
+      "concurrency %d\n",
+      s.problems, static_cast<unsigned long long>(s.seed), s.n_lo, s.n_hi, s.temperature,
+      static_cast<unsigned long long>(s.sample_seed), s.concurrency);
   if (model.is_object() && model.contains("path")) {
     std::printf("model: %s\n", model["path"].dump().c_str());
   }
@@ -483,9 +488,9 @@ void PrintTable(const Settings& s, const json& model, const std::vector<ModeResu
     labels.push_back(Label(r));
     width = std::max(width, labels.back().size());
   }
-  std::printf("%-*s  %9s  %8s  %14s  %10s  %6s  %14s  %12s  %10s  %10s\n",
-              static_cast<int>(width), "mode", "correct", "accuracy", "95% interval",
-              "unanswered", "errors", "tokens/problem", "wall/problem", "latency", "total wall");
+  std::printf("%-*s  %9s  %8s  %14s  %10s  %6s  %14s  %12s  %10s  %10s\n", static_cast<int>(width),
+              "mode", "correct", "accuracy", "95% interval", "unanswered", "errors",
+              "tokens/problem", "wall/problem", "latency", "total wall");
   for (size_t i = 0; i < results.size(); ++i) {
     const ModeResult& r = results[i];
     const eval::Interval ci = eval::Wilson(r.correct, r.problems);
@@ -503,20 +508,18 @@ void PrintTable(const Settings& s, const json& model, const std::vector<ModeResu
     const eval::Interval m = eval::Wilson(r.member_correct, r.member_total);
     std::printf("%s: final-population members correct %lld/%lld (%.1f%% [%.1f, %.1f])\n",
                 r.mode.c_str(), static_cast<long long>(r.member_correct),
-                static_cast<long long>(r.member_total), 100 * m.estimate, 100 * m.lo,
-                100 * m.hi);
+                static_cast<long long>(r.member_total), 100 * m.estimate, 100 * m.lo, 100 * m.hi);
   }
 }
 
 int Run(const std::vector<std::string>& argv) {
   const Command& self = Registry().at(kCommand);
   std::string error;
-  auto args = Args::Parse(
-      argv,
-      {"problems", "seed", "n-lo", "n-hi", "mode", "concurrency", "temperature", "top-p",
-       "max-tokens", "population", "subset", "rounds", "tail", "budget", "sample-seed",
-       "deadline-ms", "endpoint"},
-      {"json", "details"}, &error);
+  auto args = Args::Parse(argv,
+                          {"problems", "seed", "n-lo", "n-hi", "mode", "concurrency", "temperature",
+                           "top-p", "max-tokens", "population", "subset", "rounds", "tail",
+                           "budget", "sample-seed", "deadline-ms", "endpoint"},
+                          {"json", "details"}, &error);
   if (!args) return UsageError(self, error);
   if (!args->positional().empty()) {
     return UsageError(self, "takes no positional arguments (got '" + args->positional()[0] + "')");

@@ -33,8 +33,8 @@ uint64_t SplitMix64(uint64_t* state) {
 uint64_t Mix(uint64_t a, uint64_t b) { return Finalize(Finalize(a + kGolden) ^ (b * kGolden)); }
 
 std::string IterateQuestion(int x0, int a, int b, int n) {
-  return "Let x = " + std::to_string(x0) + ". Repeat " + std::to_string(n) +
-         " times: x = x*" + std::to_string(a) + "+" + std::to_string(b) +
+  return "Let x = " + std::to_string(x0) + ". Repeat " + std::to_string(n) + " times: x = x*" +
+         std::to_string(a) + "+" + std::to_string(b) +
          ", keeping only the last two digits of x. What is x at the end?";
 }
 

@@ -130,7 +130,7 @@ TEST_F(EvalIntegrationTest, ParallelPrintsATable) {
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("zaya eval: 2 problems (seed 0, n 2..3)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("95% interval"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("parallel (N 2)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("parallel (N 2, beta 32)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("/2 "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("final-population members correct"), std::string::npos) << r.out;
 }
@@ -145,8 +145,8 @@ TEST_F(EvalIntegrationTest, RefusedSettingsStopTheRunWithTheDaemonsMessage) {
 
 TEST(EvalNoDaemonTest, SaysTheDaemonIsNotRunning) {
   ShellResult r = Shell(std::string(ZAYA_BINARY_DIR) +
-                            "/tools/zaya/zaya eval --problems 2 --endpoint "
-                            "ipc:///nonexistent/zayad.sock");
+                        "/tools/zaya/zaya eval --problems 2 --endpoint "
+                        "ipc:///nonexistent/zayad.sock");
   EXPECT_EQ(r.rc, 1);
   EXPECT_EQ(r.out,
             "zaya eval: no zayad at ipc:///nonexistent/zayad.sock: is it running? "
@@ -154,11 +154,11 @@ TEST(EvalNoDaemonTest, SaysTheDaemonIsNotRunning) {
 }
 
 TEST(EvalUsageTest, BadFlagsAreUsageErrors) {
-  for (const char* args : {"--mode single,foo", "--mode rsa,rsa", "--n-lo 5 --n-hi 3",
-                           "--problems 0", "--concurrency x", "--top-p 2", "--seed -1",
-                           "--details", "--frobnicate 1", "positional"}) {
+  for (const char* args :
+       {"--mode single,foo", "--mode rsa,rsa", "--n-lo 5 --n-hi 3", "--problems 0",
+        "--concurrency x", "--top-p 2", "--seed -1", "--details", "--frobnicate 1", "positional"}) {
     ShellResult r = Shell(std::string(ZAYA_BINARY_DIR) + "/tools/zaya/zaya eval " + args +
-                              " --endpoint ipc:///nonexistent/zayad.sock");
+                          " --endpoint ipc:///nonexistent/zayad.sock");
     EXPECT_EQ(r.rc, 2) << args << ": " << r.out;
     EXPECT_EQ(r.out.rfind("zaya eval: ", 0), 0u) << args << ": " << r.out;
     EXPECT_NE(r.out.find("usage: zaya eval"), std::string::npos) << args << ": " << r.out;
