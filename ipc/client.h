@@ -54,7 +54,8 @@ class Client {
   Status Send(const nlohmann::json& request);
   // Sends raw bytes as one frame (tests and fuzzing of the server).
   Status SendRaw(std::string_view frame);
-  // The next event of any request, waiting up to `timeout`; kDeadlineExceeded when none came.
+  // The next event of any request, waiting up to `timeout`; kDeadlineExceeded when none came
+  // (also when a signal interrupted the wait).
   Result<nlohmann::json> Receive(std::chrono::milliseconds timeout);
 
   // Sends `request` (adding "v":1 and a fresh "id" when missing) and passes each of its events to
@@ -81,6 +82,7 @@ class Client {
   void* context_ = nullptr;
   void* socket_ = nullptr;
   uint64_t next_id_ = 0;
+  int receive_timeout_ms_ = -1;  // the ZMQ_RCVTIMEO last set
 };
 
 }  // namespace zaya::ipc

@@ -53,7 +53,11 @@ const json* FindNumber(const json& root,
 
 void Metrics::CountRequest(std::string_view op, std::string_view outcome) {
   std::lock_guard lock(mu_);
-  ++requests_[{std::string(op), std::string(outcome)}];
+  auto it = requests_.find(std::pair(op, outcome));
+  if (it == requests_.end()) {
+    it = requests_.emplace(std::pair(std::string(op), std::string(outcome)), 0).first;
+  }
+  ++it->second;
 }
 
 void Metrics::AddTokens(uint64_t tokens) {
@@ -78,7 +82,7 @@ void Metrics::SetInFlight(int64_t requests, int64_t clients) {
 
 uint64_t Metrics::RequestCount(std::string_view op, std::string_view outcome) const {
   std::lock_guard lock(mu_);
-  auto it = requests_.find({std::string(op), std::string(outcome)});
+  auto it = requests_.find(std::pair(op, outcome));
   return it == requests_.end() ? 0 : it->second;
 }
 

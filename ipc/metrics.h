@@ -40,8 +40,18 @@ class Metrics {
   std::string Render(const nlohmann::json& engine_status) const;
 
  private:
+  // Transparent, so counting an (op, outcome) that already exists allocates nothing.
+  struct KeyLess {
+    using is_transparent = void;
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      const int c = std::string_view(a.first).compare(std::string_view(b.first));
+      return c != 0 ? c < 0 : std::string_view(a.second) < std::string_view(b.second);
+    }
+  };
+
   mutable std::mutex mu_;
-  std::map<std::pair<std::string, std::string>, uint64_t> requests_;
+  std::map<std::pair<std::string, std::string>, uint64_t, KeyLess> requests_;
   uint64_t tokens_ = 0;
   std::array<uint64_t, kTtftBuckets.size()> ttft_buckets_{};
   uint64_t ttft_count_ = 0;

@@ -1,5 +1,7 @@
 #include "ipc/server.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -8,8 +10,8 @@
 #include <zmq.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
-#include <deque>
 #include <filesystem>
 #include <mutex>
 
@@ -20,9 +22,14 @@ namespace zaya::ipc {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-// Engine events cross from the engine thread to the loop thread here.
+// Engine events cross from the engine thread to the loop thread here. The eventfd is written only
+// when the queue goes from empty to non-empty: the loop clears the eventfd before it takes the
+// items, so while items are queued a wake-up is always outstanding, and a burst of events (one per
+// running request per decode step) costs one wake-up instead of one each.
 class EventQueue {
  public:
+  using Item = std::pair<std::string, EngineEvent>;
+
   EventQueue() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
   ~EventQueue() {
     if (fd_ >= 0) close(fd_);
@@ -30,27 +37,37 @@ class EventQueue {
   int fd() const { return fd_; }
 
   void Push(std::string request_id, EngineEvent event) {
+    bool was_empty = false;
     {
       std::lock_guard lock(mu_);
+      was_empty = items_.empty();
       items_.emplace_back(std::move(request_id), std::move(event));
+      queued_.store(true, std::memory_order_release);
     }
-    Wake();
+    if (was_empty) Wake();
   }
   void Wake() {
     const uint64_t one = 1;
     [[maybe_unused]] ssize_t n = write(fd_, &one, sizeof one);
   }
-  std::deque<std::pair<std::string, EngineEvent>> TakeAll() {
+  // True when items are queued (a hint for the loop; TakeAll is the authority).
+  bool Queued() const { return queued_.load(std::memory_order_acquire); }
+  // Replaces *out with everything queued. Swapping vectors hands the consumer's old buffer back to
+  // the queue, so steady streaming allocates no queue storage.
+  void TakeAll(std::vector<Item>* out) {
     uint64_t count = 0;
     [[maybe_unused]] ssize_t n = read(fd_, &count, sizeof count);
+    out->clear();
     std::lock_guard lock(mu_);
-    return std::exchange(items_, {});
+    out->swap(items_);
+    queued_.store(false, std::memory_order_release);
   }
 
  private:
   int fd_;
   std::mutex mu_;
-  std::deque<std::pair<std::string, EngineEvent>> items_;
+  std::vector<Item> items_;
+  std::atomic<bool> queued_{false};
 };
 
 namespace {
@@ -113,6 +130,59 @@ uint64_t CompletionTokens(const json& body) {
 
 }  // namespace
 
+Result<std::string> ListenFdEndpoint(int fd) {
+  const std::string which = "file descriptor " + std::to_string(fd);
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    return InvalidArgument(which + " is not open (" + std::strerror(errno) + ")");
+  }
+  if (!S_ISSOCK(st.st_mode)) return InvalidArgument(which + " is not a socket");
+  int type = 0, listening = 0;
+  socklen_t len = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) {
+    return InvalidArgument(which + " is not a stream socket (use ListenStream=)");
+  }
+  len = sizeof listening;
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening == 0) {
+    return InvalidArgument(which + " is not a listening socket (Accept=no is required)");
+  }
+  sockaddr_storage addr{};
+  len = sizeof addr;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return InvalidArgument(which + ": getsockname: " + std::strerror(errno));
+  }
+  switch (addr.ss_family) {
+    case AF_UNIX: {
+      const auto* un = reinterpret_cast<const sockaddr_un*>(&addr);
+      const size_t path_len =
+          len > offsetof(sockaddr_un, sun_path) ? len - offsetof(sockaddr_un, sun_path) : 0;
+      if (path_len == 0) return InvalidArgument(which + " is an unnamed unix socket");
+      if (un->sun_path[0] == '\0') {  // abstract namespace
+        return "ipc://@" + std::string(un->sun_path + 1, path_len - 1);
+      }
+      return "ipc://" + std::string(un->sun_path, strnlen(un->sun_path, path_len));
+    }
+    case AF_INET:
+    case AF_INET6: {
+      char host[INET6_ADDRSTRLEN] = {};
+      uint16_t port = 0;
+      if (addr.ss_family == AF_INET) {
+        const auto* in = reinterpret_cast<const sockaddr_in*>(&addr);
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        port = ntohs(in->sin_port);
+        return "tcp://" + std::string(host) + ":" + std::to_string(port);
+      }
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&addr);
+      inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+      port = ntohs(in6->sin6_port);
+      return "tcp://[" + std::string(host) + "]:" + std::to_string(port);
+    }
+    default:
+      return InvalidArgument(which + " has address family " + std::to_string(addr.ss_family) +
+                             "; zayad serves unix (ipc://) and TCP sockets");
+  }
+}
+
 std::string HexIdentity(std::string_view identity) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
@@ -166,7 +236,10 @@ Status Server::Bind() {
   ZAYA_RETURN_IF_ERROR(SetOption<int>(socket_, ZMQ_HEARTBEAT_TIMEOUT,
                                       static_cast<int>(ipc.heartbeat_timeout.count()),
                                       "ZMQ_HEARTBEAT_TIMEOUT"));
+  // The endpoint to bind; for an adopted fd its own address, so endpoint() names what clients use.
+  std::string bind_endpoint = ipc.endpoint;
   if (options_.listen_fd >= 0) {
+    ZAYA_ASSIGN_OR_RETURN(bind_endpoint, ListenFdEndpoint(options_.listen_fd));
     ZAYA_RETURN_IF_ERROR(SetOption<int>(socket_, ZMQ_USE_FD, options_.listen_fd, "ZMQ_USE_FD"));
   }
   const std::string path = options_.listen_fd >= 0 ? "" : IpcPath(ipc.endpoint);
@@ -183,7 +256,10 @@ Status Server::Bind() {
                          "; stop it or pick another ipc.endpoint");
     }
   }
-  if (zmq_bind(socket_, ipc.endpoint.c_str()) != 0) {
+  if (zmq_bind(socket_, bind_endpoint.c_str()) != 0) {
+    if (options_.listen_fd >= 0) {
+      return ZmqError("adopting the socket passed by systemd (" + bind_endpoint + ")");
+    }
     return ZmqError("binding " + ipc.endpoint).WithContext("ipc.endpoint");
   }
   if (!path.empty() && chmod(path.c_str(), 0660) != 0) {
@@ -194,13 +270,14 @@ Status Server::Bind() {
   if (zmq_getsockopt(socket_, ZMQ_LAST_ENDPOINT, last, &last_len) == 0 && last[0] != '\0') {
     endpoint_ = last;
   } else {
-    endpoint_ = ipc.endpoint;
+    endpoint_ = bind_endpoint;
   }
   return Status::Ok();
 }
 
 void Server::WatchFd(int fd, std::function<void()> on_readable) {
   watched_.emplace_back(fd, std::move(on_readable));
+  poll_items_.clear();  // rebuilt by the next RunOnce
 }
 
 void Server::SetTick(std::chrono::milliseconds period, std::function<void()> fn) {
@@ -246,18 +323,25 @@ Status Server::RunOnce(std::chrono::milliseconds timeout) {
   }
   if (wait.count() < 0) wait = std::chrono::milliseconds(0);
 
-  std::vector<zmq_pollitem_t> items;
-  items.push_back({socket_, 0, ZMQ_POLLIN, 0});
-  items.push_back({nullptr, queue_->fd(), ZMQ_POLLIN, 0});
-  for (const auto& [fd, cb] : watched_) items.push_back({nullptr, fd, ZMQ_POLLIN, 0});
-  if (zmq_poll(items.data(), static_cast<int>(items.size()), wait.count()) < 0) {
+  // Engine events already queued (e.g. produced while the loop handled input) need no wait.
+  if (queue_->Queued()) wait = std::chrono::milliseconds(0);
+
+  if (poll_items_.empty()) {
+    poll_items_.push_back({socket_, 0, ZMQ_POLLIN, 0});
+    poll_items_.push_back({nullptr, queue_->fd(), ZMQ_POLLIN, 0});
+    for (const auto& [fd, cb] : watched_) poll_items_.push_back({nullptr, fd, ZMQ_POLLIN, 0});
+  }
+  for (auto& item : poll_items_) item.revents = 0;
+  if (zmq_poll(poll_items_.data(), static_cast<int>(poll_items_.size()), wait.count()) < 0) {
     if (zmq_errno() == EINTR) return Status::Ok();
     return ZmqError("zmq_poll");
   }
-  if (items[0].revents & ZMQ_POLLIN) ReceiveAll();
-  if (items[1].revents & ZMQ_POLLIN) DispatchEngineEvents();
+  if (poll_items_[0].revents & ZMQ_POLLIN) ReceiveAll();
+  // Also when the eventfd was not yet readable at poll time: an event queued meanwhile (a request
+  // accepted just now) goes out in this iteration instead of costing another poll.
+  if ((poll_items_[1].revents & ZMQ_POLLIN) || queue_->Queued()) DispatchEngineEvents();
   for (size_t i = 0; i < watched_.size(); ++i) {
-    if (items[i + 2].revents & ZMQ_POLLIN) watched_[i].second();
+    if (poll_items_[i + 2].revents & ZMQ_POLLIN) watched_[i].second();
   }
   const auto after = Clock::now();
   if (tick_ && after >= next_tick_) {
@@ -273,37 +357,25 @@ Status Server::RunOnce(std::chrono::milliseconds timeout) {
 }
 
 void Server::ReceiveAll() {
+  zmq_msg_t identity_msg, part, first;
+  zmq_msg_init(&identity_msg);
+  zmq_msg_init(&part);
+  zmq_msg_init(&first);
   // Bounded so a flood from one client cannot starve engine events and signals.
   for (int budget = 0; budget < 512; ++budget) {
-    zmq_msg_t identity_msg;
-    zmq_msg_init(&identity_msg);
-    if (zmq_msg_recv(&identity_msg, socket_, ZMQ_DONTWAIT) < 0) {
-      zmq_msg_close(&identity_msg);
-      return;
-    }
-    std::string identity(static_cast<const char*>(zmq_msg_data(&identity_msg)),
-                         zmq_msg_size(&identity_msg));
-    zmq_msg_close(&identity_msg);
-    std::string frame;
+    if (zmq_msg_recv(&identity_msg, socket_, ZMQ_DONTWAIT) < 0) break;
+    // Read the whole message even when it has extra frames, so the next one starts clean. The
+    // first body frame is kept as a zmq message and handled in place (no copy).
     int frames = 0;
-    int more = 1;
-    size_t more_size = sizeof more;
-    zmq_getsockopt(socket_, ZMQ_RCVMORE, &more, &more_size);
-    // Read the whole message even when it has extra frames, so the next one starts clean.
+    bool more = zmq_msg_more(&identity_msg) != 0;
     while (more) {
-      zmq_msg_t part;
-      zmq_msg_init(&part);
-      if (zmq_msg_recv(&part, socket_, 0) < 0) {
-        zmq_msg_close(&part);
-        break;
-      }
-      if (++frames == 1) {
-        frame.assign(static_cast<const char*>(zmq_msg_data(&part)), zmq_msg_size(&part));
-      }
-      zmq_msg_close(&part);
-      more_size = sizeof more;
-      zmq_getsockopt(socket_, ZMQ_RCVMORE, &more, &more_size);
+      zmq_msg_t* into = frames == 0 ? &first : &part;
+      if (zmq_msg_recv(into, socket_, 0) < 0) break;
+      ++frames;
+      more = zmq_msg_more(into) != 0;
     }
+    const std::string identity(static_cast<const char*>(zmq_msg_data(&identity_msg)),
+                               zmq_msg_size(&identity_msg));
     if (frames != 1) {
       ZAYA_LOG(kDebug, "request with " + std::to_string(frames) + " frames",
                {"CLIENT", HexIdentity(identity)});
@@ -313,8 +385,12 @@ void Server::ReceiveAll() {
                 "invalid");
       continue;
     }
-    HandleFrame(identity, frame);
+    HandleFrame(identity, std::string_view(static_cast<const char*>(zmq_msg_data(&first)),
+                                           zmq_msg_size(&first)));
   }
+  zmq_msg_close(&first);
+  zmq_msg_close(&part);
+  zmq_msg_close(&identity_msg);
 }
 
 void Server::HandleFrame(const std::string& identity, std::string_view frame) {
@@ -444,8 +520,8 @@ void Server::HandleRequest(const std::string& identity, Request request) {
 }
 
 void Server::DispatchEngineEvents() {
-  auto events = queue_->TakeAll();
-  for (auto& [engine_id, event] : events) {
+  queue_->TakeAll(&events_);
+  for (auto& [engine_id, event] : events_) {
     auto it = requests_.find(engine_id);
     if (it == requests_.end()) continue;  // finished, or its client is gone
     Tracked& t = it->second;
@@ -472,6 +548,7 @@ void Server::DispatchEngineEvents() {
     }
     SendTo(identity, frame);
   }
+  events_.clear();
   PublishGauges();
 }
 

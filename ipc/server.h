@@ -18,6 +18,8 @@
 // loop thread (or before the loop starts).
 #pragma once
 
+#include <zmq.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -41,8 +43,12 @@ namespace zaya::ipc {
 struct ServerOptions {
   IpcConfig ipc;          // endpoint, limits, heartbeats, HWM
   ProtocolLimits limits;  // request validation
-  int listen_fd = -1;     // a socket-activated listening fd to adopt (ZMQ_USE_FD); -1 = bind
-  nlohmann::json hello;   // extra fields for the `hello` reply (model, version, ...)
+  // A socket-activated listening fd to adopt (ZMQ_USE_FD) instead of binding ipc.endpoint; -1 =
+  // bind. It must pass ListenFdEndpoint(); endpoint() is then the fd's address. The server owns it
+  // from Create() on (libzmq closes it with the socket) and never unlinks its socket file: systemd
+  // keeps the socket across restarts of the daemon.
+  int listen_fd = -1;
+  nlohmann::json hello;  // extra fields for the `hello` reply (model, version, ...)
 };
 
 class EventQueue;
@@ -131,11 +137,19 @@ class Server {
   size_t deadlines_ = 0;                               // tracked requests with a deadline
 
   std::vector<std::pair<int, std::function<void()>>> watched_;
+  std::vector<zmq_pollitem_t> poll_items_;                   // socket, event queue, watched_
+  std::vector<std::pair<std::string, EngineEvent>> events_;  // DispatchEngineEvents' batch
   std::chrono::milliseconds tick_period_{0};
   std::function<void()> tick_;
   std::chrono::steady_clock::time_point next_tick_{};
   std::chrono::steady_clock::time_point next_keepalive_{};
 };
+
+// For socket activation: checks that `fd` is an open, listening stream socket of family AF_UNIX,
+// AF_INET or AF_INET6 and returns the endpoint it serves ("ipc:///run/zayad/zayad.sock",
+// "ipc://@abstract", "tcp://127.0.0.1:5555", "tcp://[::1]:5555"). kInvalidArgument saying what
+// the fd is otherwise (not open, not a socket, a datagram socket, not listening, another family).
+Result<std::string> ListenFdEndpoint(int fd);
 
 // "ab\x01" -> "616201": how identities appear in engine ids, logs and metrics.
 std::string HexIdentity(std::string_view identity);

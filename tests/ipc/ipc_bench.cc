@@ -62,10 +62,10 @@ class BenchEngine : public zaya::Engine {
     cv_.notify_all();
     thread_.join();
   }
-  zaya::Status Submit(zaya::EngineRequest request,
-                      std::shared_ptr<zaya::EventSink> sink) override {
+  zaya::Status Submit(zaya::EngineRequest request, std::shared_ptr<zaya::EventSink> sink) override {
     std::lock_guard lock(mu_);
-    jobs_.push_back({request.id, std::move(sink), request.sampling.max_tokens, request.sampling.seed});
+    jobs_.push_back(
+        {request.id, std::move(sink), request.sampling.max_tokens, request.sampling.seed});
     cv_.notify_one();
     return zaya::Status::Ok();
   }
@@ -97,7 +97,8 @@ class BenchEngine : public zaya::Engine {
           next += std::chrono::microseconds(job.interval_us);
           std::this_thread::sleep_until(next);
         }
-        job.sink->OnEvent(job.id, {zaya::EngineEvent::Type::kDelta, {{"text", "x"}, {"t_ns", NowNs()}}});
+        job.sink->OnEvent(job.id,
+                          {zaya::EngineEvent::Type::kDelta, {{"text", "x"}, {"t_ns", NowNs()}}});
       }
       job.sink->OnEvent(job.id, {zaya::EngineEvent::Type::kDone,
                                  {{"text", ""}, {"usage", {{"completion_tokens", deltas}}}}});
@@ -187,7 +188,8 @@ std::vector<double> FloorRoundTrips(const std::string& endpoint, int n) {
     const auto t0 = Clock::now();
     zmq_send(dealer, msg.data(), msg.size(), 0);
     zmq_recv(dealer, buf, sizeof buf, 0);
-    if (i >= 100) us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    if (i >= 100)
+      us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
   }
   zmq_close(dealer);
   zmq_ctx_term(ctx);
@@ -321,11 +323,12 @@ int main(int argc, char** argv) {
 
     // Paced deltas: emission -> client callback, per delta.
     std::vector<double> lat;
-    auto paced = c.Request(
-        {{"op", "generate"}, {"prompt", "p"}, {"max_tokens", 200}, {"seed", 1000}},
-        [&](const json& e) {
-          if (e["event"] == "delta") lat.push_back((NowNs() - e["t_ns"].get<int64_t>()) / 1e3);
-        });
+    auto paced =
+        c.Request({{"op", "generate"}, {"prompt", "p"}, {"max_tokens", 200}, {"seed", 1000}},
+                  [&](const json& e) {
+                    if (e["event"] == "delta")
+                      lat.push_back((NowNs() - e["t_ns"].get<int64_t>()) / 1e3);
+                  });
     if (!paced.ok() || lat.size() != 200) rc = 1;
     const Percentiles pl = Summarize(lat);
     if (json_out) {
