@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <thread>
 
@@ -73,6 +74,13 @@ class Daemon {
   Daemon(DaemonArgs args, Config config) : args_(std::move(args)), config_(std::move(config)) {}
 
   int Run(int signal_fd) {
+    // Socket activation is checked before the model loads, so a wrong socket unit fails at once.
+    auto listen_fd = AdoptedSocket();
+    if (!listen_fd.ok()) {
+      ZAYA_LOG(kErr, "cannot start: " + listen_fd.status().message());
+      notifier_.Status("failed: " + listen_fd.status().message());
+      return 1;
+    }
     notifier_.Status("loading model " + config_.model.path);
     ZAYA_LOG(kInfo, "loading model " + config_.model.path);
     auto engine = CreateEngine(config_);
@@ -86,12 +94,7 @@ class Daemon {
     ipc::ServerOptions options;
     options.ipc = config_.ipc;
     options.limits = ipc::ProtocolLimits::FromConfig(config_);
-    const int listen_fds = sd_listen_fds(/*unset_environment=*/1);
-    if (listen_fds >= 1) {
-      options.listen_fd = SD_LISTEN_FDS_START;
-      ZAYA_LOG(kInfo, "using the socket passed by systemd (socket activation)");
-      if (listen_fds > 1) ZAYA_LOG(kWarning, "systemd passed several sockets; using the first");
-    }
+    options.listen_fd = *listen_fd;
     const json status = engine_->Status();
     options.hello = {{"server", std::string("zayad ") + ZAYA_VERSION},
                      {"model", status.contains("model") ? status["model"] : json()}};
@@ -131,6 +134,36 @@ class Daemon {
   }
 
  private:
+  // The listening socket systemd passed (LISTEN_FDS/LISTEN_PID), or -1 when zayad should bind
+  // ipc.endpoint itself. Exactly one stream socket is accepted; anything else is an error rather
+  // than a guess, since serving on a socket nobody connects to looks like a hung daemon.
+  Result<int> AdoptedSocket() {
+    const int n = sd_listen_fds(/*unset_environment=*/1);
+    if (n < 0) {
+      return InvalidArgument(std::string("LISTEN_FDS/LISTEN_PID from systemd are invalid: ") +
+                             std::strerror(-n));
+    }
+    if (n == 0) return -1;
+    if (n > 1) {
+      return InvalidArgument("systemd passed " + std::to_string(n) +
+                             " sockets (LISTEN_FDS); zayad serves exactly one: give zayad.socket "
+                             "a single ListenStream= line");
+    }
+    auto endpoint = ipc::ListenFdEndpoint(SD_LISTEN_FDS_START);
+    if (!endpoint.ok()) {
+      return InvalidArgument("the socket passed by systemd (LISTEN_FDS) cannot be served: " +
+                             endpoint.status().message() +
+                             "; zayad.socket needs one ListenStream= and Accept=no");
+    }
+    ZAYA_LOG(kInfo, "socket activation: serving " + *endpoint + " passed by systemd");
+    if (*endpoint != config_.ipc.endpoint) {
+      ZAYA_LOG(kWarning, "ipc.endpoint is " + config_.ipc.endpoint + " but systemd passed " +
+                             *endpoint + "; serving " + *endpoint +
+                             " (make them match so clients find the daemon without the socket)");
+    }
+    return SD_LISTEN_FDS_START;
+  }
+
   void OnSignal(int signal_fd) {
     signalfd_siginfo info{};
     while (read(signal_fd, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {

@@ -66,9 +66,19 @@ class DaemonProcess {
       << tail;
   }
 
-  void Start(const std::vector<std::string>& env_extra = {}) {
-    const std::string binary = std::string(ZAYA_BINARY_DIR) + "/daemon/zayad";
-    std::vector<std::string> args = {binary, "--foreground", "--config", config_path()};
+  void Start(const std::vector<std::string>& env_extra = {}) { StartWith({}, env_extra, {}); }
+
+  // Runs `wrapper... zayad --foreground --config FILE` (e.g. systemd-socket-activate -l PATH, or
+  // /bin/sh -c SCRIPT), with `pass_fds[i]` as the child's fd 3 + i (socket activation's
+  // SD_LISTEN_FDS_START). The environment is this process's minus NOTIFY_SOCKET, WATCHDOG_* and
+  // LISTEN_*, plus NOTIFY_SOCKET and `env_extra`.
+  void StartWith(const std::vector<std::string>& wrapper, const std::vector<std::string>& env_extra,
+                 const std::vector<int>& pass_fds) {
+    std::vector<std::string> args = wrapper;
+    for (const auto& a :
+         {binary(), std::string("--foreground"), std::string("--config"), config_path()}) {
+      args.push_back(a);
+    }
     std::vector<std::string> env;
     for (char** e = environ; *e != nullptr; ++e) {
       if (std::strncmp(*e, "NOTIFY_SOCKET=", 14) == 0 || std::strncmp(*e, "WATCHDOG_", 9) == 0 ||
@@ -89,9 +99,16 @@ class DaemonProcess {
     posix_spawn_file_actions_addopen(&actions, 2, log_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                      0644);
     posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-    ASSERT_EQ(posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), envp.data()), 0);
+    // Callers pass fds numbered above 3 + pass_fds.size(), so no dup2 overwrites a later source
+    // and none is a no-op (which would keep FD_CLOEXEC).
+    for (size_t i = 0; i < pass_fds.size(); ++i) {
+      posix_spawn_file_actions_adddup2(&actions, pass_fds[i], 3 + static_cast<int>(i));
+    }
+    ASSERT_EQ(posix_spawn(&pid_, args[0].c_str(), &actions, nullptr, argv.data(), envp.data()), 0);
     posix_spawn_file_actions_destroy(&actions);
   }
+
+  static std::string binary() { return std::string(ZAYA_BINARY_DIR) + "/daemon/zayad"; }
 
   // Collects notify datagrams until one contains `needle` (returns true) or `timeout` passes.
   bool WaitForNotify(const std::string& needle,
