@@ -141,6 +141,7 @@ std::optional<std::string> ParseSettings(const Args& args, Settings* s) {
   if (!int_flag("n-lo", 0, eval::kMaxIterateSteps, &s->n_lo)) return error;
   if (!int_flag("n-hi", 0, eval::kMaxIterateSteps, &s->n_hi)) return error;
   if (args.Has("n-lo") && !args.Has("n-hi")) s->n_hi = std::max(s->n_hi, s->n_lo);
+  if (args.Has("n-hi") && !args.Has("n-lo")) s->n_lo = std::min(s->n_lo, s->n_hi);
   if (s->n_lo > s->n_hi) {
     return "--n-lo (" + std::to_string(s->n_lo) + ") must not exceed --n-hi (" +
            std::to_string(s->n_hi) + ")";
@@ -281,6 +282,7 @@ void Record(const std::string& mode, const eval::IterateProblem& p, const json& 
   detail["answer"] = answer ? json(*answer) : json();
   detail["correct"] = eval::AnswerMatches(answer, p.answer);
   detail["tokens"] = tokens;
+  detail["text"] = event.value("text", std::string());  // solve: a winning trace, if any
   if (details) r->details.push_back(std::move(detail));
 }
 

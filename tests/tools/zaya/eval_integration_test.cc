@@ -143,6 +143,34 @@ TEST_F(EvalIntegrationTest, RefusedSettingsStopTheRunWithTheDaemonsMessage) {
   EXPECT_EQ(r.out, "");
 }
 
+TEST_F(EvalIntegrationTest, FixedSeedsReproduceTheRun) {
+  const std::string args =
+      "--problems 3 --seed 11 --sample-seed 5 --mode single --max-tokens 48 --concurrency 1 "
+      "--json --details";
+  ShellResult a = Eval(args);
+  ShellResult b = Eval(args);
+  ASSERT_EQ(a.rc, 0) << a.out << a.err;
+  ASSERT_EQ(b.rc, 0) << b.out << b.err;
+  const json da = json::parse(a.out)["modes"][0]["details"];
+  const json db = json::parse(b.out)["modes"][0]["details"];
+  ASSERT_EQ(da.size(), 3u);
+  ASSERT_EQ(db.size(), 3u);
+  for (size_t i = 0; i < da.size(); ++i) {
+    EXPECT_EQ(da[i]["index"], db[i]["index"]);
+    EXPECT_FALSE(da[i]["text"].get<std::string>().empty());
+    EXPECT_EQ(da[i]["text"], db[i]["text"]) << "problem " << i;
+  }
+}
+
+TEST_F(EvalIntegrationTest, AContextOverflowStopsTheRun) {
+  // The bundled model's context is far below 8000 + 4 x 4000 tokens.
+  ShellResult r = Eval(
+      "--problems 20 --mode rsa --population 2 --subset 2 --budget 8000 "
+      "--tail 4000 --rounds 1");
+  EXPECT_EQ(r.rc, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("zaya eval: rsa: out_of_range: "), std::string::npos) << r.err;
+}
+
 TEST(EvalNoDaemonTest, SaysTheDaemonIsNotRunning) {
   ShellResult r = Shell(std::string(ZAYA_BINARY_DIR) +
                         "/tools/zaya/zaya eval --problems 2 --endpoint "

@@ -130,7 +130,7 @@ TEST(IterateTaskTest, FixedRangeGivesFixedSteps) {
   for (const IterateProblem& p : MakeIterateProblems(3, 20, 40, 40)) EXPECT_EQ(p.n, 40);
 }
 
-TEST(AnswerTest, ExtractsTheLastCompleteBoxedAnswer) {
+TEST(EvalAnswerTest, ExtractsTheLastCompleteBoxedAnswer) {
   EXPECT_EQ(ExtractFinalAnswer("1: 23*5+5=120 x=20\n</think>\nThe answer is \\boxed{30}."), "30");
   EXPECT_EQ(ExtractFinalAnswer("\\boxed{12} then \\boxed{ 7 }"), "7");
   // A trace cut off inside its last \boxed{ keeps the previous complete one.
@@ -140,7 +140,7 @@ TEST(AnswerTest, ExtractsTheLastCompleteBoxedAnswer) {
   EXPECT_EQ(ExtractFinalAnswer("\\boxed{$30$.}"), "30");
 }
 
-TEST(AnswerTest, MatchesAfterNormalisation) {
+TEST(EvalAnswerTest, MatchesAfterNormalisation) {
   EXPECT_TRUE(AnswerMatches(std::string("30"), "30"));
   EXPECT_TRUE(AnswerMatches(std::string(" 30 "), "30"));
   EXPECT_FALSE(AnswerMatches(std::string("3"), "30"));
@@ -149,7 +149,7 @@ TEST(AnswerTest, MatchesAfterNormalisation) {
   EXPECT_FALSE(AnswerMatches(std::string(""), ""));
 }
 
-TEST(WilsonTest, KnownValues) {
+TEST(EvalWilsonTest, KnownValues) {
   // Reference values: Wilson (1927) score interval, z = 1.96 (tools/train/eval.py's wilson()).
   Interval i = Wilson(0, 10);
   EXPECT_DOUBLE_EQ(i.estimate, 0.0);
@@ -170,7 +170,7 @@ TEST(WilsonTest, KnownValues) {
   EXPECT_DOUBLE_EQ(i.hi, 1.0);
 }
 
-TEST(ParseTest, Uint64AndCommaLists) {
+TEST(EvalParseTest, Uint64AndCommaLists) {
   EXPECT_EQ(ParseUint64("0"), 0u);
   EXPECT_EQ(ParseUint64("18446744073709551615"), UINT64_MAX);
   EXPECT_EQ(ParseUint64("18446744073709551616"), std::nullopt);
