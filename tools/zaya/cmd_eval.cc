@@ -41,7 +41,7 @@ const CommandRegistrar kRegistrar({
         "[--deadline-ms MS] [--endpoint ENDPOINT] [--json] [--details]\n"
         "  Problems: x <- (x*a+b) mod 100 repeated n times (the zaya-tiny-reasoner task); problem "
         "i\n"
-        "  of --seed S is fixed (defaults: 100 problems, seed 0, n 2..3).\n"
+        "  of --seed S is fixed (defaults: 100 problems, seed 0, n 6..10).\n"
         "  Modes: single = one `generate` trace with the chat template, cut at --max-tokens\n"
         "  (default: --budget if given, else 256); parallel = `solve` N traces + majority vote;\n"
         "  rsa = `solve` Markovian RSA. --population/--budget apply to parallel and rsa,\n"
@@ -61,8 +61,9 @@ constexpr auto kSilenceTimeout = std::chrono::seconds(60);
 struct Settings {
   int problems = 100;
   uint64_t seed = 0;
-  int n_lo = 2;
-  int n_hi = 3;
+  // tools/train/eval.py's default range, so the two evals are comparable out of the box.
+  int n_lo = 6;
+  int n_hi = 10;
   std::vector<std::string> modes = {"single", "parallel", "rsa"};
   int concurrency = 4;
   double temperature = 0.8;

@@ -74,8 +74,8 @@ testing::DaemonProcess* EvalIntegrationTest::daemon_ = nullptr;
 
 TEST_F(EvalIntegrationTest, SingleAndRsaReportWellFormedJson) {
   ShellResult r = Eval(
-      "--problems 4 --seed 3 --mode single,rsa --population 2 --subset 2 --rounds 1 --tail 16 "
-      "--budget 48 --max-tokens 48 --concurrency 4 --json --details");
+      "--problems 4 --seed 3 --n-lo 2 --n-hi 3 --mode single,rsa --population 2 --subset 2 "
+      "--rounds 1 --tail 16 --budget 48 --max-tokens 48 --concurrency 4 --json --details");
   ASSERT_EQ(r.rc, 0) << r.out << r.err << daemon_->Log();
   const json report = json::parse(r.out, nullptr, false);
   ASSERT_FALSE(report.is_discarded()) << r.out;
@@ -126,7 +126,8 @@ TEST_F(EvalIntegrationTest, SingleAndRsaReportWellFormedJson) {
 }
 
 TEST_F(EvalIntegrationTest, ParallelPrintsATable) {
-  ShellResult r = Eval("--problems 2 --mode parallel --population 2 --budget 32 --concurrency 2");
+  ShellResult r = Eval(
+      "--problems 2 --n-lo 2 --n-hi 3 --mode parallel --population 2 --budget 32 --concurrency 2");
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("zaya eval: 2 problems (seed 0, n 2..3)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("95% interval"), std::string::npos) << r.out;
