@@ -92,7 +92,8 @@ struct ZayaModel::Impl {
   // Scratch layout (offsets in `scratch`), sized for max_step_tokens / max_step_sequences.
   uint64_t s_h = 0, s_a = 0, s_qk0 = 0, s_k0 = 0, s_vcur = 0, s_vdel = 0, s_q = 0, s_k = 0, s_v = 0,
            s_attn = 0, s_o = 0, s_r[2] = {0, 0}, s_rn = 0, s_r1 = 0, s_r2 = 0, s_rl = 0,
-           s_expert = 0, s_weight = 0, s_moe = 0, s_last = 0, s_logits = 0;
+           s_expert = 0, s_weight = 0, s_moe = 0, s_last = 0, s_logits = 0, s_routing = 0;
+  int64_t routed_tokens = -1;  // tokens of the last Forward (ReadLastRouting), -1 before any
   uint64_t h_ids = 0, h_seq = 0, h_slot = 0, h_pos = 0, h_table = 0, h_gather = 0, host_bytes = 0;
   int64_t max_blocks = 0;
 
@@ -419,6 +420,7 @@ Status ZayaModel::Impl::AllocateScratch() {
   s_moe = take(T * c.hidden_size);
   s_last = take(S * c.hidden_size);
   s_logits = take(S * c.vocab_size);
+  if (opt.record_routing) s_routing = take(T * c.num_layers);
   ZAYA_ASSIGN_OR_RETURN(scratch, backend->Alloc(ZAYA_BUFFER_SCRATCH, off));
   uint64_t hoff = 0;
   auto htake = [&](uint64_t elems) {
@@ -650,6 +652,14 @@ Status ZayaModel::Forward(std::span<const StepSequence> batch, std::vector<float
       op.dst[1] = weight;
       ops.push_back(op);
     }
+    if (m.opt.record_routing) {
+      zaya_op op = Op(ZAYA_OP_COPY);
+      op.src[0] = expert;
+      op.dst[0] =
+          MakeTensor(sc, m.s_routing + static_cast<uint64_t>(l * T) * 4, ZAYA_DTYPE_I32, {T});
+      op.i[0] = T * 4;
+      ops.push_back(op);
+    }
     {
       zaya_op op = Op(ZAYA_OP_MOE);
       op.src[0] = a;
@@ -677,12 +687,29 @@ Status ZayaModel::Forward(std::span<const StepSequence> batch, std::vector<float
     matmul(last, m.lm_head, nullptr, out, ZAYA_ACT_NONE);
   }
   ZAYA_RETURN_IF_ERROR(m.backend->Execute(ops));
+  m.routed_tokens = T;
   if (logits != nullptr) {
     logits->resize(static_cast<size_t>(n_logits * c.vocab_size));
     if (n_logits > 0) {
       ZAYA_RETURN_IF_ERROR(m.backend->Read(m.scratch, m.s_logits, logits->data(),
                                            static_cast<uint64_t>(n_logits * c.vocab_size) * 4));
     }
+  }
+  return Status::Ok();
+}
+
+Status ZayaModel::ReadLastRouting(std::vector<std::vector<int32_t>>* out) {
+  Impl& m = *impl_;
+  if (!m.opt.record_routing || m.routed_tokens < 0) {
+    return FailedPrecondition(
+        "routing is recorded only with ModelOptions::record_routing, after a "
+        "Forward");
+  }
+  const int64_t T = m.routed_tokens;
+  out->assign(static_cast<size_t>(m.cfg.num_layers), std::vector<int32_t>(static_cast<size_t>(T)));
+  for (int64_t l = 0; l < m.cfg.num_layers; ++l) {
+    ZAYA_RETURN_IF_ERROR(m.backend->Read(m.scratch, m.s_routing + static_cast<uint64_t>(l * T) * 4,
+                                         (*out)[l].data(), static_cast<uint64_t>(T) * 4));
   }
   return Status::Ok();
 }

@@ -34,6 +34,9 @@ struct ModelOptions {
   int64_t num_slots = 64;               // CCA state slots (one per live sequence)
   int64_t max_blocks_per_sequence = 0;  // 0 = enough for max_position_embeddings
   uint64_t weights_budget = 0;          // 0 = unchecked; else refuse to load above it
+  // Keep each step's router choices for LastRouting() (one small copy per layer and a read back
+  // per step: for benchmarks and tests, off in the daemon).
+  bool record_routing = false;
 };
 
 // One sequence's part of a step.
@@ -68,6 +71,13 @@ class ZayaModel {
 
   // Runs one step. `logits` receives vocab_size floats per sequence with want_logits, in order.
   Status Forward(std::span<const StepSequence> batch, std::vector<float>* logits);
+
+  // With options().record_routing: reads the expert each token of the last Forward was routed to,
+  // per layer ([num_layers][tokens of the step, in batch order]; num_experts = the skip expert).
+  // Forward only copies the choices on the device; this call reads them back (a synchronous read
+  // per layer), so a benchmark can keep it outside its timing. FailedPrecondition without
+  // record_routing or before the first Forward.
+  Status ReadLastRouting(std::vector<std::vector<int32_t>>* out);
 
   // Zeroes a slot's CCA state (a new sequence starts from zero padding).
   Status ResetSlot(int32_t slot);

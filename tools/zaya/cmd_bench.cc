@@ -4,23 +4,22 @@
 //
 // Bytes of weights read per decode step: the dense weights once (every matrix but the experts; the
 // tied embedding counts once, as the lm_head that is read in full), plus each distinct expert the
-// step touches. The expert count is an estimate, not the router's output: with top-1 routing over
-// E experts plus the skip expert, assumed uniform, a step of B tokens touches
-// E * (1 - (1 - 1/(E+1))^B) experts per layer on average (batch 1: E/(E+1); batch 16 of the 8B
-// shape: ~9.9 of 16).
+// step's tokens were routed to, counted from the router's real choices (ZayaModel's
+// record_routing, read outside the timing). The JSON also gives the uniform-routing estimate
+// E * (1 - (1 - 1/(E+1))^B) experts per layer for comparison (batch 16 of the 8B shape: ~9.9 of
+// 16).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "engine/model/zaya_model.h"
 #include "engine/weights/checkpoint.h"
@@ -142,7 +141,8 @@ struct ByteModel {
 
 ByteModel Bytes(const ZayaConfig& c, const std::string& dtype) {
   const double esz = dtype == "f32" ? 4 : dtype == "int8" ? 1 : 2;
-  const double H = static_cast<double>(c.hidden_size), I = static_cast<double>(c.moe_intermediate_size);
+  const double H = static_cast<double>(c.hidden_size),
+               I = static_cast<double>(c.moe_intermediate_size);
   ByteModel m;
   m.experts = c.num_experts;
   m.layers = c.num_layers;
@@ -226,16 +226,17 @@ int CompareInt8(const Checkpoint& ck, Backend& be, int64_t tokens, bool json) {
                         {"logits_rms", rms_ref}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("int8 vs bf16 over %lld teacher-forced greedy tokens: %.1f%% agreement, logits error "
-                "max %.4g, rms %.4g (logits rms %.4g)\n",
-                static_cast<long long>(tokens), 100.0 * agree / tokens, max_abs, rms_err, rms_ref);
+    std::printf(
+        "int8 vs bf16 over %lld teacher-forced greedy tokens: %.1f%% agreement, logits error "
+        "max %.4g, rms %.4g (logits rms %.4g)\n",
+        static_cast<long long>(tokens), 100.0 * agree / tokens, max_abs, rms_err, rms_ref);
   }
   return 0;
 }
 
 struct DecodeResult {
   int64_t batch = 0;
-  double tok_s = 0, step_bytes = 0, roofline_tok_s = 0, experts_per_layer = 0;
+  double tok_s = 0, step_bytes = 0, roofline_tok_s = 0, experts_per_layer = 0, experts_estimate = 0;
 };
 
 int Bench(const Command& self, const std::vector<std::string>& argv) {
@@ -268,8 +269,9 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (steps < 1 || reps < 1 || prefill < 1 || bw_mib < 16 || batches.empty() ||
       *std::min_element(batches.begin(), batches.end()) < 1) {
-    return UsageError(self, "--steps, --reps, --prefill-tokens, --batches must be >= 1 and "
-                            "--bandwidth-mib >= 16");
+    return UsageError(self,
+                      "--steps, --reps, --prefill-tokens, --batches must be >= 1 and "
+                      "--bandwidth-mib >= 16");
   }
   const std::string wdtype = args->GetOr("weights-dtype", "bf16");
   if (args->Has("compare-int8")) {
@@ -285,7 +287,8 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
       std::fprintf(stderr, "zaya bench: %s\n", ck.status().ToString().c_str());
       return 1;
     }
-    auto be = Backend::Open(args->GetOr("backend", "cpu"), args->GetOr("plugin-dir", ""), 0, threads);
+    auto be =
+        Backend::Open(args->GetOr("backend", "cpu"), args->GetOr("plugin-dir", ""), 0, threads);
     if (!be.ok()) {
       std::fprintf(stderr, "zaya bench: %s\n", be.status().ToString().c_str());
       return 1;
@@ -338,12 +341,14 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   // Each sequence owns a fixed run of blocks: enough for the prefill prompt or prompt + decode.
   const int64_t per_seq =
       (std::max<int64_t>(prefill, decode_prompt + (steps + 1) * 1) + mo.block_tokens) /
-          mo.block_tokens + 1;
+          mo.block_tokens +
+      1;
   mo.max_blocks_per_sequence = per_seq;
   mo.num_kv_blocks = per_seq * max_batch;
   mo.max_step_tokens = std::max<int64_t>(prefill, decode_prompt * max_batch);
   mo.max_step_sequences = max_batch;
   mo.num_slots = max_batch;
+  mo.record_routing = true;
   progress("loading " + dir + " as " + wdtype + " (" +
            std::to_string(ZayaModel::WeightBytes(cfg, wdtype) >> 20) + " MiB of weights)");
   const auto load0 = Clock::now();
@@ -364,9 +369,12 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   // Decode: B sequences prefilled with a short prompt, then `steps` timed steps of B tokens
   // (after one untimed step); repeated `reps` times, median.
   std::vector<DecodeResult> decode;
+  std::vector<std::vector<int32_t>> routing;
   for (int64_t batch : batches) {
     progress("decode at batch " + std::to_string(batch));
     std::vector<double> rates;
+    double touched_sum = 0;
+    int64_t touched_steps = 0;
     for (int r = 0; r < reps; ++r) {
       std::vector<std::vector<int32_t>> toks(static_cast<size_t>(batch));
       std::vector<StepSequence> seqs(static_cast<size_t>(batch));
@@ -381,24 +389,40 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
       }
       Status st = (*model)->Forward(seqs, &logits);
       if (!st.ok()) return fail(st);
-      Clock::time_point t0;
+      double timed = 0;
       for (int i = 0; i <= steps; ++i) {
-        if (i == 1) t0 = Clock::now();
         for (int64_t s = 0; s < batch; ++s) {
           seqs[s].start_pos += static_cast<int32_t>(seqs[s].tokens.size());
           toks[s].assign(1, tok(rng));  // random next tokens: the routing a real batch sees
           seqs[s].tokens = toks[s];
         }
+        const auto t0 = Clock::now();
         st = (*model)->Forward(seqs, &logits);
         if (!st.ok()) return fail(st);
+        if (i == 0) continue;  // warm-up step
+        timed += Seconds(t0, Clock::now());
+        // Outside the timing: which experts this step really read (the skip expert reads none).
+        st = (*model)->ReadLastRouting(&routing);
+        if (!st.ok()) return fail(st);
+        for (const auto& layer : routing) {
+          std::vector<bool> seen(static_cast<size_t>(cfg.num_experts), false);
+          for (int32_t e : layer) {
+            if (e >= 0 && e < cfg.num_experts) seen[static_cast<size_t>(e)] = true;
+          }
+          touched_sum += static_cast<double>(std::count(seen.begin(), seen.end(), true));
+        }
+        ++touched_steps;
       }
-      rates.push_back(static_cast<double>(batch * steps) / Seconds(t0, Clock::now()));
+      rates.push_back(static_cast<double>(batch * steps) / timed);
     }
     DecodeResult d;
     d.batch = batch;
     d.tok_s = Median(rates);
-    d.step_bytes = bytes.StepBytes(batch);
-    d.experts_per_layer = bytes.ExpertsTouched(batch);
+    d.experts_estimate = bytes.ExpertsTouched(batch);
+    d.experts_per_layer =
+        touched_sum / static_cast<double>(std::max<int64_t>(1, touched_steps * cfg.num_layers));
+    d.step_bytes =
+        bytes.dense + bytes.per_expert * d.experts_per_layer * static_cast<double>(cfg.num_layers);
     d.roofline_tok_s = static_cast<double>(batch) * bandwidth / d.step_bytes;
     decode.push_back(d);
   }
@@ -448,7 +472,8 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
       j["decode"].push_back({{"batch", d.batch},
                              {"tok_s", d.tok_s},
                              {"bytes_per_step", d.step_bytes},
-                             {"experts_per_layer_estimate", d.experts_per_layer},
+                             {"experts_per_layer", d.experts_per_layer},
+                             {"experts_per_layer_uniform_estimate", d.experts_estimate},
                              {"roofline_tok_s", d.roofline_tok_s},
                              {"roofline_fraction", d.tok_s / d.roofline_tok_s},
                              {"speedup_vs_batch1", batch1 > 0 ? d.tok_s / batch1 : 0.0}});
@@ -462,14 +487,14 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   }
   std::printf("model %s, weights %s (%.1f MiB), %d threads\n", dir.c_str(), wdtype.c_str(),
               static_cast<double>((*model)->weight_bytes()) / (1 << 20), threads);
-  std::printf("%s %8.2f GB/s\n",
-              device_memory ? "device bandwidth    " : "read bandwidth      ", bandwidth / 1e9);
+  std::printf("%s %8.2f GB/s\n", device_memory ? "device bandwidth    " : "read bandwidth      ",
+              bandwidth / 1e9);
   if (gemm_f32 > 0) {
     std::printf("GEMM 512x2048x2048   %8.1f GFLOP/s f32 weights, %.1f GFLOP/s bf16 weights\n",
                 gemm_f32, gemm_bf16);
   }
-  std::printf("\n%-7s %10s %12s %14s %12s %9s %8s\n", "batch", "tok/s", "MiB/step",
-              "experts/layer", "roof tok/s", "of roof", "x b1");
+  std::printf("\n%-7s %10s %12s %14s %12s %9s %8s\n", "batch", "tok/s", "MiB/step", "experts/layer",
+              "roof tok/s", "of roof", "x b1");
   for (const auto& d : decode) {
     std::printf("%-7lld %10.2f %12.1f %14.2f %12.2f %8.1f%% %8.2f\n",
                 static_cast<long long>(d.batch), d.tok_s, d.step_bytes / (1 << 20),
@@ -478,14 +503,16 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   }
   std::printf("\nprefill %lld tokens  %8.1f tok/s  %8.1f GFLOP/s", static_cast<long long>(prefill),
               prefill_tok_s, prefill_gflops);
-  if (gemm_f32 > 0) std::printf("  (%.0f%% of the f32 GEMM rate)", 100.0 * prefill_gflops / gemm_f32);
+  if (gemm_f32 > 0)
+    std::printf("  (%.0f%% of the f32 GEMM rate)", 100.0 * prefill_gflops / gemm_f32);
   std::printf("\n");
   return 0;
 }
 
 const CommandRegistrar kBench(Command{
     "bench", "measure bandwidth, decode and prefill speed against the roofline",
-    "zaya bench --model DIR [--json] [--threads N] [--weights-dtype bf16|int8|f32] [--backend cpu|hip] [--plugin-dir DIR] "
+    "zaya bench --model DIR [--json] [--threads N] [--weights-dtype bf16|int8|f32] [--backend "
+    "cpu|hip] [--plugin-dir DIR] "
     "[--batches 1,8,16] [--steps N] [--reps N] [--prefill-tokens N] [--bandwidth-mib N] "
     "[--skip-gemm] | zaya bench --model DIR --compare-int8 TOKENS [--json]",
     [](const std::vector<std::string>& a) { return Bench(Registry().at("bench"), a); }});

@@ -3,6 +3,7 @@
 // tools/reference/make_fixtures.sh), through the real CPU backend plugin.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -53,7 +54,7 @@ class ModelTest : public ::testing::Test {
  protected:
   // Loads `dir` with `weights` dtype; slots/blocks enough for a few 96-token sequences.
   void Load(const std::string& dir, const std::string& weights = "f32",
-            const std::string& kv = "f32") {
+            const std::string& kv = "f32", bool record_routing = false) {
     model_.reset();  // its buffers must go before the backend that owns them
     backend_.reset();
     auto ck = Checkpoint::Open(kData + dir);
@@ -71,6 +72,7 @@ class ModelTest : public ::testing::Test {
     mo.max_step_tokens = 64;
     mo.max_step_sequences = 8;
     mo.max_blocks_per_sequence = 32;
+    mo.record_routing = record_routing;
     auto m = ZayaModel::Load(*checkpoint_, *backend_, mo);
     ASSERT_TRUE(m.ok()) << m.status().ToString();
     model_ = std::move(*m);
@@ -111,6 +113,44 @@ TEST_F(ModelTest, CachedDecodeMatchesReferenceAtEveryPosition) {
   EXPECT_LE(MaxAbsDiff(mine, g.logits), 1e-3f);
   // The reference is f32 too, so the real agreement is far tighter than the 1e-3 bound.
   EXPECT_LE(MaxAbsDiff(mine, g.logits), 5e-5f);
+}
+
+TEST_F(ModelTest, RecordedRoutingIsTheReferencesExpertChoice) {
+  Load("native-f32", "f32", "f32", /*record_routing=*/true);
+  std::ifstream f(kData + "golden/native-f32.json");
+  const nlohmann::json j = nlohmann::json::parse(f);
+  const auto want = j["experts"].get<std::vector<std::vector<int32_t>>>();  // [layer][position]
+  const auto ids = j["input_ids"].get<std::vector<int32_t>>();
+  StepSequence s;
+  s.slot = 3;
+  s.tokens = ids;
+  auto table = Blocks(40, 8);
+  s.block_table = table;
+  std::vector<float> l;
+  ASSERT_TRUE(model_->Forward(std::span<const StepSequence>(&s, 1), &l).ok());
+  std::vector<std::vector<int32_t>> got;
+  ASSERT_TRUE(model_->ReadLastRouting(&got).ok());
+  ASSERT_EQ(got.size(), want.size());
+  int skips = 0;
+  for (size_t layer = 0; layer < got.size(); ++layer) {
+    EXPECT_EQ(got[layer], want[layer]) << "layer " << layer;
+    skips += static_cast<int>(std::count(got[layer].begin(), got[layer].end(), 4));
+  }
+  EXPECT_EQ(skips, j["skip_expert_choices"].get<int>());  // the skip expert is recorded as E
+}
+
+TEST_F(ModelTest, RoutingIsNotRecordedUnlessAsked) {
+  Load("native-f32");
+  StepSequence s;
+  const std::vector<int32_t> ids = {2, 300, 301};
+  s.tokens = ids;
+  auto table = Blocks(0, 2);
+  s.block_table = table;
+  std::vector<float> l;
+  ASSERT_TRUE(model_->Forward(std::span<const StepSequence>(&s, 1), &l).ok());
+  std::vector<std::vector<int32_t>> got;
+  const Status st = model_->ReadLastRouting(&got);
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << st.ToString();
 }
 
 TEST_F(ModelTest, PrefillAndChunkedPrefillMatchTheLastPosition) {
