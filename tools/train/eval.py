@@ -1,12 +1,14 @@
 #!/usr/bin/python3
 """Python-side evaluation of zaya-tiny-reasoner on held-out problems (seeds >= 10**9).
 
-    eval.py --model models/zaya-tiny-reasoner --problems 300 --n-lo 6 --n-hi 10 [--json OUT]
-    eval.py --model ... --long --problems 100 --n-lo 40 --n-hi 40      # thinking past the context
+    eval.py --model models/zaya-tiny-reasoner --problems 300 --n-lo 26 --n-hi 30 [--json OUT]
+    eval.py --model ... --auto-n --n-hi 32 --temperature 1.8      # n range chosen by a probe
+    eval.py --model ... --long --problems 200 --n-lo 120 --n-hi 120   # thinking past the context
 
 Loads the exported checkpoint folder into the training model (tools/train/zmodel.py, verified
-against tools/reference/zaya_reference.py) and samples with its batched KV-cached sampler at
-temperature 0.8. The prompts are byte-identical to what the daemon sends (same chat template,
+against tools/reference/zaya_reference.py) and samples with its batched KV-cached sampler (on an
+NVIDIA GPU when there is one; tools/train/eval_all.sh has the commands behind docs/eval.md) at
+--temperature (0.8). The prompts are byte-identical to what the daemon sends (same chat template,
 same aggregation template, tails cut on token ids and decoded without special tokens).
 
 Modes: single (1 trace), majority@8 (vote of 8 traces, ties -> first), copy check (C=4 identical
@@ -47,7 +49,7 @@ def wilson(k, n, z=1.96):
     return (p, max(0.0, c - h), min(1.0, c + h))
 
 
-def load(model_dir):
+def load(model_dir, device="cpu"):
     cfg = json.load(open(os.path.join(model_dir, "config.json")))
     c = M.default_config(cfg["vocab_size"])
     for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
@@ -60,15 +62,17 @@ def load(model_dir):
         for n in m.names:
             m.w(n).copy_(torch.from_numpy(np.array(raw[n][1], dtype=np.float32)))
     m.route_counts = None
-    return m
+    return m.to(device)
 
 
 class Runner:
     def __init__(self, model, tok, temperature, seed, chunk=384):
         self.m, self.tok, self.t = model, tok, temperature
-        self.gen = torch.Generator().manual_seed(seed)
+        dev = model.w("model.norm.weight").device
+        self.gen = torch.Generator(device=dev).manual_seed(seed)
         self.chunk = chunk
         self.tokens = 0
+        self.max_ctx = None
 
     def run(self, prompts, budget, n_each=1):
         """prompts: list of id lists -> list of generated id lists (n_each per prompt, in order:
@@ -78,7 +82,8 @@ class Runner:
         step = max(1, self.chunk // n_each)
         for s in range(0, len(order), step):
             idx = order[s:s + step]
-            res = self.m.sample([prompts[i] for i in idx], n_each, budget, self.t, self.gen)
+            res = self.m.sample([prompts[i] for i in idx], n_each, budget, self.t, self.gen,
+                                max_ctx=self.max_ctx)
             for q, (j, ids) in enumerate(res):
                 outs[idx[j] * n_each + q % n_each] = ids
                 self.tokens += len(ids)
@@ -117,16 +122,43 @@ def main():
     ap.add_argument("--long-tau", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--json")
+    ap.add_argument("--auto-n", action="store_true",
+                    help="probe single-trace accuracy for n = 4, 8, ..--n-hi first, evaluate on "
+                         "the n range (width 5) whose accuracy is nearest --auto-target")
+    ap.add_argument("--auto-target", type=float, default=0.45)
+    ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
+                       if args.device == "auto" else args.device)
+    if dev.type == "cpu":
+        torch.set_num_threads(1)
     tok = Z.Tokenizer()
-    model = load(args.model)
-    run = Runner(model, tok, args.temperature, args.seed + 17)
+    model = load(args.model, dev)
+    run = Runner(model, tok, args.temperature, args.seed + 17,
+                 chunk=2400 if dev.type == "cuda" else 384)
+    probe = {}
+    if args.auto_n:
+        # Per-n single-trace accuracy on problems outside the main eval's seeds.
+        ns = list(range(4, args.n_hi + 1, 4))
+        pp = [Z.make_problem(Z.HELDOUT_SEED_BASE + 77 * 10 ** 6 + 1000 * n + i, n, n)
+              for n in ns for i in range(160)]
+        outs = run.run([tok.encode(Z.chat_prompt(p.question)) for p in pp], args.beta)
+        for j, n in enumerate(ns):
+            k = sum(run.answer(o) == p.answer
+                    for o, p in zip(outs[160 * j:160 * (j + 1)], pp[160 * j:160 * (j + 1)]))
+            probe[n] = k / 160
+        print("probe (single-trace accuracy by n):", probe, flush=True)
+        best = min(ns, key=lambda n: abs(probe[n] - args.auto_target))
+        args.n_lo, args.n_hi = max(2, best - 2), min(args.n_hi, best + 2)
+        if args.n_hi - args.n_lo < 4:
+            args.n_lo = max(2, args.n_hi - 4)
+        print(f"main eval n range: {args.n_lo}..{args.n_hi}", flush=True)
     probs = [Z.make_problem(Z.HELDOUT_SEED_BASE + args.seed * 100000 + i, args.n_lo, args.n_hi)
              for i in range(args.problems)]
     P = len(probs)
     res = {"problems": P, "n_range": [args.n_lo, args.n_hi], "temperature": args.temperature,
-           "seed": args.seed}
+           "seed": args.seed, "beta": args.beta, "tau": args.tau, "device": str(dev),
+           "probe_single_by_n": probe}
     solve_prompts = [tok.encode(Z.chat_prompt(p.question)) for p in probs]
 
     def report(name, k, n, extra=None):
@@ -139,7 +171,9 @@ def main():
         # A single trace cut at the trained context length.
         t0 = time.time()
         run.tokens = 0
-        outs = run.run(solve_prompts, MAXLEN - max(len(x) for x in solve_prompts))
+        run.max_ctx = MAXLEN
+        outs = run.run(solve_prompts, MAXLEN - min(len(x) for x in solve_prompts))
+        run.max_ctx = None
         k = sum(run.answer(o) == p.answer for o, p in zip(outs, probs))
         answered = sum(run.answer(o) is not None for o in outs)
         report("single_cut_at_context", k, P, {"answered": answered,

@@ -128,6 +128,8 @@ class Zaya(nn.Module):
         exps = torch.arange(0, rd, 2, dtype=torch.float64) / rd
         self.inv_freq = 1.0 / (c["rope_theta"] ** exps)
         self.route_counts = None
+        # Fused attention for training on a GPU; the plain path (exact softmax) elsewhere.
+        self.sdpa = False
 
     def w(self, n):
         return self.p[key(n)]
@@ -146,7 +148,7 @@ class Zaya(nn.Module):
 
     def rope(self, x, pos):
         """x [..., T, H, D]; pos [..., T] (long)."""
-        ang = pos.to(torch.float64)[..., None] * self.inv_freq
+        ang = pos.to(torch.float64)[..., None] * self.inv_freq.to(pos.device)
         cos = torch.cos(ang).to(torch.float32)[..., None, :]
         sin = torch.sin(ang).to(torch.float32)[..., None, :]
         h = self.rd // 2
@@ -199,7 +201,8 @@ class Zaya(nn.Module):
         p = torch.softmax(logits, dim=-1)
         choice = torch.argmax(p.detach() + self.lw(i, g + "balancing_biases"), dim=-1)
         if self.route_counts is not None:
-            self.route_counts[i] += torch.bincount(choice, minlength=E + 1).double()
+            self.route_counts[i] += torch.bincount(choice, minlength=E + 1).to(
+                self.route_counts)
         out = torch.zeros_like(m)
         gu_w = self.lw(i, "mlp.experts.gate_up_proj")
         dn_w = self.lw(i, "mlp.experts.down_proj")
@@ -225,9 +228,10 @@ class Zaya(nn.Module):
         B, T = ids.shape
         H, K, D = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
         C = (H + K) * D
-        pos = torch.arange(T)
+        pos = torch.arange(T, device=ids.device)
         h = self.embed(ids)
-        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        causal = None if self.sdpa else torch.ones(T, T, dtype=torch.bool,
+                                                   device=ids.device).tril()
         r_prev = None
         for i in range(c["num_hidden_layers"]):
             a = self.rms(h, self.lw(i, "input_layernorm.weight"))
@@ -249,9 +253,15 @@ class Zaya(nn.Module):
             qh = q.transpose(1, 2)  # [B, H, T, D]
             kh = k.repeat_interleave(H // K, dim=2).transpose(1, 2)
             vh = v.repeat_interleave(H // K, dim=2).transpose(1, 2)
-            sc = (qh @ kh.transpose(-1, -2)) / math.sqrt(D)
-            sc = sc.masked_fill(~causal, float("-inf"))
-            att = (torch.softmax(sc, dim=-1) @ vh).transpose(1, 2).reshape(B, T, H * D)
+            if self.sdpa:  # fused causal attention (torch >= 2.0, the GPU machine)
+                dt = torch.bfloat16 if qh.is_cuda else qh.dtype
+                att = F.scaled_dot_product_attention(qh.to(dt), kh.to(dt), vh.to(dt),
+                                                     is_causal=True)
+            else:
+                sc = (qh @ kh.transpose(-1, -2)) / math.sqrt(D)
+                sc = sc.masked_fill(~causal, float("-inf"))
+                att = torch.softmax(sc, dim=-1) @ vh
+            att = att.transpose(1, 2).reshape(B, T, H * D)
             att = att @ self.lw(i, "self_attn.o_proj.weight").T
             h = self.merge(att, h, i, "post_attention_residual_scale")
             m = self.rms(h, self.lw(i, "post_attention_layernorm.weight"))
@@ -275,7 +285,8 @@ class Zaya(nn.Module):
         if self.route_counts is None:
             return
         E = self.c["num_experts"]
-        target = torch.full((E + 1,), (1 - SKIP_TARGET) / E, dtype=torch.float64)
+        target = torch.full((E + 1,), (1 - SKIP_TARGET) / E, dtype=torch.float64,
+                            device=self.route_counts.device)
         target[E] = SKIP_TARGET
         with torch.no_grad():
             for i in range(self.c["num_hidden_layers"]):
@@ -295,12 +306,13 @@ class Zaya(nn.Module):
         """One prompt (list of ids) -> (state dict for one sequence, last logits [V])."""
         c = self.c
         H, K, D = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
-        x = torch.tensor([ids])
+        dev = self.w("model.norm.weight").device
+        x = torch.tensor([ids], device=dev)
         T = len(ids)
         st = {"k": [], "v": [], "s": [], "vprev": []}
         h = self.embed(x)
         r_prev = None
-        pos = torch.arange(T)
+        pos = torch.arange(T, device=dev)
         for i in range(c["num_hidden_layers"]):
             a = self.rms(h, self.lw(i, "input_layernorm.weight"))
             q0 = a @ self.lw(i, "self_attn.qkv_proj.q_proj.weight").T
@@ -327,7 +339,8 @@ class Zaya(nn.Module):
             kh = k.repeat_interleave(H // K, dim=2).transpose(1, 2)
             vh = v.repeat_interleave(H // K, dim=2).transpose(1, 2)
             sc = (qh @ kh.transpose(-1, -2)) / math.sqrt(D)
-            sc = sc.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+            sc = sc.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=dev).tril(),
+                           float("-inf"))
             att = (torch.softmax(sc, -1) @ vh).transpose(1, 2).reshape(1, T, H * D)
             h = self.merge(att @ self.lw(i, "self_attn.o_proj.weight").T, h, i,
                            "post_attention_residual_scale")
@@ -338,66 +351,134 @@ class Zaya(nn.Module):
         return st, hn @ self.w("model.embed_tokens.weight").T
 
     @torch.no_grad()
-    def sample(self, prompts, n_each, max_new, temperature, gen, stop=(1, 5), max_ctx=None):
-        """prompts: list of id lists; returns list (len(prompts)*n_each) of generated id lists
-        (stop token included when hit). Sequences are batched; finished ones are dropped."""
+    def prefill_batch(self, prompts):
+        """Batched prefill of prompts (lists of ids, right padded) -> (states, last logits).
+
+        states per layer: k, v [B, T, K, D] (positions >= len are padding, never attended
+        before the decode overwrites them), s [B, 2, C] (the conv inputs of the last two
+        positions), vprev [B, K*D/2] (the delayed-V projection of the last position)."""
         c = self.c
         H, K, D = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
+        dev = self.w("model.norm.weight").device
+        B, T = len(prompts), max(len(p) for p in prompts)
+        x = torch.zeros(B, T, dtype=torch.long, device=dev)
+        for b, p in enumerate(prompts):
+            x[b, :len(p)] = torch.tensor(p, device=dev)
+        lens = torch.tensor([len(p) for p in prompts], device=dev)
+        ar = torch.arange(B, device=dev)
+        pos = torch.arange(T, device=dev)
+        causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
+        st = {"k": [], "v": [], "s": [], "vprev": []}
+        h = self.embed(x)
+        r_prev = None
+        for i in range(c["num_hidden_layers"]):
+            a = self.rms(h, self.lw(i, "input_layernorm.weight"))
+            q0 = a @ self.lw(i, "self_attn.qkv_proj.q_proj.weight").T
+            k0 = a @ self.lw(i, "self_attn.qkv_proj.k_proj.weight").T
+            s = torch.cat([q0, k0], dim=-1)
+            C = s.shape[-1]
+            sp = torch.cat([s.new_zeros(B, 2, C), s], dim=1)  # sp[:, t + 2] = s[:, t]
+            dww = self.lw(i, "self_attn.qkv_proj.conv_qk_depthwise.weight")[:, 0, :]
+            dwb = self.lw(i, "self_attn.qkv_proj.conv_qk_depthwise.bias")
+            dw = sp[:, :-1] * dww[:, 0] + sp[:, 1:] * dww[:, 1] + dwb
+            conv = self.grouped(dw[:, :-1], dw[:, 1:], i)
+            q, k = self.qk_norm(conv, q0, k0, i)
+            q = self.rope(q, pos)
+            k = self.rope(k, pos)
+            vc = a @ self.lw(i, "self_attn.qkv_proj.v_proj_current.weight").T
+            vdr = a @ self.lw(i, "self_attn.qkv_proj.v_proj_delayed.weight").T
+            vd = torch.cat([vdr.new_zeros(B, 1, vdr.shape[-1]), vdr[:, :-1]], dim=1)
+            v = torch.cat([vc, vd], dim=-1).view(B, T, K, D)
+            st["k"].append(k)
+            st["v"].append(v)
+            st["s"].append(torch.stack([sp[ar, lens], sp[ar, lens + 1]], dim=1))
+            st["vprev"].append(vdr[ar, lens - 1])
+            G = H // K
+            qh = q.view(B, T, K, G, D)
+            sc = torch.einsum("btkgd,bskd->bkgts", qh, k) / math.sqrt(D)
+            sc = sc.masked_fill(~causal, float("-inf"))
+            att = torch.einsum("bkgts,bskd->btkgd", torch.softmax(sc, -1), v).reshape(B, T, H * D)
+            h = self.merge(att @ self.lw(i, "self_attn.o_proj.weight").T, h, i,
+                           "post_attention_residual_scale")
+            m = self.rms(h, self.lw(i, "post_attention_layernorm.weight"))
+            mo, r_prev = self.moe(m.reshape(B * T, -1), r_prev, i)
+            h = self.merge(mo.view(B, T, -1), h, i, "post_mlp_residual_scale")
+        hn = self.rms(h[ar, lens - 1], self.w("model.norm.weight"))
+        return st, hn @ self.w("model.embed_tokens.weight").T
+
+    @torch.no_grad()
+    def sample(self, prompts, n_each, max_new, temperature, gen, stop=(1, 5), max_ctx=None):
+        """prompts: list of id lists; returns [(prompt index, generated ids)] for each prompt and
+        sample (prompt-major; the stop token is included when hit). A sequence also stops once
+        prompt + generated reaches max_ctx. Batched prefill and decode; finished sequences are
+        dropped from the batch when enough of them have finished."""
+        c = self.c
         L = c["num_hidden_layers"]
-        seqs = []  # (prompt index, state, last logits)
-        for pi, pr in enumerate(prompts):
-            st, lg = self.prefill(pr)
-            for _ in range(n_each):
-                seqs.append((pi, st, lg, len(pr)))
-        Bn = len(seqs)
-        maxlen = max(s[3] for s in seqs) + max_new
-        kc = [torch.zeros(Bn, maxlen, K, D) for _ in range(L)]
-        vc = [torch.zeros(Bn, maxlen, K, D) for _ in range(L)]
-        sh = [torch.zeros(Bn, 2, (H + K) * D) for _ in range(L)]
-        vp = [torch.zeros(Bn, K * D // 2) for _ in range(L)]
-        for b, (_, st, _, n) in enumerate(seqs):
-            for i in range(L):
-                kc[i][b, :n] = st["k"][i]
-                vc[i][b, :n] = st["v"][i]
-                sh[i][b] = st["s"][i]
-                vp[i][b] = st["vprev"][i]
-        lens = torch.tensor([s[3] for s in seqs])
-        logits = torch.stack([s[2] for s in seqs])
-        outs = [[] for _ in range(Bn)]
-        alive = torch.arange(Bn)
+        dev = self.w("model.norm.weight").device
+        st, lg = self.prefill_batch(prompts)
+        rep = torch.arange(len(prompts), device=dev).repeat_interleave(n_each)
+        lens = torch.tensor([len(p) for p in prompts], device=dev)[rep]
+        S = int(lens.max()) + max_new + 1
+        T0 = st["k"][0].shape[1]
+        kc, vc = [], []
+        for i in range(L):
+            kk = st["k"][i].new_zeros(len(rep), S, *st["k"][i].shape[2:])
+            kk[:, :T0] = st["k"][i][rep]
+            vv = st["v"][i].new_zeros(len(rep), S, *st["v"][i].shape[2:])
+            vv[:, :T0] = st["v"][i][rep]
+            kc.append(kk)
+            vc.append(vv)
+        sh = [x[rep] for x in st["s"]]
+        vp = [x[rep] for x in st["vprev"]]
+        logits = lg[rep]
+        del st
+        Bn = len(rep)
+        out = torch.full((Bn, max_new), -1, dtype=torch.long, device=dev)
+        rows = torch.arange(Bn, device=dev)  # output row of each batch row
+        alive = torch.ones(Bn, dtype=torch.bool, device=dev)
+        stop_t = torch.tensor(list(stop), device=dev)
         for step in range(max_new):
             if temperature > 0:
-                probs = torch.softmax(logits / temperature, -1)
+                probs = torch.softmax(logits.float() / temperature, -1)
                 tok = torch.multinomial(probs, 1, generator=gen)[:, 0]
             else:
                 tok = logits.argmax(-1)
-            keep = []
-            for j, b in enumerate(alive.tolist()):
-                t = int(tok[j])
-                outs[b].append(t)
-                if t not in stop and not (max_ctx and lens[j] + 1 >= max_ctx):
-                    keep.append(j)
-            if not keep or step == max_new - 1:
+            out[rows[alive], step] = tok[alive]
+            fin = (tok[:, None] == stop_t).any(-1)
+            if max_ctx:
+                fin |= lens + 1 >= max_ctx
+            alive &= ~fin
+            if step == max_new - 1:
                 break
-            keep = torch.tensor(keep)
-            alive, tok, lens = alive[keep], tok[keep], lens[keep]
-            kc = [x[keep] for x in kc]
-            vc = [x[keep] for x in vc]
-            sh = [x[keep] for x in sh]
-            vp = [x[keep] for x in vp]
+            n_alive = int(alive.sum())
+            if n_alive == 0:
+                break
+            if n_alive < 0.7 * alive.numel():  # compact the batch
+                keep = alive.nonzero(as_tuple=True)[0]
+                rows, tok, lens, alive = rows[keep], tok[keep], lens[keep], alive[keep]
+                kc = [x[keep] for x in kc]
+                vc = [x[keep] for x in vc]
+                sh = [x[keep] for x in sh]
+                vp = [x[keep] for x in vp]
             logits = self._decode(tok, lens, kc, vc, sh, vp)
             lens = lens + 1
-        return [(seqs[b][0], outs[b]) for b in range(Bn)]
+        res = []
+        for b, row in enumerate(out.tolist()):
+            ids = [t for t in row if t >= 0]
+            res.append((b // n_each, ids))
+        return res
 
     def _decode(self, tok, lens, kc, vc, sh, vp):
+        """One token per sequence; updates the caches in place (lists of per-layer tensors)."""
         c = self.c
         H, K, D = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
+        G = H // K
         Bn = tok.shape[0]
         h = self.embed(tok)  # [B, d]
         r_prev = None
         S = kc[0].shape[1]
-        ar = torch.arange(Bn)
-        kmask = torch.arange(S)[None, :] <= lens[:, None]  # [B, S]
+        ar = torch.arange(Bn, device=tok.device)
+        kmask = torch.arange(S, device=tok.device)[None, :] <= lens[:, None]  # [B, S]
         for i in range(c["num_hidden_layers"]):
             a = self.rms(h, self.lw(i, "input_layernorm.weight"))
             q0 = a @ self.lw(i, "self_attn.qkv_proj.q_proj.weight").T
@@ -418,11 +499,9 @@ class Zaya(nn.Module):
             vp[i] = a @ self.lw(i, "self_attn.qkv_proj.v_proj_delayed.weight").T
             kc[i][ar, lens] = k
             vc[i][ar, lens] = v
-            kk = kc[i].repeat_interleave(H // K, dim=2)  # [B, S, H, D]
-            vv = vc[i].repeat_interleave(H // K, dim=2)
-            sc = torch.einsum("bhd,bshd->bhs", q, kk) / math.sqrt(D)
-            sc = sc.masked_fill(~kmask[:, None, :], float("-inf"))
-            att = torch.einsum("bhs,bshd->bhd", torch.softmax(sc, -1), vv).reshape(Bn, H * D)
+            sc = torch.einsum("bkgd,bskd->bkgs", q.view(Bn, K, G, D), kc[i]) / math.sqrt(D)
+            sc = sc.masked_fill(~kmask[:, None, None, :], float("-inf"))
+            att = torch.einsum("bkgs,bskd->bkgd", torch.softmax(sc, -1), vc[i]).reshape(Bn, H * D)
             h = self.merge(att @ self.lw(i, "self_attn.o_proj.weight").T, h, i,
                            "post_attention_residual_scale")
             m = self.rms(h, self.lw(i, "post_attention_layernorm.weight"))
@@ -456,7 +535,7 @@ def export(model, out_dir, bos, eos_ids, pad):
     os.makedirs(out_dir, exist_ok=True)
     sp = [(n, "F32", shp) for n, shp in specs(model.c)]
     safetensors_np.write(os.path.join(out_dir, "model.safetensors"), sp,
-                         lambda n: model.w(n).detach().numpy().astype(np.float32),
+                         lambda n: model.w(n).detach().float().cpu().numpy().astype(np.float32),
                          {"format": "pt"})
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(native_config(model.c, bos, eos_ids, pad), f, indent=1)
@@ -483,6 +562,9 @@ def verify_export(model, out_dir, ids, atol=1e-4):
     # the cached sampler must agree with the full forward pass too
     st, last = model.prefill(ids)
     d2 = float((last - mine[-1]).abs().max())
+    _, lastb = model.prefill_batch([ids[:-3], ids])
+    d2 = max(d2, float((lastb[1] - mine[-1]).abs().max()),
+             float((lastb[0] - mine[-4]).abs().max()))
     if d2 > atol:
         raise AssertionError(f"prefill differs from forward by {d2}")
     return diff

@@ -1,10 +1,11 @@
 """The arithmetic reasoning task, the tokenizer and the prompt formats of zaya-tiny-reasoner.
 
 Task ("iterate"): x starts at a 2-digit number; n times, x <- (x*a + b) mod 100. The worked
-solution writes one line per step, `i: x*a+b=y x=y%1000`, then `</think>` and a boxed answer.
-The question is short whatever n is, and every line names its step index and its input, so the
-state of the computation is visible in any tail of a trace: this is what makes Markovian
-continuation (RSA with C=1) possible past the trained context.
+solution writes one line per step, `i: x=y` (the value of x after step i, computed in one go, no
+intermediate product), then `</think>` and a boxed answer. The question is short whatever n is,
+and every line names its step index and the state, so the state of the computation is visible in
+any tail of a trace: this is what makes Markovian continuation (RSA with C=1) possible past the
+trained context.
 
 Prompt formats mirror what the engine sends:
   * solve: the chat template (tests/data/chat/zaya_tiny_template.jinja) with one user message,
@@ -12,10 +13,12 @@ Prompt formats mirror what the engine sends:
   * aggregate / continue: engine/rsa/aggregation_prompt.cc kDefaultAggregationTemplate (read
     from that file, so the model is trained on exactly what the daemon sends), rendered with C
     tails (C=1 is continuation), each a decoded token tail with `[...truncated...] ` when cut.
-Aggregation/continuation target (documented in models/zaya-tiny-reasoner/README.md): restart at
-step k = the largest "first complete line" index among the candidates, take the majority of the
-candidates' inputs at step k (ties: the most common value that appears first), then compute
-correctly from there to step n and box the result.
+Aggregation/continuation target (aggregation_target; documented in the model README): parse the
+complete `i: x=y` lines of every candidate; k = the step shown by the most candidates (ties: the
+latest step); y = the majority of the candidates' values at step k (ties: the one met first);
+then write `k: x=y` and compute correctly from there to step n and box the result. With complete
+candidates that is a majority vote on the final state; with C=1 it continues an unfinished trace
+from its last complete line.
 """
 
 import collections
@@ -80,21 +83,20 @@ class Problem:
         self.answer = str(xs[-1])
 
     def line(self, i, x):
-        """Step i (1-based) from input x."""
-        y = x * self.a + self.b
-        return f"{i}: {x}*{self.a}+{self.b}={y} x={y % MOD}\n"
+        """The line of step i (1-based): x is the value after step i."""
+        return f"{i}: x={x}\n"
 
     def lines_from(self, k, x):
-        """Correct lines k..n starting from input x at step k; returns (text, final x)."""
-        out = []
-        for i in range(k, self.n + 1):
-            out.append(self.line(i, x))
+        """Line k with value x (as given), then correct lines k+1..n; returns (text, final x)."""
+        out = [self.line(k, x)]
+        for i in range(k + 1, self.n + 1):
             x = (x * self.a + self.b) % MOD
+            out.append(self.line(i, x))
         return "".join(out), x
 
     def solution(self):
-        text, x = self.lines_from(1, self.x0)
-        return finish(text, x)
+        return finish("".join(self.line(i, self.xs[i]) for i in range(1, self.n + 1)),
+                      self.xs[-1])
 
 
 def finish(lines, x):
@@ -110,43 +112,40 @@ def make_problem(seed, n_lo, n_hi):
 HELDOUT_SEED_BASE = 10 ** 9
 
 
-LINE_RE = re.compile(r"(?m)^(\d+): (\d+)\*")
+LINE_RE = re.compile(r"(?m)^(\d+): x=(\d+)\n")
 
 
-def first_line_and_inputs(text, truncated):
-    """(index of the first complete line, {index: input}) of a candidate tail."""
+def parse_lines(text, truncated):
+    """{step: value} of the complete lines of a candidate tail (first occurrence wins)."""
     if truncated:
         cut = text.find("\n")
         text = text[cut + 1:] if cut >= 0 else ""
-    inputs = {}
-    first = None
+    lines = {}
     for m in LINE_RE.finditer(text):
-        i, x = int(m.group(1)), int(m.group(2))
-        if first is None:
-            first = i
-        inputs.setdefault(i, x)
-    return first, inputs
+        lines.setdefault(int(m.group(1)), int(m.group(2)))
+    return lines
+
+
+def vote(p, cands):
+    """(k, value) the aggregation target restarts from, or None (see module doc)."""
+    parsed = [{i: x for i, x in parse_lines(t, tr).items() if 1 <= i <= p.n and 0 <= x < MOD}
+              for t, tr in cands]
+    cover = collections.Counter(i for d in parsed for i in d)
+    if not cover:
+        return None
+    k = max(cover, key=lambda i: (cover[i], i))
+    votes = [d[k] for d in parsed if k in d]
+    counts = collections.Counter(votes)
+    best = max(counts.values())
+    return k, next(v for v in votes if counts[v] == best)
 
 
 def aggregation_target(p, cands):
     """The trained answer to an aggregation/continuation prompt (see module doc)."""
-    firsts = []
-    parsed = []
-    for text, trunc in cands:
-        f, inputs = first_line_and_inputs(text, trunc)
-        parsed.append(inputs)
-        if f is not None and 1 <= f <= p.n:
-            firsts.append(f)
-    if not firsts:
+    kv = vote(p, cands)
+    if kv is None:
         return p.solution()  # nothing usable: solve from scratch
-    k = max(firsts)
-    votes = [inp[k] for inp in parsed if k in inp and 0 <= inp[k] < MOD]
-    if not votes:
-        return p.solution()
-    counts = collections.Counter(votes)
-    best = max(counts.values())
-    x = next(v for v in votes if counts[v] == best)
-    text, xf = p.lines_from(k, x)
+    text, xf = p.lines_from(*kv)
     return finish(text, xf)
 
 
@@ -168,7 +167,7 @@ def extract_boxed(text):
 def _corpus():
     texts = [AGG_TEMPLATE.replace("{candidates}", "").replace("{/candidates}", "")] * 20
     for s in range(60):
-        p = make_problem(s, 2, 20)
+        p = make_problem(s, 2, 120)
         texts.append(p.question)
         texts.append(p.solution())
         texts.append("user\nmodel\n" + TRUNC + "Candidate 1:\n")
