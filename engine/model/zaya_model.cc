@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "base/log.h"
@@ -117,6 +118,23 @@ Result<zaya_dtype> ParseWeightsDType(const std::string& s) {
   return InvalidArgument("model.weights_dtype '" + s + "' is not one of bf16, f32, int8");
 }
 
+// fn(begin, end) over [0, n) in up to hardware_concurrency() threads, in chunks of at least
+// `grain`. Loading converts every weight (8.8e9 values for the 8B shape); one thread takes about
+// a minute for int8, which users see as a daemon that is slow to become ready.
+template <class Fn>
+void ParallelRange(int64_t n, int64_t grain, Fn&& fn) {
+  const int64_t hw = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int64_t parts = std::clamp<int64_t>(n / std::max<int64_t>(grain, 1), 1, hw);
+  if (parts == 1) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<size_t>(parts));
+  for (int64_t p = 0; p < parts; ++p) threads.emplace_back(fn, n * p / parts, n * (p + 1) / parts);
+  for (auto& t : threads) t.join();
+}
+
 uint64_t MatrixBytes(int64_t rows, int64_t cols, zaya_dtype d) {
   uint64_t b = AlignUp(static_cast<uint64_t>(rows * cols) * ElemSize(d));
   if (d == ZAYA_DTYPE_I8) b += AlignUp(static_cast<uint64_t>(rows * ((cols + 31) / 32)) * 4);
@@ -221,7 +239,10 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
                              " elements, expected " + std::to_string(numel));
     }
     f32.resize(static_cast<size_t>(numel));
-    ConvertToF32(t->dtype, t->data, static_cast<size_t>(numel), f32.data());
+    const size_t esz = DTypeSize(t->dtype);
+    ParallelRange(numel, int64_t{1} << 20, [&](int64_t b, int64_t e) {
+      ConvertToF32(t->dtype, t->data + b * esz, static_cast<size_t>(e - b), f32.data() + b);
+    });
     return t;
   };
   auto vec = [&](const std::string& name, int64_t n, zaya_tensor* out) -> Status {
@@ -258,24 +279,29 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
       std::memcpy(packed.data(), f32.data(), vbytes);
     } else if (wdtype == ZAYA_DTYPE_BF16) {
       auto* p = reinterpret_cast<uint16_t*>(packed.data());
-      for (int64_t i = 0; i < numel; ++i) p[i] = F32ToBf16(f32[i]);
+      ParallelRange(numel, int64_t{1} << 20, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) p[i] = F32ToBf16(f32[i]);
+      });
     } else {
       const int64_t blocks = (cols + 31) / 32;
       scales.resize(static_cast<size_t>(rows * blocks));
       auto* p = reinterpret_cast<int8_t*>(packed.data());
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t b = 0; b < blocks; ++b) {
-          const int64_t begin = r * cols + b * 32, len = std::min<int64_t>(32, cols - b * 32);
-          float amax = 0.f;
-          for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(f32[begin + i]));
-          const float scale = amax > 0.f ? amax / 127.f : 1.f;
-          scales[r * blocks + b] = scale;
-          for (int64_t i = 0; i < len; ++i) {
-            p[begin + i] =
-                static_cast<int8_t>(std::lround(std::clamp(f32[begin + i] / scale, -127.f, 127.f)));
-          }
-        }
-      }
+      ParallelRange(
+          rows, std::max<int64_t>(1, (int64_t{1} << 20) / cols), [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r) {
+              for (int64_t b = 0; b < blocks; ++b) {
+                const int64_t begin = r * cols + b * 32, len = std::min<int64_t>(32, cols - b * 32);
+                float amax = 0.f;
+                for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(f32[begin + i]));
+                const float scale = amax > 0.f ? amax / 127.f : 1.f;
+                scales[r * blocks + b] = scale;
+                for (int64_t i = 0; i < len; ++i) {
+                  p[begin + i] = static_cast<int8_t>(
+                      std::lround(std::clamp(f32[begin + i] / scale, -127.f, 127.f)));
+                }
+              }
+            }
+          });
     }
     ZAYA_RETURN_IF_ERROR(
         backend->Write(weights, cursor, as_stored ? direct->data : packed.data(), vbytes));
