@@ -9,6 +9,10 @@
 # with -DCMAKE_INSTALL_PREFIX=/usr for a system install or the package (`cpack -G DEB` then makes
 # zayad_<version>_<arch>.deb).
 #
+# The maintainer scripts (systemd/debian/) honour DPKG_ROOT, so the package can be installed
+# chrootless into a throw-away root; tests/integration/package_test.sh does that (ctest label
+# `package`).
+#
 # Everything here is in the install component "system", so it can be installed or packaged alone:
 #   cmake --install build --component system --prefix /usr   (with DESTDIR=... to stage it)
 
@@ -103,4 +107,6 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     "${PROJECT_SOURCE_DIR}/systemd/debian/postrm"
     "${_zaya_pkg_dir}/conffiles")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION TRUE)
+# Debian ships stripped binaries (RelWithDebInfo ones are ~10x larger with their debug info).
+set(CPACK_STRIP_FILES TRUE)
 include(CPack)
