@@ -14,6 +14,7 @@
 
 #include "engine/engine_factory.h"
 #include "tests/engine/scheduler/event_recorder.h"
+#include "tests/engine/tiny_config.h"
 
 namespace zaya {
 namespace {
@@ -23,15 +24,7 @@ using Type = EngineEvent::Type;
 using Recorder = testing::EventRecorder;
 
 Config TinyConfig() {
-  Config c;
-  c.model.path = std::string(ZAYA_SOURCE_DIR) + "/tests/data/tiny-zaya/native-f32";
-  c.model.weights_dtype = "f32";
-  c.backend.threads = 2;
-  c.memory.weights = 64ull << 20;
-  c.memory.state = 16ull << 20;
-  c.memory.request = 16ull << 20;
-  c.memory.kv_block_tokens = 16;
-  c.scheduler.max_running_sequences = 40;
+  Config c = testing::TinyEngineConfig();
   c.rsa.population = 4;
   c.rsa.subset = 2;
   c.rsa.rounds = 1;
