@@ -339,11 +339,12 @@ CHAT_TEMPLATE = (
 )
 
 
-def write_tokenizer(out, vocab_size):
-    vocab, merges = train_bpe(vocab_size)
+def tokenizer_json(specials, bos_id, vocab, merges):
+    """A Gemma-style tokenizer.json (SentencePiece-converted BPE with byte fallback) as a dict.
+    Shared with tools/train/ztask.py, whose trained model uses the same layout."""
     added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-              "normalized": False, "special": True} for i, t in enumerate(SPECIAL_TOKENS)]
-    tokenizer = {
+              "normalized": False, "special": True} for i, t in enumerate(specials)]
+    return {
         "version": "1.0",
         "truncation": None,
         "padding": None,
@@ -359,7 +360,7 @@ def write_tokenizer(out, vocab_size):
                      {"Sequence": {"id": "A", "type_id": 0}},
                      {"SpecialToken": {"id": "<bos>", "type_id": 1}},
                      {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {"<bos>": {"id": "<bos>", "ids": [BOS_ID], "tokens": ["<bos>"]}},
+            "special_tokens": {"<bos>": {"id": "<bos>", "ids": [bos_id], "tokens": ["<bos>"]}},
         },
         "decoder": {"type": "Sequence", "decoders": [
             {"type": "Replace", "pattern": {"String": SPACE}, "content": " "},
@@ -368,24 +369,34 @@ def write_tokenizer(out, vocab_size):
                   "continuing_subword_prefix": None, "end_of_word_suffix": None, "fuse_unk": True,
                   "byte_fallback": True, "ignore_merges": False, "vocab": vocab, "merges": merges},
     }
-    with open(os.path.join(out, "tokenizer.json"), "w", encoding="utf-8") as f:
-        json.dump(tokenizer, f, ensure_ascii=False, indent=1)
-        f.write("\n")
-    config = {
+
+
+def tokenizer_config_json(tokenizer, chat_template):
+    """tokenizer_config.json (Gemma tokenizer class, <end_of_turn> as eos) for tokenizer_json()."""
+    return {
         "add_bos_token": True,
         "add_eos_token": False,
         "added_tokens_decoder": {str(t["id"]): {k: v for k, v in t.items() if k != "id"}
-                                 for t in added},
+                                 for t in tokenizer["added_tokens"]},
         "bos_token": "<bos>",
         "eos_token": "<end_of_turn>",
         "pad_token": "<pad>",
         "unk_token": "<unk>",
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": chat_template,
         "clean_up_tokenization_spaces": False,
         "model_max_length": 4096,
         "tokenizer_class": "GemmaTokenizer",
         "spaces_between_special_tokens": False,
     }
+
+
+def write_tokenizer(out, vocab_size):
+    vocab, merges = train_bpe(vocab_size)
+    tokenizer = tokenizer_json(SPECIAL_TOKENS, BOS_ID, vocab, merges)
+    with open(os.path.join(out, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(tokenizer, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    config = tokenizer_config_json(tokenizer, CHAT_TEMPLATE)
     with open(os.path.join(out, "tokenizer_config.json"), "w", encoding="utf-8") as f:
         json.dump(config, f, ensure_ascii=False, indent=1)
         f.write("\n")

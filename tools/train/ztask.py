@@ -26,8 +26,11 @@ import json
 import os
 import random
 import re
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import make_tiny_zaya  # noqa: E402  (the tokenizer.json layout, shared)
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<think>",
             "</think>"]
@@ -276,45 +279,14 @@ class Tokenizer:
         return out.decode("utf-8", errors="replace")
 
     def write(self, out_dir):
-        added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-                  "normalized": False, "special": True} for i, t in enumerate(SPECIALS)]
-        tok = {
-            "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
-            "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": SPACE},
-            "pre_tokenizer": {"type": "Split", "pattern": {"String": " "},
-                              "behavior": "MergedWithPrevious", "invert": False},
-            "post_processor": {
-                "type": "TemplateProcessing",
-                "single": [{"SpecialToken": {"id": "<bos>", "type_id": 0}},
-                           {"Sequence": {"id": "A", "type_id": 0}}],
-                "pair": [{"SpecialToken": {"id": "<bos>", "type_id": 0}},
-                         {"Sequence": {"id": "A", "type_id": 0}},
-                         {"SpecialToken": {"id": "<bos>", "type_id": 1}},
-                         {"Sequence": {"id": "B", "type_id": 1}}],
-                "special_tokens": {"<bos>": {"id": "<bos>", "ids": [BOS], "tokens": ["<bos>"]}},
-            },
-            "decoder": {"type": "Sequence", "decoders": [
-                {"type": "Replace", "pattern": {"String": SPACE}, "content": " "},
-                {"type": "ByteFallback"}, {"type": "Fuse"}]},
-            "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>",
-                      "continuing_subword_prefix": None, "end_of_word_suffix": None,
-                      "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
-                      "vocab": self.vocab, "merges": [list(m) for m in self.merges]},
-        }
+        tok = make_tiny_zaya.tokenizer_json(SPECIALS, BOS, self.vocab,
+                                            [list(m) for m in self.merges])
         with open(os.path.join(out_dir, "tokenizer.json"), "w", encoding="utf-8") as f:
             json.dump(tok, f, ensure_ascii=False, indent=1)
             f.write("\n")
         template = open(os.path.join(ROOT, "tests", "data", "chat",
                                      "zaya_tiny_template.jinja")).read()
-        cfg = {
-            "add_bos_token": True, "add_eos_token": False,
-            "added_tokens_decoder": {str(t["id"]): {k: v for k, v in t.items() if k != "id"}
-                                     for t in added},
-            "bos_token": "<bos>", "eos_token": "<end_of_turn>", "pad_token": "<pad>",
-            "unk_token": "<unk>", "chat_template": template,
-            "clean_up_tokenization_spaces": False, "model_max_length": 4096,
-            "tokenizer_class": "GemmaTokenizer", "spaces_between_special_tokens": False,
-        }
+        cfg = make_tiny_zaya.tokenizer_config_json(tok, template)
         with open(os.path.join(out_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
             json.dump(cfg, f, ensure_ascii=False, indent=1)
             f.write("\n")
