@@ -19,6 +19,7 @@
 
 #include <cblas.h>
 
+#include "../common/op_checks.h"
 #include "kernels.h"
 #include "thread_pool.h"
 #include "zaya/backend.h"
@@ -47,52 +48,22 @@ struct zaya_backend {
 namespace zaya::cpu {
 namespace {
 
-class OpError : public std::runtime_error {
- public:
-  OpError(zaya_status s, const std::string& m) : std::runtime_error(m), status(s) {}
-  zaya_status status;
-};
-
-[[noreturn]] void Fail(const std::string& m) { throw OpError(ZAYA_STATUS_INVALID_ARGUMENT, m); }
-
-size_t DTypeSize(int32_t dtype) {
-  switch (dtype) {
-    case ZAYA_DTYPE_F32: return 4;
-    case ZAYA_DTYPE_BF16: return 2;
-    case ZAYA_DTYPE_F16: return 2;
-    case ZAYA_DTYPE_I8: return 1;
-    case ZAYA_DTYPE_I32: return 4;
-    default: Fail("unknown dtype " + std::to_string(dtype));
-  }
-}
-
-bool Present(const zaya_tensor& t) { return t.buffer != nullptr; }
-
-int64_t Elements(const zaya_tensor& t) {
-  if (t.ndim < 1 || t.ndim > 4) Fail("tensor ndim " + std::to_string(t.ndim) + " not in 1..4");
-  int64_t n = 1;
-  for (int i = 0; i < t.ndim; ++i) {
-    if (t.shape[i] < 0) Fail("negative tensor dimension");
-    n *= t.shape[i];
-  }
-  return n;
-}
+using backend_common::Cols;
+using backend_common::Dim;
+using backend_common::DTypeSize;
+using backend_common::Elements;
+using backend_common::ExpectDType;
+using backend_common::Fail;
+using backend_common::Guard;
+using backend_common::OpError;
+using backend_common::Present;
+using backend_common::Rows;
 
 // Checked pointer to a tensor's data; `what` names the operand in errors.
 template <typename T>
 T* Ptr(const zaya_tensor& t, const char* what) {
-  if (t.buffer == nullptr) Fail(std::string(what) + " is missing");
-  const uint64_t need = static_cast<uint64_t>(Elements(t)) * DTypeSize(t.dtype);
-  if (t.offset > t.buffer->bytes || need > t.buffer->bytes - t.offset) {
-    Fail(std::string(what) + " (" + std::to_string(need) + " bytes at offset " +
-         std::to_string(t.offset) + ") lies outside its buffer of " +
-         std::to_string(t.buffer->bytes) + " bytes");
-  }
+  backend_common::CheckBounds(t, what);
   return reinterpret_cast<T*>(t.buffer->data + t.offset);
-}
-
-void ExpectDType(const zaya_tensor& t, int32_t dtype, const char* what) {
-  if (t.dtype != dtype) Fail(std::string(what) + " has dtype " + std::to_string(t.dtype));
 }
 
 // Small per-channel vectors (norm weights, biases, scales) of any float dtype, as f32.
@@ -134,9 +105,6 @@ Weights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, co
   return out;
 }
 
-int64_t Dim(const zaya_tensor& t, int i) { return i < t.ndim ? t.shape[i] : 1; }
-int64_t Rows(const zaya_tensor& t) { return Elements(t) / std::max<int64_t>(1, t.shape[t.ndim - 1]); }
-int64_t Cols(const zaya_tensor& t) { return t.shape[t.ndim - 1]; }
 
 void OpEmbed(zaya_backend* b, const zaya_op& op) {
   const int64_t t = Elements(op.src[0]);
@@ -604,29 +572,10 @@ void Execute(zaya_backend* b, const zaya_op& op) {
   }
 }
 
-template <typename Fn>
-zaya_status Guard(zaya_backend* b, Fn&& fn) {
-  try {
-    return fn();
-  } catch (const OpError& e) {
-    if (b != nullptr) b->last_error = e.what();
-    return e.status;
-  } catch (const std::bad_alloc&) {
-    if (b != nullptr) b->last_error = "host out of memory";
-    return ZAYA_STATUS_OUT_OF_MEMORY;
-  } catch (const std::exception& e) {
-    if (b != nullptr) b->last_error = e.what();
-    return ZAYA_STATUS_INTERNAL;
-  } catch (...) {
-    if (b != nullptr) b->last_error = "unknown exception";
-    return ZAYA_STATUS_INTERNAL;
-  }
-}
-
 zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
   if (out == nullptr) return ZAYA_STATUS_INVALID_ARGUMENT;
   *out = nullptr;
-  return Guard(nullptr, [&] {
+  return Guard(static_cast<zaya_backend*>(nullptr), [&] {
     int threads = 0;
     auto* b = new zaya_backend();
     if (options != nullptr && options->struct_size >= offsetof(zaya_backend_options, log_user)) {

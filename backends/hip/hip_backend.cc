@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/op_checks.h"
 #include "gpu_port.h"
 #include "kernels.h"
 #include "zaya/backend.h"
@@ -51,13 +52,17 @@ struct zaya_buffer {
 namespace zaya::hip {
 namespace {
 
-class OpError : public std::runtime_error {
- public:
-  OpError(zaya_status s, const std::string& m) : std::runtime_error(m), status(s) {}
-  zaya_status status;
-};
-
-[[noreturn]] void Fail(const std::string& m) { throw OpError(ZAYA_STATUS_INVALID_ARGUMENT, m); }
+using backend_common::CheckBounds;
+using backend_common::Cols;
+using backend_common::Dim;
+using backend_common::DTypeSize;
+using backend_common::Elements;
+using backend_common::ExpectDType;
+using backend_common::Fail;
+using backend_common::Guard;
+using backend_common::OpError;
+using backend_common::Present;
+using backend_common::Rows;
 
 void Check(hipError_t e, const char* what) {
   if (e == hipSuccess) return;
@@ -140,52 +145,6 @@ std::byte* Take(zaya_backend* b, Arena& a, uint64_t bytes, std::byte** host_view
   return d;
 }
 
-size_t DTypeSize(int32_t dtype) {
-  switch (dtype) {
-    case ZAYA_DTYPE_F32:
-      return 4;
-    case ZAYA_DTYPE_BF16:
-      return 2;
-    case ZAYA_DTYPE_F16:
-      return 2;
-    case ZAYA_DTYPE_I8:
-      return 1;
-    case ZAYA_DTYPE_I32:
-      return 4;
-    default:
-      Fail("unknown dtype " + std::to_string(dtype));
-  }
-}
-
-bool Present(const zaya_tensor& t) { return t.buffer != nullptr; }
-
-int64_t Elements(const zaya_tensor& t) {
-  if (t.ndim < 1 || t.ndim > 4) Fail("tensor ndim " + std::to_string(t.ndim) + " not in 1..4");
-  int64_t n = 1;
-  for (int i = 0; i < t.ndim; ++i) {
-    if (t.shape[i] < 0) Fail("negative tensor dimension");
-    n *= t.shape[i];
-  }
-  return n;
-}
-
-int64_t Dim(const zaya_tensor& t, int i) { return i < t.ndim ? t.shape[i] : 1; }
-int64_t Cols(const zaya_tensor& t) {
-  Elements(t);
-  return t.shape[t.ndim - 1];
-}
-int64_t Rows(const zaya_tensor& t) { return Elements(t) / std::max<int64_t>(1, Cols(t)); }
-
-void CheckBounds(const zaya_tensor& t, const char* what) {
-  if (t.buffer == nullptr) Fail(std::string(what) + " is missing");
-  const uint64_t need = static_cast<uint64_t>(Elements(t)) * DTypeSize(t.dtype);
-  if (t.offset > t.buffer->bytes || need > t.buffer->bytes - t.offset) {
-    Fail(std::string(what) + " (" + std::to_string(need) + " bytes at offset " +
-         std::to_string(t.offset) + ") lies outside its buffer of " +
-         std::to_string(t.buffer->bytes) + " bytes");
-  }
-}
-
 // Checked device pointer to a tensor's data; `what` names the operand in errors.
 template <typename T>
 T* Dev(zaya_backend* b, const zaya_tensor& t, const char* what) {
@@ -220,10 +179,6 @@ const T* HostIn(zaya_backend* b, const zaya_tensor& t, const char* what,
   Check(hipMemcpy(storage.data(), t.buffer->device + t.offset, n, hipMemcpyDeviceToHost),
         "reading an index tensor");
   return reinterpret_cast<const T*>(storage.data());
-}
-
-void ExpectDType(const zaya_tensor& t, int32_t dtype, const char* what) {
-  if (t.dtype != dtype) Fail(std::string(what) + " has dtype " + std::to_string(t.dtype));
 }
 
 // Small per-channel vectors (norm weights, biases, scales) of f32 or bf16; absent stays absent.
@@ -611,25 +566,6 @@ void Execute(zaya_backend* b, const zaya_op& op, uint64_t index) {
       return OpCopy(b, op);
     default:
       throw OpError(ZAYA_STATUS_UNSUPPORTED, "op type " + std::to_string(op.type) + " is unknown");
-  }
-}
-
-template <typename Fn>
-zaya_status Guard(zaya_backend* b, Fn&& fn) {
-  try {
-    return fn();
-  } catch (const OpError& e) {
-    if (b != nullptr) b->last_error = e.what();
-    return e.status;
-  } catch (const std::bad_alloc&) {
-    if (b != nullptr) b->last_error = "host out of memory";
-    return ZAYA_STATUS_OUT_OF_MEMORY;
-  } catch (const std::exception& e) {
-    if (b != nullptr) b->last_error = e.what();
-    return ZAYA_STATUS_INTERNAL;
-  } catch (...) {
-    if (b != nullptr) b->last_error = "unknown exception";
-    return ZAYA_STATUS_INTERNAL;
   }
 }
 

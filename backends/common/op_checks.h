@@ -1,0 +1,110 @@
+// Validation helpers every backend plugin applies to the ops it is given (the ABI's tensors come
+// from another library, so each plugin checks them before touching memory). Header-only and free
+// of dependencies beyond the ABI header: plugins link nothing of the engine.
+//
+// Contract: the plugin defines `struct zaya_buffer` with a `uint64_t bytes` member and
+// `struct zaya_backend` with a `std::string last_error` member before instantiating the templates
+// below. Errors are thrown as OpError inside a plugin and turned into a status by Guard() at the
+// ABI boundary, so no exception crosses it. Everything here is stateless and thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+#include "zaya/backend.h"
+
+namespace zaya::backend_common {
+
+class OpError : public std::runtime_error {
+ public:
+  OpError(zaya_status s, const std::string& m) : std::runtime_error(m), status(s) {}
+  zaya_status status;
+};
+
+[[noreturn]] inline void Fail(const std::string& m) {
+  throw OpError(ZAYA_STATUS_INVALID_ARGUMENT, m);
+}
+
+inline size_t DTypeSize(int32_t dtype) {
+  switch (dtype) {
+    case ZAYA_DTYPE_F32:
+      return 4;
+    case ZAYA_DTYPE_BF16:
+      return 2;
+    case ZAYA_DTYPE_F16:
+      return 2;
+    case ZAYA_DTYPE_I8:
+      return 1;
+    case ZAYA_DTYPE_I32:
+      return 4;
+    default:
+      Fail("unknown dtype " + std::to_string(dtype));
+  }
+}
+
+inline bool Present(const zaya_tensor& t) { return t.buffer != nullptr; }
+
+// Element count; fails on a rank outside 1..4 or a negative dimension.
+inline int64_t Elements(const zaya_tensor& t) {
+  if (t.ndim < 1 || t.ndim > 4) Fail("tensor ndim " + std::to_string(t.ndim) + " not in 1..4");
+  int64_t n = 1;
+  for (int i = 0; i < t.ndim; ++i) {
+    if (t.shape[i] < 0) Fail("negative tensor dimension");
+    n *= t.shape[i];
+  }
+  return n;
+}
+
+inline int64_t Dim(const zaya_tensor& t, int i) { return i < t.ndim ? t.shape[i] : 1; }
+// The last dimension, and the product of the others.
+inline int64_t Cols(const zaya_tensor& t) {
+  Elements(t);
+  return t.shape[t.ndim - 1];
+}
+inline int64_t Rows(const zaya_tensor& t) {
+  const int64_t c = Cols(t);
+  return Elements(t) / (c > 0 ? c : 1);
+}
+
+inline void ExpectDType(const zaya_tensor& t, int32_t dtype, const char* what) {
+  if (t.dtype != dtype) Fail(std::string(what) + " has dtype " + std::to_string(t.dtype));
+}
+
+// The tensor is present and its bytes lie inside its buffer. `Buffer` defers the member access to
+// the plugin's definition of zaya_buffer.
+template <typename Buffer = zaya_buffer>
+void CheckBounds(const zaya_tensor& t, const char* what) {
+  if (t.buffer == nullptr) Fail(std::string(what) + " is missing");
+  const uint64_t bytes = static_cast<const Buffer*>(t.buffer)->bytes;
+  const uint64_t need = static_cast<uint64_t>(Elements(t)) * DTypeSize(t.dtype);
+  if (t.offset > bytes || need > bytes - t.offset) {
+    Fail(std::string(what) + " (" + std::to_string(need) + " bytes at offset " +
+         std::to_string(t.offset) + ") lies outside its buffer of " + std::to_string(bytes) +
+         " bytes");
+  }
+}
+
+// Runs fn() and turns whatever it throws into a status, with the message in b->last_error.
+template <typename Backend, typename Fn>
+zaya_status Guard(Backend* b, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const OpError& e) {
+    if (b != nullptr) b->last_error = e.what();
+    return e.status;
+  } catch (const std::bad_alloc&) {
+    if (b != nullptr) b->last_error = "host out of memory";
+    return ZAYA_STATUS_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    if (b != nullptr) b->last_error = e.what();
+    return ZAYA_STATUS_INTERNAL;
+  } catch (...) {
+    if (b != nullptr) b->last_error = "unknown exception";
+    return ZAYA_STATUS_INTERNAL;
+  }
+}
+
+}  // namespace zaya::backend_common
