@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "ipc/cli_support.h"
+#include "tools/zaya/chat_request.h"
 #include "tools/zaya/command.h"
 
 namespace zaya::cli {
@@ -30,36 +31,15 @@ int Run(const std::vector<std::string>& argv) {
       {"json", "no-think"}, &error);
   if (!args) return UsageError(self, error);
   if (args->positional().size() != 1) return UsageError(self, "needs exactly one QUESTION");
-  json messages = json::array();
-  if (auto system = args->Get("system")) {
-    messages.push_back({{"role", "system"}, {"content", *system}});
-  }
-  messages.push_back({{"role", "user"}, {"content", args->positional()[0]}});
-  json request = {{"op", "generate"}, {"messages", messages}};
-  for (const char* flag : {"max-tokens", "top-k", "seed", "deadline-ms"}) {
-    if (auto v = args->Get(flag)) {
-      auto n = ipc::cli::ParseIntFlag("ask", flag, *v);
-      if (!n) return 2;
-      std::string field = flag;
-      for (auto& c : field) c = c == '-' ? '_' : c;
-      request[field] = *n;
-    }
-  }
-  for (const char* flag : {"temperature", "top-p"}) {
-    if (auto v = args->Get(flag)) {
-      auto x = ipc::cli::ParseNumberFlag("ask", flag, *v);
-      if (!x) return 2;
-      request[std::string(flag) == "top-p" ? "top_p" : flag] = *x;
-    }
-  }
-  if (args->Has("no-think")) request["enable_thinking"] = false;
-
+  auto request =
+      ChatRequest("ask", "generate", *args, {"max-tokens", "top-k", "seed", "deadline-ms"});
+  if (!request) return 2;
   const bool raw = args->Has("json");
   auto client = ipc::cli::ConnectOrReport("ask", ipc::cli::ResolveEndpoint(args->Get("endpoint")));
   if (!client) return 1;
   bool printed = false;
   auto done = client->Request(
-      request,
+      *request,
       [&](const json& e) {
         if (raw) {
           std::printf("%s\n", e.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
