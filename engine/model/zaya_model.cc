@@ -296,8 +296,10 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
                 const float scale = amax > 0.f ? amax / 127.f : 1.f;
                 scales[r * blocks + b] = scale;
                 for (int64_t i = 0; i < len; ++i) {
-                  p[begin + i] = static_cast<int8_t>(
-                      std::lround(std::clamp(f32[begin + i] / scale, -127.f, 127.f)));
+                  // Round half away from zero, as std::lround does, without its libm call
+                  // (exact here: |v| <= 127).
+                  const float v = std::clamp(f32[begin + i] / scale, -127.f, 127.f);
+                  p[begin + i] = static_cast<int8_t>(v >= 0.f ? v + 0.5f : v - 0.5f);
                 }
               }
             }
