@@ -390,6 +390,7 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
   a.run_begin = reinterpret_cast<const int32_t*>(dev);
   a.run_slot = reinterpret_cast<const int32_t*>(dev + run_begin.size() * sizeof(int32_t));
   a.tokens = t;
+  a.work = reinterpret_cast<float*>(Take(b, b->workspace, static_cast<uint64_t>(3 * t * c) * 4));
   LaunchCca(b->stream, a);
 }
 

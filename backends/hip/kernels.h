@@ -75,10 +75,12 @@ struct CcaArgs {
   const int32_t* position;      // [T]
   const int32_t* run_begin;     // [runs + 1] token index where each sequence's run starts
   const int32_t* run_slot;      // [runs] the run's state slot
+  float* work;                  // [3, T, C] scratch: depthwise outputs at t-1 and t, grouped conv
   int64_t tokens, runs, nh, nkv, hd, rope_dims;  // hd <= kMaxHeadDim
   float theta, eps;
 };
-// Two kernels on `stream`: every (token, head) in parallel, then each run's state update.
+// Four kernels on `stream`, each parallel over tokens: the depthwise conv (per channel), the
+// grouped conv (a warp per output row), norm + RoPE + values (per head), then each run's state.
 void LaunchCca(hipStream_t stream, const CcaArgs& a);
 
 struct AttentionArgs {

@@ -5,9 +5,9 @@
 // Every kernel runs kThreads threads per block, and reduces through shared memory or WarpSumXor
 // called by all lanes of a warp; no thread leaves a kernel early, so every __syncthreads() and
 // warp reduction is reached by all threads of the block.
-#include "kernels.h"
-
 #include <math.h>
+
+#include "kernels.h"
 
 namespace zaya::hip {
 namespace {
@@ -67,7 +67,8 @@ __device__ __forceinline__ float LaneRowDot(const DevWeights& w, int64_t row, co
   float acc = 0.f;
   if (w.dtype == kBF16 && k % 8 == 0 && (reinterpret_cast<uintptr_t>(w.data) & 15) == 0 &&
       (reinterpret_cast<uintptr_t>(x) & 15) == 0) {
-    const auto* wrow = reinterpret_cast<const Pack16*>(static_cast<const uint16_t*>(w.data) + row * k);
+    const auto* wrow =
+        reinterpret_cast<const Pack16*>(static_cast<const uint16_t*>(w.data) + row * k);
     const auto* xv = reinterpret_cast<const Float4*>(x);
     for (int64_t c8 = lane; c8 < k / 8; c8 += gpu::kWarp) {
       const Pack16 pk = wrow[c8];
@@ -289,39 +290,63 @@ __device__ __forceinline__ float CcaInput(const CcaArgs& a, int64_t r, int64_t i
   return a.conv_state[static_cast<int64_t>(a.run_slot[r]) * 2 * c + (2 + p) * c + ch];
 }
 
-// One block per (token, head): every token's conv input is known before the step starts (the
-// state is raw inputs, not outputs), so tokens run in parallel; only the state update
-// (CcaStateKernel, launched after) is ordered. The grouped conv is one warp per output row with
-// lanes over the row's 2*hd contiguous weights (coalesced).
+// The CCA kernels run every token in parallel: a token's conv input is the raw [q0 | k0] of itself
+// and the two before it, known before the step starts (the state holds raw inputs, not outputs),
+// so only the state update (CcaStateKernel, last) is ordered. Three passes keep the SMs busy even
+// for one token: at batch 1 a single (token, head) block doing its whole head took 71 us on an
+// H100, latency-bound on its 128 x 256 conv weights.
+
+// Depthwise conv at t-1 and t for every (token, channel): work[0] and work[1], [T, C] each.
+__global__ void __launch_bounds__(kThreads) CcaDepthwiseKernel(CcaArgs a) {
+  const int64_t qd = a.nh * a.hd, kd = a.nkv * a.hd, c = qd + kd, n = a.tokens * c;
+  float* d_prev = a.work;
+  float* d_cur = a.work + n;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; idx < n;
+       idx += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t i = idx / c, ch = idx % c;
+    const int64_t r = RunOf(a, i);
+    const float s2 = CcaInput(a, r, i, 2, ch, qd, kd, c), s1 = CcaInput(a, r, i, 1, ch, qd, kd, c),
+                s0 = CcaInput(a, r, i, 0, ch, qd, kd, c);
+    const float w0 = LoadVec(a.dw, ch * 2, 0.f), w1 = LoadVec(a.dw, ch * 2 + 1, 0.f);
+    const float b = LoadVec(a.db, ch, 0.f);
+    d_prev[idx] = w0 * s2 + w1 * s1 + b;
+    d_cur[idx] = w0 * s1 + w1 * s0 + b;
+  }
+}
+
+// Grouped conv: one warp per (token, output channel), lanes over the row's 2*hd contiguous
+// weights (coalesced); work[2] = g, [T, C].
+__global__ void __launch_bounds__(kThreads) CcaGroupedKernel(CcaArgs a) {
+  const int64_t qd = a.nh * a.hd, kd = a.nkv * a.hd, c = qd + kd, hd = a.hd;
+  const int64_t i = blockIdx.x;
+  const int lane = static_cast<int>(threadIdx.x) % gpu::kWarp;
+  const int64_t o = static_cast<int64_t>(blockIdx.y) * kWarps + threadIdx.x / gpu::kWarp;
+  const float* d_prev = a.work + i * c;
+  const float* d_cur = a.work + a.tokens * c + i * c;
+  float acc = 0.f;
+  if (o < c) {
+    const int64_t base = (o / hd) * hd, row = o * hd * 2;
+    for (int64_t e = lane; e < 2 * hd; e += gpu::kWarp) {
+      acc += LoadVec(a.gw, row + e, 0.f) * ((e & 1) ? d_cur[base + e / 2] : d_prev[base + e / 2]);
+    }
+  }
+  acc = gpu::WarpSumXor(acc);
+  if (lane == 0 && o < c) a.work[2 * a.tokens * c + i * c + o] = acc + LoadVec(a.gb, o, 0.f);
+}
+
+// Per (token, head): pre-conv residuals on the grouped conv's output, L2 norm (k times temp),
+// RoPE; head 0's block also writes the token's values [vcur_t | vdel_{t-1}].
 __global__ void __launch_bounds__(kThreads) CcaTokenKernel(CcaArgs a) {
   const int64_t nh = a.nh, nkv = a.nkv, hd = a.hd;
   const int64_t qd = nh * hd, kd = nkv * hd, c = qd + kd, vh = kd / 2;
   const int64_t q_per_kv = nh / nkv, half = a.rope_dims / 2;
   const int64_t i = blockIdx.x, hh = blockIdx.y, base = hh * hd;
   const int tid = static_cast<int>(threadIdx.x);
-  const int lane = tid % gpu::kWarp, warp = tid / gpu::kWarp;
-  __shared__ float d_prev[kMaxHeadDim], d_cur[kMaxHeadDim], val[kMaxHeadDim];
+  __shared__ float val[kMaxHeadDim];
   __shared__ float red[kThreads];
   const int64_t r = RunOf(a, i);
-  for (int64_t j = tid; j < hd; j += kThreads) {
-    const int64_t ch = base + j;
-    const float s2 = CcaInput(a, r, i, 2, ch, qd, kd, c), s1 = CcaInput(a, r, i, 1, ch, qd, kd, c),
-                s0 = CcaInput(a, r, i, 0, ch, qd, kd, c);
-    const float w0 = LoadVec(a.dw, ch * 2, 0.f), w1 = LoadVec(a.dw, ch * 2 + 1, 0.f);
-    const float b = LoadVec(a.db, ch, 0.f);
-    d_prev[j] = w0 * s2 + w1 * s1 + b;
-    d_cur[j] = w0 * s1 + w1 * s0 + b;
-  }
-  __syncthreads();
-  for (int64_t o = warp; o < hd; o += kWarps) {
-    const int64_t row = (base + o) * hd * 2;
-    float acc = 0.f;
-    for (int64_t e = lane; e < 2 * hd; e += gpu::kWarp) {
-      acc += LoadVec(a.gw, row + e, 0.f) * ((e & 1) ? d_cur[e / 2] : d_prev[e / 2]);
-    }
-    acc = gpu::WarpSumXor(acc);
-    if (lane == 0) val[o] = acc + LoadVec(a.gb, base + o, 0.f);
-  }
+  const float* g = a.work + 2 * a.tokens * c + i * c + base;
+  for (int64_t j = tid; j < hd; j += kThreads) val[j] = g[j];
   __syncthreads();
   // Pre-conv residuals of this token's raw projections.
   float ss = 0.f;
@@ -579,6 +604,11 @@ void LaunchMerge(hipStream_t stream, const float* x, DevVec bh, DevVec sh, DevVe
 
 void LaunchCca(hipStream_t stream, const CcaArgs& a) {
   const int64_t tokens = a.tokens;
+  const int64_t c = (a.nh + a.nkv) * a.hd;
+  ZAYA_LAUNCH(CcaDepthwiseKernel, dim3(GridStrideBlocks(tokens * c)), dim3(kThreads), stream, a);
+  ZAYA_LAUNCH(CcaGroupedKernel,
+              dim3(static_cast<unsigned>(tokens), static_cast<unsigned>(Blocks(c, kWarps))),
+              dim3(kThreads), stream, a);
   ZAYA_LAUNCH(CcaTokenKernel,
               dim3(static_cast<unsigned>(tokens), static_cast<unsigned>(a.nh + a.nkv)),
               dim3(kThreads), stream, a);
