@@ -281,6 +281,27 @@ def legacy_config(c):
     }
 
 
+def apply_merge(seq, pair, merged):
+    """seq with every adjacent occurrence of `pair` replaced by `merged`, left to right."""
+    out, i = [], 0
+    while i < len(seq):
+        if i + 1 < len(seq) and seq[i] == pair[0] and seq[i + 1] == pair[1]:
+            out.append(merged)
+            i += 2
+        else:
+            out.append(seq[i])
+            i += 1
+    return out
+
+
+def pad_unused(vocab, vocab_size):
+    """Pads with unused placeholder pieces (Gemma has <unusedN> too) so ids cover the vocab."""
+    n = 0
+    while len(vocab) < vocab_size:
+        vocab[f"<unused{n}>"] = len(vocab)
+        n += 1
+
+
 def train_bpe(vocab_size):
     """Vocabulary and merges of a small Gemma-style BPE (SentencePiece-converted shape)."""
     vocab = {}
@@ -309,20 +330,8 @@ def train_bpe(vocab_size):
             break
         vocab[merged] = len(vocab)
         merges.append([pair[0], pair[1]])
-        out, i = [], 0
-        while i < len(seq):
-            if i + 1 < len(seq) and seq[i] == pair[0] and seq[i + 1] == pair[1]:
-                out.append(merged)
-                i += 2
-            else:
-                out.append(seq[i])
-                i += 1
-        seq = out
-    # Pad with unused placeholder pieces (Gemma has <unusedN> too) so ids cover the whole vocab.
-    n = 0
-    while len(vocab) < vocab_size:
-        vocab[f"<unused{n}>"] = len(vocab)
-        n += 1
+        seq = apply_merge(seq, pair, merged)
+    pad_unused(vocab, vocab_size)
     return vocab, merges
 
 

@@ -204,19 +204,8 @@ def _train_bpe():
             continue
         vocab[merged] = len(vocab)
         merges.append(pair)
-        out, i = [], 0
-        while i < len(seq):
-            if i + 1 < len(seq) and seq[i] == pair[0] and seq[i + 1] == pair[1]:
-                out.append(merged)
-                i += 2
-            else:
-                out.append(seq[i])
-                i += 1
-        seq = out
-    n = 0
-    while len(vocab) < VOCAB_SIZE:
-        vocab[f"<unused{n}>"] = len(vocab)
-        n += 1
+        seq = make_tiny_zaya.apply_merge(seq, pair, merged)
+    make_tiny_zaya.pad_unused(vocab, VOCAB_SIZE)
     return vocab, merges
 
 
