@@ -22,6 +22,7 @@
 #include "engine/model/zaya_model.h"
 #include "engine/weights/checkpoint.h"
 #include "plugins/loader.h"
+#include "tests/engine/model/greedy_decode.h"
 
 namespace zaya {
 namespace {
@@ -567,23 +568,9 @@ TEST_P(HipConformance, GreedyGenerationMatchesTheCpuBackend) {
     ASSERT_TRUE(m.ok()) << m.status().ToString();
     std::vector<int32_t> table(24);
     std::iota(table.begin(), table.end(), 0);
-    std::vector<int32_t> step = prompt, out;
-    std::vector<float> l;
-    int32_t pos = 0;
-    while (out.size() < golden.size()) {
-      StepSequence s;
-      s.slot = 0;
-      s.tokens = step;
-      s.start_pos = pos;
-      s.block_table = table;
-      const Status st = (*m)->Forward(std::span<const StepSequence>(&s, 1), &l);
-      ASSERT_TRUE(st.ok()) << be->name() << ": " << st.ToString();
-      pos += static_cast<int32_t>(step.size());
-      const int32_t next = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
-      out.push_back(next);
-      step.assign(1, next);
-    }
-    outs.push_back(out);
+    auto out = testing::GreedyDecode(**m, prompt, golden.size(), 0, table);
+    ASSERT_TRUE(out.ok()) << be->name() << ": " << out.status().ToString();
+    outs.push_back(*out);
   }
   EXPECT_EQ(outs[0], outs[1]) << "cpu vs " << gpu_->name();
   EXPECT_EQ(outs[1], golden);

@@ -16,6 +16,7 @@
 #include "engine/model/zaya_model.h"
 #include "engine/weights/checkpoint.h"
 #include "plugins/loader.h"
+#include "tests/engine/model/greedy_decode.h"
 
 namespace zaya {
 namespace {
@@ -96,22 +97,9 @@ TEST_F(HfGoldenTest, GreedyContinuationMatchesTransformersCachedDecode) {
   const auto ids = golden_["input_ids"].get<std::vector<int32_t>>();
   const auto want = golden_["greedy"].get<std::vector<int32_t>>();
   ASSERT_TRUE(golden_["greedy_full_forward_agrees"].get<bool>());
-  std::vector<float> l;
-  std::vector<int32_t> step = ids, got;
-  int32_t pos = 0;
-  while (got.size() < want.size()) {
-    StepSequence s;
-    s.slot = 1;
-    s.tokens = step;
-    s.start_pos = pos;
-    s.block_table = table_;
-    ASSERT_TRUE(model_->Forward(std::span<const StepSequence>(&s, 1), &l).ok());
-    pos += static_cast<int32_t>(step.size());
-    const auto best = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
-    got.push_back(best);
-    step.assign(1, best);
-  }
-  EXPECT_EQ(got, want);
+  auto got = testing::GreedyDecode(*model_, ids, want.size(), 1, table_);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, want);
 }
 
 }  // namespace

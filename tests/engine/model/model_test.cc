@@ -14,6 +14,7 @@
 #include "engine/model/zaya_model.h"
 #include "engine/weights/checkpoint.h"
 #include "plugins/loader.h"
+#include "tests/engine/model/greedy_decode.h"
 
 namespace zaya {
 namespace {
@@ -188,23 +189,10 @@ TEST_F(ModelTest, SixtyFourGreedyTokensMatchTheReference) {
   Load("native-f32");
   Golden g = LoadGolden("native-f32");
   ASSERT_EQ(g.greedy_tokens.size(), 64u);
-  std::vector<float> l;
-  auto table = Blocks(0, 24);
-  std::vector<int32_t> step = g.greedy_prompt, out;
-  int32_t pos = 0;
-  while (out.size() < g.greedy_tokens.size()) {
-    StepSequence s;
-    s.slot = 0;
-    s.tokens = step;
-    s.start_pos = pos;
-    s.block_table = table;
-    ASSERT_TRUE(model_->Forward(std::span<const StepSequence>(&s, 1), &l).ok());
-    pos += static_cast<int32_t>(step.size());
-    const int32_t next = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
-    out.push_back(next);
-    step.assign(1, next);
-  }
-  EXPECT_EQ(out, g.greedy_tokens);
+  auto out =
+      testing::GreedyDecode(*model_, g.greedy_prompt, g.greedy_tokens.size(), 0, Blocks(0, 24));
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(*out, g.greedy_tokens);
 }
 
 TEST_F(ModelTest, LegacyLayoutGivesIdenticalLogits) {
