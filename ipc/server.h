@@ -109,7 +109,7 @@ class Server {
   void ReceiveAll();
   void HandleFrame(const std::string& identity, std::string_view frame);
   void HandleRequest(const std::string& identity, Request request);
-  void DispatchEngineEvents();
+  size_t DispatchEngineEvents();  // returns the events taken from the queue
   void SendKeepalives();
   void ExpireDeadlines();
   // Sends one frame to `identity`; on failure treats the client as gone and returns false.

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <random>
 #include <string>
 #include <thread>
@@ -185,6 +186,36 @@ TEST_F(ServerTest, GenerateStreamsAcceptedDeltasDone) {
   EXPECT_EQ(seen.id.substr(seen.id.size() - 3), ":g1") << "engine ids are namespaced per client";
   EXPECT_FALSE(seen.client.empty());
   EXPECT_EQ(metrics_.RequestCount("generate", "ok"), 1u);
+}
+
+// SIGTERM's order: the engine drains (its terminal events are queued), the server stops, flushes
+// them and is destroyed at once. The client must still get its `done`: the socket used to close
+// with linger 0, dropping what libzmq had not sent yet (seen as a flaky daemon drain test).
+TEST_F(ServerTest, TerminalEventFlushedAtStopReachesTheClient) {
+  for (int round = 0; round < 5; ++round) {
+    SCOPED_TRACE(round);
+    StartServer();
+    engine_->SetStream(2, 20ms);
+    auto client = NewClient();
+    ASSERT_NE(client, nullptr);
+    std::atomic<int> seen{0};
+    auto result = std::async(std::launch::async, [&] {
+      return client->Request(
+          {{"id", "d" + std::to_string(round)}, {"op", "generate"}, {"prompt", "hi"}},
+          [&](const json&) { ++seen; });
+    });
+    ASSERT_TRUE(WaitFor([&] { return engine_->running() == 1; }));
+    engine_->Drain(5000);
+    server_->Stop();
+    thread_.join();
+    server_.reset();
+    ASSERT_EQ(result.wait_for(10s), std::future_status::ready)
+        << "no terminal event; " << seen.load() << " events before it";
+    auto done = result.get();
+    ASSERT_TRUE(done.ok()) << done.status().ToString();
+    EXPECT_EQ((*done)["event"], "done");
+    engine_ = std::make_unique<FakeEngine>();  // a fresh, non-draining engine for the next round
+  }
 }
 
 TEST_F(ServerTest, ThirtyTwoConcurrentClientsStream) {
