@@ -204,9 +204,12 @@ Server::Server(ServerOptions options, Engine* engine, Metrics* metrics)
 
 Server::~Server() {
   if (socket_ != nullptr) {
-    // The last events (a drain's terminal events, flushed by Run() after Stop()) may still sit in
-    // libzmq's queues; with the socket's linger of 0 closing it would drop them and the client
-    // would wait for an answer that never comes. Give connected peers a bounded moment instead.
+    // The daemon closes the socket right after its last terminal events (a drain's) were handed to
+    // libzmq; frames queued but not yet written were then lost about one time in three in a test,
+    // with linger 0 and also with a linger. Closing no sooner than 200 ms after the last send lets
+    // the I/O thread write them; the linger bounds what is still queued after that.
+    const auto since = Clock::now() - last_send_;
+    if (since < kCloseGrace) std::this_thread::sleep_for(kCloseGrace - since);
     const int linger_ms = 1000;
     zmq_setsockopt(socket_, ZMQ_LINGER, &linger_ms, sizeof linger_ms);
     zmq_close(socket_);
@@ -313,11 +316,8 @@ Status Server::Run() {
   while (!stop_) {
     ZAYA_RETURN_IF_ERROR(RunOnce(std::chrono::milliseconds(1000)));
   }
-  // Events queued before Stop() (the drain's last terminal events) still go out. The socket is
-  // usually closed right after this returns, and frames libzmq has queued but not yet written
-  // were then lost about one time in three in a test, linger or not; a short bounded pause lets
-  // its I/O thread write them. Only at shutdown, and only when something was just sent.
-  if (DispatchEngineEvents() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // Events queued before Stop() (the drain's last terminal events) still go out.
+  DispatchEngineEvents();
   return Status::Ok();
 }
 
@@ -530,9 +530,8 @@ void Server::HandleRequest(const std::string& identity, Request request) {
   PublishGauges();
 }
 
-size_t Server::DispatchEngineEvents() {
+void Server::DispatchEngineEvents() {
   queue_->TakeAll(&events_);
-  const size_t n = events_.size();
   for (auto& [engine_id, event] : events_) {
     auto it = requests_.find(engine_id);
     if (it == requests_.end()) continue;  // finished, or its client is gone
@@ -562,7 +561,6 @@ size_t Server::DispatchEngineEvents() {
   }
   events_.clear();
   PublishGauges();
-  return n;
 }
 
 void Server::SendKeepalives() {
@@ -606,8 +604,9 @@ bool Server::SendTo(const std::string& identity, const std::string& frame) {
     ClientGone(identity);
     return false;
   }
+  last_send_ = Clock::now();
   auto it = clients_.find(identity);
-  if (it != clients_.end()) it->second.last_sent = Clock::now();
+  if (it != clients_.end()) it->second.last_sent = last_send_;
   return true;
 }
 

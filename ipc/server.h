@@ -109,7 +109,7 @@ class Server {
   void ReceiveAll();
   void HandleFrame(const std::string& identity, std::string_view frame);
   void HandleRequest(const std::string& identity, Request request);
-  size_t DispatchEngineEvents();  // returns the events taken from the queue
+  void DispatchEngineEvents();
   void SendKeepalives();
   void ExpireDeadlines();
   // Sends one frame to `identity`; on failure treats the client as gone and returns false.
@@ -139,6 +139,10 @@ class Server {
   std::vector<std::pair<int, std::function<void()>>> watched_;
   std::vector<zmq_pollitem_t> poll_items_;                   // socket, event queue, watched_
   std::vector<std::pair<std::string, EngineEvent>> events_;  // DispatchEngineEvents' batch
+  // When the last frame was handed to libzmq; the destructor closes no sooner than kCloseGrace
+  // after it (see ~Server).
+  static constexpr std::chrono::milliseconds kCloseGrace{200};
+  std::chrono::steady_clock::time_point last_send_{};
   std::chrono::milliseconds tick_period_{0};
   std::function<void()> tick_;
   std::chrono::steady_clock::time_point next_tick_{};
