@@ -222,12 +222,35 @@ class Zaya(nn.Module):
         scale = self.w("model.input_hidden_states_scale")
         return (e + self.w("model.input_hidden_states_bias")) * scale
 
+    def cca_qkv(self, a, i, pos):
+        """CCA of layer i on normed input a [B, T, d] from position 0 (zero-padded convs and
+        delayed value): q [B, T, H, D], k and v [B, T, K, D], plus the padded raw conv input
+        sp [B, T + 2, C] and the undelayed v_delayed projection vdr, which cached decoding keeps."""
+        c = self.c
+        K, D = c["num_key_value_heads"], c["head_dim"]
+        B, T = a.shape[0], a.shape[1]
+        q0 = a @ self.lw(i, "self_attn.qkv_proj.q_proj.weight").T
+        k0 = a @ self.lw(i, "self_attn.qkv_proj.k_proj.weight").T
+        s = torch.cat([q0, k0], dim=-1)
+        sp = torch.cat([s.new_zeros(B, 2, s.shape[-1]), s], dim=1)  # sp[:, t + 2] = s[:, t]
+        dww = self.lw(i, "self_attn.qkv_proj.conv_qk_depthwise.weight")[:, 0, :]
+        dwb = self.lw(i, "self_attn.qkv_proj.conv_qk_depthwise.bias")
+        dw = sp[:, :-1] * dww[:, 0] + sp[:, 1:] * dww[:, 1] + dwb
+        conv = self.grouped(dw[:, :-1], dw[:, 1:], i)
+        q, k = self.qk_norm(conv, q0, k0, i)
+        q = self.rope(q, pos)
+        k = self.rope(k, pos)
+        vc = a @ self.lw(i, "self_attn.qkv_proj.v_proj_current.weight").T
+        vdr = a @ self.lw(i, "self_attn.qkv_proj.v_proj_delayed.weight").T
+        vd = torch.cat([vdr.new_zeros(B, 1, vdr.shape[-1]), vdr[:, :-1]], dim=1)
+        v = torch.cat([vc, vd], dim=-1).view(B, T, K, D)
+        return q, k, v, sp, vdr
+
     def forward(self, ids, mask=None):
         """ids [B, T] (right padded) -> logits [B, T, V]."""
         c = self.c
         B, T = ids.shape
         H, K, D = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
-        C = (H + K) * D
         pos = torch.arange(T, device=ids.device)
         h = self.embed(ids)
         causal = None if self.sdpa else torch.ones(T, T, dtype=torch.bool,
@@ -235,21 +258,7 @@ class Zaya(nn.Module):
         r_prev = None
         for i in range(c["num_hidden_layers"]):
             a = self.rms(h, self.lw(i, "input_layernorm.weight"))
-            q0 = a @ self.lw(i, "self_attn.qkv_proj.q_proj.weight").T
-            k0 = a @ self.lw(i, "self_attn.qkv_proj.k_proj.weight").T
-            s = torch.cat([q0, k0], dim=-1)
-            sp = torch.cat([s.new_zeros(B, 2, C), s], dim=1)
-            dww = self.lw(i, "self_attn.qkv_proj.conv_qk_depthwise.weight")[:, 0, :]
-            dwb = self.lw(i, "self_attn.qkv_proj.conv_qk_depthwise.bias")
-            dw = sp[:, :-1] * dww[:, 0] + sp[:, 1:] * dww[:, 1] + dwb
-            conv = self.grouped(dw[:, :-1], dw[:, 1:], i)
-            q, k = self.qk_norm(conv, q0, k0, i)
-            q = self.rope(q, pos)
-            k = self.rope(k, pos)
-            vc = a @ self.lw(i, "self_attn.qkv_proj.v_proj_current.weight").T
-            vd = a @ self.lw(i, "self_attn.qkv_proj.v_proj_delayed.weight").T
-            vd = torch.cat([vd.new_zeros(B, 1, vd.shape[-1]), vd[:, :-1]], dim=1)
-            v = torch.cat([vc, vd], dim=-1).view(B, T, K, D)
+            q, k, v, _, _ = self.cca_qkv(a, i, pos)
             qh = q.transpose(1, 2)  # [B, H, T, D]
             kh = k.repeat_interleave(H // K, dim=2).transpose(1, 2)
             vh = v.repeat_interleave(H // K, dim=2).transpose(1, 2)
@@ -315,22 +324,7 @@ class Zaya(nn.Module):
         pos = torch.arange(T, device=dev)
         for i in range(c["num_hidden_layers"]):
             a = self.rms(h, self.lw(i, "input_layernorm.weight"))
-            q0 = a @ self.lw(i, "self_attn.qkv_proj.q_proj.weight").T
-            k0 = a @ self.lw(i, "self_attn.qkv_proj.k_proj.weight").T
-            s = torch.cat([q0, k0], dim=-1)
-            C = s.shape[-1]
-            sp = torch.cat([s.new_zeros(1, 2, C), s], dim=1)
-            dww = self.lw(i, "self_attn.qkv_proj.conv_qk_depthwise.weight")[:, 0, :]
-            dwb = self.lw(i, "self_attn.qkv_proj.conv_qk_depthwise.bias")
-            dw = sp[:, :-1] * dww[:, 0] + sp[:, 1:] * dww[:, 1] + dwb
-            conv = self.grouped(dw[:, :-1], dw[:, 1:], i)
-            q, k = self.qk_norm(conv, q0, k0, i)
-            q = self.rope(q, pos)
-            k = self.rope(k, pos)
-            vc = a @ self.lw(i, "self_attn.qkv_proj.v_proj_current.weight").T
-            vdr = a @ self.lw(i, "self_attn.qkv_proj.v_proj_delayed.weight").T
-            vd = torch.cat([vdr.new_zeros(1, 1, vdr.shape[-1]), vdr[:, :-1]], dim=1)
-            v = torch.cat([vc, vd], dim=-1).view(1, T, K, D)
+            q, k, v, sp, vdr = self.cca_qkv(a, i, pos)
             st["k"].append(k[0])
             st["v"].append(v[0])
             st["s"].append(sp[0, -2:].clone())
@@ -373,22 +367,7 @@ class Zaya(nn.Module):
         r_prev = None
         for i in range(c["num_hidden_layers"]):
             a = self.rms(h, self.lw(i, "input_layernorm.weight"))
-            q0 = a @ self.lw(i, "self_attn.qkv_proj.q_proj.weight").T
-            k0 = a @ self.lw(i, "self_attn.qkv_proj.k_proj.weight").T
-            s = torch.cat([q0, k0], dim=-1)
-            C = s.shape[-1]
-            sp = torch.cat([s.new_zeros(B, 2, C), s], dim=1)  # sp[:, t + 2] = s[:, t]
-            dww = self.lw(i, "self_attn.qkv_proj.conv_qk_depthwise.weight")[:, 0, :]
-            dwb = self.lw(i, "self_attn.qkv_proj.conv_qk_depthwise.bias")
-            dw = sp[:, :-1] * dww[:, 0] + sp[:, 1:] * dww[:, 1] + dwb
-            conv = self.grouped(dw[:, :-1], dw[:, 1:], i)
-            q, k = self.qk_norm(conv, q0, k0, i)
-            q = self.rope(q, pos)
-            k = self.rope(k, pos)
-            vc = a @ self.lw(i, "self_attn.qkv_proj.v_proj_current.weight").T
-            vdr = a @ self.lw(i, "self_attn.qkv_proj.v_proj_delayed.weight").T
-            vd = torch.cat([vdr.new_zeros(B, 1, vdr.shape[-1]), vdr[:, :-1]], dim=1)
-            v = torch.cat([vc, vd], dim=-1).view(B, T, K, D)
+            q, k, v, sp, vdr = self.cca_qkv(a, i, pos)
             st["k"].append(k)
             st["v"].append(v)
             st["s"].append(torch.stack([sp[ar, lens], sp[ar, lens + 1]], dim=1))
