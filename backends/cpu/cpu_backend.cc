@@ -20,6 +20,7 @@
 #include <cblas.h>
 
 #include "../common/op_checks.h"
+#include "../common/op_profile.h"
 #include "kernels.h"
 #include "thread_pool.h"
 #include "zaya/backend.h"
@@ -43,6 +44,10 @@ struct zaya_backend {
   // Reused per-step scratch for the MoE (tokens grouped by expert).
   std::vector<float> moe_x, moe_h, moe_y;
   std::vector<float> attn_scores;
+  std::vector<float> cca_g;  // [T, C] grouped-convolution outputs of a CCA op
+  std::vector<int64_t> cca_begin;  // first token of each token's run
+  // ZAYA_CPU_PROFILE=1: wall time per op type, printed to stderr when the backend is destroyed.
+  zaya::backend_common::OpProfile profile{"ZAYA_CPU_PROFILE"};
 };
 
 namespace zaya::cpu {
@@ -181,15 +186,24 @@ void OpMerge(zaya_backend*, const zaya_op& op) {
   }
 }
 
-void Rope(float* x, int64_t rope_dims, int32_t pos, float theta) {
+// cos/sin of one position for the rope_dims/2 frequencies theta^(-2i/rope_dims), in double as the
+// reference computes them; shared by every head of the token.
+void RopeAngles(int64_t rope_dims, int32_t pos, float theta, float* cos_out, float* sin_out) {
   const int64_t half = rope_dims / 2;
   for (int64_t i = 0; i < half; ++i) {
     const double inv_freq = std::pow(static_cast<double>(theta), -2.0 * i / rope_dims);
     const double angle = static_cast<double>(pos) * inv_freq;
-    const float c = static_cast<float>(std::cos(angle)), s = static_cast<float>(std::sin(angle));
+    cos_out[i] = static_cast<float>(std::cos(angle));
+    sin_out[i] = static_cast<float>(std::sin(angle));
+  }
+}
+
+void Rope(float* x, int64_t rope_dims, const float* cs, const float* sn) {
+  const int64_t half = rope_dims / 2;
+  for (int64_t i = 0; i < half; ++i) {
     const float a = x[i], bb = x[i + half];
-    x[i] = a * c - bb * s;
-    x[i + half] = bb * c + a * s;
+    x[i] = a * cs[i] - bb * sn[i];
+    x[i + half] = bb * cs[i] + a * sn[i];
   }
 }
 
@@ -223,7 +237,12 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
   }
   const auto dw = VecF32(op.src[4], c * 2, "cca depthwise weight", 0.f);
   const auto db = VecF32(op.src[5], c, "cca depthwise bias", 0.f);
-  const auto gw = VecF32(op.src[6], c * hd * 2, "cca grouped weight", 0.f);
+  // The grouped weights (C x hd x 2, 1.3 MB in f32 for ZAYA1) are read in place, never copied: each
+  // output channel's [hd, 2] row is a matvec row over the interleaved (d_prev, d_cur) of its group.
+  if (op.src[6].dtype != ZAYA_DTYPE_F32 && op.src[6].dtype != ZAYA_DTYPE_BF16) {
+    Fail("cca grouped weight must be f32 or bf16");
+  }
+  const Weights gw = WeightsOf(op.src[6], zaya_tensor{}, hd * 2, "cca grouped weight");
   const auto gb = VecF32(op.src[7], c, "cca grouped bias", 0.f);
   const auto temp = VecF32(op.src[8], nkv, "cca temp", 1.f);
   float* q_out = Ptr<float>(op.dst[0], "cca q");
@@ -247,80 +266,103 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
   const float sqrt_hd = std::sqrt(static_cast<float>(hd));
   const int64_t q_per_kv = nh / nkv;
 
-  // Each sequence's tokens form one contiguous run; runs are independent and go in parallel.
+  // Each sequence's tokens form one contiguous run. The conv stream of a run is s_i = [q0_i, k0_i];
+  // before its first token b the slot's conv state holds s_{b-2} and s_{b-1}. Every token's
+  // convolutions depend only on inputs and the old state, so they run in parallel (phase 1: token x
+  // head group, phase 2: token); the state is rewritten last (phase 3).
+  std::vector<int64_t>& begin_of = b->cca_begin;
+  begin_of.resize(static_cast<size_t>(t));
   std::vector<int64_t> run_start;
   for (int64_t i = 0; i < t; ++i) {
     const int32_t s = seq_of_token[i];
     if (s < 0 || s >= n_seq) Fail("cca: seq_of_token out of range");
     if (slot_of_seq[s] < 0 || slot_of_seq[s] >= slots) Fail("cca: state slot out of range");
     if (i == 0 || seq_of_token[i - 1] != s) run_start.push_back(i);
+    begin_of[i] = run_start.back();
   }
   run_start.push_back(t);
   const int64_t runs = static_cast<int64_t>(run_start.size()) - 1;
-  b->pool->ParallelFor(runs, 1, [&](int64_t r0, int64_t r1, int) {
-    std::vector<float> prev2(c), prev1(c), cur(c), d_prev(c), d_cur(c), g(c), v_last(vh);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t begin = run_start[r], end = run_start[r + 1];
-      const int32_t slot = slot_of_seq[seq_of_token[begin]];
-      float* cs = conv_state + slot * 2 * c;
-      float* vs = v_state + slot * vh;
-      std::copy(cs, cs + c, prev2.begin());
-      std::copy(cs + c, cs + 2 * c, prev1.begin());
-      std::copy(vs, vs + vh, v_last.begin());
-      for (int64_t i = begin; i < end; ++i) {
-        const float* q0 = q0_all + i * qd;
-        const float* k0 = k0_all + i * kd;
-        std::copy(q0, q0 + qd, cur.begin());
-        std::copy(k0, k0 + kd, cur.begin() + qd);
-        // Depthwise k=2 over the zero-padded stream: d_{t-1} needs s_{t-2}, s_{t-1}.
-        for (int64_t ch = 0; ch < c; ++ch) {
-          d_prev[ch] = dw[ch * 2] * prev2[ch] + dw[ch * 2 + 1] * prev1[ch] + db[ch];
-          d_cur[ch] = dw[ch * 2] * prev1[ch] + dw[ch * 2 + 1] * cur[ch] + db[ch];
-        }
-        for (int64_t o = 0; o < c; ++o) {
-          const int64_t base = (o / hd) * hd;
-          const float* w = gw.data() + o * hd * 2;
-          // The grouped convolution is most of CCA's work (C x hd x 2 MACs per token): let the
-          // compiler reassociate this sum into SIMD lanes.
-          float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-          for (int64_t j = 0; j < hd; ++j) {
-            acc += w[j * 2] * d_prev[base + j] + w[j * 2 + 1] * d_cur[base + j];
-          }
-          g[o] = gb[o] + acc;
-        }
-        float* q = q_out + i * qd;
-        float* k = k_out + i * kd;
-        for (int64_t hq = 0; hq < nh; ++hq) {
-          const int64_t kvh = hq / q_per_kv;
-          for (int64_t j = 0; j < hd; ++j) {
-            q[hq * hd + j] = g[hq * hd + j] + 0.5f * (cur[hq * hd + j] + cur[qd + kvh * hd + j]);
-          }
-          L2Scale(q + hq * hd, hd, sqrt_hd, eps);
-          Rope(q + hq * hd, rope_dims, position[i], op.f[0]);
-        }
-        for (int64_t hk = 0; hk < nkv; ++hk) {
-          for (int64_t j = 0; j < hd; ++j) {
-            float mean_q = 0.f;
-            for (int64_t m = 0; m < q_per_kv; ++m) mean_q += cur[(hk * q_per_kv + m) * hd + j];
-            mean_q /= static_cast<float>(q_per_kv);
-            k[hk * hd + j] = g[qd + hk * hd + j] + 0.5f * (mean_q + cur[qd + hk * hd + j]);
-          }
-          L2Scale(k + hk * hd, hd, sqrt_hd * temp[hk], eps);
-          Rope(k + hk * hd, rope_dims, position[i], op.f[0]);
-        }
-        float* v = v_out + i * kd;
-        std::copy(vcur + i * vh, vcur + (i + 1) * vh, v);
-        std::copy(v_last.begin(), v_last.end(), v + vh);
-        std::copy(vdel + i * vh, vdel + (i + 1) * vh, v_last.begin());
-        std::swap(prev2, prev1);
-        std::copy(cur.begin(), cur.end(), prev1.begin());
+  // Head group g (hd channels, all in q for g < nh, all in k after) of stream value s_j, j >= b-2.
+  auto stream = [&](int64_t j, int64_t begin, int64_t g) -> const float* {
+    if (j >= begin) return g < nh ? q0_all + j * qd + g * hd : k0_all + j * kd + (g - nh) * hd;
+    const int32_t slot = slot_of_seq[seq_of_token[begin]];
+    return conv_state + slot * 2 * c + (j - begin + 2) * c + g * hd;
+  };
+  const int64_t groups = c / hd;
+  std::vector<float>& g_all = b->cca_g;
+  g_all.resize(static_cast<size_t>(t * c));
+  b->pool->ParallelFor(t * groups, 1, [&](int64_t u0, int64_t u1, int) {
+    std::vector<float> x(static_cast<size_t>(2 * hd));
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t i = u / groups, g = u % groups, base = g * hd;
+      const float* p2 = stream(i - 2, begin_of[i], g);
+      const float* p1 = stream(i - 1, begin_of[i], g);
+      const float* p0 = stream(i, begin_of[i], g);
+      // Depthwise k=2 over the stream: d_{i-1} from s_{i-2}, s_{i-1}; d_i from s_{i-1}, s_i;
+      // interleaved to match the grouped weight's [hd, 2] rows.
+      for (int64_t j = 0; j < hd; ++j) {
+        const float w0 = dw[(base + j) * 2], w1 = dw[(base + j) * 2 + 1], bias = db[base + j];
+        x[2 * j] = w0 * p2[j] + w1 * p1[j] + bias;
+        x[2 * j + 1] = w0 * p1[j] + w1 * p0[j] + bias;
       }
-      std::copy(prev2.begin(), prev2.end(), cs);
-      std::copy(prev1.begin(), prev1.end(), cs + c);
-      std::copy(v_last.begin(), v_last.end(), vs);
+      MatVecRows(gw, base, base + hd, 2 * hd, x.data(), 1, c, gb.data(), Act::kNone,
+                 g_all.data() + i * c);
     }
   });
+  b->pool->ParallelFor(t, 4, [&](int64_t i0, int64_t i1, int) {
+    std::vector<float> cs(static_cast<size_t>(rope_dims / 2 + 1)), sn(cs.size());
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* q0 = q0_all + i * qd;
+      const float* k0 = k0_all + i * kd;
+      const float* g = g_all.data() + i * c;
+      RopeAngles(rope_dims, position[i], op.f[0], cs.data(), sn.data());
+      float* q = q_out + i * qd;
+      float* k = k_out + i * kd;
+      for (int64_t hq = 0; hq < nh; ++hq) {
+        const int64_t kvh = hq / q_per_kv;
+        for (int64_t j = 0; j < hd; ++j) {
+          q[hq * hd + j] = g[hq * hd + j] + 0.5f * (q0[hq * hd + j] + k0[kvh * hd + j]);
+        }
+        L2Scale(q + hq * hd, hd, sqrt_hd, eps);
+        Rope(q + hq * hd, rope_dims, cs.data(), sn.data());
+      }
+      for (int64_t hk = 0; hk < nkv; ++hk) {
+        for (int64_t j = 0; j < hd; ++j) {
+          float mean_q = 0.f;
+          for (int64_t m = 0; m < q_per_kv; ++m) mean_q += q0[(hk * q_per_kv + m) * hd + j];
+          mean_q /= static_cast<float>(q_per_kv);
+          k[hk * hd + j] = g[qd + hk * hd + j] + 0.5f * (mean_q + k0[hk * hd + j]);
+        }
+        L2Scale(k + hk * hd, hd, sqrt_hd * temp[hk], eps);
+        Rope(k + hk * hd, rope_dims, cs.data(), sn.data());
+      }
+    }
+  });
+  // Phase 3, per run: v_i = [vcur_i, vdel_{i-1}] (the slot's value state before the run's first
+  // token), then the run's last stream values and vdel become the slot's state.
+  for (int64_t r = 0; r < runs; ++r) {
+    const int64_t begin = run_start[r], end = run_start[r + 1];
+    const int32_t slot = slot_of_seq[seq_of_token[begin]];
+    float* cst = conv_state + slot * 2 * c;
+    float* vs = v_state + slot * vh;
+    for (int64_t i = begin; i < end; ++i) {
+      float* v = v_out + i * kd;
+      std::copy(vcur + i * vh, vcur + (i + 1) * vh, v);
+      const float* last = i > begin ? vdel + (i - 1) * vh : vs;
+      std::copy(last, last + vh, v + vh);
+    }
+    std::copy(vdel + (end - 1) * vh, vdel + end * vh, vs);
+    auto put = [&](int64_t j, float* dst) {  // s_j, j >= begin, into a state row
+      std::copy(q0_all + j * qd, q0_all + (j + 1) * qd, dst);
+      std::copy(k0_all + j * kd, k0_all + (j + 1) * kd, dst + qd);
+    };
+    if (end - begin >= 2) {
+      put(end - 2, cst);
+    } else {
+      std::copy(cst + c, cst + 2 * c, cst);  // the old s_{b-1} becomes s_{end-2}
+    }
+    put(end - 1, cst + c);
+  }
 }
 
 void OpAttention(zaya_backend* b, const zaya_op& op) {
@@ -385,7 +427,7 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   const float scale = op.f[0];
   const int64_t q_per_kv = nh / nkv;
   b->pool->ParallelFor(t * nh, 1, [&](int64_t begin, int64_t end, int) {
-    std::vector<float> scores, acc(hd), krow(hd);
+    std::vector<float> scores, acc(hd);
     for (int64_t w = begin; w < end; ++w) {
       const int64_t i = w / nh, h = w % nh, kvh = h / q_per_kv;
       const int32_t s = seq_of_token[i];
@@ -395,14 +437,9 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t p = 0; p < n_pos; ++p) {
         const int64_t at = slot_of(s, p) + kvh * hd;
-        float dot = 0.f;
-        if (bf16) {
-          const uint16_t* kr = reinterpret_cast<const uint16_t*>(kbase) + at;
-          for (int64_t j = 0; j < hd; ++j) dot += qi[j] * Bf16ToF32(kr[j]);
-        } else {
-          const float* kr = reinterpret_cast<const float*>(kbase) + at;
-          for (int64_t j = 0; j < hd; ++j) dot += qi[j] * kr[j];
-        }
+        const float dot =
+            bf16 ? DotBf16(qi, reinterpret_cast<const uint16_t*>(kbase) + at, hd)
+                 : DotF32(qi, reinterpret_cast<const float*>(kbase) + at, hd);
         scores[p] = dot * scale;
         mx = std::max(mx, scores[p]);
       }
@@ -416,11 +453,9 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
         const int64_t at = slot_of(s, p) + kvh * hd;
         const float wgt = scores[p];
         if (bf16) {
-          const uint16_t* vr = reinterpret_cast<const uint16_t*>(vbase) + at;
-          for (int64_t j = 0; j < hd; ++j) acc[j] += wgt * Bf16ToF32(vr[j]);
+          AxpyBf16(wgt, reinterpret_cast<const uint16_t*>(vbase) + at, acc.data(), hd);
         } else {
-          const float* vr = reinterpret_cast<const float*>(vbase) + at;
-          for (int64_t j = 0; j < hd; ++j) acc[j] += wgt * vr[j];
+          AxpyF32(wgt, reinterpret_cast<const float*>(vbase) + at, acc.data(), hd);
         }
       }
       float* o = out + i * nh * hd + h * hd;
@@ -589,10 +624,10 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
     b->pool = std::make_unique<ThreadPool>(threads);
     if (b->log != nullptr) {
       const std::string m = "cpu backend: " + std::to_string(threads) + " threads, " +
-                            (__builtin_cpu_supports("avx512f") ? "AVX-512"
-                             : __builtin_cpu_supports("avx2")  ? "AVX2+FMA"
-                                                               : "baseline x86-64") +
-                            " kernels";
+                            (Avx2FmaUsable()                        ? "AVX2+FMA"
+                             : __builtin_cpu_supports("avx512f") ? "AVX-512 (portable)"
+                                                                 : "baseline x86-64") +
+                            " matvec tiles";
       b->log(b->log_user, 6, m.c_str());
     }
     *out = b;
@@ -600,7 +635,10 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
   });
 }
 
-void Destroy(zaya_backend* b) { delete b; }
+void Destroy(zaya_backend* b) {
+  if (b != nullptr && b->profile.enabled()) b->profile.Print("cpu", "wall time per op");
+  delete b;
+}
 
 const char* LastError(zaya_backend* b) { return b != nullptr ? b->last_error.c_str() : ""; }
 
@@ -676,7 +714,13 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
   if (b == nullptr || (ops == nullptr && n > 0)) return ZAYA_STATUS_INVALID_ARGUMENT;
   for (uint64_t i = 0; i < n; ++i) {
     zaya_status s = Guard(b, [&] {
-      Execute(b, ops[i]);
+      if (!b->profile.enabled()) {
+        Execute(b, ops[i]);
+      } else {
+        const double t0 = backend_common::OpProfile::Now();
+        Execute(b, ops[i]);
+        b->profile.Add(ops[i].type, backend_common::OpProfile::Now() - t0);
+      }
       return ZAYA_STATUS_OK;
     });
     if (s != ZAYA_STATUS_OK) {

@@ -2,8 +2,11 @@
 
 #include <cblas.h>
 
+#include "kernels_avx2.h"
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <vector>
 
 namespace zaya::cpu {
@@ -12,8 +15,6 @@ namespace zaya::cpu {
 // AVX2 got the baseline clone; "arch=x86-64-v3" (AVX2+FMA) and "-v4" (AVX-512) test features.
 #define ZAYA_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-
-namespace {
 
 ZAYA_CLONES float DotF32(const float* a, const float* b, int64_t n) {
   float acc = 0.f;
@@ -33,6 +34,18 @@ ZAYA_CLONES float DotBf16(const float* x, const uint16_t* w, int64_t n) {
   }
   return acc;
 }
+
+ZAYA_CLONES void AxpyF32(float a, const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+ZAYA_CLONES void AxpyBf16(float a, const uint16_t* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += a * __builtin_bit_cast(float, uint32_t{x[i]} << 16);
+}
+
+namespace {
 
 ZAYA_CLONES float DotI8(const float* x, const int8_t* w, const float* scales, int64_t n) {
   float total = 0.f;
@@ -228,8 +241,29 @@ ZAYA_CLONES void MatVecI8(const I8Rows& w, int64_t r0, int64_t r1, int64_t k, co
 
 }  // namespace
 
+bool Avx2FmaUsable() {
+  static const bool usable = [] {
+    if (const char* env = std::getenv("ZAYA_CPU_NO_AVX2"); env != nullptr && *env != '\0') {
+      return false;
+    }
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return usable;
+}
+
 void MatVecRows(const Weights& w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
                 int64_t n, const float* bias, Act act, float* y) {
+  if (Avx2FmaUsable()) {
+    if (w.type == WType::kBF16) {
+      return avx2::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, t, n, bias, act,
+                              y);
+    }
+    if (w.type == WType::kI8) {
+      return avx2::MatVecI8(static_cast<const int8_t*>(w.data), w.scales, r0, r1, k, x, t, n, bias,
+                            act, y);
+    }
+  }
   switch (w.type) {
     case WType::kF32:
       return MatVecF32(F32Rows{static_cast<const float*>(w.data), k}, r0, r1, k, x, t, n, bias, act,

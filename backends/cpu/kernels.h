@@ -26,12 +26,24 @@ inline float Bf16ToF32(uint16_t v) {
   return f;
 }
 
+// Vector helpers for the ops around the matmuls (attention, CCA), SIMD per ISA clone. The sums are
+// reassociated into SIMD lanes (not the sequential order).
+float DotF32(const float* a, const float* b, int64_t n);
+float DotBf16(const float* x, const uint16_t* w, int64_t n);
+void AxpyF32(float a, const float* x, float* y, int64_t n);     // y += a * x
+void AxpyBf16(float a, const uint16_t* x, float* y, int64_t n);  // y += a * bf16(x)
+
 // Row n of W dotted with x (length K).
 float DotRow(const Weights& w, int64_t n, int64_t k, const float* x);
 // Converts row n of W into f32 (length K).
 void RowToF32(const Weights& w, int64_t n, int64_t k, float* out);
 
 enum class Act { kNone = 0, kGelu = 1, kSilu = 2 };
+
+// True when the CPU has AVX2 and FMA and ZAYA_CPU_NO_AVX2 is unset (or empty): MatVecRows then runs
+// the hand-written tiles of kernels_avx2.h for bf16 and int8, otherwise the vector-extension tiles
+// (AVX-512 / baseline clones). The environment switch lets tests and benchmarks compare the two.
+bool Avx2FmaUsable();
 
 // Rows [r0, r1) of y[T,N] = act(x[T,K] W^T + bias) on the calling thread, with the SIMD tiles.
 // A row's output is bitwise independent of t (the same sum order for every tile shape).

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "../common/op_checks.h"
+#include "../common/op_profile.h"
 #include "gpu_port.h"
 #include "kernels.h"
 #include "zaya/backend.h"
@@ -99,9 +100,7 @@ struct zaya_backend {
   // type's total; the table goes to stderr when the backend is destroyed. A diagnostic for
   // finding where a step's time goes (it serialises the host and the device, so totals are
   // upper bounds), off by default.
-  bool profile = false;
-  double op_seconds[16] = {};
-  uint64_t op_count[16] = {};
+  zaya::backend_common::OpProfile profile{"ZAYA_HIP_PROFILE"};
 };
 
 namespace zaya::hip {
@@ -612,8 +611,6 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
   *out = nullptr;
   auto b = std::make_unique<zaya_backend>();
   b->tables.pinned = true;
-  if (const char* p = std::getenv("ZAYA_HIP_PROFILE"); p != nullptr && p[0] == '1')
-    b->profile = true;
   const zaya_status s = Guard(b.get(), [&] {
     if (options != nullptr && options->struct_size >= offsetof(zaya_backend_options, log_user)) {
       b->device = options->device_index;
@@ -659,24 +656,7 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
 
 void Destroy(zaya_backend* b) {
   if (b == nullptr) return;
-  if (b->profile) {
-    static const char* const kNames[16] = {"?",      "embed",     "rmsnorm",
-                                           "matmul", "mul_add",   "merge",
-                                           "cca",    "attention", "router_select",
-                                           "moe",    "gather",    "copy",
-                                           "?",      "?",         "?",
-                                           "?"};
-    double total = 0;
-    for (double v : b->op_seconds) total += v;
-    std::fprintf(stderr, "zaya hip profile (%.3f s in ops, each followed by a sync):\n", total);
-    for (int t = 0; t < 16; ++t) {
-      if (b->op_count[t] == 0) continue;
-      std::fprintf(stderr, "  %-14s %9llu ops %10.3f ms %6.1f%% %8.1f us/op\n", kNames[t],
-                   static_cast<unsigned long long>(b->op_count[t]), b->op_seconds[t] * 1e3,
-                   total > 0 ? 100.0 * b->op_seconds[t] / total : 0.0,
-                   b->op_seconds[t] * 1e6 / static_cast<double>(b->op_count[t]));
-    }
-  }
+  if (b->profile.enabled()) b->profile.Print("hip", "each followed by a sync");
   static_cast<void>(hipSetDevice(b->device));
   if (b->stream != nullptr) static_cast<void>(hipStreamSynchronize(b->stream));
   FreeArena(b->workspace);
@@ -839,12 +819,10 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
       const auto t0 = std::chrono::steady_clock::now();
       Execute(b, ops[i], i);
       Check(hipGetLastError(), "kernel launch");
-      if (b->profile) {
+      if (b->profile.enabled()) {
         Sync(b);
-        const size_t type = static_cast<size_t>(ops[i].type) & 15;
-        b->op_seconds[type] +=
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        ++b->op_count[type];
+        b->profile.Add(ops[i].type,
+                       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
       return ZAYA_STATUS_OK;
     });

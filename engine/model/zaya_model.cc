@@ -155,7 +155,11 @@ uint64_t ZayaModel::WeightBytes(const ZayaConfig& c, const std::string& weights_
   layer += MatrixBytes(c.q_dim(), H, d) + MatrixBytes(c.kv_dim(), H, d) +
            2 * MatrixBytes(c.kv_dim() / 2, H, d) + MatrixBytes(H, c.q_dim(), d);
   const int64_t C = c.conv_channels();
-  layer += vec(C * 2) + vec(C) + vec(C * c.head_dim * 2) + vec(C) + vec(c.num_kv_heads);
+  // The grouped convolution's weights (C x hd x 2, the one large "vector") follow the matrices'
+  // dtype, bf16 for int8 models: decode reads them every step.
+  const uint64_t gw_esz = d == ZAYA_DTYPE_F32 ? 4 : 2;
+  layer += vec(C * 2) + vec(C) + AlignUp(static_cast<uint64_t>(C * c.head_dim * 2) * gw_esz) +
+           vec(C) + vec(c.num_kv_heads);
   layer += 8 * vec(H);
   layer += MatrixBytes(R, H, d) + vec(R) + vec(R) + vec(R) + 2 * (MatrixBytes(R, R, d) + vec(R)) +
            MatrixBytes(E + 1, R, d) + vec(E + 1);
@@ -251,6 +255,20 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
     const uint64_t bytes = static_cast<uint64_t>(n) * 4;
     ZAYA_RETURN_IF_ERROR(backend->Write(weights, cursor, f32.data(), bytes));
     *out = MakeTensor(weights.get(), cursor, ZAYA_DTYPE_F32, {n});
+    cursor += AlignUp(bytes);
+    return Status::Ok();
+  };
+  // A vector kept in bf16 unless the model runs in f32 (see WeightBytes).
+  auto vec_wdtype = [&](const std::string& name, int64_t n, zaya_tensor* out) -> Status {
+    if (wdtype == ZAYA_DTYPE_F32) return vec(name, n, out);
+    ZAYA_ASSIGN_OR_RETURN(const TensorView* t, fetch(name, n));
+    (void)t;
+    packed.resize(static_cast<size_t>(n) * 2);
+    auto* p = reinterpret_cast<uint16_t*>(packed.data());
+    for (int64_t i = 0; i < n; ++i) p[i] = F32ToBf16(f32[i]);
+    const uint64_t bytes = static_cast<uint64_t>(n) * 2;
+    ZAYA_RETURN_IF_ERROR(backend->Write(weights, cursor, packed.data(), bytes));
+    *out = MakeTensor(weights.get(), cursor, ZAYA_DTYPE_BF16, {n});
     cursor += AlignUp(bytes);
     return Status::Ok();
   };
@@ -351,7 +369,7 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
     ZAYA_RETURN_IF_ERROR(mat(qkv + "v_proj_delayed.weight", {c.kv_dim() / 2, H}, &L.v_del));
     ZAYA_RETURN_IF_ERROR(vec(qkv + "conv_qk_depthwise.weight", C * 2, &L.dw_w));
     ZAYA_RETURN_IF_ERROR(vec(qkv + "conv_qk_depthwise.bias", C, &L.dw_b));
-    ZAYA_RETURN_IF_ERROR(vec(qkv + "conv_qk_grouped.weight", C * D * 2, &L.gw_w));
+    ZAYA_RETURN_IF_ERROR(vec_wdtype(qkv + "conv_qk_grouped.weight", C * D * 2, &L.gw_w));
     ZAYA_RETURN_IF_ERROR(vec(qkv + "conv_qk_grouped.bias", C, &L.gw_b));
     ZAYA_RETURN_IF_ERROR(vec(a + "qk_norm.temp", c.num_kv_heads, &L.temp));
     ZAYA_RETURN_IF_ERROR(mat(a + "o_proj.weight", {H, c.q_dim()}, &L.o));

@@ -1,0 +1,26 @@
+// Hand-written AVX2+FMA matvec tiles for bf16 and int8 weights: the decode hot path on x86-64-v3
+// (and on AVX-512 machines, which have no dedicated kernels yet). kernels.cc calls these only when
+// Avx2FmaUsable() is true; this file pair is compiled with -mavx2 -mfma.
+//
+// Why intrinsics and not the vector-extension tiles of kernels.cc: GCC 12 widens int8 with a byte
+// shuffle, multiplies every chunk by its scale and spills the 4x3 accumulator tile, which made int8
+// decode compute-bound at ~10 GMAC/s on two Zen 3 cores (measured with tests/backends/cpu_kernel_bench).
+//
+// Contract (same as MatVecRows in kernels.h): rows [r0, r1) of y[T,N] = act(x[T,K] W^T + bias), W
+// row-major [N,K]; int8 scales [N, ceil(K/32)]. Each (row, token) sum runs in one fixed order
+// whatever the tile shape or T, so a row's output is bitwise independent of the batch.
+// Thread safety: pure apart from y; callers split rows between threads.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels.h"
+
+namespace zaya::cpu::avx2 {
+
+void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
+                int64_t n, const float* bias, Act act, float* y);
+void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
+              const float* x, int64_t t, int64_t n, const float* bias, Act act, float* y);
+
+}  // namespace zaya::cpu::avx2
