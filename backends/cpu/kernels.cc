@@ -16,14 +16,19 @@ namespace zaya::cpu {
 #define ZAYA_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
-ZAYA_CLONES float DotF32(const float* a, const float* b, int64_t n) {
+namespace {
+
+// target_clones resolvers of external functions get default visibility whatever the preset (they
+// would show in the plugin's dynamic symbol table), so the clones stay internal behind the
+// wrappers further down.
+ZAYA_CLONES float DotF32Impl(const float* a, const float* b, int64_t n) {
   float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
   for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
   return acc;
 }
 
-ZAYA_CLONES float DotBf16(const float* x, const uint16_t* w, int64_t n) {
+ZAYA_CLONES float DotBf16Impl(const float* x, const uint16_t* w, int64_t n) {
   float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
   for (int64_t i = 0; i < n; ++i) {
@@ -35,17 +40,15 @@ ZAYA_CLONES float DotBf16(const float* x, const uint16_t* w, int64_t n) {
   return acc;
 }
 
-ZAYA_CLONES void AxpyF32(float a, const float* x, float* y, int64_t n) {
+ZAYA_CLONES void AxpyF32Impl(float a, const float* x, float* y, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
-ZAYA_CLONES void AxpyBf16(float a, const uint16_t* x, float* y, int64_t n) {
+ZAYA_CLONES void AxpyBf16Impl(float a, const uint16_t* x, float* y, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) y[i] += a * __builtin_bit_cast(float, uint32_t{x[i]} << 16);
 }
-
-namespace {
 
 ZAYA_CLONES float DotI8(const float* x, const int8_t* w, const float* scales, int64_t n) {
   float total = 0.f;
@@ -61,10 +64,15 @@ ZAYA_CLONES float DotI8(const float* x, const int8_t* w, const float* scales, in
 
 }  // namespace
 
+float DotF32(const float* a, const float* b, int64_t n) { return DotF32Impl(a, b, n); }
+float DotBf16(const float* x, const uint16_t* w, int64_t n) { return DotBf16Impl(x, w, n); }
+void AxpyF32(float a, const float* x, float* y, int64_t n) { AxpyF32Impl(a, x, y, n); }
+void AxpyBf16(float a, const uint16_t* x, float* y, int64_t n) { AxpyBf16Impl(a, x, y, n); }
+
 float DotRow(const Weights& w, int64_t n, int64_t k, const float* x) {
   switch (w.type) {
-    case WType::kF32: return DotF32(x, static_cast<const float*>(w.data) + n * k, k);
-    case WType::kBF16: return DotBf16(x, static_cast<const uint16_t*>(w.data) + n * k, k);
+    case WType::kF32: return DotF32Impl(x, static_cast<const float*>(w.data) + n * k, k);
+    case WType::kBF16: return DotBf16Impl(x, static_cast<const uint16_t*>(w.data) + n * k, k);
     case WType::kI8:
       return DotI8(x, static_cast<const int8_t*>(w.data) + n * k, w.scales + n * ((k + 31) / 32), k);
   }

@@ -146,14 +146,18 @@ ZAYA_INLINE void StoreTile(const float out[R][T], int64_t row0, int64_t i0, int6
     for (int i = 0; i < T; ++i) Store(r, i, row0, i0, n, out[r][i], bias, act, y);
 }
 
-// Tile shapes (16 ymm registers): one token, 4 rows (the decode case, bound by memory); more tokens,
-// bf16 4 rows x 3 tokens (12 accumulators + 4 weights, x read as a memory operand), int8 2 rows x 3
-// tokens (6 accumulators + 6 block sums + 2 weights + x). The weights of a row block stay in L1 while
-// the token tiles pass over them, so each weight byte comes from memory once per call.
+// Tile shapes (16 ymm registers). One token: 4 rows (the decode case, bound by memory). More
+// tokens: 3 rows x 4 tokens, 12 accumulators + 3 weight vectors + the x vector, so each load feeds
+// 3 or 4 FMAs; 4 rows x 3 tokens needed 17 registers, read x as a memory operand of every FMA and
+// ran at ~42 GMAC/s on two Zen 3 cores against ~53 for 3 x 4 (cpu_kernel_bench, in-cache, batch
+// 16; the FMA peak there is ~95). int8 keeps a block sum per accumulator and spills at 3 x 4, but
+// still measured best (37 GMAC/s against 31 for 2 x 3 and 27 for 3 x 3 or 4 x 4). The weights of
+// a row block stay in L1 while the token tiles pass over them, so each weight byte comes from
+// memory once per call.
 struct Bf16 {
   const uint16_t* w;
   int64_t k;
-  static constexpr int kRowsMany = 4;
+  static constexpr int kRowsMany = 3, kTokens = 4;
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t row0, const float* x, float out[R][T]) const {
     TileBf16<R, T>(w + row0 * k, k, x, out);
@@ -163,7 +167,7 @@ struct I8 {
   const int8_t* w;
   const float* scales;
   int64_t k, nb;
-  static constexpr int kRowsMany = 2;
+  static constexpr int kRowsMany = 3, kTokens = 4;
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t row0, const float* x, float out[R][T]) const {
     TileI8<R, T>(w + row0 * k, scales + row0 * nb, nb, k, x, out);
@@ -178,13 +182,17 @@ ZAYA_INLINE void TileAt(const W& w, int64_t row0, int64_t k, const float* x, int
   StoreTile<R, T>(out, row0, i0, n, bias, act, y);
 }
 
-template <int R, class W>
+template <int R, int TT, class W>
 ZAYA_INLINE void RowBlock(const W& w, int64_t row0, int64_t k, const float* x, int64_t t, int64_t n,
                           const float* bias, Act act, float* y) {
   int64_t i = 0;
-  for (; i + 3 <= t; i += 3) TileAt<R, 3>(w, row0, k, x, i, n, bias, act, y);
-  if (t - i == 2) TileAt<R, 2>(w, row0, k, x, i, n, bias, act, y);
-  if (t - i == 1) TileAt<R, 1>(w, row0, k, x, i, n, bias, act, y);
+  for (; i + TT <= t; i += TT) TileAt<R, TT>(w, row0, k, x, i, n, bias, act, y);
+  const int64_t rest = t - i;
+  if constexpr (TT > 5) if (rest == 5) TileAt<R, 5>(w, row0, k, x, i, n, bias, act, y);
+  if constexpr (TT > 4) if (rest == 4) TileAt<R, 4>(w, row0, k, x, i, n, bias, act, y);
+  if constexpr (TT > 3) if (rest == 3) TileAt<R, 3>(w, row0, k, x, i, n, bias, act, y);
+  if (rest == 2) TileAt<R, 2>(w, row0, k, x, i, n, bias, act, y);
+  if (rest == 1) TileAt<R, 1>(w, row0, k, x, i, n, bias, act, y);
 }
 
 template <class W>
@@ -195,9 +203,9 @@ ZAYA_INLINE void Rows(const W& w, int64_t r0, int64_t r1, int64_t k, const float
     for (; r + 4 <= r1; r += 4) TileAt<4, 1>(w, r, k, x, 0, n, bias, act, y);
   } else {
     constexpr int RM = W::kRowsMany;
-    for (; r + RM <= r1; r += RM) RowBlock<RM>(w, r, k, x, t, n, bias, act, y);
+    for (; r + RM <= r1; r += RM) RowBlock<RM, W::kTokens>(w, r, k, x, t, n, bias, act, y);
   }
-  for (; r < r1; ++r) RowBlock<1>(w, r, k, x, t, n, bias, act, y);
+  for (; r < r1; ++r) RowBlock<1, W::kTokens>(w, r, k, x, t, n, bias, act, y);
 }
 
 }  // namespace

@@ -1,0 +1,98 @@
+// Throughput of the CPU plugin's matvec tiles on their own: GB/s of weights and GMAC/s, for one
+// weight dtype, batch (tokens) and working set, through zaya::cpu::MatMul and the plugin's thread
+// pool. A working set far above the last-level cache measures the DRAM-bound decode case; one
+// that fits in L2 measures the tiles' arithmetic. Used to pick the tile shapes and prefetch
+// distance in backends/cpu/kernels_avx2.cc (docs/performance.md has the numbers).
+//
+//   cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] [--mib M]
+//                    [--reps R] [--threads P]
+// ZAYA_CPU_NO_AVX2=1 measures the portable tiles instead.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+#include "thread_pool.h"
+
+namespace {
+
+using zaya::cpu::WType;
+
+int Usage() {
+  std::fprintf(stderr,
+               "usage: cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] "
+               "[--mib M] [--reps R] [--threads P]\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string dtype = "bf16";
+  int64_t rows = 2048, k = 2048, tokens = 1, mib = 1024;
+  int reps = 5, threads = 2;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i];
+    const char* v = argv[i + 1];
+    if (a == "--dtype") dtype = v;
+    else if (a == "--rows") rows = std::atoll(v);
+    else if (a == "--k") k = std::atoll(v);
+    else if (a == "--tokens") tokens = std::atoll(v);
+    else if (a == "--mib") mib = std::atoll(v);
+    else if (a == "--reps") reps = std::atoi(v);
+    else if (a == "--threads") threads = std::atoi(v);
+    else return Usage();
+  }
+  if (argc % 2 == 0 || rows < 1 || k < 1 || tokens < 1 || mib < 1 || reps < 1 || threads < 1 ||
+      (dtype != "bf16" && dtype != "int8" && dtype != "f32")) {
+    return Usage();
+  }
+  const WType type = dtype == "bf16" ? WType::kBF16 : dtype == "int8" ? WType::kI8 : WType::kF32;
+  const double esz = type == WType::kBF16 ? 2.0 : type == WType::kI8 ? 1.0 + 4.0 / 32 : 4.0;
+  const int64_t matrix_bytes = static_cast<int64_t>(static_cast<double>(rows * k) * esz);
+  const int64_t matrices = std::max<int64_t>(1, (mib << 20) / matrix_bytes);
+  const size_t wsz = type == WType::kBF16 ? 2 : type == WType::kI8 ? 1 : 4;
+  std::vector<uint8_t> w(static_cast<size_t>(matrices * rows * k) * wsz);
+  std::mt19937 rng(7);
+  for (auto& b : w) b = static_cast<uint8_t>(rng() & 0x3f);  // small finite bf16/f32 values
+  const int64_t blocks = (k + 31) / 32;
+  std::vector<float> scales(static_cast<size_t>(matrices * rows * blocks), 0.01f);
+  std::vector<float> x(static_cast<size_t>(tokens * k)), y(static_cast<size_t>(tokens * rows));
+  for (auto& v : x) v = static_cast<float>(rng() % 200) / 100.f - 1.f;
+  zaya::cpu::ThreadPool pool(threads);
+  // Enough passes that a rep lasts ~0.2 s at ~30 GB/s even for an in-cache working set.
+  const int64_t passes = std::max<int64_t>(1, (int64_t{6} << 30) / (matrices * matrix_bytes) / 4);
+  std::vector<double> rates;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t p = 0; p < passes; ++p) {
+      for (int64_t m = 0; m < matrices; ++m) {
+        zaya::cpu::Weights wt;
+        wt.type = type;
+        wt.data = w.data() + static_cast<size_t>(m * rows * k) * wsz;
+        wt.scales = scales.data() + m * rows * blocks;
+        zaya::cpu::MatMul(pool, x.data(), tokens, k, wt, rows, nullptr, zaya::cpu::Act::kNone,
+                          y.data());
+      }
+    }
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    rates.push_back(static_cast<double>(passes * matrices * matrix_bytes) / s);
+  }
+  std::sort(rates.begin(), rates.end());
+  const double gbs = rates[rates.size() / 2] / 1e9;
+  const double gmacs = gbs / esz * static_cast<double>(tokens);
+  std::printf("%s %s rows %lld k %lld tokens %lld working set %.1f MiB threads %d: %.2f GB/s, "
+              "%.1f GMAC/s (median of %d)\n",
+              zaya::cpu::Avx2FmaUsable() ? "avx2" : "portable", dtype.c_str(),
+              static_cast<long long>(rows), static_cast<long long>(k),
+              static_cast<long long>(tokens),
+              static_cast<double>(matrices * matrix_bytes) / (1 << 20), threads, gbs, gmacs, reps);
+  return 0;
+}
