@@ -256,6 +256,11 @@ class HipConformance : public ::testing::TestWithParam<std::string> {
 
 const int32_t kWeightDtypes[] = {ZAYA_DTYPE_F32, ZAYA_DTYPE_BF16, ZAYA_DTYPE_I8};
 
+// backend.h lets an int8 matmul round x to 16 bits per 32 columns first, and the CPU plugin (the
+// reference here) does: each x off by up to 2^-16 of its block's largest value, times weights of
+// up to ~11 in these tests, is about 5e-4 on an output (one sigma) and 3e-3 at six.
+constexpr float kI8Tol = 3e-3f;
+
 TEST_P(HipConformance, Embed) {
   for (int32_t dt : kWeightDtypes) {
     SCOPED_TRACE(dt);
@@ -304,7 +309,7 @@ TEST_P(HipConformance, MatMulBothKernelsEveryDtypeAndActivation) {
         s.src[1] = Weights(rng_, dt, {n, k}, &s.src[3]);
         if (act != ZAYA_ACT_NONE) s.src[2] = F32({n}, rng_.Uniform(n));
         s.dst[0] = Zeros({t, n});
-        ExpectSame(s);
+        ExpectSame(s, dt == ZAYA_DTYPE_I8 ? kI8Tol : 2e-4f);
       }
     }
 }
@@ -439,7 +444,9 @@ TEST_P(HipConformance, MoeEveryDtypeWithTheSkipExpert) {
       s.src[3] = I32({t}, {0, 2, 3, 1, 0, 3, 2}, ZAYA_BUFFER_SCRATCH);  // 3 = skip
       s.src[4] = F32({t}, rng_.Uniform(t, 0.1f, 1.f));
       s.dst[0] = F32({t, h}, rng_.Uniform(t * h));  // overwritten, skip rows included
-      ExpectSame(s);
+      // int8: both projections round their x (the second one SiLU(g) * u, which spans a wide
+      // range in a block with these weights), and outputs that cancel large terms see ~1%.
+      ExpectSame(s, dt == ZAYA_DTYPE_I8 ? 2e-2f : 2e-4f);
     }
 }
 
