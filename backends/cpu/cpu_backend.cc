@@ -538,21 +538,21 @@ void OpMoe(zaya_backend* b, const zaya_op& op) {
     const int64_t n = static_cast<int64_t>(idx.size());
     b->moe_x.resize(n * h);
     b->moe_h.resize(n * 2 * inter);
-    b->moe_y.resize(n * h);
     for (int64_t r = 0; r < n; ++r) std::copy(x + idx[r] * h, x + (idx[r] + 1) * h, b->moe_x.begin() + r * h);
     MatMul(*b->pool, b->moe_x.data(), n, h, expert_view(gu_all, ex, 2 * inter, h), 2 * inter, nullptr,
            Act::kNone, b->moe_h.data());
-    // SwiGLU in place: the first I columns become silu(G) * U.
-    for (int64_t r = 0; r < n; ++r) {
-      float* row = b->moe_h.data() + r * 2 * inter;
-      for (int64_t j = 0; j < inter; ++j) row[j] = ApplyAct(Act::kSilu, row[j]) * row[inter + j];
-      for (int64_t j = 0; j < inter; ++j) row[j + inter] = 0.f;
-    }
-    // Compact to [n, I] rows for the down projection.
-    for (int64_t r = 1; r < n; ++r) {
-      std::copy(b->moe_h.begin() + r * 2 * inter, b->moe_h.begin() + r * 2 * inter + inter,
-                b->moe_h.begin() + r * inter);
-    }
+    // SwiGLU, compacted to [n, I] rows for the down projection: silu(G) * U into moe_y (free
+    // until the down projection writes it), on all threads: n x I exp() calls, ~20 us per token
+    // for ZAYA1 on one core.
+    b->moe_y.resize(std::max(n * h, n * inter));
+    b->pool->ParallelFor(n * inter, 1024, [&](int64_t c0, int64_t c1, int) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const float* row = b->moe_h.data() + (c / inter) * 2 * inter;
+        const int64_t j = c % inter;
+        b->moe_y[c] = ApplyAct(Act::kSilu, row[j]) * row[inter + j];
+      }
+    });
+    std::copy(b->moe_y.begin(), b->moe_y.begin() + n * inter, b->moe_h.begin());
     MatMul(*b->pool, b->moe_h.data(), n, inter, expert_view(dn_all, ex, h, inter), h, nullptr,
            Act::kNone, b->moe_y.data());
     for (int64_t r = 0; r < n; ++r) {
