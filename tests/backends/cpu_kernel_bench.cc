@@ -6,6 +6,7 @@
 //
 //   cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] [--mib M]
 //                    [--reps R] [--threads P]
+//   cpu_kernel_bench --fma-peak [--threads P]     the AVX2 FMA ceiling, GMAC/s
 // ZAYA_CPU_NO_AVX2=1 measures the portable tiles instead.
 #include <algorithm>
 #include <chrono>
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "fma_peak.h"
 #include "kernels.h"
 #include "thread_pool.h"
 
@@ -27,7 +29,7 @@ using zaya::cpu::WType;
 int Usage() {
   std::fprintf(stderr,
                "usage: cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] "
-               "[--mib M] [--reps R] [--threads P]\n");
+               "[--mib M] [--reps R] [--threads P] | cpu_kernel_bench --fma-peak [--threads P]\n");
   return 2;
 }
 
@@ -37,6 +39,17 @@ int main(int argc, char** argv) {
   std::string dtype = "bf16";
   int64_t rows = 2048, k = 2048, tokens = 1, mib = 1024;
   int reps = 5, threads = 2;
+  if (argc >= 2 && std::strcmp(argv[1], "--fma-peak") == 0) {
+    if (argc == 4 && std::strcmp(argv[2], "--threads") == 0) threads = std::atoi(argv[3]);
+    if ((argc != 2 && argc != 4) || threads < 1) return Usage();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+      std::fprintf(stderr, "cpu_kernel_bench: --fma-peak needs AVX2 and FMA\n");
+      return 1;
+    }
+    std::printf("AVX2 FMA peak, %d threads: %.1f GMAC/s\n", threads,
+                zaya::bench::FmaPeakGmacs(threads));
+    return 0;
+  }
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const char* v = argv[i + 1];
