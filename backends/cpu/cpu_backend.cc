@@ -434,30 +434,36 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
       const int64_t n_pos = position[i] + 1;
       const float* qi = q + i * nh * hd + h * hd;
       scores.resize(n_pos);
+      // Positions go block by block of the table: bt rows `row` elements apart in the cache.
+      auto for_blocks = [&](auto&& fn) {
+        for (int64_t p0 = 0; p0 < n_pos; p0 += bt) {
+          const int64_t at = slot_of(s, p0) + kvh * hd;
+          fn(p0, std::min(bt, n_pos - p0), at);
+        }
+      };
+      for_blocks([&](int64_t p0, int64_t cnt, int64_t at) {
+        if (bf16) {
+          DotRows(qi, reinterpret_cast<const uint16_t*>(kbase) + at, row, cnt, hd, &scores[p0]);
+        } else {
+          DotRows(qi, reinterpret_cast<const float*>(kbase) + at, row, cnt, hd, &scores[p0]);
+        }
+      });
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t p = 0; p < n_pos; ++p) {
-        const int64_t at = slot_of(s, p) + kvh * hd;
-        const float dot =
-            bf16 ? DotBf16(qi, reinterpret_cast<const uint16_t*>(kbase) + at, hd)
-                 : DotF32(qi, reinterpret_cast<const float*>(kbase) + at, hd);
-        scores[p] = dot * scale;
+        scores[p] *= scale;
         mx = std::max(mx, scores[p]);
       }
-      double denom = 0.0;
-      for (int64_t p = 0; p < n_pos; ++p) {
-        scores[p] = std::exp(scores[p] - mx);
-        denom += scores[p];
-      }
+      const double denom = ExpShifted(scores.data(), n_pos, mx);
       std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t p = 0; p < n_pos; ++p) {
-        const int64_t at = slot_of(s, p) + kvh * hd;
-        const float wgt = scores[p];
+      for_blocks([&](int64_t p0, int64_t cnt, int64_t at) {
         if (bf16) {
-          AxpyBf16(wgt, reinterpret_cast<const uint16_t*>(vbase) + at, acc.data(), hd);
+          AxpyRows(&scores[p0], reinterpret_cast<const uint16_t*>(vbase) + at, row, cnt, hd,
+                   acc.data());
         } else {
-          AxpyF32(wgt, reinterpret_cast<const float*>(vbase) + at, acc.data(), hd);
+          AxpyRows(&scores[p0], reinterpret_cast<const float*>(vbase) + at, row, cnt, hd,
+                   acc.data());
         }
-      }
+      });
       float* o = out + i * nh * hd + h * hd;
       const float inv = static_cast<float>(1.0 / denom);
       for (int64_t j = 0; j < hd; ++j) o[j] = acc[j] * inv;

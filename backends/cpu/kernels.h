@@ -26,12 +26,18 @@ inline float Bf16ToF32(uint16_t v) {
   return f;
 }
 
-// Vector helpers for the ops around the matmuls (attention, CCA), SIMD per ISA clone. The sums are
-// reassociated into SIMD lanes (not the sequential order).
-float DotF32(const float* a, const float* b, int64_t n);
-float DotBf16(const float* x, const uint16_t* w, int64_t n);
-void AxpyF32(float a, const float* x, float* y, int64_t n);     // y += a * x
-void AxpyBf16(float a, const uint16_t* x, float* y, int64_t n);  // y += a * bf16(x)
+// Attention over one block of the paged KV cache, SIMD per ISA clone: n rows of hd values,
+// `stride` elements apart (f32 or bf16). DotRows: out[p] = q . row_p (sums reassociated into SIMD
+// lanes). AxpyRows: acc += sum_p w[p] * row_p, four rows per pass. One call per block, not per
+// position: per-position calls cost more than their 128 multiply-adds.
+void DotRows(const float* q, const float* rows, int64_t stride, int64_t n, int64_t hd, float* out);
+void DotRows(const float* q, const uint16_t* rows, int64_t stride, int64_t n, int64_t hd,
+             float* out);
+void AxpyRows(const float* w, const float* rows, int64_t stride, int64_t n, int64_t hd, float* acc);
+// s[i] = exp(s[i] - shift) for i < n, SIMD; returns their sum (reassociated into SIMD lanes).
+float ExpShifted(float* s, int64_t n, float shift);
+void AxpyRows(const float* w, const uint16_t* rows, int64_t stride, int64_t n, int64_t hd,
+              float* acc);
 
 // Row n of W dotted with x (length K).
 float DotRow(const Weights& w, int64_t n, int64_t k, const float* x);
