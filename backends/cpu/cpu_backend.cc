@@ -426,14 +426,18 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   }
   const float scale = op.f[0];
   const int64_t q_per_kv = nh / nkv;
-  b->pool->ParallelFor(t * nh, 1, [&](int64_t begin, int64_t end, int) {
-    std::vector<float> scores, acc(hd);
+  // One work unit per (token, KV head): its q_per_kv query heads share every K and V row, so a
+  // block of rows is read from memory once for all of them (then from L1) instead of once per
+  // query head.
+  b->pool->ParallelFor(t * nkv, 1, [&](int64_t begin, int64_t end, int) {
+    std::vector<float> scores, acc;
     for (int64_t w = begin; w < end; ++w) {
-      const int64_t i = w / nh, h = w % nh, kvh = h / q_per_kv;
+      const int64_t i = w / nkv, kvh = w % nkv;
       const int32_t s = seq_of_token[i];
       const int64_t n_pos = position[i] + 1;
-      const float* qi = q + i * nh * hd + h * hd;
-      scores.resize(n_pos);
+      const float* qg = q + i * nh * hd + kvh * q_per_kv * hd;  // [q_per_kv, hd]
+      scores.resize(static_cast<size_t>(q_per_kv * n_pos));
+      acc.assign(static_cast<size_t>(q_per_kv * hd), 0.f);
       // Positions go block by block of the table: bt rows `row` elements apart in the cache.
       auto for_blocks = [&](auto&& fn) {
         for (int64_t p0 = 0; p0 < n_pos; p0 += bt) {
@@ -442,31 +446,41 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
         }
       };
       for_blocks([&](int64_t p0, int64_t cnt, int64_t at) {
-        if (bf16) {
-          DotRows(qi, reinterpret_cast<const uint16_t*>(kbase) + at, row, cnt, hd, &scores[p0]);
-        } else {
-          DotRows(qi, reinterpret_cast<const float*>(kbase) + at, row, cnt, hd, &scores[p0]);
+        for (int64_t m = 0; m < q_per_kv; ++m) {
+          float* sc = scores.data() + m * n_pos + p0;
+          if (bf16) {
+            DotRows(qg + m * hd, reinterpret_cast<const uint16_t*>(kbase) + at, row, cnt, hd, sc);
+          } else {
+            DotRows(qg + m * hd, reinterpret_cast<const float*>(kbase) + at, row, cnt, hd, sc);
+          }
         }
       });
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t p = 0; p < n_pos; ++p) {
-        scores[p] *= scale;
-        mx = std::max(mx, scores[p]);
+      std::vector<double> denom(static_cast<size_t>(q_per_kv));
+      for (int64_t m = 0; m < q_per_kv; ++m) {
+        float* sc = scores.data() + m * n_pos;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t p = 0; p < n_pos; ++p) {
+          sc[p] *= scale;
+          mx = std::max(mx, sc[p]);
+        }
+        denom[m] = ExpShifted(sc, n_pos, mx);
       }
-      const double denom = ExpShifted(scores.data(), n_pos, mx);
-      std::fill(acc.begin(), acc.end(), 0.f);
       for_blocks([&](int64_t p0, int64_t cnt, int64_t at) {
-        if (bf16) {
-          AxpyRows(&scores[p0], reinterpret_cast<const uint16_t*>(vbase) + at, row, cnt, hd,
-                   acc.data());
-        } else {
-          AxpyRows(&scores[p0], reinterpret_cast<const float*>(vbase) + at, row, cnt, hd,
-                   acc.data());
+        for (int64_t m = 0; m < q_per_kv; ++m) {
+          const float* sc = scores.data() + m * n_pos + p0;
+          float* a = acc.data() + m * hd;
+          if (bf16) {
+            AxpyRows(sc, reinterpret_cast<const uint16_t*>(vbase) + at, row, cnt, hd, a);
+          } else {
+            AxpyRows(sc, reinterpret_cast<const float*>(vbase) + at, row, cnt, hd, a);
+          }
         }
       });
-      float* o = out + i * nh * hd + h * hd;
-      const float inv = static_cast<float>(1.0 / denom);
-      for (int64_t j = 0; j < hd; ++j) o[j] = acc[j] * inv;
+      for (int64_t m = 0; m < q_per_kv; ++m) {
+        float* o = out + i * nh * hd + (kvh * q_per_kv + m) * hd;
+        const float inv = static_cast<float>(1.0 / denom[m]);
+        for (int64_t j = 0; j < hd; ++j) o[j] = acc[m * hd + j] * inv;
+      }
     }
   });
   (void)esz;
