@@ -199,17 +199,17 @@ ZAYA_INLINE void StoreTile(const float out[R][T], int64_t row0, int64_t i0, int6
 // tokens: 3 rows x 4 tokens, 12 accumulators + 3 weight vectors + the x vector, so each load feeds
 // 3 or 4 FMAs; 4 rows x 3 tokens needed 17 registers, read x as a memory operand of every FMA and
 // ran at ~42 GMAC/s on two Zen 3 cores against ~53 for 3 x 4 (cpu_kernel_bench, in-cache, batch
-// 16; the FMA peak there is ~95). int8 keeps a block sum per accumulator and spills at 3 x 4, but
-// still measured best (37 GMAC/s against 31 for 2 x 3 and 27 for 3 x 3 or 4 x 4). The weights of
-// a row block stay in L1 while the token tiles pass over them, so each weight byte comes from
-// memory once per call.
+// 16; the FMA peak there is ~95). int8: 2 rows x 4 tokens (8 accumulators + 2 x 2 widened weight
+// vectors + x); 3 x 4, 2 x 5 and 3 x 3 measured the same within the noise (44-49 GMAC/s) or worse
+// (1 x 8: 36-42). The weights of a row block stay in L1 while the token tiles pass over them, so
+// each weight byte comes from memory once per call.
 struct Bf16 {
   const uint16_t* w;
   int64_t k;
   static constexpr int kRowsMany = 3, kTokens = 4;
   template <int R, int T>
-  ZAYA_INLINE void Tile(int64_t row0, const float* x, float out[R][T]) const {
-    TileBf16<R, T>(w + row0 * k, k, x, out);
+  ZAYA_INLINE void Tile(int64_t row0, const float* x, int64_t i0, float out[R][T]) const {
+    TileBf16<R, T>(w + row0 * k, k, x + i0 * k, out);
   }
 };
 struct I8 {
@@ -217,58 +217,52 @@ struct I8 {
   const float* scales;
   int64_t k, nb;
   QuantX qx;
-#ifndef I8_R
-#define I8_R 2
-#define I8_T 4
-#endif
-  static constexpr int kRowsMany = I8_R, kTokens = I8_T;
+  static constexpr int kRowsMany = 2, kTokens = 4;
   template <int R, int T>
-  ZAYA_INLINE void Tile(int64_t row0, const float* x, float out[R][T]) const {
-    // x is the tile's first token row of the original x; recover the token index for qx.
-    const int64_t i0 = (x - qx.x) / k;
+  ZAYA_INLINE void Tile(int64_t row0, const float* /*x*/, int64_t i0, float out[R][T]) const {
     TileI8<R, T>(w + row0 * k, scales + row0 * nb, nb, k, qx, i0, out);
   }
 };
 
 template <int R, int T, class W>
-ZAYA_INLINE void TileAt(const W& w, int64_t row0, int64_t k, const float* x, int64_t i0, int64_t n,
+ZAYA_INLINE void TileAt(const W& w, int64_t row0, const float* x, int64_t i0, int64_t n,
                         const float* bias, Act act, float* y) {
   float out[R][T];
-  w.template Tile<R, T>(row0, x + i0 * k, out);
+  w.template Tile<R, T>(row0, x, i0, out);
   StoreTile<R, T>(out, row0, i0, n, bias, act, y);
 }
 
 template <int R, int TT, class W>
-ZAYA_INLINE void RowBlock(const W& w, int64_t row0, int64_t k, const float* x, int64_t t, int64_t n,
+ZAYA_INLINE void RowBlock(const W& w, int64_t row0, const float* x, int64_t t, int64_t n,
                           const float* bias, Act act, float* y) {
   int64_t i = 0;
-  for (; i + TT <= t; i += TT) TileAt<R, TT>(w, row0, k, x, i, n, bias, act, y);
+  for (; i + TT <= t; i += TT) TileAt<R, TT>(w, row0, x, i, n, bias, act, y);
   const int64_t rest = t - i;
-  if constexpr (TT > 5) if (rest == 5) TileAt<R, 5>(w, row0, k, x, i, n, bias, act, y);
-  if constexpr (TT > 4) if (rest == 4) TileAt<R, 4>(w, row0, k, x, i, n, bias, act, y);
-  if constexpr (TT > 3) if (rest == 3) TileAt<R, 3>(w, row0, k, x, i, n, bias, act, y);
-  if (rest == 2) TileAt<R, 2>(w, row0, k, x, i, n, bias, act, y);
-  if (rest == 1) TileAt<R, 1>(w, row0, k, x, i, n, bias, act, y);
+  if constexpr (TT > 5) if (rest == 5) TileAt<R, 5>(w, row0, x, i, n, bias, act, y);
+  if constexpr (TT > 4) if (rest == 4) TileAt<R, 4>(w, row0, x, i, n, bias, act, y);
+  if constexpr (TT > 3) if (rest == 3) TileAt<R, 3>(w, row0, x, i, n, bias, act, y);
+  if (rest == 2) TileAt<R, 2>(w, row0, x, i, n, bias, act, y);
+  if (rest == 1) TileAt<R, 1>(w, row0, x, i, n, bias, act, y);
 }
 
 template <class W>
-ZAYA_INLINE void Rows(const W& w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
+ZAYA_INLINE void Rows(const W& w, int64_t r0, int64_t r1, const float* x, int64_t t,
                       int64_t n, const float* bias, Act act, float* y) {
   int64_t r = r0;
   if (t == 1) {
-    for (; r + 4 <= r1; r += 4) TileAt<4, 1>(w, r, k, x, 0, n, bias, act, y);
+    for (; r + 4 <= r1; r += 4) TileAt<4, 1>(w, r, x, 0, n, bias, act, y);
   } else {
     constexpr int RM = W::kRowsMany;
-    for (; r + RM <= r1; r += RM) RowBlock<RM, W::kTokens>(w, r, k, x, t, n, bias, act, y);
+    for (; r + RM <= r1; r += RM) RowBlock<RM, W::kTokens>(w, r, x, t, n, bias, act, y);
   }
-  for (; r < r1; ++r) RowBlock<1, W::kTokens>(w, r, k, x, t, n, bias, act, y);
+  for (; r < r1; ++r) RowBlock<1, W::kTokens>(w, r, x, t, n, bias, act, y);
 }
 
 }  // namespace
 
 void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
                 int64_t n, const float* bias, Act act, float* y) {
-  Rows(Bf16{w, k}, r0, r1, k, x, t, n, bias, act, y);
+  Rows(Bf16{w, k}, r0, r1, x, t, n, bias, act, y);
 }
 
 void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
@@ -279,7 +273,7 @@ void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int6
   q.resize(static_cast<size_t>(t * k16));
   qs.resize(static_cast<size_t>(t * nb16));
   QuantizeX(x, t, k, q.data(), qs.data());
-  Rows(I8{w, scales, k, (k + 31) / 32, QuantX{q.data(), qs.data(), x, k16, nb16}}, r0, r1, k, x,
+  Rows(I8{w, scales, k, (k + 31) / 32, QuantX{q.data(), qs.data(), x, k16, nb16}}, r0, r1, x,
        t, n, bias, act, y);
 }
 
