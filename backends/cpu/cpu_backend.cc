@@ -143,19 +143,58 @@ void OpRmsNorm(zaya_backend* b, const zaya_op& op) {
           Ptr<float>(op.dst[0], "rmsnorm output"));
 }
 
-void OpMatMul(zaya_backend* b, const zaya_op& op) {
-  const int64_t k = Cols(op.src[0]), t = Rows(op.src[0]);
-  if (Cols(op.src[1]) != k) {
-    Fail("matmul: x has K=" + std::to_string(k) + " but W has " + std::to_string(Cols(op.src[1])));
-  }
-  const int64_t n = Rows(op.src[1]);
-  if (Elements(op.dst[0]) != t * n) Fail("matmul output must be [T,N]");
+// A matmul op, checked and resolved to pointers; `bias` owns the f32 copy of the op's bias.
+struct MatMulArgs {
+  const float* x = nullptr;
+  int64_t t = 0, k = 0;
+  MatVecJob job;
   std::vector<float> bias;
-  if (Present(op.src[2])) bias = VecF32(op.src[2], n, "matmul bias", 0.f);
+};
+
+MatMulArgs PrepareMatMul(const zaya_op& op) {
+  MatMulArgs a;
+  a.k = Cols(op.src[0]);
+  a.t = Rows(op.src[0]);
+  if (Cols(op.src[1]) != a.k) {
+    Fail("matmul: x has K=" + std::to_string(a.k) + " but W has " +
+         std::to_string(Cols(op.src[1])));
+  }
+  a.job.n = Rows(op.src[1]);
+  if (Elements(op.dst[0]) != a.t * a.job.n) Fail("matmul output must be [T,N]");
+  if (Present(op.src[2])) a.bias = VecF32(op.src[2], a.job.n, "matmul bias", 0.f);
   if (op.i[0] < 0 || op.i[0] > 2) Fail("matmul: unknown activation");
-  MatMul(*b->pool, Ptr<const float>(op.src[0], "matmul x"), t, k,
-         WeightsOf(op.src[1], op.src[3], k, "matmul W"), n, bias.empty() ? nullptr : bias.data(),
-         static_cast<Act>(op.i[0]), Ptr<float>(op.dst[0], "matmul output"));
+  a.x = Ptr<const float>(op.src[0], "matmul x");
+  a.job.w = WeightsOf(op.src[1], op.src[3], a.k, "matmul W");
+  a.job.bias = a.bias.empty() ? nullptr : a.bias.data();
+  a.job.act = static_cast<Act>(op.i[0]);
+  a.job.y = Ptr<float>(op.dst[0], "matmul output");
+  return a;
+}
+
+void OpMatMul(zaya_backend* b, const zaya_op& op) {
+  const MatMulArgs a = PrepareMatMul(op);
+  MatMul(*b->pool, a.x, a.t, a.k, a.job.w, a.job.n, a.job.bias, a.job.act, a.job.y);
+}
+
+// How many matmuls from ops[i] on share one x and can run as one parallel region: the model's
+// four projections of CCA's input (q, k, v_cur, v_del) at decode are four regions of a few
+// hundred KB each otherwise. 1 when ops[i] is not such a matmul.
+uint64_t SharedXRun(const zaya_op* ops, uint64_t i, uint64_t n) {
+  const zaya_tensor& x = ops[i].src[0];
+  if (ops[i].type != ZAYA_OP_MATMUL || x.buffer == nullptr || x.ndim < 1) return 1;
+  int64_t t = 1;
+  for (int d = 0; d + 1 < x.ndim; ++d) t *= x.shape[d];
+  if (t >= kGemmMinTokens || x.shape[x.ndim - 1] < 16) return 1;
+  uint64_t j = i + 1;
+  while (j < n && ops[j].type == ZAYA_OP_MATMUL) {
+    const zaya_tensor& y = ops[j].src[0];
+    if (y.buffer != x.buffer || y.offset != x.offset || y.dtype != x.dtype || y.ndim != x.ndim ||
+        !std::equal(x.shape, x.shape + x.ndim, y.shape)) {
+      break;
+    }
+    ++j;
+  }
+  return j - i;
 }
 
 void OpMulAdd(zaya_backend*, const zaya_op& op) {
@@ -732,22 +771,45 @@ zaya_status BufferRead(zaya_backend* b, zaya_buffer* buf, uint64_t offset, void*
 
 zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
   if (b == nullptr || (ops == nullptr && n > 0)) return ZAYA_STATUS_INVALID_ARGUMENT;
-  for (uint64_t i = 0; i < n; ++i) {
+  for (uint64_t i = 0; i < n;) {
+    const uint64_t run = SharedXRun(ops, i, n);
+    uint64_t at = i;  // the op an error is reported against
     zaya_status s = Guard(b, [&] {
-      if (!b->profile.enabled()) {
+      const double t0 = b->profile.enabled() ? backend_common::OpProfile::Now() : 0.0;
+      if (run == 1) {
         Execute(b, ops[i]);
       } else {
-        const double t0 = backend_common::OpProfile::Now();
-        Execute(b, ops[i]);
+        std::vector<MatMulArgs> args;
+        args.reserve(run);
+        for (; at < i + run; ++at) args.push_back(PrepareMatMul(ops[at]));
+        at = i;
+        std::vector<MatVecJob> jobs;
+        bool overlap = false;  // an output written over the shared x: run them one by one
+        const auto* x0 = reinterpret_cast<const std::byte*>(args[0].x);
+        const auto* x1 = x0 + args[0].t * args[0].k * 4;
+        for (const MatMulArgs& a : args) {
+          jobs.push_back(a.job);
+          const auto* y0 = reinterpret_cast<const std::byte*>(a.job.y);
+          overlap = overlap || (y0 < x1 && y0 + a.t * a.job.n * 4 > x0);
+        }
+        if (overlap) {
+          for (; at < i + run; ++at) Execute(b, ops[at]);
+        } else {
+          MatVecShared(*b->pool, args[0].x, args[0].t, args[0].k, jobs.data(),
+                       static_cast<int64_t>(jobs.size()));
+        }
+      }
+      if (b->profile.enabled()) {
         b->profile.Add(ops[i].type, backend_common::OpProfile::Now() - t0);
       }
       return ZAYA_STATUS_OK;
     });
     if (s != ZAYA_STATUS_OK) {
-      b->last_error = "op " + std::to_string(i) + " (type " + std::to_string(ops[i].type) +
+      b->last_error = "op " + std::to_string(at) + " (type " + std::to_string(ops[at].type) +
                       "): " + b->last_error;
       return s;
     }
+    i += run;
   }
   return ZAYA_STATUS_OK;
 }

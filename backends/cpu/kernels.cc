@@ -417,7 +417,6 @@ void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weight
   // Many tokens: convert a panel of weight rows to f32 and let OpenBLAS run the panel's GEMM.
   // Below this many rows every output is the same per-row dot product whatever the batch, so a
   // sequence decodes the same tokens alone or batched with others (seeded runs are reproducible).
-  constexpr int64_t kGemmMinTokens = 64;
   if (t < kGemmMinTokens || k < 16) {
     // Chunks of whole 4-row tiles, at least ~64 KiB of weights each so a thread's wakeup pays off.
     const int64_t tiles = (n + 3) / 4;
@@ -454,6 +453,23 @@ void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weight
           }
         }
       }
+    }
+  });
+}
+
+void MatVecShared(ThreadPool& pool, const float* x, int64_t t, int64_t k, const MatVecJob* jobs,
+                  int64_t count) {
+  // Tiles of 4 rows numbered across the jobs; a chunk walks the jobs its range covers.
+  std::vector<int64_t> first(static_cast<size_t>(count) + 1, 0);
+  for (int64_t j = 0; j < count; ++j) first[j + 1] = first[j] + (jobs[j].n + 3) / 4;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1));
+  pool.ParallelFor(first[count], grain, [&](int64_t begin, int64_t end, int) {
+    for (int64_t j = 0; j < count; ++j) {
+      const int64_t b0 = std::max(begin, first[j]), b1 = std::min(end, first[j + 1]);
+      if (b0 >= b1) continue;
+      const MatVecJob& job = jobs[j];
+      MatVecRows(job.w, (b0 - first[j]) * 4, std::min(job.n, (b1 - first[j]) * 4), k, x, t, job.n,
+                 job.bias, job.act, job.y);
     }
   });
 }

@@ -56,6 +56,25 @@ bool Avx2FmaUsable();
 void MatVecRows(const Weights& w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
                 int64_t n, const float* bias, Act act, float* y);
 
+// Below this many tokens MatMul streams each weight row once through the matvec tiles (and a
+// row's output is independent of the batch); from it on, OpenBLAS GEMM on converted panels.
+constexpr int64_t kGemmMinTokens = 64;
+
+// One of several matmuls on the same x: y[T,N] = act(x W^T + bias).
+struct MatVecJob {
+  Weights w;
+  int64_t n = 0;
+  const float* bias = nullptr;
+  Act act = Act::kNone;
+  float* y = nullptr;
+};
+
+// Runs `count` matmuls that share x[T,K] (T < kGemmMinTokens, K >= 16) as one parallel region over
+// all their rows, instead of one region each: the same results as MatMul per job. y must not
+// overlap x.
+void MatVecShared(ThreadPool& pool, const float* x, int64_t t, int64_t k, const MatVecJob* jobs,
+                  int64_t count);
+
 // y[T,N] = act(x[T,K] W^T + bias). ldx / ldy are row strides in elements.
 void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weights& w, int64_t n,
             const float* bias, Act act, float* y);

@@ -287,6 +287,48 @@ TEST_P(Conformance, MatMulRowDoesNotDependOnBatch) {
   }
 }
 
+// Consecutive matmuls on the same x in one execute (the model's q, k, v_cur, v_del projections;
+// the CPU backend runs them as one parallel region) give what each gives alone, bitwise, for
+// every weight dtype mixed in one run; a bad op inside such a run is reported by its own index.
+TEST_P(Conformance, MatMulsSharingXInOneExecuteMatchOneByOne) {
+  Rng rng(21);
+  const int64_t k = 77;
+  const int64_t rows[] = {9, 30, 4, 13};
+  for (int64_t t : {1, 3, 17}) {
+    std::vector<float> x = rng.Normals(t * k);
+    const zaya_tensor xt = dev_->F32(x, {t, k});
+    std::vector<zaya_op> ops;
+    for (int j = 0; j < 4; ++j) {
+      HostWeights w = rng.Weights(kWeightTypes[j % 3], rows[j], k);
+      zaya_op op = Op(ZAYA_OP_MATMUL);
+      op.src[0] = xt;
+      std::tie(op.src[1], op.src[3]) = dev_->Weights(w, {rows[j], k});
+      if (j == 1) op.src[2] = dev_->F32(rng.Normals(rows[j], 0.1f), {rows[j]});
+      op.i[0] = j % 3;
+      op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {t, rows[j]});
+      ops.push_back(op);
+    }
+    std::vector<std::vector<float>> alone;
+    for (const zaya_op& op : ops) {
+      ASSERT_TRUE(dev_->Run(op).ok());
+      alone.push_back(dev_->Read<float>(op.dst[0]));
+    }
+    for (size_t j = 0; j < ops.size(); ++j) ops[j].dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {t, rows[j]});
+    ASSERT_TRUE(backend_->Execute(ops).ok()) << backend_->name();
+    for (size_t j = 0; j < ops.size(); ++j) {
+      const std::vector<float> got = dev_->Read<float>(ops[j].dst[0]);
+      ASSERT_EQ(got.size(), alone[j].size());
+      EXPECT_EQ(std::memcmp(got.data(), alone[j].data(), got.size() * 4), 0)
+          << "matmul " << j << " of the run, T=" << t;
+    }
+    // The third one's output has the wrong shape: the error names op 2.
+    ops[2].dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {t, rows[2] + 1});
+    const Status st = backend_->Execute(ops);
+    ASSERT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("op 2 "), std::string::npos) << st.ToString();
+  }
+}
+
 TEST_P(Conformance, Embed) {
   Rng rng(13);
   for (int32_t dtype : kWeightTypes) {
