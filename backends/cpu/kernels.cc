@@ -40,6 +40,12 @@ ZAYA_CLONES float DotBf16Impl(const float* x, const uint16_t* w, int64_t n) {
   return acc;
 }
 
+// A KV-cache value as f32, whichever of the two cache dtypes it is stored in.
+__attribute__((always_inline)) inline float AsF32(float v) { return v; }
+__attribute__((always_inline)) inline float AsF32(uint16_t v) {
+  return __builtin_bit_cast(float, uint32_t{v} << 16);
+}
+
 // Attention over one KV-cache block: rows `stride` elements apart, `hd` long.
 // Four rows at a time: four independent accumulators instead of one FMA latency chain per row
 // (one chain made attention over a 512-token prompt ~5x slower).
@@ -47,13 +53,6 @@ template <class Row>
 __attribute__((always_inline)) inline void DotRowsBody(const float* q, const Row* rows,
                                                        int64_t stride, int64_t n, int64_t hd,
                                                        float* out) {
-  auto val = [](Row v) -> float {
-    if constexpr (sizeof(Row) == 2) {
-      return __builtin_bit_cast(float, uint32_t{v} << 16);
-    } else {
-      return v;
-    }
-  };
   int64_t p = 0;
   for (; p + 4 <= n; p += 4) {
     const Row* r0 = rows + p * stride;
@@ -63,10 +62,10 @@ __attribute__((always_inline)) inline void DotRowsBody(const float* q, const Row
     float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
 #pragma omp simd reduction(+ : a0, a1, a2, a3)
     for (int64_t j = 0; j < hd; ++j) {
-      a0 += q[j] * val(r0[j]);
-      a1 += q[j] * val(r1[j]);
-      a2 += q[j] * val(r2[j]);
-      a3 += q[j] * val(r3[j]);
+      a0 += q[j] * AsF32(r0[j]);
+      a1 += q[j] * AsF32(r1[j]);
+      a2 += q[j] * AsF32(r2[j]);
+      a3 += q[j] * AsF32(r3[j]);
     }
     out[p] = a0;
     out[p + 1] = a1;
@@ -77,7 +76,7 @@ __attribute__((always_inline)) inline void DotRowsBody(const float* q, const Row
     const Row* r = rows + p * stride;
     float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
-    for (int64_t j = 0; j < hd; ++j) acc += q[j] * val(r[j]);
+    for (int64_t j = 0; j < hd; ++j) acc += q[j] * AsF32(r[j]);
     out[p] = acc;
   }
 }
@@ -97,13 +96,6 @@ template <class Row>
 __attribute__((always_inline)) inline void AxpyRowsBody(const float* w, const Row* rows,
                                                         int64_t stride, int64_t n, int64_t hd,
                                                         float* acc) {
-  auto val = [](Row v) -> float {
-    if constexpr (sizeof(Row) == 2) {
-      return __builtin_bit_cast(float, uint32_t{v} << 16);
-    } else {
-      return v;
-    }
-  };
   int64_t p = 0;
   for (; p + 4 <= n; p += 4) {
     const Row* r0 = rows + p * stride;
@@ -113,14 +105,14 @@ __attribute__((always_inline)) inline void AxpyRowsBody(const float* w, const Ro
     const float a0 = w[p], a1 = w[p + 1], a2 = w[p + 2], a3 = w[p + 3];
 #pragma omp simd
     for (int64_t j = 0; j < hd; ++j) {
-      acc[j] += a0 * val(r0[j]) + a1 * val(r1[j]) + a2 * val(r2[j]) + a3 * val(r3[j]);
+      acc[j] += a0 * AsF32(r0[j]) + a1 * AsF32(r1[j]) + a2 * AsF32(r2[j]) + a3 * AsF32(r3[j]);
     }
   }
   for (; p < n; ++p) {
     const Row* r = rows + p * stride;
     const float a = w[p];
 #pragma omp simd
-    for (int64_t j = 0; j < hd; ++j) acc[j] += a * val(r[j]);
+    for (int64_t j = 0; j < hd; ++j) acc[j] += a * AsF32(r[j]);
   }
 }
 
