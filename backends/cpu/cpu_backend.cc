@@ -467,61 +467,56 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   const int64_t q_per_kv = nh / nkv;
   // One work unit per (token, KV head): its q_per_kv query heads share every K and V row, so a
   // block of rows is read from memory once for all of them (then from L1) instead of once per
-  // query head.
-  b->pool->ParallelFor(t * nkv, 1, [&](int64_t begin, int64_t end, int) {
-    std::vector<float> scores, acc;
-    for (int64_t w = begin; w < end; ++w) {
-      const int64_t i = w / nkv, kvh = w % nkv;
-      const int32_t s = seq_of_token[i];
-      const int64_t n_pos = position[i] + 1;
-      const float* qg = q + i * nh * hd + kvh * q_per_kv * hd;  // [q_per_kv, hd]
-      scores.resize(static_cast<size_t>(q_per_kv * n_pos));
-      acc.assign(static_cast<size_t>(q_per_kv * hd), 0.f);
-      // Positions go block by block of the table: bt rows `row` elements apart in the cache.
-      auto for_blocks = [&](auto&& fn) {
-        for (int64_t p0 = 0; p0 < n_pos; p0 += bt) {
-          const int64_t at = slot_of(s, p0) + kvh * hd;
-          fn(p0, std::min(bt, n_pos - p0), at);
-        }
-      };
-      for_blocks([&](int64_t p0, int64_t cnt, int64_t at) {
-        for (int64_t m = 0; m < q_per_kv; ++m) {
-          float* sc = scores.data() + m * n_pos + p0;
-          if (bf16) {
-            DotRows(qg + m * hd, reinterpret_cast<const uint16_t*>(kbase) + at, row, cnt, hd, sc);
-          } else {
-            DotRows(qg + m * hd, reinterpret_cast<const float*>(kbase) + at, row, cnt, hd, sc);
+  // query head. `attend` is instantiated once per cache dtype (float or uint16_t bf16 rows).
+  auto attend = [&](const auto* krows, const auto* vrows) {
+    b->pool->ParallelFor(t * nkv, 1, [&](int64_t begin, int64_t end, int) {
+      std::vector<float> scores, acc, denom(static_cast<size_t>(q_per_kv));
+      for (int64_t w = begin; w < end; ++w) {
+        const int64_t i = w / nkv, kvh = w % nkv;
+        const int32_t s = seq_of_token[i];
+        const int64_t n_pos = position[i] + 1;
+        const float* qg = q + i * nh * hd + kvh * q_per_kv * hd;  // [q_per_kv, hd]
+        scores.resize(static_cast<size_t>(q_per_kv * n_pos));
+        acc.assign(static_cast<size_t>(q_per_kv * hd), 0.f);
+        // Positions go block by block of the table: bt rows `row` elements apart in the cache.
+        auto for_blocks = [&](auto&& fn) {
+          for (int64_t p0 = 0; p0 < n_pos; p0 += bt) {
+            const int64_t at = slot_of(s, p0) + kvh * hd;
+            fn(p0, std::min(bt, n_pos - p0), at);
           }
-        }
-      });
-      std::vector<double> denom(static_cast<size_t>(q_per_kv));
-      for (int64_t m = 0; m < q_per_kv; ++m) {
-        float* sc = scores.data() + m * n_pos;
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t p = 0; p < n_pos; ++p) {
-          sc[p] *= scale;
-          mx = std::max(mx, sc[p]);
-        }
-        denom[m] = ExpShifted(sc, n_pos, mx);
-      }
-      for_blocks([&](int64_t p0, int64_t cnt, int64_t at) {
-        for (int64_t m = 0; m < q_per_kv; ++m) {
-          const float* sc = scores.data() + m * n_pos + p0;
-          float* a = acc.data() + m * hd;
-          if (bf16) {
-            AxpyRows(sc, reinterpret_cast<const uint16_t*>(vbase) + at, row, cnt, hd, a);
-          } else {
-            AxpyRows(sc, reinterpret_cast<const float*>(vbase) + at, row, cnt, hd, a);
+        };
+        for_blocks([&](int64_t p0, int64_t cnt, int64_t at) {
+          for (int64_t m = 0; m < q_per_kv; ++m) {
+            DotRows(qg + m * hd, krows + at, row, cnt, hd, scores.data() + m * n_pos + p0);
           }
+        });
+        for (int64_t m = 0; m < q_per_kv; ++m) {
+          float* sc = scores.data() + m * n_pos;
+          float mx = -std::numeric_limits<float>::infinity();
+          for (int64_t p = 0; p < n_pos; ++p) {
+            sc[p] *= scale;
+            mx = std::max(mx, sc[p]);
+          }
+          denom[m] = ExpShifted(sc, n_pos, mx);
         }
-      });
-      for (int64_t m = 0; m < q_per_kv; ++m) {
-        float* o = out + i * nh * hd + (kvh * q_per_kv + m) * hd;
-        const float inv = static_cast<float>(1.0 / denom[m]);
-        for (int64_t j = 0; j < hd; ++j) o[j] = acc[m * hd + j] * inv;
+        for_blocks([&](int64_t p0, int64_t cnt, int64_t at) {
+          for (int64_t m = 0; m < q_per_kv; ++m) {
+            AxpyRows(scores.data() + m * n_pos + p0, vrows + at, row, cnt, hd, acc.data() + m * hd);
+          }
+        });
+        for (int64_t m = 0; m < q_per_kv; ++m) {
+          float* o = out + i * nh * hd + (kvh * q_per_kv + m) * hd;
+          const float inv = 1.f / denom[m];
+          for (int64_t j = 0; j < hd; ++j) o[j] = acc[m * hd + j] * inv;
+        }
       }
-    }
-  });
+    });
+  };
+  if (bf16) {
+    attend(reinterpret_cast<const uint16_t*>(kbase), reinterpret_cast<const uint16_t*>(vbase));
+  } else {
+    attend(reinterpret_cast<const float*>(kbase), reinterpret_cast<const float*>(vbase));
+  }
   (void)esz;
 }
 
@@ -769,6 +764,30 @@ zaya_status BufferRead(zaya_backend* b, zaya_buffer* buf, uint64_t offset, void*
   return ZAYA_STATUS_OK;
 }
 
+// ops[i, i + run) as SharedXRun found them: all checked first, then one parallel region; one by
+// one instead if an output overlaps the shared x. *at is the op an error belongs to.
+void ExecuteSharedX(zaya_backend* b, const zaya_op* ops, uint64_t i, uint64_t run, uint64_t* at) {
+  std::vector<MatMulArgs> args;
+  args.reserve(run);
+  for (*at = i; *at < i + run; ++*at) args.push_back(PrepareMatMul(ops[*at]));
+  *at = i;
+  std::vector<MatVecJob> jobs;
+  bool overlap = false;
+  const auto* x0 = reinterpret_cast<const std::byte*>(args[0].x);
+  const auto* x1 = x0 + args[0].t * args[0].k * 4;
+  for (const MatMulArgs& a : args) {
+    jobs.push_back(a.job);
+    const auto* y0 = reinterpret_cast<const std::byte*>(a.job.y);
+    overlap = overlap || (y0 < x1 && y0 + a.t * a.job.n * 4 > x0);
+  }
+  if (overlap) {
+    for (; *at < i + run; ++*at) Execute(b, ops[*at]);
+    return;
+  }
+  MatVecShared(*b->pool, args[0].x, args[0].t, args[0].k, jobs.data(),
+               static_cast<int64_t>(jobs.size()));
+}
+
 zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
   if (b == nullptr || (ops == nullptr && n > 0)) return ZAYA_STATUS_INVALID_ARGUMENT;
   for (uint64_t i = 0; i < n;) {
@@ -779,25 +798,7 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
       if (run == 1) {
         Execute(b, ops[i]);
       } else {
-        std::vector<MatMulArgs> args;
-        args.reserve(run);
-        for (; at < i + run; ++at) args.push_back(PrepareMatMul(ops[at]));
-        at = i;
-        std::vector<MatVecJob> jobs;
-        bool overlap = false;  // an output written over the shared x: run them one by one
-        const auto* x0 = reinterpret_cast<const std::byte*>(args[0].x);
-        const auto* x1 = x0 + args[0].t * args[0].k * 4;
-        for (const MatMulArgs& a : args) {
-          jobs.push_back(a.job);
-          const auto* y0 = reinterpret_cast<const std::byte*>(a.job.y);
-          overlap = overlap || (y0 < x1 && y0 + a.t * a.job.n * 4 > x0);
-        }
-        if (overlap) {
-          for (; at < i + run; ++at) Execute(b, ops[at]);
-        } else {
-          MatVecShared(*b->pool, args[0].x, args[0].t, args[0].k, jobs.data(),
-                       static_cast<int64_t>(jobs.size()));
-        }
+        ExecuteSharedX(b, ops, i, run, &at);
       }
       if (b->profile.enabled()) {
         b->profile.Add(ops[i].type, backend_common::OpProfile::Now() - t0);

@@ -18,17 +18,14 @@ namespace zaya::cpu {
 
 namespace {
 
-// target_clones resolvers of external functions get default visibility whatever the preset (they
-// would show in the plugin's dynamic symbol table), so the clones stay internal behind the
-// wrappers further down.
-ZAYA_CLONES float DotF32Impl(const float* a, const float* b, int64_t n) {
+ZAYA_CLONES float DotF32(const float* a, const float* b, int64_t n) {
   float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
   for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
   return acc;
 }
 
-ZAYA_CLONES float DotBf16Impl(const float* x, const uint16_t* w, int64_t n) {
+ZAYA_CLONES float DotBf16(const float* x, const uint16_t* w, int64_t n) {
   float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
   for (int64_t i = 0; i < n; ++i) {
@@ -170,6 +167,8 @@ ZAYA_CLONES float DotI8(const float* x, const int8_t* w, const float* scales, in
 
 }  // namespace
 
+// target_clones resolvers of external functions get default visibility whatever the preset (they
+// would show in the plugin's dynamic symbol table), so the clones stay internal behind these.
 void DotRows(const float* q, const float* rows, int64_t stride, int64_t n, int64_t hd, float* out) {
   DotRowsF32Impl(q, rows, stride, n, hd, out);
 }
@@ -189,8 +188,8 @@ void AxpyRows(const float* w, const uint16_t* rows, int64_t stride, int64_t n, i
 
 float DotRow(const Weights& w, int64_t n, int64_t k, const float* x) {
   switch (w.type) {
-    case WType::kF32: return DotF32Impl(x, static_cast<const float*>(w.data) + n * k, k);
-    case WType::kBF16: return DotBf16Impl(x, static_cast<const uint16_t*>(w.data) + n * k, k);
+    case WType::kF32: return DotF32(x, static_cast<const float*>(w.data) + n * k, k);
+    case WType::kBF16: return DotBf16(x, static_cast<const uint16_t*>(w.data) + n * k, k);
     case WType::kI8:
       return DotI8(x, static_cast<const int8_t*>(w.data) + n * k, w.scales + n * ((k + 31) / 32), k);
   }
@@ -410,12 +409,8 @@ void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weight
   // Below this many rows every output is the same per-row dot product whatever the batch, so a
   // sequence decodes the same tokens alone or batched with others (seeded runs are reproducible).
   if (t < kGemmMinTokens || k < 16) {
-    // Chunks of whole 4-row tiles, at least ~64 KiB of weights each so a thread's wakeup pays off.
-    const int64_t tiles = (n + 3) / 4;
-    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1));
-    pool.ParallelFor(tiles, grain, [&](int64_t begin, int64_t end, int) {
-      MatVecRows(w, begin * 4, std::min(n, end * 4), k, x, t, n, bias, act, y);
-    });
+    const MatVecJob job{w, n, bias, act, y};
+    MatVecShared(pool, x, t, k, &job, 1);
     return;
   }
   constexpr int64_t kPanel = 64;
@@ -451,17 +446,22 @@ void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weight
 
 void MatVecShared(ThreadPool& pool, const float* x, int64_t t, int64_t k, const MatVecJob* jobs,
                   int64_t count) {
-  // Tiles of 4 rows numbered across the jobs; a chunk walks the jobs its range covers.
-  std::vector<int64_t> first(static_cast<size_t>(count) + 1, 0);
-  for (int64_t j = 0; j < count; ++j) first[j + 1] = first[j] + (jobs[j].n + 3) / 4;
+  // Tiles of 4 rows numbered across the jobs, in chunks of at least ~64 KiB of weights so that a
+  // thread's wakeup pays off; a chunk walks the jobs its range covers.
+  int64_t tiles = 0;
+  for (int64_t j = 0; j < count; ++j) tiles += (jobs[j].n + 3) / 4;
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1));
-  pool.ParallelFor(first[count], grain, [&](int64_t begin, int64_t end, int) {
-    for (int64_t j = 0; j < count; ++j) {
-      const int64_t b0 = std::max(begin, first[j]), b1 = std::min(end, first[j + 1]);
-      if (b0 >= b1) continue;
+  pool.ParallelFor(tiles, grain, [&](int64_t begin, int64_t end, int) {
+    int64_t first = 0;  // the first tile of job j
+    for (int64_t j = 0; j < count && first < end; ++j) {
       const MatVecJob& job = jobs[j];
-      MatVecRows(job.w, (b0 - first[j]) * 4, std::min(job.n, (b1 - first[j]) * 4), k, x, t, job.n,
-                 job.bias, job.act, job.y);
+      const int64_t job_tiles = (job.n + 3) / 4;
+      const int64_t b0 = std::max(begin, first), b1 = std::min(end, first + job_tiles);
+      if (b0 < b1) {
+        MatVecRows(job.w, (b0 - first) * 4, std::min(job.n, (b1 - first) * 4), k, x, t, job.n,
+                   job.bias, job.act, job.y);
+      }
+      first += job_tiles;
     }
   });
 }

@@ -34,10 +34,11 @@ void DotRows(const float* q, const float* rows, int64_t stride, int64_t n, int64
 void DotRows(const float* q, const uint16_t* rows, int64_t stride, int64_t n, int64_t hd,
              float* out);
 void AxpyRows(const float* w, const float* rows, int64_t stride, int64_t n, int64_t hd, float* acc);
-// s[i] = exp(s[i] - shift) for i < n, SIMD; returns their sum (reassociated into SIMD lanes).
-float ExpShifted(float* s, int64_t n, float shift);
 void AxpyRows(const float* w, const uint16_t* rows, int64_t stride, int64_t n, int64_t hd,
               float* acc);
+// s[i] = exp(s[i] - shift) for i < n (shift >= every s[i]), SIMD; returns their sum (reassociated
+// into SIMD lanes).
+float ExpShifted(float* s, int64_t n, float shift);
 
 // Row n of W dotted with x (length K).
 float DotRow(const Weights& w, int64_t n, int64_t k, const float* x);
@@ -69,9 +70,8 @@ struct MatVecJob {
   float* y = nullptr;
 };
 
-// Runs `count` matmuls that share x[T,K] (T < kGemmMinTokens, K >= 16) as one parallel region over
-// all their rows, instead of one region each: the same results as MatMul per job. y must not
-// overlap x.
+// Runs `count` matmuls that share x[T,K] through the matvec tiles as one parallel region over all
+// their rows (MatMul's small-batch path is this with one job). y must not overlap x.
 void MatVecShared(ThreadPool& pool, const float* x, int64_t t, int64_t k, const MatVecJob* jobs,
                   int64_t count);
 

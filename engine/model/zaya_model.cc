@@ -249,26 +249,22 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
     });
     return t;
   };
-  auto vec = [&](const std::string& name, int64_t n, zaya_tensor* out) -> Status {
+  // A vector, stored in f32, or in bf16 when `as_bf16` (see WeightBytes for which ones).
+  auto vec = [&](const std::string& name, int64_t n, zaya_tensor* out,
+                 bool as_bf16 = false) -> Status {
     ZAYA_ASSIGN_OR_RETURN(const TensorView* t, fetch(name, n));
     (void)t;
-    const uint64_t bytes = static_cast<uint64_t>(n) * 4;
-    ZAYA_RETURN_IF_ERROR(backend->Write(weights, cursor, f32.data(), bytes));
-    *out = MakeTensor(weights.get(), cursor, ZAYA_DTYPE_F32, {n});
-    cursor += AlignUp(bytes);
-    return Status::Ok();
-  };
-  // A vector kept in bf16 unless the model runs in f32 (see WeightBytes).
-  auto vec_wdtype = [&](const std::string& name, int64_t n, zaya_tensor* out) -> Status {
-    if (wdtype == ZAYA_DTYPE_F32) return vec(name, n, out);
-    ZAYA_ASSIGN_OR_RETURN(const TensorView* t, fetch(name, n));
-    (void)t;
-    packed.resize(static_cast<size_t>(n) * 2);
-    auto* p = reinterpret_cast<uint16_t*>(packed.data());
-    for (int64_t i = 0; i < n; ++i) p[i] = F32ToBf16(f32[i]);
-    const uint64_t bytes = static_cast<uint64_t>(n) * 2;
-    ZAYA_RETURN_IF_ERROR(backend->Write(weights, cursor, packed.data(), bytes));
-    *out = MakeTensor(weights.get(), cursor, ZAYA_DTYPE_BF16, {n});
+    const void* src = f32.data();
+    uint64_t bytes = static_cast<uint64_t>(n) * 4;
+    if (as_bf16) {
+      packed.resize(static_cast<size_t>(n) * 2);
+      auto* p = reinterpret_cast<uint16_t*>(packed.data());
+      for (int64_t i = 0; i < n; ++i) p[i] = F32ToBf16(f32[i]);
+      src = packed.data();
+      bytes = static_cast<uint64_t>(n) * 2;
+    }
+    ZAYA_RETURN_IF_ERROR(backend->Write(weights, cursor, src, bytes));
+    *out = MakeTensor(weights.get(), cursor, as_bf16 ? ZAYA_DTYPE_BF16 : ZAYA_DTYPE_F32, {n});
     cursor += AlignUp(bytes);
     return Status::Ok();
   };
@@ -369,7 +365,9 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
     ZAYA_RETURN_IF_ERROR(mat(qkv + "v_proj_delayed.weight", {c.kv_dim() / 2, H}, &L.v_del));
     ZAYA_RETURN_IF_ERROR(vec(qkv + "conv_qk_depthwise.weight", C * 2, &L.dw_w));
     ZAYA_RETURN_IF_ERROR(vec(qkv + "conv_qk_depthwise.bias", C, &L.dw_b));
-    ZAYA_RETURN_IF_ERROR(vec_wdtype(qkv + "conv_qk_grouped.weight", C * D * 2, &L.gw_w));
+    // Follows the matrices' dtype (bf16 for int8 models): decode reads it every step.
+    ZAYA_RETURN_IF_ERROR(
+        vec(qkv + "conv_qk_grouped.weight", C * D * 2, &L.gw_w, wdtype != ZAYA_DTYPE_F32));
     ZAYA_RETURN_IF_ERROR(vec(qkv + "conv_qk_grouped.bias", C, &L.gw_b));
     ZAYA_RETURN_IF_ERROR(vec(a + "qk_norm.temp", c.num_kv_heads, &L.temp));
     ZAYA_RETURN_IF_ERROR(mat(a + "o_proj.weight", {H, c.q_dim()}, &L.o));
