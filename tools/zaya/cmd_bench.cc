@@ -41,44 +41,52 @@ double Median(std::vector<double> v) {
 }
 
 // The machine's attainable read bandwidth (the roofline's denominator): `threads` threads each
-// sum their slice of a buffer far larger than the last-level cache, as four interleaved streams
-// with software prefetch 2 KiB ahead. One sequential stream per thread measured only 70-85% of what
-// the decode kernels (several rows per tile, prefetching) really pull on Zen 3, which put batch-1
-// decode above 100% of "roofline". The best of `reps` passes: other processes only ever slow a
-// pass down, and a roofline is a peak.
+// sum their slice of a buffer far larger than the last-level cache as S interleaved streams with
+// software prefetch 1 KiB ahead, S = 4 and 8; the best pass of either. The streams of a slice start
+// 37 cache lines off a power-of-two spacing: streams exactly 2^n bytes apart land in the same DRAM
+// banks and measured 10-20% lower on Zen 3, below what the decode tiles (whose streams are slices of
+// a weight matrix) really pull, which put 8B batch-1 decode at 103% of "roofline" (session 4). One
+// plain stream per thread (until session 3) measured 70-85% of it. The best of `reps` passes:
+// other processes only ever slow a pass down, and a roofline is a peak.
 double ReadBandwidth(int threads, size_t bytes, int reps) {
-  constexpr size_t kStreams = 4, kAhead = 2048 / sizeof(uint64_t);
+  using V = uint64_t __attribute__((vector_size(32)));
+  constexpr size_t kLine = 8, kAhead = 1024 / sizeof(uint64_t), kSkewLines = 37;
   const size_t words = bytes / sizeof(uint64_t);
   std::vector<uint64_t> buf(words);
   for (size_t i = 0; i < words; ++i) buf[i] = i * 0x9e3779b97f4a7c15ull;
   double best = 0;
   volatile uint64_t sink = 0;
   for (int r = 0; r < reps; ++r) {
-    std::vector<uint64_t> sums(static_cast<size_t>(threads));
-    std::vector<std::thread> pool;
-    const auto t0 = Clock::now();
-    for (int t = 0; t < threads; ++t) {
-      pool.emplace_back([&, t] {
-        const size_t begin = words * t / threads, end = words * (t + 1) / threads;
-        const size_t len = (end - begin) / kStreams / 8 * 8;  // words per stream, whole lines
-        uint64_t acc[kStreams][4] = {};
-        for (size_t i = 0; i < len; i += 8) {
-          for (size_t s = 0; s < kStreams; ++s) {
-            const uint64_t* p = buf.data() + begin + s * len + i;
-            __builtin_prefetch(p + kAhead);
-            for (size_t j = 0; j < 4; ++j) acc[s][j] += p[j] + p[j + 4];
+    for (const size_t streams : {size_t{4}, size_t{8}}) {
+      std::vector<uint64_t> sums(static_cast<size_t>(threads));
+      std::vector<std::thread> pool;
+      const auto t0 = Clock::now();
+      for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t, streams] {
+          const size_t begin = words * t / threads, end = words * (t + 1) / threads;
+          const size_t len = (end - begin) / streams / kLine * kLine - kSkewLines * kLine;
+          V acc[8] = {};
+          for (size_t i = 0; i < len; i += kLine) {
+            for (size_t s = 0; s < streams; ++s) {
+              const uint64_t* p = buf.data() + begin + s * len + i;
+              __builtin_prefetch(p + kAhead);
+              V a, b;
+              std::memcpy(&a, p, sizeof(V));
+              std::memcpy(&b, p + 4, sizeof(V));
+              acc[s] += a + b;
+            }
           }
-        }
-        uint64_t total = 0;
-        for (size_t i = begin + kStreams * len; i < end; ++i) total += buf[i];
-        for (const auto& a : acc) total += a[0] + a[1] + a[2] + a[3];
-        sums[t] = total;
-      });
+          uint64_t total = 0;
+          for (size_t i = begin + streams * len; i < end; ++i) total += buf[i];
+          for (const V& a : acc) total += a[0] + a[1] + a[2] + a[3];
+          sums[t] = total;
+        });
+      }
+      for (auto& th : pool) th.join();
+      const double s = Seconds(t0, Clock::now());
+      sink = sink + std::accumulate(sums.begin(), sums.end(), uint64_t{0});
+      best = std::max(best, static_cast<double>(words * sizeof(uint64_t)) / s);
     }
-    for (auto& th : pool) th.join();
-    const double s = Seconds(t0, Clock::now());
-    sink = sink + std::accumulate(sums.begin(), sums.end(), uint64_t{0});
-    best = std::max(best, static_cast<double>(words * sizeof(uint64_t)) / s);
   }
   return best;
 }
