@@ -649,8 +649,10 @@ TEST_P(Conformance, CcaStatefulSeveralSequences) {
   }
   std::vector<int32_t> pos_of_slot(slots, 0);
   // Step 1: slot 2 gets 5 tokens, slot 0 gets 3 tokens. Step 2: 1 token each, plus slot 3 new.
-  const std::vector<std::vector<std::pair<int32_t, int>>> steps = {{{2, 5}, {0, 3}},
-                                                                   {{0, 1}, {3, 2}, {2, 1}}};
+  // Step 3: a 37-token chunk between two decode tokens (the CPU backend convolves 32 tokens at a
+  // time: a run across that boundary).
+  const std::vector<std::vector<std::pair<int32_t, int>>> steps = {
+      {{2, 5}, {0, 3}}, {{0, 1}, {3, 2}, {2, 1}}, {{0, 1}, {3, 37}, {2, 1}}};
   for (const auto& step : steps) {
     std::vector<int32_t> seq_of_token, slot_of_seq, position;
     for (size_t s = 0; s < step.size(); ++s) {
