@@ -307,8 +307,8 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
 
   // Each sequence's tokens form one contiguous run. The conv stream of a run is s_i = [q0_i, k0_i];
   // before its first token b the slot's conv state holds s_{b-2} and s_{b-1}. Every token's
-  // convolutions depend only on inputs and the old state, so they run in parallel (phase 1: token x
-  // head group, phase 2: token); the state is rewritten last (phase 3).
+  // convolutions depend only on inputs and the old state, so they run in parallel (phase 1: head
+  // group x chunk of tokens, phase 2: token); the state is rewritten last (phase 3).
   std::vector<int64_t>& begin_of = b->cca_begin;
   begin_of.resize(static_cast<size_t>(t));
   std::vector<int64_t> run_start;
@@ -330,18 +330,19 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
   const int64_t groups = c / hd;
   std::vector<float>& g_all = b->cca_g;
   g_all.resize(static_cast<size_t>(t * c));
-  // Work units are (head group, chunk of kCcaTokens tokens): the group's depthwise outputs for the
+  // Work units are (head group, chunk of up to 32 tokens): the group's depthwise outputs for the
   // chunk's tokens, then one matvec of the chunk through the group's weights, so a batch reads each
-  // weight row once per chunk (one token per unit read the 0.65 MB of weights once per token: 357
-  // us per layer at batch 16 on the small shape). The chunk's inputs (32 x 2hd floats) stay in L1/L2.
-  constexpr int64_t kCcaTokens = 32;
-  const int64_t chunks = (t + kCcaTokens - 1) / kCcaTokens;
+  // weight row once per chunk, through the batched tiles, instead of once per token. The chunk's
+  // inputs (32 x 2hd floats) stay in L1/L2. Chunks shrink while there would be fewer than two units
+  // per thread, so a many-core machine still has work for every thread at small batches.
+  const int64_t per_chunk = std::clamp<int64_t>(t * groups / (2 * b->pool->size()), 1, 32);
+  const int64_t chunks = (t + per_chunk - 1) / per_chunk;
   b->pool->ParallelFor(chunks * groups, 1, [&](int64_t u0, int64_t u1, int) {
     thread_local std::vector<float> x;
-    x.resize(static_cast<size_t>(kCcaTokens * 2 * hd));
+    x.resize(static_cast<size_t>(per_chunk * 2 * hd));
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t g = u % groups, base = g * hd, i0 = u / groups * kCcaTokens;
-      const int64_t i1 = std::min(t, i0 + kCcaTokens);
+      const int64_t g = u % groups, base = g * hd, i0 = u / groups * per_chunk;
+      const int64_t i1 = std::min(t, i0 + per_chunk);
       for (int64_t i = i0; i < i1; ++i) {
         const float* p2 = stream(i - 2, begin_of[i], g);
         const float* p1 = stream(i - 1, begin_of[i], g);

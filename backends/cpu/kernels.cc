@@ -446,8 +446,9 @@ void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weight
 
 void MatVecShared(ThreadPool& pool, const float* x, int64_t t, int64_t k, const MatVecJob* jobs,
                   int64_t count) {
-  // Tiles of 4 rows numbered across the jobs, in chunks of at least ~64 KiB of weights so that a
-  // thread's wakeup pays off; a chunk walks the jobs its range covers.
+  // Units of 4 rows numbered across the jobs, in chunks of at least ~64 KiB of weights so that a
+  // thread's wakeup pays off; a chunk walks the jobs its range covers. (The units only split the
+  // work: the AVX2 tiles then read a chunk's rows as 4 slices, not as adjacent 4-row blocks.)
   int64_t tiles = 0;
   for (int64_t j = 0; j < count; ++j) tiles += (jobs[j].n + 3) / 4;
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1));

@@ -42,8 +42,8 @@ ZAYA_INLINE float Bf16Scalar(uint16_t v) {
 // equal slices and a tile takes row q of each slice, so the thread reads R long sequential streams
 // (each slice front to back) instead of hopping from one R-row block to the next. Zen 3's
 // prefetchers follow long streams much better: one token, two threads, from DRAM
-// (cpu_kernel_bench, interleaved runs): bf16 18-19 -> 29-34 GB/s at 32768x1024 and 1024x1024,
-// 25.6 -> 30.8 at 2048x2048; int8 15.6 -> 20.8 (1024x1024), 14.2 -> 22.8 (256x1024). Each stream
+// (cpu_kernel_bench, interleaved runs of both binaries at 2048x2048, 32768x1024, 1024x1024 and
+// 256x1024): bf16 18-26 -> 29-40 GB/s, int8 14-23 -> 20-35 GB/s. Each stream
 // also prefetches kStreamAheadBytes ahead of itself into L1 (past a slice's end that touches the next
 // slice or the next matrix, which is harmless: prefetches do not fault). 1 KiB ahead was the most
 // consistent of 0.5-8 KiB for both dtypes; the spread between runs of one setting on this shared

@@ -624,7 +624,7 @@ struct CcaReference {
   }
 };
 
-// CCA over two steps: several sequences per step, prompt chunks then single tokens, state slots
+// CCA over three steps: several sequences per step, prompt chunks then single tokens, state slots
 // not in sequence order, the state carried in the backend's buffers across steps.
 TEST_P(Conformance, CcaStatefulSeveralSequences) {
   Rng rng(17);
@@ -649,8 +649,8 @@ TEST_P(Conformance, CcaStatefulSeveralSequences) {
   }
   std::vector<int32_t> pos_of_slot(slots, 0);
   // Step 1: slot 2 gets 5 tokens, slot 0 gets 3 tokens. Step 2: 1 token each, plus slot 3 new.
-  // Step 3: a 37-token chunk between two decode tokens (the CPU backend convolves 32 tokens at a
-  // time: a run across that boundary).
+  // Step 3: a 37-token chunk between two decode tokens (the CPU backend convolves up to 32 tokens
+  // at a time: a run across that boundary).
   const std::vector<std::vector<std::pair<int32_t, int>>> steps = {
       {{2, 5}, {0, 3}}, {{0, 1}, {3, 2}, {2, 1}}, {{0, 1}, {3, 37}, {2, 1}}};
   for (const auto& step : steps) {

@@ -48,12 +48,16 @@ double Median(std::vector<double> v) {
 // a weight matrix) really pull, which put 8B batch-1 decode at 103% of "roofline" (session 4). One
 // plain stream per thread (until session 3) measured 70-85% of it. The best of `reps` passes:
 // other processes only ever slow a pass down, and a roofline is a peak.
-double ReadBandwidth(int threads, size_t bytes, int reps) {
+std::vector<uint64_t> BandwidthBuffer(size_t bytes) {
+  std::vector<uint64_t> buf(bytes / sizeof(uint64_t));
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = i * 0x9e3779b97f4a7c15ull;
+  return buf;
+}
+
+double ReadBandwidthOn(const std::vector<uint64_t>& buf, int threads, int reps) {
   using V = uint64_t __attribute__((vector_size(32)));
   constexpr size_t kLine = 8, kAhead = 1024 / sizeof(uint64_t), kSkewLines = 37;
-  const size_t words = bytes / sizeof(uint64_t);
-  std::vector<uint64_t> buf(words);
-  for (size_t i = 0; i < words; ++i) buf[i] = i * 0x9e3779b97f4a7c15ull;
+  const size_t words = buf.size();
   double best = 0;
   volatile uint64_t sink = 0;
   for (int r = 0; r < reps; ++r) {
@@ -64,7 +68,9 @@ double ReadBandwidth(int threads, size_t bytes, int reps) {
       for (int t = 0; t < threads; ++t) {
         pool.emplace_back([&, t, streams] {
           const size_t begin = words * t / threads, end = words * (t + 1) / threads;
-          const size_t len = (end - begin) / streams / kLine * kLine - kSkewLines * kLine;
+          // A slice too small to skew (thousands of threads on a small buffer) is read unskewed.
+          const size_t per = (end - begin) / streams / kLine * kLine;
+          const size_t len = per > 2 * kSkewLines * kLine ? per - kSkewLines * kLine : per;
           V acc[8] = {};
           for (size_t i = 0; i < len; i += kLine) {
             for (size_t s = 0; s < streams; ++s) {
@@ -89,6 +95,10 @@ double ReadBandwidth(int threads, size_t bytes, int reps) {
     }
   }
   return best;
+}
+
+double ReadBandwidth(int threads, size_t bytes, int reps) {
+  return ReadBandwidthOn(BandwidthBuffer(bytes), threads, reps);
 }
 
 // Device memory bandwidth of a GPU backend: one ZAYA_OP_COPY of `bytes` between two device buffers,
@@ -253,6 +263,9 @@ int CompareInt8(const Checkpoint& ck, Backend& be, int64_t tokens, bool json) {
 struct DecodeResult {
   int64_t batch = 0;
   double tok_s = 0, step_bytes = 0, roofline_tok_s = 0, experts_per_layer = 0, experts_estimate = 0;
+  // Against the bandwidth measured just before and after each repetition (0 on a GPU): the median
+  // of the repetitions' fractions, and of those bandwidths.
+  double local_fraction = 0, local_bandwidth = 0;
 };
 
 int Bench(const Command& self, const std::vector<std::string>& argv) {
@@ -383,15 +396,24 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   std::vector<float> logits;
 
   // Decode: B sequences prefilled with a short prompt, then `steps` timed steps of B tokens
-  // (after one untimed step); repeated `reps` times, median.
+  // (after one untimed step); repeated `reps` times, median. On the CPU each repetition is also
+  // set against the read bandwidth measured right before and after it (a smaller buffer, still 8x
+  // the L3): on a shared machine the bandwidth left to us swings 20-30% within seconds, and the
+  // fraction against the run's best bandwidth then says more about the neighbours than the
+  // kernels.
+  const std::vector<uint64_t> probe =
+      device_memory ? std::vector<uint64_t>{}
+                    : BandwidthBuffer(static_cast<size_t>(std::min(bw_mib, 256)) << 20);
   std::vector<DecodeResult> decode;
   std::vector<std::vector<int32_t>> routing;
   for (int64_t batch : batches) {
     progress("decode at batch " + std::to_string(batch));
-    std::vector<double> rates;
+    std::vector<double> rates, local_fractions, local_bandwidths;
     double touched_sum = 0;
     int64_t touched_steps = 0;
     for (int r = 0; r < reps; ++r) {
+      const double rep_touched0 = touched_sum;
+      const int64_t rep_steps0 = touched_steps;
       std::vector<std::vector<int32_t>> toks(static_cast<size_t>(batch));
       std::vector<StepSequence> seqs(static_cast<size_t>(batch));
       for (int64_t s = 0; s < batch; ++s) {
@@ -405,6 +427,7 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
       }
       Status st = (*model)->Forward(seqs, &logits);
       if (!st.ok()) return fail(st);
+      double local_bw = device_memory ? 0.0 : ReadBandwidthOn(probe, threads, 1);
       double timed = 0;
       for (int i = 0; i <= steps; ++i) {
         for (int64_t s = 0; s < batch; ++s) {
@@ -430,6 +453,15 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
         ++touched_steps;
       }
       rates.push_back(static_cast<double>(batch * steps) / timed);
+      if (!device_memory) {
+        local_bw = std::max(local_bw, ReadBandwidthOn(probe, threads, 1));
+        const double experts = (touched_sum - rep_touched0) /
+                               static_cast<double>((touched_steps - rep_steps0) * cfg.num_layers);
+        const double rep_bytes = bytes.dense + bytes.per_expert * experts *
+                                                   static_cast<double>(cfg.num_layers);
+        local_bandwidths.push_back(local_bw);
+        local_fractions.push_back(rates.back() * rep_bytes / (static_cast<double>(batch) * local_bw));
+      }
     }
     DecodeResult d;
     d.batch = batch;
@@ -439,6 +471,8 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
         touched_sum / static_cast<double>(std::max<int64_t>(1, touched_steps * cfg.num_layers));
     d.step_bytes =
         bytes.dense + bytes.per_expert * d.experts_per_layer * static_cast<double>(cfg.num_layers);
+    d.local_fraction = Median(local_fractions);
+    d.local_bandwidth = Median(local_bandwidths);
     decode.push_back(d);
   }
   if (!device_memory) {
@@ -507,6 +541,8 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
                              {"experts_per_layer_uniform_estimate", d.experts_estimate},
                              {"roofline_tok_s", d.roofline_tok_s},
                              {"roofline_fraction", d.tok_s / d.roofline_tok_s},
+                             {"local_bandwidth_gb_s", d.local_bandwidth / 1e9},
+                             {"roofline_fraction_local_bandwidth", d.local_fraction},
                              {"speedup_vs_batch1", batch1 > 0 ? d.tok_s / batch1 : 0.0}});
     }
     j["prefill"] = {{"tokens", prefill},
@@ -524,13 +560,19 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
     std::printf("GEMM 512x2048x2048   %8.1f GFLOP/s f32 weights, %.1f GFLOP/s bf16 weights\n",
                 gemm_f32, gemm_bf16);
   }
-  std::printf("\n%-7s %10s %12s %14s %12s %9s %8s\n", "batch", "tok/s", "MiB/step", "experts/layer",
-              "roof tok/s", "of roof", "x b1");
+  std::printf("\n%-7s %10s %12s %14s %12s %9s %9s %8s\n", "batch", "tok/s", "MiB/step",
+              "experts/layer", "roof tok/s", "of roof", "of local", "x b1");
   for (const auto& d : decode) {
-    std::printf("%-7lld %10.2f %12.1f %14.2f %12.2f %8.1f%% %8.2f\n",
+    char local[32] = "-";
+    if (d.local_fraction > 0) std::snprintf(local, sizeof(local), "%.1f%%", 100.0 * d.local_fraction);
+    std::printf("%-7lld %10.2f %12.1f %14.2f %12.2f %8.1f%% %9s %8.2f\n",
                 static_cast<long long>(d.batch), d.tok_s, d.step_bytes / (1 << 20),
-                d.experts_per_layer, d.roofline_tok_s, 100.0 * d.tok_s / d.roofline_tok_s,
+                d.experts_per_layer, d.roofline_tok_s, 100.0 * d.tok_s / d.roofline_tok_s, local,
                 batch1 > 0 ? d.tok_s / batch1 : 0.0);
+  }
+  if (!device_memory) {
+    std::printf("(of roof: against the run's best read bandwidth; of local: against the bandwidth "
+                "measured around each repetition, median)\n");
   }
   std::printf("\nprefill %lld tokens  %8.1f tok/s  %8.1f GFLOP/s", static_cast<long long>(prefill),
               prefill_tok_s, prefill_gflops);

@@ -1,0 +1,103 @@
+// `zaya bench` end to end on the bundled models/zaya-tiny-reasoner: the real CLI and CPU plugin.
+// Speeds are never asserted (a benchmark, not a timed test); what is checked is the report's
+// shape and arithmetic: the roofline follows from the bandwidth and the bytes per step, the bytes
+// from the dense weights and the experts really touched, progress goes to stderr and only the
+// report to stdout, and bad arguments are refused with a message naming them.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace {
+
+using nlohmann::json;
+
+struct ShellResult {
+  int rc = -1;
+  std::string out, err;
+};
+
+ShellResult Bench(const std::string& args) {
+  const std::string err_path = ::testing::TempDir() + "/zaya_bench.err";
+  const std::string cmd = std::string(ZAYA_BINARY_DIR) + "/tools/zaya/zaya bench " + args +
+                          " 2>" + err_path;
+  ShellResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  r.rc = WEXITSTATUS(pclose(p));
+  std::ifstream f(err_path);
+  r.err.assign(std::istreambuf_iterator<char>(f), {});
+  return r;
+}
+
+const std::string kModel = std::string(ZAYA_SOURCE_DIR) + "/models/zaya-tiny-reasoner";
+
+TEST(BenchIntegration, JsonReportIsConsistent) {
+  ShellResult r = Bench("--model " + kModel +
+                        " --json --threads 1 --batches 1,3 --steps 2 --reps 2 --prefill-tokens 8 "
+                        "--bandwidth-mib 16 --skip-gemm");
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_NE(r.err.find("zaya bench: decode at batch 3"), std::string::npos) << r.err;
+  const json j = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << "stdout is not only the JSON report: " << r.out;
+  const double bw = j.at("read_bandwidth_gb_s").get<double>() * 1e9;
+  const double dense = j.at("dense_bytes_per_step").get<double>();
+  const double per_expert = j.at("bytes_per_expert").get<double>();
+  EXPECT_GT(bw, 0);
+  EXPECT_GT(dense, 0);
+  EXPECT_GT(per_expert, 0);
+  ASSERT_EQ(j.at("decode").size(), 2u);
+  const int layers = 4, experts = 4;  // models/zaya-tiny-reasoner/config.json
+  double batch1 = 0;
+  for (const json& d : j.at("decode")) {
+    const int batch = d.at("batch").get<int>();
+    const double tok_s = d.at("tok_s").get<double>();
+    const double touched = d.at("experts_per_layer").get<double>();
+    const double step_bytes = d.at("bytes_per_step").get<double>();
+    SCOPED_TRACE("batch " + std::to_string(batch));
+    EXPECT_GT(tok_s, 0);
+    // Each token routes to one expert or the skip expert: between 0 and min(batch, E) per layer.
+    EXPECT_GE(touched, 0);
+    EXPECT_LE(touched, std::min(batch, experts) + 1e-9);
+    EXPECT_NEAR(step_bytes, dense + per_expert * touched * layers, 1e-6 * step_bytes);
+    EXPECT_NEAR(d.at("roofline_tok_s").get<double>(), batch * bw / step_bytes,
+                1e-6 * batch * bw / step_bytes);
+    EXPECT_NEAR(d.at("roofline_fraction").get<double>(),
+                tok_s / d.at("roofline_tok_s").get<double>(), 1e-9);
+    // The per-repetition fraction is against a bandwidth measured in this run too.
+    EXPECT_GT(d.at("local_bandwidth_gb_s").get<double>(), 0);
+    EXPECT_GT(d.at("roofline_fraction_local_bandwidth").get<double>(), 0);
+    if (batch == 1) batch1 = tok_s;
+    EXPECT_NEAR(d.at("speedup_vs_batch1").get<double>(), tok_s / batch1, 1e-9);
+  }
+  EXPECT_EQ(j.at("prefill").at("tokens").get<int>(), 8);
+  EXPECT_GT(j.at("prefill").at("tok_s").get<double>(), 0);
+}
+
+TEST(BenchIntegration, TableGoesToStdout) {
+  ShellResult r = Bench("--model " + kModel +
+                        " --threads 1 --batches 1 --steps 1 --reps 1 --prefill-tokens 4 "
+                        "--bandwidth-mib 16 --skip-gemm");
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("of local"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("prefill 4 tokens"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("zaya bench:"), std::string::npos) << "progress belongs on stderr";
+}
+
+TEST(BenchIntegration, BadArgumentsAreRefusedWithTheReason) {
+  ShellResult r = Bench("--model " + kModel + " --batches 0");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("--batches"), std::string::npos) << r.err;
+  r = Bench("--model " + kModel + " --bandwidth-mib 4");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("--bandwidth-mib"), std::string::npos) << r.err;
+  r = Bench("--model /nonexistent/model --skip-gemm --bandwidth-mib 16");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("/nonexistent/model"), std::string::npos) << r.err;
+}
+
+}  // namespace
