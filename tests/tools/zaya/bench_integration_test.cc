@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include <unistd.h>
+
 namespace {
 
 using nlohmann::json;
@@ -20,7 +22,10 @@ struct ShellResult {
 };
 
 ShellResult Bench(const std::string& args) {
-  const std::string err_path = ::testing::TempDir() + "/zaya_bench.err";
+  // One file per test: ctest runs the tests of this file as parallel processes.
+  const std::string err_path = ::testing::TempDir() + "/zaya_bench_" +
+                               ::testing::UnitTest::GetInstance()->current_test_info()->name() +
+                               "_" + std::to_string(getpid()) + ".err";
   const std::string cmd = std::string(ZAYA_BINARY_DIR) + "/tools/zaya/zaya bench " + args +
                           " 2>" + err_path;
   ShellResult r;
