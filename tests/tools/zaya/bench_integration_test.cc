@@ -41,10 +41,13 @@ ShellResult Bench(const std::string& args) {
 
 const std::string kModel = std::string(ZAYA_SOURCE_DIR) + "/models/zaya-tiny-reasoner";
 
+// The tiny model on one thread with a small bandwidth buffer and no GEMM measurement: fast.
+ShellResult QuickBench(const std::string& args) {
+  return Bench("--model " + kModel + " --threads 1 --bandwidth-mib 16 --skip-gemm " + args);
+}
+
 TEST(BenchIntegration, JsonReportIsConsistent) {
-  ShellResult r = Bench("--model " + kModel +
-                        " --json --threads 1 --batches 1,3 --steps 2 --reps 2 --prefill-tokens 8 "
-                        "--bandwidth-mib 16 --skip-gemm");
+  ShellResult r = QuickBench("--json --batches 1,3 --steps 2 --reps 2 --prefill-tokens 8");
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
   EXPECT_NE(r.err.find("zaya bench: decode at batch 3"), std::string::npos) << r.err;
   const json j = json::parse(r.out, nullptr, false);
@@ -84,9 +87,7 @@ TEST(BenchIntegration, JsonReportIsConsistent) {
 }
 
 TEST(BenchIntegration, TableGoesToStdout) {
-  ShellResult r = Bench("--model " + kModel +
-                        " --threads 1 --batches 1 --steps 1 --reps 1 --prefill-tokens 4 "
-                        "--bandwidth-mib 16 --skip-gemm");
+  ShellResult r = QuickBench("--batches 1 --steps 1 --reps 1 --prefill-tokens 4");
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("of local"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("prefill 4 tokens"), std::string::npos) << r.out;
