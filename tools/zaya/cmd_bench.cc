@@ -40,6 +40,13 @@ double Median(std::vector<double> v) {
   return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
+// A buffer for ReadBandwidthOn, written once so that no pass pays for its page faults.
+std::vector<uint64_t> BandwidthBuffer(size_t bytes) {
+  std::vector<uint64_t> buf(bytes / sizeof(uint64_t));
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = i * 0x9e3779b97f4a7c15ull;
+  return buf;
+}
+
 // The machine's attainable read bandwidth (the roofline's denominator): `threads` threads each
 // sum their slice of a buffer far larger than the last-level cache as S interleaved streams with
 // software prefetch 1 KiB ahead, S = 4 and 8; the best pass of either. The streams of a slice start
@@ -48,12 +55,6 @@ double Median(std::vector<double> v) {
 // a weight matrix) really pull, which put 8B batch-1 decode at 103% of "roofline" (session 4). One
 // plain stream per thread (until session 3) measured 70-85% of it. The best of `reps` passes:
 // other processes only ever slow a pass down, and a roofline is a peak.
-std::vector<uint64_t> BandwidthBuffer(size_t bytes) {
-  std::vector<uint64_t> buf(bytes / sizeof(uint64_t));
-  for (size_t i = 0; i < buf.size(); ++i) buf[i] = i * 0x9e3779b97f4a7c15ull;
-  return buf;
-}
-
 double ReadBandwidthOn(const std::vector<uint64_t>& buf, int threads, int reps) {
   using V = uint64_t __attribute__((vector_size(32)));
   constexpr size_t kLine = 8, kAhead = 1024 / sizeof(uint64_t), kSkewLines = 37;
