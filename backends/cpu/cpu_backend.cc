@@ -607,10 +607,10 @@ void OpMoe(zaya_backend* b, const zaya_op& op) {
     for (int64_t r = 0; r < n; ++r) std::copy(x + idx[r] * h, x + (idx[r] + 1) * h, b->moe_x.begin() + r * h);
     MatMul(*b->pool, b->moe_x.data(), n, h, expert_view(gu_all, ex, 2 * inter, h), 2 * inter, nullptr,
            Act::kNone, b->moe_h.data());
-    // SwiGLU, compacted to [n, I] rows for the down projection: silu(G) * U into moe_y (free
-    // until the down projection writes it), on all threads: n x I exp() calls, ~20 us per token
-    // for ZAYA1 on one core.
-    b->moe_y.resize(std::max(n * h, n * inter));
+    // SwiGLU, compacted to [n, I] rows for the down projection: silu(G) * U into moe_y, on all
+    // threads: n x I exp() calls, ~20 us per token for ZAYA1 on one core. The down projection
+    // then writes moe_x, whose rows the gate/up projection no longer needs.
+    b->moe_y.resize(n * inter);
     b->pool->ParallelFor(n * inter, 1024, [&](int64_t c0, int64_t c1, int) {
       for (int64_t c = c0; c < c1; ++c) {
         const float* row = b->moe_h.data() + (c / inter) * 2 * inter;
@@ -618,13 +618,12 @@ void OpMoe(zaya_backend* b, const zaya_op& op) {
         b->moe_y[c] = ApplyAct(Act::kSilu, row[j]) * row[inter + j];
       }
     });
-    std::copy(b->moe_y.begin(), b->moe_y.begin() + n * inter, b->moe_h.begin());
-    MatMul(*b->pool, b->moe_h.data(), n, inter, expert_view(dn_all, ex, h, inter), h, nullptr,
-           Act::kNone, b->moe_y.data());
+    MatMul(*b->pool, b->moe_y.data(), n, inter, expert_view(dn_all, ex, h, inter), h, nullptr,
+           Act::kNone, b->moe_x.data());
     for (int64_t r = 0; r < n; ++r) {
       const float w = weight[idx[r]];
       float* o = out + idx[r] * h;
-      const float* y = b->moe_y.data() + r * h;
+      const float* y = b->moe_x.data() + r * h;
       for (int64_t j = 0; j < h; ++j) o[j] = w * y[j];
     }
   }
