@@ -90,19 +90,23 @@ ZAYA_INLINE void TileBf16(const uint16_t* w, int64_t k, int64_t rs, const float*
   }
 }
 
-// int8 weights against x rounded to int16 per 32-column block (QuantizeX): 16 products per
-// vpmaddwd in exact integer arithmetic, one int->float conversion per block instead of one per 8
-// weights. On AVX2 (no VNNI) the per-weight widening and conversion of the float-activation tile
-// made batch-1 int8 decode compute-bound at ~15 GMAC/s per core. The rounding of x adds a relative
-// error of at most 2^-16 of the block's largest |x| per value, far below the int8 weights' own
-// (2^-8 of the block's largest |w|). Per (row, token): acc += float(int block sum) * (wscale *
-// xscale) over the blocks of the 16-aligned columns, HSum, then the columns past the last multiple
-// of 16 in float, in order.
+// int8 weights against x rounded to int16 with one scale per token (QuantizeX): 16 products per
+// vpmaddwd in exact integer arithmetic, one int->float conversion and one FMA with the weight
+// block's scale per 32 columns, and x's scale once per (row, token) at the end. On Zen 3 vpmaddwd
+// and FMA share the two FMA pipes, so what an int8 block costs there is what counts: 2 vpmaddwd + 1
+// FMA per 32 products and token, against 4 FMAs for bf16. A scale per 32 columns of x as well (up
+// to session 4) needed a (weight scale x x scale) product per (row, token, block), one more
+// multiply in those pipes, and spilled accumulators. On AVX2 (no VNNI) the per-weight widening and
+// conversion of the float-activation tile made batch-1 int8 decode compute-bound at ~15 GMAC/s per
+// core. The rounding of x adds a relative error of at most 2^-16 of the token's largest |x| per
+// value; the int8 weights' own is 2^-8 of the block's largest |w|. Per (row, token): acc +=
+// float(int block sum) * wscale over the blocks of the 16-aligned columns, HSum, times xscale,
+// then the columns past the last multiple of 16 in float, in order.
 struct QuantX {
   const int16_t* q;  // [T, K16]
-  const float* s;    // [T, NB16] per-block scales of x
+  const float* s;    // [T] scale of each token's x
   const float* x;    // the original [T, K], for the tail
-  int64_t k16, nb16;
+  int64_t k16;
 };
 
 // Row r of the tile starts at w + r * m * k, its scales at scales + r * m * nb.
@@ -114,44 +118,43 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < T; ++i) acc[r][i] = _mm256_setzero_ps();
   const int64_t k16 = qx.k16;
+  const int16_t* xq = qx.q + i0 * k16;
   auto load_w = [&](int r, int64_t j) __attribute__((always_inline)) {
     return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + r * rs + j)));
   };
   auto load_x = [&](int i, int64_t j) __attribute__((always_inline)) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx.q + (i0 + i) * k16 + j));
-  };
-  auto finish = [&](int r, int i, __m256i isum, int64_t b) __attribute__((always_inline)) {
-    const __m256 sc = _mm256_set1_ps(scales[r * srs + b] * qx.s[(i0 + i) * qx.nb16 + b]);
-    acc[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), sc, acc[r][i]);
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * k16 + j));
   };
   int64_t j = 0;
   for (; j + 32 <= k16; j += 32) {
     if ((j & 63) == 0) {
       for (int r = 0; r < R; ++r) Prefetch(w + r * rs + kStreamAheadBytes + j);
     }
-    __m256i w0[R], w1[R];
+    // One row at a time, x as memory operands: 2 weight vectors and the row's block scale live
+    // instead of 2 x R, so the R x T accumulators stay in registers.
     for (int r = 0; r < R; ++r) {
-      w0[r] = load_w(r, j);
-      w1[r] = load_w(r, j + 16);
-    }
-    for (int i = 0; i < T; ++i) {
-      const __m256i x0 = load_x(i, j), x1 = load_x(i, j + 16);
-      for (int r = 0; r < R; ++r) {
-        const __m256i isum =
-            _mm256_add_epi32(_mm256_madd_epi16(w0[r], x0), _mm256_madd_epi16(w1[r], x1));
-        finish(r, i, isum, j >> 5);
+      const __m256i w0 = load_w(r, j), w1 = load_w(r, j + 16);
+      const __m256 ws = _mm256_broadcast_ss(scales + r * srs + (j >> 5));
+      for (int i = 0; i < T; ++i) {
+        const __m256i isum = _mm256_add_epi32(_mm256_madd_epi16(w0, load_x(i, j)),
+                                              _mm256_madd_epi16(w1, load_x(i, j + 16)));
+        acc[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), ws, acc[r][i]);
       }
     }
   }
   if (j < k16) {  // a last block of 16
-    for (int i = 0; i < T; ++i) {
-      const __m256i x0 = load_x(i, j);
-      for (int r = 0; r < R; ++r) finish(r, i, _mm256_madd_epi16(load_w(r, j), x0), j >> 5);
+    for (int r = 0; r < R; ++r) {
+      const __m256i w0 = load_w(r, j);
+      const __m256 ws = _mm256_broadcast_ss(scales + r * srs + (j >> 5));
+      for (int i = 0; i < T; ++i) {
+        const __m256i isum = _mm256_madd_epi16(w0, load_x(i, j));
+        acc[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), ws, acc[r][i]);
+      }
     }
   }
   for (int r = 0; r < R; ++r) {
     for (int i = 0; i < T; ++i) {
-      float s = HSum(acc[r][i]);
+      float s = HSum(acc[r][i]) * qx.s[i0 + i];
       const float* xi = qx.x + (i0 + i) * k;
       for (int64_t jt = k16; jt < k; ++jt) {
         s += xi[jt] * (static_cast<float>(w[r * rs + jt]) * scales[r * srs + (jt >> 5)]);
@@ -161,31 +164,27 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
   }
 }
 
-// x [T,K] -> int16 [T,K16] and a scale per 32 columns (the last block may hold 16), K16 = K & ~15.
+// x [T,K] -> int16 [T,K16] and one scale per token, K16 = K & ~15.
 void QuantizeX(const float* x, int64_t t, int64_t k, int16_t* q, float* s) {
-  const int64_t k16 = k & ~int64_t{15}, nb16 = (k16 + 31) / 32;
+  const int64_t k16 = k & ~int64_t{15};
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   for (int64_t i = 0; i < t; ++i) {
     const float* xi = x + i * k;
     int16_t* qi = q + i * k16;
-    for (int64_t b = 0; b < nb16; ++b) {
-      const int64_t j0 = b * 32, chunks = std::min<int64_t>(32, k16 - j0) / 8;  // 4 or 2
-      __m256 v[4], m = _mm256_setzero_ps();
-      for (int64_t c = 0; c < chunks; ++c) {
-        v[c] = _mm256_loadu_ps(xi + j0 + c * 8);
-        m = _mm256_max_ps(m, _mm256_and_ps(v[c], abs_mask));
-      }
-      const float amax = HMax(m);
-      s[i * nb16 + b] = amax > 0.f ? amax / 32767.f : 1.f;
-      const __m256 inv = _mm256_set1_ps(amax > 0.f ? 32767.f / amax : 0.f);
-      for (int64_t c = 0; c < chunks; c += 2) {
-        // packs interleaves 128-bit lanes; the permute restores column order. It also saturates,
-        // so a product that rounds to 32768 stays in range.
-        const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(v[c], inv));
-        const __m256i bb = _mm256_cvtps_epi32(_mm256_mul_ps(v[c + 1], inv));
-        const __m256i packed = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, bb), 0xd8);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi + j0 + c * 8), packed);
-      }
+    __m256 m = _mm256_setzero_ps();
+    for (int64_t j = 0; j < k16; j += 8) {
+      m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(xi + j), abs_mask));
+    }
+    const float amax = HMax(m);
+    s[i] = amax > 0.f ? amax / 32767.f : 1.f;
+    const __m256 inv = _mm256_set1_ps(amax > 0.f ? 32767.f / amax : 0.f);
+    for (int64_t j = 0; j < k16; j += 16) {
+      // packs interleaves 128-bit lanes; the permute restores column order. It also saturates,
+      // so a product that rounds to 32768 stays in range.
+      const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xi + j), inv));
+      const __m256i bb = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xi + j + 8), inv));
+      const __m256i packed = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, bb), 0xd8);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi + j), packed);
     }
   }
 }
@@ -282,14 +281,14 @@ void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const floa
 
 void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
               const float* x, int64_t t, int64_t n, const float* bias, Act act, float* y) {
-  const int64_t k16 = k & ~int64_t{15}, nb16 = (k16 + 31) / 32;
+  const int64_t k16 = k & ~int64_t{15};
   thread_local std::vector<int16_t> q;  // per calling thread: pool workers call this concurrently
   thread_local std::vector<float> qs;
   q.resize(static_cast<size_t>(t * k16));
-  qs.resize(static_cast<size_t>(t * nb16));
+  qs.resize(static_cast<size_t>(t));
   QuantizeX(x, t, k, q.data(), qs.data());
-  Rows(I8{w, scales, k, (k + 31) / 32, QuantX{q.data(), qs.data(), x, k16, nb16}}, r0, r1, x,
-       t, n, bias, act, y);
+  Rows(I8{w, scales, k, (k + 31) / 32, QuantX{q.data(), qs.data(), x, k16}}, r0, r1, x, t, n,
+       bias, act, y);
 }
 
 }  // namespace zaya::cpu::avx2
