@@ -125,13 +125,9 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
   auto load_x = [&](int i, int64_t j) __attribute__((always_inline)) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * k16 + j));
   };
-  int64_t j = 0;
-  for (; j + 32 <= k16; j += 32) {
-    if ((j & 63) == 0) {
-      for (int r = 0; r < R; ++r) Prefetch(w + r * rs + kStreamAheadBytes + j);
-    }
-    // One row at a time, x as memory operands: 2 weight vectors and the row's block scale live
-    // instead of 2 x R, so the R x T accumulators stay in registers.
+  // One row at a time, x as memory operands: 2 weight vectors and the row's block scale live
+  // instead of 2 x R, so the R x T accumulators stay in registers.
+  auto block = [&](int64_t j) __attribute__((always_inline)) {
     for (int r = 0; r < R; ++r) {
       const __m256i w0 = load_w(r, j), w1 = load_w(r, j + 16);
       const __m256 ws = _mm256_broadcast_ss(scales + r * srs + (j >> 5));
@@ -141,6 +137,16 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
         acc[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), ws, acc[r][i]);
       }
     }
+  };
+  int64_t j = 0;
+  for (; j + 64 <= k16; j += 64) {  // 64 bytes of each row: one prefetch, two blocks
+    for (int r = 0; r < R; ++r) Prefetch(w + r * rs + kStreamAheadBytes + j);
+    block(j);
+    block(j + 32);
+  }
+  if (j + 32 <= k16) {
+    block(j);
+    j += 32;
   }
   if (j < k16) {  // a last block of 16
     for (int r = 0; r < R; ++r) {
@@ -152,14 +158,16 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
       }
     }
   }
+  // The horizontal sums first, in a loop of their own: with the tail loop inside it GCC kept the
+  // accumulators in memory and stored all of them on every pass of the main loop.
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < T; ++i) out[r][i] = HSum(acc[r][i]) * qx.s[i0 + i];
   for (int r = 0; r < R; ++r) {
     for (int i = 0; i < T; ++i) {
-      float s = HSum(acc[r][i]) * qx.s[i0 + i];
       const float* xi = qx.x + (i0 + i) * k;
       for (int64_t jt = k16; jt < k; ++jt) {
-        s += xi[jt] * (static_cast<float>(w[r * rs + jt]) * scales[r * srs + (jt >> 5)]);
+        out[r][i] += xi[jt] * (static_cast<float>(w[r * rs + jt]) * scales[r * srs + (jt >> 5)]);
       }
-      out[r][i] = s;
     }
   }
 }
