@@ -140,7 +140,11 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
   };
   int64_t j = 0;
   for (; j + 64 <= k16; j += 64) {  // 64 bytes of each row: one prefetch, two blocks
-    for (int r = 0; r < R; ++r) Prefetch(w + r * rs + kStreamAheadBytes + j);
+    for (int r = 0; r < R; ++r) {
+      Prefetch(w + r * rs + kStreamAheadBytes + j);
+      // The scales are R more streams, an eighth as fast: the same distance in columns.
+      Prefetch(scales + r * srs + ((kStreamAheadBytes + j) >> 5));
+    }
     block(j);
     block(j + 32);
   }
@@ -290,7 +294,7 @@ void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const floa
 void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
               const float* x, int64_t t, int64_t n, const float* bias, Act act, float* y) {
   const int64_t k16 = k & ~int64_t{15};
-  thread_local std::vector<int16_t> q;  // per calling thread: pool workers call this concurrently
+  thread_local AlignedVector<int16_t> q;  // per calling thread: workers call this concurrently
   thread_local std::vector<float> qs;
   q.resize(static_cast<size_t>(t * k16));
   qs.resize(static_cast<size_t>(t));

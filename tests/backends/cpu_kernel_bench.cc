@@ -76,7 +76,9 @@ int main(int argc, char** argv) {
   for (auto& b : w) b = static_cast<uint8_t>(rng() & 0x3f);  // small finite bf16/f32 values
   const int64_t blocks = (k + 31) / 32;
   std::vector<float> scales(static_cast<size_t>(matrices * rows * blocks), 0.01f);
-  std::vector<float> x(static_cast<size_t>(tokens * k)), y(static_cast<size_t>(tokens * rows));
+  // x aligned like the backend's activation buffers.
+  zaya::cpu::AlignedVector<float> x(static_cast<size_t>(tokens * k));
+  std::vector<float> y(static_cast<size_t>(tokens * rows));
   for (auto& v : x) v = static_cast<float>(rng() % 200) / 100.f - 1.f;
   zaya::cpu::ThreadPool pool(threads);
   // Enough passes that a rep lasts ~0.2 s at ~30 GB/s even for an in-cache working set.
