@@ -257,10 +257,11 @@ class HipConformance : public ::testing::TestWithParam<std::string> {
 const int32_t kWeightDtypes[] = {ZAYA_DTYPE_F32, ZAYA_DTYPE_BF16, ZAYA_DTYPE_I8};
 
 // backend.h lets an int8 matmul round x to 16 bits per token first, and the CPU plugin (the
-// reference here) does: each x off by up to 2^-16 of its token's largest value (about twice a
-// 32-column block's, which it was until session 5), times weights of up to ~11 in these tests, is
-// about 1e-3 on an output (one sigma) and 6e-3 at six.
-constexpr float kI8Tol = 6e-3f;
+// reference here) does, while the HIP kernels keep x in float: each x off by up to 2^-16 of its
+// token's largest value, times weights of up to ~11 in these tests. Per 32 columns (until session
+// 5) that was about 5e-4 on an output at one sigma and 3e-3 at six; the per-token scale is up to
+// twice as coarse on these normal inputs, and the emulator flavours still pass at 3e-3.
+constexpr float kI8Tol = 3e-3f;
 
 TEST_P(HipConformance, Embed) {
   for (int32_t dt : kWeightDtypes) {
