@@ -17,6 +17,7 @@ namespace {
 constexpr uint64_t kAlign = 64;
 uint64_t AlignUp(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
+
 zaya_tensor MakeTensor(zaya_buffer* buffer, uint64_t offset, zaya_dtype dtype,
                        std::initializer_list<int64_t> shape) {
   zaya_tensor t{};
@@ -303,19 +304,7 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
       ParallelRange(
           rows, std::max<int64_t>(1, (int64_t{1} << 20) / cols), [&](int64_t r0, int64_t r1) {
             for (int64_t r = r0; r < r1; ++r) {
-              for (int64_t b = 0; b < blocks; ++b) {
-                const int64_t begin = r * cols + b * 32, len = std::min<int64_t>(32, cols - b * 32);
-                float amax = 0.f;
-                for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(f32[begin + i]));
-                const float scale = amax > 0.f ? amax / 127.f : 1.f;
-                scales[r * blocks + b] = scale;
-                for (int64_t i = 0; i < len; ++i) {
-                  // Round half away from zero, as std::lround does, without its libm call
-                  // (exact here: |v| <= 127).
-                  const float v = std::clamp(f32[begin + i] / scale, -127.f, 127.f);
-                  p[begin + i] = static_cast<int8_t>(v >= 0.f ? v + 0.5f : v - 0.5f);
-                }
-              }
+              QuantizeI8Row(f32.data() + r * cols, cols, p + r * cols, scales.data() + r * blocks);
             }
           });
     }

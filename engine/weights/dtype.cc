@@ -1,5 +1,6 @@
 #include "engine/weights/dtype.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -58,6 +59,33 @@ uint16_t F32ToBf16(float value) {
   if (std::isnan(value)) return static_cast<uint16_t>((bits >> 16) | 0x40u);
   const uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
   return static_cast<uint16_t>((bits + rounding) >> 16);
+}
+
+namespace {
+
+// One block of len <= 32 values; returns its scale. Branch-free, and inlined with len = 32 for
+// the full blocks, so that GCC vectorizes it: a version that picked +0.5 or -0.5 with a branch
+// mispredicted on the sign of about every other weight and took 60% of an int8 model load (perf;
+// small shape 5.5-6.8 -> 2.0-2.3 s). v / scale is exact enough that |q| <= 127 after the clamp,
+// and the cast truncates r +- 0.5, which is rounding half away from zero without lround's libm
+// call.
+inline float QuantizeI8Block(const float* v, int64_t len, int8_t* q) {
+  float amax = 0.f;
+  for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(v[i]));
+  const float scale = amax > 0.f ? amax / 127.f : 1.f;
+  for (int64_t i = 0; i < len; ++i) {
+    const float r = std::clamp(v[i] / scale, -127.f, 127.f);
+    q[i] = static_cast<int8_t>(static_cast<int32_t>(r + std::copysign(0.5f, r)));
+  }
+  return scale;
+}
+
+}  // namespace
+
+void QuantizeI8Row(const float* v, int64_t cols, int8_t* q, float* scales) {
+  int64_t b = 0, j = 0;
+  for (; j + 32 <= cols; j += 32, ++b) scales[b] = QuantizeI8Block(v + j, 32, q + j);
+  if (j < cols) scales[b] = QuantizeI8Block(v + j, cols - j, q + j);
 }
 
 void ConvertToF32(DType dtype, const std::byte* src, size_t count, float* dst) {

@@ -31,4 +31,10 @@ uint16_t F32ToBf16(float value);
 // Converts `count` elements at `src` (any alignment) to f32 in `dst`.
 void ConvertToF32(DType dtype, const std::byte* src, size_t count, float* dst);
 
+// The int8 weight format (model.weights_dtype = "int8", backend.h ZAYA_DTYPE_I8): a row of `cols`
+// values in blocks of 32 (the last may be shorter), each with scale = max|v| / 127 (1 for an
+// all-zero block) and q = v / scale rounded half away from zero, clamped to [-127, 127].
+// q[cols], scales[ceil(cols / 32)].
+void QuantizeI8Row(const float* v, int64_t cols, int8_t* q, float* scales);
+
 }  // namespace zaya

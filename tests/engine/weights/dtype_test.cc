@@ -1,0 +1,77 @@
+// The int8 weight format every backend reads (dtype.h QuantizeI8Row): block scales, rounding half
+// away from zero, the short last block, all-zero blocks.
+#include "engine/weights/dtype.h"
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace zaya {
+namespace {
+
+TEST(QuantizeI8Row, ScaleIsTheBlockMaxOver127AndTheMaxMapsTo127) {
+  std::vector<float> v(32);
+  for (int i = 0; i < 32; ++i) v[i] = 0.01f * static_cast<float>(i - 16);  // max |v| = 0.16
+  std::vector<int8_t> q(32);
+  float scale = 0;
+  QuantizeI8Row(v.data(), 32, q.data(), &scale);
+  EXPECT_FLOAT_EQ(scale, 0.16f / 127.f);
+  EXPECT_EQ(q[0], -127);
+  EXPECT_EQ(q[16], 0);
+  for (int i = 0; i < 32; ++i) {
+    // Dequantized, every value is within half a step of the original.
+    EXPECT_LE(std::fabs(static_cast<float>(q[i]) * scale - v[i]), 0.5f * scale * 1.0001f) << i;
+  }
+}
+
+TEST(QuantizeI8Row, HalvesRoundAwayFromZeroOnBothSides) {
+  // Block max 127 gives scale 1, so each value is its own quantized value before rounding.
+  std::vector<float> v = {127.f, 2.5f, -2.5f, 0.5f, -0.5f, 2.49f, -2.49f, -0.f, 126.5f, -126.5f};
+  v.resize(32, 0.f);
+  std::vector<int8_t> q(32);
+  float scale = 0;
+  QuantizeI8Row(v.data(), 32, q.data(), &scale);
+  ASSERT_EQ(scale, 1.f);
+  const std::vector<int> want = {127, 3, -3, 1, -1, 2, -2, 0, 127, -127};
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(q[i], want[i]) << "value " << v[i];
+}
+
+TEST(QuantizeI8Row, ShortLastBlockAndAllZeroBlockGetTheirOwnScales) {
+  // 70 columns: blocks of 32, 32 and 6; the middle one all zeros (scale 1, so dequantizing is
+  // harmless), the last one scaled by its own max only.
+  std::vector<float> v(70, 0.f);
+  for (int i = 0; i < 32; ++i) v[i] = 1.f;
+  for (int i = 64; i < 70; ++i) v[i] = -0.25f * static_cast<float>(i - 63);  // max |v| = 1.5
+  std::vector<int8_t> q(70, 99);
+  std::vector<float> scales(3, -1.f);
+  QuantizeI8Row(v.data(), 70, q.data(), scales.data());
+  EXPECT_FLOAT_EQ(scales[0], 1.f / 127.f);
+  EXPECT_EQ(scales[1], 1.f);
+  EXPECT_FLOAT_EQ(scales[2], 1.5f / 127.f);
+  EXPECT_EQ(q[0], 127);
+  for (int i = 32; i < 64; ++i) EXPECT_EQ(q[i], 0) << i;
+  EXPECT_EQ(q[69], -127);
+  EXPECT_EQ(q[64], static_cast<int8_t>(std::lround(-0.25f / (1.5f / 127.f))));
+}
+
+TEST(QuantizeI8Row, MatchesLroundOfTheScaledValueEverywhere) {
+  // The branch-free rounding against the plain definition, over many blocks of varied range.
+  std::vector<float> v(32 * 64 + 17);
+  uint32_t s = 12345;
+  for (auto& x : v) {
+    s = s * 1664525u + 1013904223u;
+    x = (static_cast<float>(s >> 8) / 16777216.f - 0.5f) * static_cast<float>(1 + (s & 7));
+  }
+  std::vector<int8_t> q(v.size());
+  std::vector<float> scales((v.size() + 31) / 32);
+  QuantizeI8Row(v.data(), static_cast<int64_t>(v.size()), q.data(), scales.data());
+  for (size_t i = 0; i < v.size(); ++i) {
+    const float r = std::fmin(127.f, std::fmax(-127.f, v[i] / scales[i / 32]));
+    ASSERT_EQ(q[i], static_cast<int8_t>(std::lround(r))) << "index " << i << " value " << v[i];
+  }
+}
+
+}  // namespace
+}  // namespace zaya
