@@ -17,7 +17,6 @@ namespace {
 constexpr uint64_t kAlign = 64;
 uint64_t AlignUp(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
-
 zaya_tensor MakeTensor(zaya_buffer* buffer, uint64_t offset, zaya_dtype dtype,
                        std::initializer_list<int64_t> shape) {
   zaya_tensor t{};
