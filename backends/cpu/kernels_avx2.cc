@@ -216,10 +216,11 @@ ZAYA_INLINE void StoreTile(const float out[R][T], int64_t row0, int64_t m, int64
 // tokens: 3 rows x 4 tokens, 12 accumulators + 3 weight vectors + the x vector, so each load feeds
 // 3 or 4 FMAs; 4 rows x 3 tokens needed 17 registers, read x as a memory operand of every FMA and
 // ran at ~42 GMAC/s on two Zen 3 cores against ~53 for 3 x 4 (cpu_kernel_bench, in-cache, batch
-// 16; the FMA peak there is ~95). int8: 2 rows x 4 tokens (8 accumulators + 2 x 2 widened weight
-// vectors + x); 3 x 4, 2 x 5 and 3 x 3 measured the same within the noise (44-49 GMAC/s) or worse
-// (1 x 8: 36-42). The weights of a row block stay in L1 while the token tiles pass over them, so
-// each weight byte comes from memory once per call.
+// 16; the FMA peak there is ~95). int8: 2 rows x 4 tokens (8 accumulators + one row's 2 widened
+// weight vectors and scale, x as memory operands); with the accumulators in registers (session
+// 5) 2 x 4 ran at 61-69 GMAC/s, 2 x 6 at 57-69, 3 x 4 at 54-64 and 4 x 2 at 50-60. The weights of
+// a row block stay in L1 while the token tiles pass over them, so each weight byte comes from
+// memory once per call.
 struct Bf16 {
   const uint16_t* w;
   int64_t k;
