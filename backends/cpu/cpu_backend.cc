@@ -688,11 +688,11 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
     openblas_set_num_threads(1);
     b->pool = std::make_unique<ThreadPool>(threads);
     if (b->log != nullptr) {
+      if (*IsaEnvError() != '\0') b->log(b->log_user, 4, IsaEnvError());
+      static constexpr const char* kTiles[] = {"portable", "AVX2+FMA",
+                                               "AVX-512 BF16 (bf16) and AVX2 (int8)"};
       const std::string m = "cpu backend: " + std::to_string(threads) + " threads, " +
-                            (Avx2FmaUsable()                        ? "AVX2+FMA"
-                             : __builtin_cpu_supports("avx512f") ? "AVX-512 (portable)"
-                                                                 : "baseline x86-64") +
-                            " matvec tiles";
+                            kTiles[static_cast<int>(MatVecIsa())] + " matvec tiles";
       b->log(b->log_user, 6, m.c_str());
     }
     *out = b;

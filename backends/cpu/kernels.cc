@@ -3,10 +3,12 @@
 #include <cblas.h>
 
 #include "kernels_avx2.h"
+#include "kernels_avx512.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 namespace zaya::cpu {
@@ -364,30 +366,93 @@ ZAYA_CLONES void MatVecI8(const I8Rows& w, int64_t r0, int64_t r1, int64_t k, co
   MatVecRowsImpl(w, r0, r1, k, x, t, n, bias, act, y);
 }
 
-}  // namespace
 
-bool Avx2FmaUsable() {
-  static const bool usable = [] {
-    if (const char* env = std::getenv("ZAYA_CPU_NO_AVX2"); env != nullptr && *env != '\0') {
-      return false;
-    }
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return usable;
+struct IsaChoice {
+  Isa isa = Isa::kPortable;
+  const char* env_error = "";
+};
+
+IsaChoice ChooseIsa() {
+  __builtin_cpu_init();
+  IsaChoice c;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) c.isa = Isa::kAvx2;
+  if (c.isa == Isa::kAvx2 && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bf16") &&
+      __builtin_cpu_supports("avx512vnni")) {
+    c.isa = Isa::kAvx512;
+  }
+  const char* env = std::getenv("ZAYA_CPU_ISA");
+  if (env == nullptr || *env == '\0') return c;
+  Isa cap;
+  if (std::strcmp(env, "portable") == 0) {
+    cap = Isa::kPortable;
+  } else if (std::strcmp(env, "avx2") == 0) {
+    cap = Isa::kAvx2;
+  } else if (std::strcmp(env, "avx512") == 0) {
+    cap = Isa::kAvx512;
+  } else {
+    c.env_error = "ZAYA_CPU_ISA must be portable, avx2 or avx512; ignoring it";
+    return c;
+  }
+  c.isa = std::min(c.isa, cap);
+  return c;
 }
 
-void MatVecRows(const Weights& w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
-                int64_t n, const float* bias, Act act, float* y) {
-  if (Avx2FmaUsable()) {
-    if (w.type == WType::kBF16) {
-      return avx2::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, t, n, bias, act,
-                              y);
+const IsaChoice& Choice() {
+  static const IsaChoice c = ChooseIsa();
+  return c;
+}
+
+// x in the forms the chosen tiles multiply, made once per matmul call (not once per thread).
+struct PreparedX {
+  const float* x = nullptr;
+  const int16_t* xq = nullptr;  // int8 weights, AVX2 tiles: [T, K & ~15] and one scale per token
+  const float* xs = nullptr;
+  const uint16_t* xb = nullptr;  // bf16 weights, AVX-512 tiles: [T, K & ~31]
+};
+
+// Scratch of one caller; the prepared pointers stay valid until its next Prepare.
+struct XScratch {
+  AlignedVector<int16_t> xq;
+  std::vector<float> xs;
+  AlignedVector<uint16_t> xb;
+
+  PreparedX Prepare(const float* x, int64_t t, int64_t k, bool any_bf16, bool any_i8) {
+    PreparedX p;
+    p.x = x;
+    const Isa isa = MatVecIsa();
+    if (any_i8 && isa >= Isa::kAvx2) {
+      xq.resize(static_cast<size_t>(t * (k & ~int64_t{15})));
+      xs.resize(static_cast<size_t>(t));
+      avx2::QuantizeX(x, t, k, xq.data(), xs.data());
+      p.xq = xq.data();
+      p.xs = xs.data();
     }
-    if (w.type == WType::kI8) {
-      return avx2::MatVecI8(static_cast<const int8_t*>(w.data), w.scales, r0, r1, k, x, t, n, bias,
-                            act, y);
+    if (any_bf16 && isa == Isa::kAvx512) {
+      xb.resize(static_cast<size_t>(t * (k & ~int64_t{31})));
+      avx512::RoundX(x, t, k, xb.data());
+      p.xb = xb.data();
     }
+    return p;
+  }
+};
+
+void MatVecRowsPrepared(const Weights& w, int64_t r0, int64_t r1, int64_t k, const PreparedX& px,
+                        int64_t t, int64_t n, const float* bias, Act act, float* y) {
+  const float* x = px.x;
+  const Isa isa = MatVecIsa();
+  if (w.type == WType::kBF16 && isa == Isa::kAvx512) {
+    return avx512::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, px.xb, t, n,
+                              bias, act, y);
+  }
+  if (w.type == WType::kBF16 && isa >= Isa::kAvx2) {
+    return avx2::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, t, n, bias, act,
+                            y);
+  }
+  if (w.type == WType::kI8 && isa >= Isa::kAvx2) {
+    return avx2::MatVecI8(static_cast<const int8_t*>(w.data), w.scales, r0, r1, k, x, px.xq,
+                          px.xs, t, n, bias, act, y);
   }
   switch (w.type) {
     case WType::kF32:
@@ -400,6 +465,27 @@ void MatVecRows(const Weights& w, int64_t r0, int64_t r1, int64_t k, const float
       return MatVecI8(I8Rows{static_cast<const int8_t*>(w.data), w.scales, k, (k + 31) / 32}, r0,
                       r1, k, x, t, n, bias, act, y);
   }
+}
+
+}  // namespace
+
+Isa MatVecIsa() { return Choice().isa; }
+const char* IsaEnvError() { return Choice().env_error; }
+const char* IsaName(Isa isa) {
+  switch (isa) {
+    case Isa::kPortable: return "portable";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
+  }
+  return "?";
+}
+
+void MatVecRows(const Weights& w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
+                int64_t n, const float* bias, Act act, float* y) {
+  thread_local XScratch scratch;  // callers run on several threads at once
+  const PreparedX px =
+      scratch.Prepare(x, t, k, w.type == WType::kBF16, w.type == WType::kI8);
+  MatVecRowsPrepared(w, r0, r1, k, px, t, n, bias, act, y);
 }
 
 void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weights& w, int64_t n,
@@ -446,6 +532,14 @@ void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weight
 
 void MatVecShared(ThreadPool& pool, const float* x, int64_t t, int64_t k, const MatVecJob* jobs,
                   int64_t count) {
+  // x's int16 / bf16 forms once, here, before the threads start (their tiles only read them).
+  bool any_bf16 = false, any_i8 = false;
+  for (int64_t j = 0; j < count; ++j) {
+    any_bf16 |= jobs[j].w.type == WType::kBF16;
+    any_i8 |= jobs[j].w.type == WType::kI8;
+  }
+  thread_local XScratch scratch;
+  const PreparedX px = scratch.Prepare(x, t, k, any_bf16, any_i8);
   // Units of 4 rows numbered across the jobs, in chunks of at least ~64 KiB of weights so that a
   // thread's wakeup pays off; a chunk walks the jobs its range covers. (The units only split the
   // work: the AVX2 tiles then read a chunk's rows as 4 slices, not as adjacent 4-row blocks.)
@@ -459,8 +553,8 @@ void MatVecShared(ThreadPool& pool, const float* x, int64_t t, int64_t k, const 
       const int64_t job_tiles = (job.n + 3) / 4;
       const int64_t b0 = std::max(begin, first), b1 = std::min(end, first + job_tiles);
       if (b0 < b1) {
-        MatVecRows(job.w, (b0 - first) * 4, std::min(job.n, (b1 - first) * 4), k, x, t, job.n,
-                   job.bias, job.act, job.y);
+        MatVecRowsPrepared(job.w, (b0 - first) * 4, std::min(job.n, (b1 - first) * 4), k, px, t,
+                           job.n, job.bias, job.act, job.y);
       }
       first += job_tiles;
     }

@@ -70,10 +70,18 @@ void RowToF32(const Weights& w, int64_t n, int64_t k, float* out);
 
 enum class Act { kNone = 0, kGelu = 1, kSilu = 2 };
 
-// True when the CPU has AVX2 and FMA and ZAYA_CPU_NO_AVX2 is unset (or empty): MatVecRows then runs
-// the hand-written tiles of kernels_avx2.h for bf16 and int8, otherwise the vector-extension tiles
-// (AVX-512 / baseline clones). The environment switch lets tests and benchmarks compare the two.
-bool Avx2FmaUsable();
+// Which matvec tiles MatVecRows runs for bf16 and int8 weights:
+//   kAvx512: bf16 through vdpbf16ps (kernels_avx512.h; x rounded to bf16), int8 through the AVX2
+//            tiles. Needs AVX-512 F/BW/VL/DQ + BF16 + VNNI.
+//   kAvx2:   the AVX2+FMA tiles of kernels_avx2.h (x stays f32 for bf16; int16 for int8).
+//   kPortable: the vector-extension tiles below (GCC target_clones: AVX-512 / AVX2 / baseline).
+// The best the CPU has, capped by the environment variable ZAYA_CPU_ISA=portable|avx2|avx512 so
+// that tests and benchmarks can compare them on one machine. Read once per process.
+enum class Isa { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
+Isa MatVecIsa();
+const char* IsaName(Isa isa);
+// Empty, or why ZAYA_CPU_ISA was not understood (the cap is then ignored).
+const char* IsaEnvError();
 
 // Rows [r0, r1) of y[T,N] = act(x[T,K] W^T + bias) on the calling thread, with the SIMD tiles.
 // A row's output is bitwise independent of t (the same sum order for every tile shape).

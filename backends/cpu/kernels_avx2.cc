@@ -2,8 +2,7 @@
 
 #include <immintrin.h>
 
-#include <algorithm>
-#include <vector>
+#include "tile_driver.h"
 
 // Built with -mavx2 -mfma for this file only; nothing here runs unless Avx2FmaUsable() said so.
 namespace zaya::cpu::avx2 {
@@ -36,22 +35,6 @@ ZAYA_INLINE float Bf16Scalar(uint16_t v) {
   float f;
   __builtin_memcpy(&f, &bits, 4);
   return f;
-}
-
-// Memory access: a tile's R rows are not adjacent. A thread's row range [r0, r1) is cut into R
-// equal slices and a tile takes row q of each slice, so the thread reads R long sequential streams
-// (each slice front to back) instead of hopping from one R-row block to the next. Zen 3's
-// prefetchers follow long streams much better: one token, two threads, from DRAM
-// (cpu_kernel_bench, interleaved runs of both binaries at 2048x2048, 32768x1024, 1024x1024 and
-// 256x1024): bf16 18-26 -> 29-40 GB/s, int8 14-23 -> 20-35 GB/s. Each stream
-// also prefetches kStreamAheadBytes ahead of itself into L1 (past a slice's end that touches the next
-// slice or the next matrix, which is harmless: prefetches do not fault). 1 KiB ahead was the most
-// consistent of 0.5-8 KiB for both dtypes; the spread between runs of one setting on this shared
-// machine (up to 30%) hides finer differences.
-constexpr int64_t kStreamAheadBytes = 1024;
-
-ZAYA_INLINE void Prefetch(const void* p) {
-  _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
 }
 
 // bf16: R rows x T tokens; acc[r][i] += W[r, j..j+8) * x[i, j..j+8) over the multiples of 8, then
@@ -176,6 +159,44 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
   }
 }
 
+// Tile shapes (16 ymm registers). One token: 4 rows (the decode case, bound by memory). More
+// tokens: 3 rows x 4 tokens, 12 accumulators + 3 weight vectors + the x vector, so each load feeds
+// 3 or 4 FMAs; 4 rows x 3 tokens needed 17 registers, read x as a memory operand of every FMA and
+// ran at ~42 GMAC/s on two Zen 3 cores against ~53 for 3 x 4 (cpu_kernel_bench, in-cache, batch
+// 16; the FMA peak there is ~95). int8: 2 rows x 4 tokens (8 accumulators + one row's 2 widened
+// weight vectors and scale, x as memory operands); with the accumulators in registers (session
+// 5) 2 x 4 ran at 61-69 GMAC/s, 2 x 6 at 57-69, 3 x 4 at 54-64 and 4 x 2 at 50-60. The weights of
+// a row block stay in L1 while the token tiles pass over them, so each weight byte comes from
+// memory once per call.
+struct Bf16 {
+  const uint16_t* w;
+  int64_t k;
+  const float* x;
+  static constexpr int kRowsOne = 4, kRowsMany = 3, kTokens = 4;
+  template <int R, int T>
+  ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
+    TileBf16<R, T>(w + row0 * k, k, m * k, x + i0 * k, out);
+  }
+};
+struct I8 {
+  const int8_t* w;
+  const float* scales;
+  int64_t k, nb;
+  QuantX qx;
+  static constexpr int kRowsOne = 4, kRowsMany = 2, kTokens = 4;
+  template <int R, int T>
+  ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
+    TileI8<R, T>(w + row0 * k, scales + row0 * nb, nb, k, m, qx, i0, out);
+  }
+};
+
+}  // namespace
+
+void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
+                int64_t n, const float* bias, Act act, float* y) {
+  TileRows(Bf16{w, k, x}, r0, r1, t, n, bias, act, y);
+}
+
 // x [T,K] -> int16 [T,K16] and one scale per token, K16 = K & ~15.
 void QuantizeX(const float* x, int64_t t, int64_t k, int16_t* q, float* s) {
   const int64_t k16 = k & ~int64_t{15};
@@ -201,107 +222,11 @@ void QuantizeX(const float* x, int64_t t, int64_t k, int16_t* q, float* s) {
   }
 }
 
-// Tile row r is output row row0 + r * m.
-template <int R, int T>
-ZAYA_INLINE void StoreTile(const float out[R][T], int64_t row0, int64_t m, int64_t i0, int64_t n,
-                           const float* bias, Act act, float* y) {
-  for (int r = 0; r < R; ++r) {
-    const int64_t row = row0 + r * m;
-    const float b = bias != nullptr ? bias[row] : 0.f;
-    for (int i = 0; i < T; ++i) y[(i0 + i) * n + row] = ApplyAct(act, out[r][i] + b);
-  }
-}
-
-// Tile shapes (16 ymm registers). One token: 4 rows (the decode case, bound by memory). More
-// tokens: 3 rows x 4 tokens, 12 accumulators + 3 weight vectors + the x vector, so each load feeds
-// 3 or 4 FMAs; 4 rows x 3 tokens needed 17 registers, read x as a memory operand of every FMA and
-// ran at ~42 GMAC/s on two Zen 3 cores against ~53 for 3 x 4 (cpu_kernel_bench, in-cache, batch
-// 16; the FMA peak there is ~95). int8: 2 rows x 4 tokens (8 accumulators + one row's 2 widened
-// weight vectors and scale, x as memory operands); with the accumulators in registers (session
-// 5) 2 x 4 ran at 61-69 GMAC/s, 2 x 6 at 57-69, 3 x 4 at 54-64 and 4 x 2 at 50-60. The weights of
-// a row block stay in L1 while the token tiles pass over them, so each weight byte comes from
-// memory once per call.
-struct Bf16 {
-  const uint16_t* w;
-  int64_t k;
-  static constexpr int kRowsMany = 3, kTokens = 4;
-  template <int R, int T>
-  ZAYA_INLINE void Tile(int64_t row0, int64_t m, const float* x, int64_t i0, float out[R][T]) const {
-    TileBf16<R, T>(w + row0 * k, k, m * k, x + i0 * k, out);
-  }
-};
-struct I8 {
-  const int8_t* w;
-  const float* scales;
-  int64_t k, nb;
-  QuantX qx;
-  static constexpr int kRowsMany = 2, kTokens = 4;
-  template <int R, int T>
-  ZAYA_INLINE void Tile(int64_t row0, int64_t m, const float* /*x*/, int64_t i0,
-                        float out[R][T]) const {
-    TileI8<R, T>(w + row0 * k, scales + row0 * nb, nb, k, m, qx, i0, out);
-  }
-};
-
-template <int R, int T, class W>
-ZAYA_INLINE void TileAt(const W& w, int64_t row0, int64_t m, const float* x, int64_t i0, int64_t n,
-                        const float* bias, Act act, float* y) {
-  float out[R][T];
-  w.template Tile<R, T>(row0, m, x, i0, out);
-  StoreTile<R, T>(out, row0, m, i0, n, bias, act, y);
-}
-
-// Rows row0 + r * m (r < R) for all t tokens.
-template <int R, int TT, class W>
-ZAYA_INLINE void RowBlock(const W& w, int64_t row0, int64_t m, const float* x, int64_t t,
-                          int64_t n, const float* bias, Act act, float* y) {
-  int64_t i = 0;
-  for (; i + TT <= t; i += TT) TileAt<R, TT>(w, row0, m, x, i, n, bias, act, y);
-  const int64_t rest = t - i;
-  if constexpr (TT > 5) if (rest == 5) TileAt<R, 5>(w, row0, m, x, i, n, bias, act, y);
-  if constexpr (TT > 4) if (rest == 4) TileAt<R, 4>(w, row0, m, x, i, n, bias, act, y);
-  if constexpr (TT > 3) if (rest == 3) TileAt<R, 3>(w, row0, m, x, i, n, bias, act, y);
-  if (rest == 2) TileAt<R, 2>(w, row0, m, x, i, n, bias, act, y);
-  if (rest == 1) TileAt<R, 1>(w, row0, m, x, i, n, bias, act, y);
-}
-
-// [r0, r1) as R slices of m rows (R streams, see kStreamAheadBytes), the last (r1 - r0) % R rows one
-// at a time.
-template <int R, int TT, class W>
-ZAYA_INLINE void Slices(const W& w, int64_t r0, int64_t r1, const float* x, int64_t t, int64_t n,
-                        const float* bias, Act act, float* y) {
-  const int64_t m = (r1 - r0) / R;
-  for (int64_t q = 0; q < m; ++q) RowBlock<R, TT>(w, r0 + q, m, x, t, n, bias, act, y);
-  for (int64_t r = r0 + R * m; r < r1; ++r) RowBlock<1, TT>(w, r, 1, x, t, n, bias, act, y);
-}
-
-template <class W>
-ZAYA_INLINE void Rows(const W& w, int64_t r0, int64_t r1, const float* x, int64_t t,
-                      int64_t n, const float* bias, Act act, float* y) {
-  if (t == 1) {
-    Slices<4, 1>(w, r0, r1, x, t, n, bias, act, y);
-  } else {
-    Slices<W::kRowsMany, W::kTokens>(w, r0, r1, x, t, n, bias, act, y);
-  }
-}
-
-}  // namespace
-
-void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
-                int64_t n, const float* bias, Act act, float* y) {
-  Rows(Bf16{w, k}, r0, r1, x, t, n, bias, act, y);
-}
-
 void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
-              const float* x, int64_t t, int64_t n, const float* bias, Act act, float* y) {
-  const int64_t k16 = k & ~int64_t{15};
-  thread_local AlignedVector<int16_t> q;  // per calling thread: workers call this concurrently
-  thread_local std::vector<float> qs;
-  q.resize(static_cast<size_t>(t * k16));
-  qs.resize(static_cast<size_t>(t));
-  QuantizeX(x, t, k, q.data(), qs.data());
-  Rows(I8{w, scales, k, (k + 31) / 32, QuantX{q.data(), qs.data(), x, k16}}, r0, r1, x, t, n,
-       bias, act, y);
+              const float* x, const int16_t* xq, const float* xs, int64_t t, int64_t n,
+              const float* bias, Act act, float* y) {
+  TileRows(I8{w, scales, k, (k + 31) / 32, QuantX{xq, xs, x, k & ~int64_t{15}}}, r0, r1, t, n,
+           bias, act, y);
 }
 
 }  // namespace zaya::cpu::avx2

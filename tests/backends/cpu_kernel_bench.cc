@@ -7,7 +7,7 @@
 //   cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] [--mib M]
 //                    [--reps R] [--threads P]
 //   cpu_kernel_bench --fma-peak [--threads P]     the AVX2 FMA ceiling, GMAC/s
-// ZAYA_CPU_NO_AVX2=1 measures the portable tiles instead.
+// ZAYA_CPU_ISA=portable|avx2 measures the other tiles instead.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
   const double gmacs = gbs / esz * static_cast<double>(tokens);
   std::printf("%s %s rows %lld k %lld tokens %lld working set %.1f MiB threads %d: %.2f GB/s, "
               "%.1f GMAC/s (median of %d)\n",
-              zaya::cpu::Avx2FmaUsable() ? "avx2" : "portable", dtype.c_str(),
+              zaya::cpu::IsaName(zaya::cpu::MatVecIsa()), dtype.c_str(),
               static_cast<long long>(rows), static_cast<long long>(k),
               static_cast<long long>(tokens),
               static_cast<double>(matrices * matrix_bytes) / (1 << 20), threads, gbs, gmacs, reps);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -204,14 +205,36 @@ TEST_F(ModelTest, LegacyLayoutGivesIdenticalLogits) {
   EXPECT_EQ(native, legacy);  // bit for bit: the loader translates names, not values
 }
 
+// Positions where the argmax of `mine` is the reference's.
+int ArgmaxAgreement(std::span<const float> mine, std::span<const float> ref, int64_t vocab) {
+  int agree = 0;
+  for (size_t at = 0; at + static_cast<size_t>(vocab) <= ref.size(); at += vocab) {
+    auto a = mine.subspan(at, static_cast<size_t>(vocab));
+    auto b = ref.subspan(at, static_cast<size_t>(vocab));
+    agree += std::max_element(a.begin(), a.end()) - a.begin() ==
+             std::max_element(b.begin(), b.end()) - b.begin();
+  }
+  return agree;
+}
+
 TEST_F(ModelTest, Bf16PathStaysWithinItsDocumentedBound) {
-  // native-bf16 holds bf16 weights; the reference ran them in f32. Keeping them bf16 in memory is
-  // exact, so only the bf16 KV cache adds error: bounded by 2e-2 on logits of magnitude ~5.
+  // native-bf16 holds bf16 weights; the reference ran them in f32 with f32 activations. Keeping
+  // the weights bf16 in memory is exact, and the bf16 KV cache adds error bounded by 2e-2 on logits
+  // of magnitude ~5. backend.h also lets bf16 matmuls round x to bf16 (the CPU plugin's AVX-512
+  // BF16 tiles do: 0.027 measured), so on such a CPU both runs are held to 6e-2 and to the
+  // reference's argmax everywhere; ctest runs this test again with ZAYA_CPU_ISA=avx2, where x
+  // stays f32 and the tight bounds hold.
+  const char* isa = std::getenv("ZAYA_CPU_ISA");
+  const bool f32_x = isa != nullptr && (std::string(isa) == "avx2" || std::string(isa) == "portable");
   Golden g = LoadGolden("native-bf16");
   Load("native-bf16", "bf16", "f32");
-  EXPECT_LE(MaxAbsDiff(DecodeEach(g.ids, 0, Blocks(0, 8)), g.logits), 5e-5f);
+  auto mine = DecodeEach(g.ids, 0, Blocks(0, 8));
+  EXPECT_LE(MaxAbsDiff(mine, g.logits), f32_x ? 5e-5f : 6e-2f);
+  EXPECT_EQ(ArgmaxAgreement(mine, g.logits, g.vocab), static_cast<int>(g.ids.size()));
   Load("native-bf16", "bf16", "bf16");
-  EXPECT_LE(MaxAbsDiff(DecodeEach(g.ids, 0, Blocks(0, 8)), g.logits), 2e-2f);
+  mine = DecodeEach(g.ids, 0, Blocks(0, 8));
+  EXPECT_LE(MaxAbsDiff(mine, g.logits), f32_x ? 2e-2f : 6e-2f);
+  EXPECT_EQ(ArgmaxAgreement(mine, g.logits, g.vocab), static_cast<int>(g.ids.size()));
 }
 
 TEST_F(ModelTest, Int8WeightsStayCloseAndMostlyAgreeOnArgmax) {
@@ -219,13 +242,7 @@ TEST_F(ModelTest, Int8WeightsStayCloseAndMostlyAgreeOnArgmax) {
   Load("native-f32", "int8");
   auto mine = DecodeEach(g.ids, 0, Blocks(0, 8));
   EXPECT_LE(MaxAbsDiff(mine, g.logits), 0.25f);
-  int agree = 0;
-  for (size_t t = 0; t < g.ids.size(); ++t) {
-    auto row = std::span<const float>(mine).subspan(t * g.vocab, static_cast<size_t>(g.vocab));
-    auto ref = std::span<const float>(g.logits).subspan(t * g.vocab, static_cast<size_t>(g.vocab));
-    agree += std::max_element(row.begin(), row.end()) - row.begin() ==
-             std::max_element(ref.begin(), ref.end()) - ref.begin();
-  }
+  const int agree = ArgmaxAgreement(mine, g.logits, g.vocab);
   EXPECT_GE(agree, static_cast<int>(g.ids.size()) - 3);
 }
 

@@ -1,0 +1,32 @@
+// Hand-written AVX-512 matvec tiles: bf16 weights through the BF16 extension's dot product
+// (vdpbf16ps). kernels.cc calls these only when MatVecIsa() is Isa::kAvx512, i.e. the CPU has
+// AVX-512 F/BW/VL/DQ, BF16 and VNNI; this file pair is compiled with those -m flags.
+//
+// Why vdpbf16ps: one instruction multiplies 32 bf16 pairs and adds them into 16 f32 lanes, with no
+// conversion of the weights; the f32 path needs a widening and two FMAs for the same 32 products.
+// On Zen 4 (two cores, tests/backends/cpu_kernel_bench --fma-peak and an instruction loop) both
+// issue one zmm instruction per cycle per core, so batched bf16 decode, which is bound by
+// arithmetic, gets up to twice the multiply-adds per cycle. The price: x is rounded to bf16 (round
+// to nearest even) first, which backend.h allows for bf16 weights.
+//
+// Contract (same as MatVecRows in kernels.h): rows [r0, r1) of y[T,N] = act(x[T,K] W^T + bias), W
+// bf16 row-major [N,K]. Each (row, token) sum runs in one fixed order whatever the tile shape or T:
+// 16 lanes over the multiples of 32 columns (bf16 x), a fixed horizontal sum, then the remaining
+// columns in f32 and in order. A row's output is bitwise independent of the batch.
+// Thread safety: pure apart from y (and xb of RoundX); callers split rows between threads. No
+// standard-library templates here, for the reason kernels_avx2.h gives.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels.h"
+
+namespace zaya::cpu::avx512 {
+
+// x [T,K] -> bf16 [T, K & ~31], rounded to nearest even (the form MatVecBf16 multiplies).
+void RoundX(const float* x, int64_t t, int64_t k, uint16_t* xb);
+// xb from RoundX; x itself for the columns past the last multiple of 32.
+void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const float* x,
+                const uint16_t* xb, int64_t t, int64_t n, const float* bias, Act act, float* y);
+
+}  // namespace zaya::cpu::avx512
