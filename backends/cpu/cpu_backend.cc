@@ -690,7 +690,7 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
     if (b->log != nullptr) {
       if (*IsaEnvError() != '\0') b->log(b->log_user, 4, IsaEnvError());
       static constexpr const char* kTiles[] = {"portable", "AVX2+FMA",
-                                               "AVX-512 BF16 (bf16) and AVX2 (int8)"};
+                                               "AVX-512 BF16/VNNI"};
       const std::string m = "cpu backend: " + std::to_string(threads) + " threads, " +
                             kTiles[static_cast<int>(MatVecIsa())] + " matvec tiles";
       b->log(b->log_user, 6, m.c_str());

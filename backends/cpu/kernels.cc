@@ -407,7 +407,7 @@ const IsaChoice& Choice() {
 // x in the forms the chosen tiles multiply, made once per matmul call (not once per thread).
 struct PreparedX {
   const float* x = nullptr;
-  const int16_t* xq = nullptr;  // int8 weights, AVX2 tiles: [T, K & ~15] and one scale per token
+  const int16_t* xq = nullptr;  // int8 weights: [T, K & ~15] (AVX2) or [T, K & ~31] (AVX-512)
   const float* xs = nullptr;
   const uint16_t* xb = nullptr;  // bf16 weights, AVX-512 tiles: [T, K & ~31]
 };
@@ -423,9 +423,14 @@ struct XScratch {
     p.x = x;
     const Isa isa = MatVecIsa();
     if (any_i8 && isa >= Isa::kAvx2) {
-      xq.resize(static_cast<size_t>(t * (k & ~int64_t{15})));
       xs.resize(static_cast<size_t>(t));
-      avx2::QuantizeX(x, t, k, xq.data(), xs.data());
+      if (isa == Isa::kAvx512) {
+        xq.resize(static_cast<size_t>(t * (k & ~int64_t{31})));
+        avx512::QuantizeX8(x, t, k, xq.data(), xs.data());
+      } else {
+        xq.resize(static_cast<size_t>(t * (k & ~int64_t{15})));
+        avx2::QuantizeX(x, t, k, xq.data(), xs.data());
+      }
       p.xq = xq.data();
       p.xs = xs.data();
     }
@@ -449,6 +454,10 @@ void MatVecRowsPrepared(const Weights& w, int64_t r0, int64_t r1, int64_t k, con
   if (w.type == WType::kBF16 && isa >= Isa::kAvx2) {
     return avx2::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, t, n, bias, act,
                             y);
+  }
+  if (w.type == WType::kI8 && isa == Isa::kAvx512) {
+    return avx512::MatVecI8(static_cast<const int8_t*>(w.data), w.scales, r0, r1, k, x, px.xq,
+                            px.xs, t, n, bias, act, y);
   }
   if (w.type == WType::kI8 && isa >= Isa::kAvx2) {
     return avx2::MatVecI8(static_cast<const int8_t*>(w.data), w.scales, r0, r1, k, x, px.xq,

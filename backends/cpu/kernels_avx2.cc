@@ -173,6 +173,7 @@ struct Bf16 {
   int64_t k;
   const float* x;
   static constexpr int kRowsOne = 4, kRowsMany = 3, kTokens = 4;
+  int64_t RowBytes() const { return 2 * k; }
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
     TileBf16<R, T>(w + row0 * k, k, m * k, x + i0 * k, out);
@@ -184,6 +185,7 @@ struct I8 {
   int64_t k, nb;
   QuantX qx;
   static constexpr int kRowsOne = 4, kRowsMany = 2, kTokens = 4;
+  int64_t RowBytes() const { return k + 4 * nb; }
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
     TileI8<R, T>(w + row0 * k, scales + row0 * nb, nb, k, m, qx, i0, out);

@@ -1,5 +1,5 @@
 // Hand-written AVX-512 matvec tiles: bf16 weights through the BF16 extension's dot product
-// (vdpbf16ps). kernels.cc calls these only when MatVecIsa() is Isa::kAvx512, i.e. the CPU has
+// (vdpbf16ps), int8 weights through VNNI's vpdpwssd. kernels.cc calls these only when MatVecIsa() is Isa::kAvx512, i.e. the CPU has
 // AVX-512 F/BW/VL/DQ, BF16 and VNNI; this file pair is compiled with those -m flags.
 //
 // Why vdpbf16ps: one instruction multiplies 32 bf16 pairs and adds them into 16 f32 lanes, with no
@@ -28,5 +28,13 @@ void RoundX(const float* x, int64_t t, int64_t k, uint16_t* xb);
 // xb from RoundX; x itself for the columns past the last multiple of 32.
 void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const float* x,
                 const uint16_t* xb, int64_t t, int64_t n, const float* bias, Act act, float* y);
+
+// int8 weights through VNNI (vpdpwssd): x rounded to int16 with one scale per token, like the AVX2
+// tiles, but [T, K & ~31] and each 128-column group in the tiles' order (see kernels_avx512.cc).
+// xq must be 64-byte aligned with K & ~31 a multiple of 32 per token row.
+void QuantizeX8(const float* x, int64_t t, int64_t k, int16_t* xq, float* xs);
+void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
+              const float* x, const int16_t* xq, const float* xs, int64_t t, int64_t n,
+              const float* bias, Act act, float* y);
 
 }  // namespace zaya::cpu::avx512

@@ -212,7 +212,9 @@ TEST_P(Conformance, MatMulAllShapeClasses) {
   Rng rng(11);
   int case_index = 0;
   for (int32_t dtype : kWeightTypes) {
-    for (int64_t k : {1, 7, 33, 50, 100, 257}) {  // 50: a partial int8 scale block
+    // 50: a partial int8 scale block; 200: a 128-column group of the AVX-512 int8 tile, then whole
+    // 32-column blocks and a tail; 257: groups only, then a tail.
+    for (int64_t k : {1, 7, 33, 50, 100, 200, 257}) {
       for (int64_t n : {1, 5, 19, 130}) {
         for (int64_t t : {1, 2, 3, 5, 8, 16, 17, 70}) {
           ++case_index;
