@@ -174,6 +174,9 @@ struct Bf16 {
   const float* x;
   static constexpr int kRowsOne = 4, kRowsMany = 3, kTokens = 4;
   int64_t RowBytes() const { return 2 * k; }
+  void PrefetchRowL2(int64_t row, int64_t part, int64_t parts) const {
+    PrefetchPartL2(w + row * k, 2 * k, part, parts);
+  }
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
     TileBf16<R, T>(w + row0 * k, k, m * k, x + i0 * k, out);
@@ -186,6 +189,10 @@ struct I8 {
   QuantX qx;
   static constexpr int kRowsOne = 4, kRowsMany = 2, kTokens = 4;
   int64_t RowBytes() const { return k + 4 * nb; }
+  void PrefetchRowL2(int64_t row, int64_t part, int64_t parts) const {
+    PrefetchPartL2(w + row * k, k, part, parts);
+    PrefetchPartL2(scales + row * nb, 4 * nb, part, parts);
+  }
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
     TileI8<R, T>(w + row0 * k, scales + row0 * nb, nb, k, m, qx, i0, out);

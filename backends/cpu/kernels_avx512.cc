@@ -67,6 +67,9 @@ struct Bf16 {
   const float* x;
   static constexpr int kRowsOne = 4, kRowsMany = 4, kTokens = 6;
   int64_t RowBytes() const { return 2 * k; }
+  void PrefetchRowL2(int64_t row, int64_t part, int64_t parts) const {
+    PrefetchPartL2(w + row * k, 2 * k, part, parts);
+  }
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
     TileBf16<R, T>(w + row0 * k, k, m * k, xb + i0 * k32, k32, x + i0 * k, out);
@@ -178,6 +181,10 @@ struct I8 {
   QuantX8 qx;
   static constexpr int kRowsOne = 4, kRowsMany = 2, kTokens = 6;
   int64_t RowBytes() const { return k + 4 * nb; }
+  void PrefetchRowL2(int64_t row, int64_t part, int64_t parts) const {
+    PrefetchPartL2(w + row * k, k, part, parts);
+    PrefetchPartL2(scales + row * nb, 4 * nb, part, parts);
+  }
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
     TileI8<R, T>(w + row0 * k, scales + row0 * nb, nb, k, m, qx, i0, out);
