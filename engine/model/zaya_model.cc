@@ -1,6 +1,7 @@
 #include "engine/model/zaya_model.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -135,6 +136,12 @@ void ParallelRange(int64_t n, int64_t grain, Fn&& fn) {
   for (auto& t : threads) t.join();
 }
 
+void AtomicMin(std::atomic<int64_t>& a, int64_t v) {
+  int64_t cur = a.load();
+  while (v < cur && !a.compare_exchange_weak(cur, v)) {
+  }
+}
+
 uint64_t MatrixBytes(int64_t rows, int64_t cols, zaya_dtype d) {
   uint64_t b = AlignUp(static_cast<uint64_t>(rows * cols) * ElemSize(d));
   if (d == ZAYA_DTYPE_I8) b += AlignUp(static_cast<uint64_t>(rows * ((cols + 31) / 32)) * 4);
@@ -235,6 +242,15 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
   std::vector<float> f32;
   std::vector<std::byte> packed;
 
+  // A NaN or infinite weight would turn every logit into NaN (and, before int8 quantization, is
+  // an undefined float-to-int cast), so the load stops with the tensor's name instead. The scan
+  // runs with the conversion, on data it has just read.
+  auto non_finite = [](const std::string& name, int64_t at) {
+    return InvalidArgument("tensor " + name + " holds a NaN or infinite value (element " +
+                           std::to_string(at) +
+                           "): the checkpoint is damaged or was saved from a diverged run; "
+                           "re-export it from a good copy");
+  };
   auto fetch = [&](const std::string& name, int64_t numel) -> Result<const TensorView*> {
     const TensorView* t = ck.Find(name);
     if (t == nullptr) return NotFound("tensor " + name + " is missing from the checkpoint");
@@ -244,9 +260,13 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
     }
     f32.resize(static_cast<size_t>(numel));
     const size_t esz = DTypeSize(t->dtype);
+    std::atomic<int64_t> bad{numel};
     ParallelRange(numel, int64_t{1} << 20, [&](int64_t b, int64_t e) {
+      const int64_t at = FirstNonFinite(t->dtype, t->data + b * esz, static_cast<size_t>(e - b));
+      if (at >= 0) AtomicMin(bad, b + at);
       ConvertToF32(t->dtype, t->data + b * esz, static_cast<size_t>(e - b), f32.data() + b);
     });
+    if (bad.load() < numel) return non_finite(name, bad.load());
     return t;
   };
   // A vector, stored in f32, or in bf16 when `as_bf16` (see WeightBytes for which ones).
@@ -285,6 +305,14 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
       ZAYA_ASSIGN_OR_RETURN(const TensorView* t, fetch(name, numel));
       (void)t;
       packed.resize(vbytes);
+    } else {
+      std::atomic<int64_t> bad{numel};
+      ParallelRange(numel, int64_t{1} << 22, [&](int64_t b, int64_t e) {
+        const int64_t at =
+            FirstNonFinite(DType::kBF16, direct->data + b * 2, static_cast<size_t>(e - b));
+        if (at >= 0) AtomicMin(bad, b + at);
+      });
+      if (bad.load() < numel) return non_finite(name, bad.load());
     }
     std::vector<float> scales;
     if (as_stored) {

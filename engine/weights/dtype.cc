@@ -63,6 +63,42 @@ uint16_t F32ToBf16(float value) {
 
 namespace {
 
+// Bits of one element (exponent all ones = NaN or infinity) and its exponent mask.
+template <class Bits>
+int64_t FirstNonFiniteOf(const std::byte* src, size_t count, Bits exp_mask) {
+  constexpr size_t kBlock = 256;
+  for (size_t b = 0; b < count; b += kBlock) {
+    const size_t len = std::min(kBlock, count - b);
+    Bits any = 0;  // an OR over the block vectorizes; a per-value branch would not
+    for (size_t i = 0; i < len; ++i) {
+      Bits v;
+      std::memcpy(&v, src + (b + i) * sizeof(Bits), sizeof(Bits));
+      any |= static_cast<Bits>((v & exp_mask) == exp_mask);
+    }
+    if (any != 0) {
+      for (size_t i = 0; i < len; ++i) {
+        Bits v;
+        std::memcpy(&v, src + (b + i) * sizeof(Bits), sizeof(Bits));
+        if ((v & exp_mask) == exp_mask) return static_cast<int64_t>(b + i);
+      }
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+int64_t FirstNonFinite(DType dtype, const std::byte* src, size_t count) {
+  switch (dtype) {
+    case DType::kF32: return FirstNonFiniteOf<uint32_t>(src, count, 0x7f800000u);
+    case DType::kF16: return FirstNonFiniteOf<uint16_t>(src, count, 0x7c00u);
+    case DType::kBF16: return FirstNonFiniteOf<uint16_t>(src, count, 0x7f80u);
+  }
+  return -1;
+}
+
+namespace {
+
 // One block of len <= 32 values; returns its scale. Branch-free, and inlined with len = 32 for
 // the full blocks, so that GCC vectorizes it: a version that picked +0.5 or -0.5 with a branch
 // mispredicted on the sign of about every other weight and took 60% of an int8 model load (perf;

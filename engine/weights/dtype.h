@@ -31,10 +31,15 @@ uint16_t F32ToBf16(float value);
 // Converts `count` elements at `src` (any alignment) to f32 in `dst`.
 void ConvertToF32(DType dtype, const std::byte* src, size_t count, float* dst);
 
+// Index of the first NaN or infinity among `count` elements at `src` (any alignment), or -1.
+// Branch-free over blocks of values (it runs over every weight at load), exact index on a hit.
+int64_t FirstNonFinite(DType dtype, const std::byte* src, size_t count);
+
 // The int8 weight format (model.weights_dtype = "int8", backend.h ZAYA_DTYPE_I8): a row of `cols`
 // values in blocks of 32 (the last may be shorter), each with scale = max|v| / 127 (1 for an
 // all-zero block) and q = v / scale rounded half away from zero, clamped to [-127, 127].
-// q[cols], scales[ceil(cols / 32)].
+// q[cols], scales[ceil(cols / 32)]. v must be finite (FirstNonFinite): the loader rejects
+// checkpoints with NaN or infinite weights before they get here.
 void QuantizeI8Row(const float* v, int64_t cols, int8_t* q, float* scales);
 
 }  // namespace zaya

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -298,6 +299,61 @@ TEST_F(ModelTest, ForkedStateContinuesLikeTheOriginal) {
   c.block_table = child;
   ASSERT_TRUE(model_->Forward(std::span<const StepSequence>(&c, 1), &l).ok());
   EXPECT_LE(MaxAbsDiff(l, std::span<const float>(g.logits).subspan(10 * g.vocab, g.vocab)), 5e-5f);
+}
+
+// A copy of tiny-zaya/native-bf16 in a temp folder with element `at` of tensor `name` (bf16)
+// replaced by the bf16 bits `bits`.
+std::string CopyWithPatchedValue(const std::string& name, int64_t at, uint16_t bits) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(::testing::TempDir()) /
+                       ("nonfinite-" + std::to_string(bits) + "-" + std::to_string(at));
+  fs::remove_all(dir);
+  fs::copy(kData + "native-bf16", dir, fs::copy_options::recursive);
+  std::fstream f(dir / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+  uint64_t header_len = 0;
+  f.read(reinterpret_cast<char*>(&header_len), 8);
+  std::string header(header_len, '\0');
+  f.read(header.data(), static_cast<std::streamsize>(header_len));
+  const nlohmann::json h = nlohmann::json::parse(header);
+  EXPECT_EQ(h.at(name).at("dtype"), "BF16");
+  const uint64_t begin = h.at(name).at("data_offsets")[0].get<uint64_t>();
+  f.seekp(static_cast<std::streamoff>(8 + header_len + begin + 2 * at));
+  f.write(reinterpret_cast<const char*>(&bits), 2);
+  EXPECT_TRUE(f.good());
+  return dir.string();
+}
+
+// A NaN or infinite weight is a load error that names the tensor, on every load path: a bf16
+// matrix handed over as stored, the same matrix quantized to int8 (where it was an undefined
+// float-to-int cast), and a vector converted to f32.
+TEST_F(ModelTest, NonFiniteWeightsAreALoadErrorNamingTheTensor) {
+  struct Case {
+    std::string tensor;
+    int64_t at;
+    uint16_t bits;
+    std::string weights;
+  };
+  const Case cases[] = {
+      {"model.layers.0.self_attn.o_proj.weight", 100, 0x7f80, "bf16"},   // +inf
+      {"model.layers.0.self_attn.o_proj.weight", 100, 0xffc1, "int8"},   // a NaN
+      {"model.layers.0.mlp.experts.down_proj", 5000, 0xff80, "f32"},     // -inf
+      {"model.layers.0.input_layernorm.weight", 3, 0x7fc0, "bf16"},      // a NaN in a vector
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.tensor + " as " + c.weights);
+    auto ck = Checkpoint::Open(CopyWithPatchedValue(c.tensor, c.at, c.bits));
+    ASSERT_TRUE(ck.ok()) << ck.status().ToString();
+    auto be = Backend::Open("cpu", "", 0, 2);
+    ASSERT_TRUE(be.ok()) << be.status().ToString();
+    ModelOptions mo;
+    mo.weights_dtype = c.weights;
+    auto m = ZayaModel::Load(**ck, **be, mo);
+    ASSERT_FALSE(m.ok());
+    const std::string msg = m.status().ToString();
+    EXPECT_NE(msg.find(c.tensor), std::string::npos) << msg;
+    EXPECT_NE(msg.find("NaN or infinite"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("element " + std::to_string(c.at)), std::string::npos) << msg;
+  }
 }
 
 TEST_F(ModelTest, BadStepsAreErrorsNotCrashes) {
