@@ -7,6 +7,7 @@
 //   cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] [--mib M]
 //                    [--reps R] [--threads P]
 //   cpu_kernel_bench --fma-peak [--threads P]     the AVX2 FMA ceiling, GMAC/s
+//   cpu_kernel_bench --isa-loops                  the tiles' instructions, per cycle on one core
 // ZAYA_CPU_ISA=portable|avx2 measures the other tiles instead.
 #include <algorithm>
 #include <chrono>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "fma_peak.h"
+#include "isa_loops.h"
 #include "kernels.h"
 #include "thread_pool.h"
 
@@ -29,7 +31,7 @@ using zaya::cpu::WType;
 int Usage() {
   std::fprintf(stderr,
                "usage: cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] "
-               "[--mib M] [--reps R] [--threads P] | cpu_kernel_bench --fma-peak [--threads P]\n");
+               "[--mib M] [--reps R] [--threads P] | cpu_kernel_bench --fma-peak [--threads P] | cpu_kernel_bench --isa-loops\n");
   return 2;
 }
 
@@ -39,6 +41,10 @@ int main(int argc, char** argv) {
   std::string dtype = "bf16";
   int64_t rows = 2048, k = 2048, tokens = 1, mib = 1024;
   int reps = 5, threads = 2;
+  if (argc == 2 && std::strcmp(argv[1], "--isa-loops") == 0) {
+    zaya::bench::PrintIsaLoops();
+    return 0;
+  }
   if (argc >= 2 && std::strcmp(argv[1], "--fma-peak") == 0) {
     if (argc == 4 && std::strcmp(argv[2], "--threads") == 0) threads = std::atoi(argv[3]);
     if ((argc != 2 && argc != 4) || threads < 1) return Usage();

@@ -1,9 +1,12 @@
 // The int8 weight format every backend reads (dtype.h QuantizeI8Row): block scales, rounding half
-// away from zero, the short last block, all-zero blocks.
+// away from zero, the short last block, all-zero blocks. And FirstNonFinite, the load's check
+// that no weight is NaN or infinite.
 #include "engine/weights/dtype.h"
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -70,6 +73,49 @@ TEST(QuantizeI8Row, MatchesLroundOfTheScaledValueEverywhere) {
   for (size_t i = 0; i < v.size(); ++i) {
     const float r = std::fmin(127.f, std::fmax(-127.f, v[i] / scales[i / 32]));
     ASSERT_EQ(q[i], static_cast<int8_t>(std::lround(r))) << "index " << i << " value " << v[i];
+  }
+}
+
+// Finite extremes (the largest values, denormals, negative zero) pass in every dtype; a NaN or an
+// infinity is found at its exact index, before, on and after the scan's 256-value block edges.
+TEST(FirstNonFinite, FindsTheFirstNanOrInfinityAndNothingElse) {
+  struct Kind {
+    DType dtype;
+    std::vector<uint32_t> finite, bad;  // bit patterns
+  };
+  const Kind kinds[] = {
+      {DType::kF32, {0x7f7fffffu, 0xff7fffffu, 0x00000001u, 0x80000000u, 0x3f800000u},
+       {0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffffffffu}},
+      {DType::kBF16, {0x7f7fu, 0xff7fu, 0x0001u, 0x8000u, 0x3f80u}, {0x7f80u, 0xff80u, 0x7fc0u}},
+      {DType::kF16, {0x7bffu, 0xfbffu, 0x0001u, 0x8000u, 0x3c00u}, {0x7c00u, 0xfc00u, 0x7e00u}},
+  };
+  for (const Kind& kind : kinds) {
+    const size_t esz = DTypeSize(kind.dtype), n = 1000;
+    std::vector<std::byte> data(n * esz);
+    auto put = [&](size_t i, uint32_t bits) {
+      if (esz == 4) {
+        std::memcpy(data.data() + i * 4, &bits, 4);
+      } else {
+        const auto b16 = static_cast<uint16_t>(bits);
+        std::memcpy(data.data() + i * 2, &b16, 2);
+      }
+    };
+    for (size_t i = 0; i < n; ++i) put(i, kind.finite[i % kind.finite.size()]);
+    EXPECT_EQ(FirstNonFinite(kind.dtype, data.data(), n), -1) << DTypeName(kind.dtype);
+    for (uint32_t bad : kind.bad) {
+      for (size_t at : {size_t{0}, size_t{255}, size_t{256}, size_t{700}, n - 1}) {
+        const std::vector<std::byte> clean = data;
+        put(at, bad);
+        if (at + 40 < n) put(at + 40, bad);  // a later one does not hide the first
+        EXPECT_EQ(FirstNonFinite(kind.dtype, data.data(), n), static_cast<int64_t>(at))
+            << DTypeName(kind.dtype) << " bits " << bad << " at " << at;
+        // The count bounds the scan: a value just past it is not seen.
+        if (at > 0) {
+          EXPECT_EQ(FirstNonFinite(kind.dtype, data.data(), at), -1);
+        }
+        data = clean;
+      }
+    }
   }
 }
 
