@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 namespace zaya::cpu {
@@ -366,10 +367,9 @@ ZAYA_CLONES void MatVecI8(const I8Rows& w, int64_t r0, int64_t r1, int64_t k, co
   MatVecRowsImpl(w, r0, r1, k, x, t, n, bias, act, y);
 }
 
-
 struct IsaChoice {
   Isa isa = Isa::kPortable;
-  const char* env_error = "";
+  std::string env_error;
 };
 
 IsaChoice ChooseIsa() {
@@ -392,7 +392,9 @@ IsaChoice ChooseIsa() {
   } else if (std::strcmp(env, "avx512") == 0) {
     cap = Isa::kAvx512;
   } else {
-    c.env_error = "ZAYA_CPU_ISA must be portable, avx2 or avx512; ignoring it";
+    c.env_error = std::string("ZAYA_CPU_ISA=") + env +
+                  " is not one of portable, avx2, avx512; ignoring it and using " +
+                  IsaName(c.isa);
     return c;
   }
   c.isa = std::min(c.isa, cap);
@@ -479,7 +481,7 @@ void MatVecRowsPrepared(const Weights& w, int64_t r0, int64_t r1, int64_t k, con
 }  // namespace
 
 Isa MatVecIsa() { return Choice().isa; }
-const char* IsaEnvError() { return Choice().env_error; }
+const char* IsaEnvError() { return Choice().env_error.c_str(); }
 const char* IsaName(Isa isa) {
   switch (isa) {
     case Isa::kPortable: return "portable";

@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   std::string dtype = "bf16";
   int64_t rows = 2048, k = 2048, tokens = 1, mib = 1024;
   int reps = 5, threads = 2;
+  if (*zaya::cpu::IsaEnvError() != '\0') std::fprintf(stderr, "%s\n", zaya::cpu::IsaEnvError());
   if (argc == 2 && std::strcmp(argv[1], "--isa-loops") == 0) {
     zaya::bench::PrintIsaLoops();
     return 0;
