@@ -30,13 +30,6 @@ ZAYA_INLINE float HMax(__m256 a) {
   return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
 }
 
-ZAYA_INLINE float Bf16Scalar(uint16_t v) {
-  const uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float f;
-  __builtin_memcpy(&f, &bits, 4);
-  return f;
-}
-
 // bf16: R rows x T tokens; acc[r][i] += W[r, j..j+8) * x[i, j..j+8) over the multiples of 8, then
 // HSum and the scalar tail in order.
 // Rows r of the tile start at w + r * rs.
@@ -64,13 +57,10 @@ ZAYA_INLINE void TileBf16(const uint16_t* w, int64_t k, int64_t rs, const float*
     chunk(j + 24);
   }
   for (; j < k8; j += 8) chunk(j);
-  for (int r = 0; r < R; ++r) {
-    for (int i = 0; i < T; ++i) {
-      float s = HSum(acc[r][i]);
-      for (int64_t jt = k8; jt < k; ++jt) s += x[i * k + jt] * Bf16Scalar(w[r * rs + jt]);
-      out[r][i] = s;
-    }
-  }
+  // The horizontal sums in a loop of their own, so that the accumulators stay in registers above.
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < T; ++i) out[r][i] = HSum(acc[r][i]);
+  AddTailBf16<R, T>(w, rs, x, k, k8, out);
 }
 
 // int8 weights against x rounded to int16 with one scale per token (QuantizeX): 16 products per
@@ -149,14 +139,7 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
   // accumulators in memory and stored all of them on every pass of the main loop.
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < T; ++i) out[r][i] = HSum(acc[r][i]) * qx.s[i0 + i];
-  for (int r = 0; r < R; ++r) {
-    for (int i = 0; i < T; ++i) {
-      const float* xi = qx.x + (i0 + i) * k;
-      for (int64_t jt = k16; jt < k; ++jt) {
-        out[r][i] += xi[jt] * (static_cast<float>(w[r * rs + jt]) * scales[r * srs + (jt >> 5)]);
-      }
-    }
-  }
+  AddTailI8<R, T>(w, scales, rs, srs, qx.x + i0 * k, k, k16, out);
 }
 
 // Tile shapes (16 ymm registers). One token: 4 rows (the decode case, bound by memory). More
@@ -168,31 +151,17 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
 // 5) 2 x 4 ran at 61-69 GMAC/s, 2 x 6 at 57-69, 3 x 4 at 54-64 and 4 x 2 at 50-60. The weights of
 // a row block stay in L1 while the token tiles pass over them, so each weight byte comes from
 // memory once per call.
-struct Bf16 {
-  const uint16_t* w;
-  int64_t k;
+struct Bf16 : Bf16Weights {
   const float* x;
   static constexpr int kRowsOne = 4, kRowsMany = 3, kTokens = 4;
-  int64_t RowBytes() const { return 2 * k; }
-  void PrefetchRowL2(int64_t row, int64_t part, int64_t parts) const {
-    PrefetchPartL2(w + row * k, 2 * k, part, parts);
-  }
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
     TileBf16<R, T>(w + row0 * k, k, m * k, x + i0 * k, out);
   }
 };
-struct I8 {
-  const int8_t* w;
-  const float* scales;
-  int64_t k, nb;
+struct I8 : I8Weights {
   QuantX qx;
   static constexpr int kRowsOne = 4, kRowsMany = 2, kTokens = 4;
-  int64_t RowBytes() const { return k + 4 * nb; }
-  void PrefetchRowL2(int64_t row, int64_t part, int64_t parts) const {
-    PrefetchPartL2(w + row * k, k, part, parts);
-    PrefetchPartL2(scales + row * nb, 4 * nb, part, parts);
-  }
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
     TileI8<R, T>(w + row0 * k, scales + row0 * nb, nb, k, m, qx, i0, out);
@@ -203,7 +172,7 @@ struct I8 {
 
 void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
                 int64_t n, const float* bias, Act act, float* y) {
-  TileRows(Bf16{w, k, x}, r0, r1, t, n, bias, act, y);
+  TileRows(Bf16{{w, k}, x}, r0, r1, t, n, bias, act, y);
 }
 
 // x [T,K] -> int16 [T,K16] and one scale per token, K16 = K & ~15.
@@ -234,7 +203,7 @@ void QuantizeX(const float* x, int64_t t, int64_t k, int16_t* q, float* s) {
 void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
               const float* x, const int16_t* xq, const float* xs, int64_t t, int64_t n,
               const float* bias, Act act, float* y) {
-  TileRows(I8{w, scales, k, (k + 31) / 32, QuantX{xq, xs, x, k & ~int64_t{15}}}, r0, r1, t, n,
+  TileRows(I8{{w, scales, k, (k + 31) / 32}, QuantX{xq, xs, x, k & ~int64_t{15}}}, r0, r1, t, n,
            bias, act, y);
 }
 

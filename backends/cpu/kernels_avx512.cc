@@ -21,13 +21,6 @@ ZAYA_INLINE float HSum(__m512 a) {
   return _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)));
 }
 
-ZAYA_INLINE float Bf16Scalar(uint16_t v) {
-  const uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float f;
-  __builtin_memcpy(&f, &bits, 4);
-  return f;
-}
-
 // R rows x T tokens; acc[r][i] += W[r, j..j+32) . xb[i, j..j+32) in 16 lanes, then HSum and the
 // columns past K32 in f32, in order. Row r of the tile starts at w + r * rs.
 template <int R, int T>
@@ -50,26 +43,17 @@ ZAYA_INLINE void TileBf16(const uint16_t* w, int64_t k, int64_t rs, const uint16
   // The horizontal sums in a loop of their own, so that the accumulators stay in registers above.
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < T; ++i) out[r][i] = HSum(acc[r][i]);
-  for (int r = 0; r < R; ++r) {
-    for (int i = 0; i < T; ++i) {
-      for (int64_t jt = k32; jt < k; ++jt) out[r][i] += x[i * k + jt] * Bf16Scalar(w[r * rs + jt]);
-    }
-  }
+  AddTailBf16<R, T>(w, rs, x, k, k32, out);
 }
 
 // Tile shapes (32 zmm registers). One token: 4 rows (bound by memory). More tokens: 4 rows x 6
 // tokens, 24 accumulators + 4 weight vectors + x, so each weight load feeds 6 dot products and
 // each x load 4.
-struct Bf16 {
-  const uint16_t* w;
-  int64_t k, k32;
+struct Bf16 : Bf16Weights {
+  int64_t k32;
   const uint16_t* xb;
   const float* x;
   static constexpr int kRowsOne = 4, kRowsMany = 4, kTokens = 6;
-  int64_t RowBytes() const { return 2 * k; }
-  void PrefetchRowL2(int64_t row, int64_t part, int64_t parts) const {
-    PrefetchPartL2(w + row * k, 2 * k, part, parts);
-  }
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
     TileBf16<R, T>(w + row0 * k, k, m * k, xb + i0 * k32, k32, x + i0 * k, out);
@@ -161,30 +145,15 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
   }
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < T; ++i) out[r][i] = HSum(acc[r][i]) * qx.s[i0 + i];
-  for (int r = 0; r < R; ++r) {
-    for (int i = 0; i < T; ++i) {
-      const float* xi = qx.x + (i0 + i) * k;
-      for (int64_t jt = k32; jt < k; ++jt) {
-        out[r][i] += xi[jt] * (static_cast<float>(w[r * rs + jt]) * scales[r * srs + (jt >> 5)]);
-      }
-    }
-  }
+  AddTailI8<R, T>(w, scales, rs, srs, qx.x + i0 * k, k, k32, out);
 }
 
 // Tile shapes: one token, 4 rows (bound by memory); more tokens, 2 rows x 6 tokens: x's 4 vectors
 // for a group load once per token and the rows' 8 weight vectors and 2 scale vectors stay in
 // registers with the 12 accumulators.
-struct I8 {
-  const int8_t* w;
-  const float* scales;
-  int64_t k, nb;
+struct I8 : I8Weights {
   QuantX8 qx;
   static constexpr int kRowsOne = 4, kRowsMany = 2, kTokens = 6;
-  int64_t RowBytes() const { return k + 4 * nb; }
-  void PrefetchRowL2(int64_t row, int64_t part, int64_t parts) const {
-    PrefetchPartL2(w + row * k, k, part, parts);
-    PrefetchPartL2(scales + row * nb, 4 * nb, part, parts);
-  }
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
     TileI8<R, T>(w + row0 * k, scales + row0 * nb, nb, k, m, qx, i0, out);
@@ -206,7 +175,7 @@ void RoundX(const float* x, int64_t t, int64_t k, uint16_t* xb) {
 
 void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const float* x,
                 const uint16_t* xb, int64_t t, int64_t n, const float* bias, Act act, float* y) {
-  TileRows(Bf16{w, k, k & ~int64_t{31}, xb, x}, r0, r1, t, n, bias, act, y);
+  TileRows(Bf16{{w, k}, k & ~int64_t{31}, xb, x}, r0, r1, t, n, bias, act, y);
 }
 
 void QuantizeX8(const float* x, int64_t t, int64_t k, int16_t* xq, float* xs) {
@@ -244,7 +213,7 @@ void QuantizeX8(const float* x, int64_t t, int64_t k, int16_t* xq, float* xs) {
 void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
               const float* x, const int16_t* xq, const float* xs, int64_t t, int64_t n,
               const float* bias, Act act, float* y) {
-  TileRows(I8{w, scales, k, (k + 31) / 32, QuantX8{xq, xs, x, k & ~int64_t{31}}}, r0, r1, t, n,
+  TileRows(I8{{w, scales, k, (k + 31) / 32}, QuantX8{xq, xs, x, k & ~int64_t{31}}}, r0, r1, t, n,
            bias, act, y);
 }
 

@@ -7,6 +7,7 @@
 //   template <int R, int T> void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const;
 //   int64_t RowBytes() const;                   bytes of one weight row (with its scales)
 //   void PrefetchRowL2(int64_t row, int64_t part, int64_t parts) const;   (PrefetchPartL2)
+// the last two from its base, Bf16Weights or I8Weights below.
 // where Tile computes out[r][i] = W[row0 + r * m] . x[i0 + i] (no bias, no activation).
 //
 // Everything here lives in an anonymous namespace on purpose: the header is compiled into files
@@ -36,12 +37,76 @@ namespace {  // NOLINT(google-build-namespaces): see the header comment
 // also prefetches kStreamAheadBytes ahead of itself into L1 (past a slice's end that touches the next
 // slice or the next matrix, which is harmless: prefetches do not fault). 1 KiB ahead was the most
 // consistent of 0.5-8 KiB for both dtypes; the spread between runs of one setting on this shared
-// machine (up to 30%) hides finer differences.
+// machine (up to 30%) hides finer differences. On Zen 4 (session 6) 1, 2 and 4 KiB could not be
+// told apart either (one and four tokens, 4096 x 2048 from DRAM: 17-31 GB/s for all three).
 constexpr int64_t kStreamAheadBytes = 1024;
 
 ZAYA_TILE_INLINE void Prefetch(const void* p) {
   _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
 }
+
+// Prefetches part `part` of `parts` of [base, base + bytes) into L2.
+ZAYA_TILE_INLINE void PrefetchPartL2(const void* base, int64_t bytes, int64_t part, int64_t parts) {
+  const char* p = static_cast<const char*>(base);
+  for (int64_t off = (bytes * part / parts) & ~int64_t{63}; off < bytes * (part + 1) / parts;
+       off += 64) {
+    _mm_prefetch(p + off, _MM_HINT_T1);
+  }
+}
+
+// kernels.h's Bf16ToF32 again, forced inline: an inline function of a named namespace compiled
+// here could be emitted out of line with this file's -m flags (see the header comment).
+ZAYA_TILE_INLINE float Bf16Value(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+
+// The columns [from, k) of each (row, token) in float and in order, added to the SIMD part's sum
+// in out: the tiles' tail past their last whole vector. Row r of the tile starts at w + r * rs
+// (int8 scales at scales + r * srs); token i's x at x + i * k.
+template <int R, int T>
+ZAYA_TILE_INLINE void AddTailBf16(const uint16_t* w, int64_t rs, const float* x, int64_t k,
+                                  int64_t from, float out[R][T]) {
+  for (int r = 0; r < R; ++r) {
+    for (int i = 0; i < T; ++i) {
+      for (int64_t j = from; j < k; ++j) out[r][i] += x[i * k + j] * Bf16Value(w[r * rs + j]);
+    }
+  }
+}
+template <int R, int T>
+ZAYA_TILE_INLINE void AddTailI8(const int8_t* w, const float* scales, int64_t rs, int64_t srs,
+                                const float* x, int64_t k, int64_t from, float out[R][T]) {
+  for (int r = 0; r < R; ++r) {
+    for (int i = 0; i < T; ++i) {
+      for (int64_t j = from; j < k; ++j) {
+        out[r][i] += x[i * k + j] * (static_cast<float>(w[r * rs + j]) * scales[r * srs + (j >> 5)]);
+      }
+    }
+  }
+}
+
+// The weight side of the tile policies, the same for every ISA: a policy derives from one of
+// these and adds its tiles and x.
+struct Bf16Weights {
+  const uint16_t* w;  // [N, K]
+  int64_t k;
+  int64_t RowBytes() const { return 2 * k; }
+  void PrefetchRowL2(int64_t row, int64_t part, int64_t parts) const {
+    PrefetchPartL2(w + row * k, 2 * k, part, parts);
+  }
+};
+struct I8Weights {
+  const int8_t* w;       // [N, K]
+  const float* scales;   // [N, nb]
+  int64_t k, nb;         // nb = ceil(K / 32)
+  int64_t RowBytes() const { return k + 4 * nb; }
+  void PrefetchRowL2(int64_t row, int64_t part, int64_t parts) const {
+    PrefetchPartL2(w + row * k, k, part, parts);
+    PrefetchPartL2(scales + row * nb, 4 * nb, part, parts);
+  }
+};
 
 // Tile row r is output row row0 + r * m.
 template <int R, int T>
@@ -90,15 +155,6 @@ ZAYA_TILE_INLINE void RestTile(const W& w, int64_t row0, int64_t m, int64_t i0, 
 // with the prefetch too, int8 104-111 -> 113 -> 117-119; AVX2 bf16 69-72 -> 77-78, int8 93-105
 // -> 103-108 (both steps). 8 tokens (two tiles), AVX-512 bf16: 79 -> 92.
 constexpr int64_t kChunkBytes = 256 << 10;
-
-// Prefetches part `part` of `parts` of [base, base + bytes) into L2.
-ZAYA_TILE_INLINE void PrefetchPartL2(const void* base, int64_t bytes, int64_t part, int64_t parts) {
-  const char* p = static_cast<const char*>(base);
-  for (int64_t off = (bytes * part / parts) & ~int64_t{63}; off < bytes * (part + 1) / parts;
-       off += 64) {
-    _mm_prefetch(p + off, _MM_HINT_T1);
-  }
-}
 
 template <int R, int TT, class W>
 ZAYA_TILE_INLINE void Slices(const W& w, int64_t r0, int64_t r1, int64_t t, int64_t n,

@@ -10,33 +10,22 @@ namespace {
 
 constexpr long kIters = 100'000'000;
 
-#define ZAYA_LOOP(body)                                                                          \
+// Times 10^8 passes of `body`; `zero` clears its two source registers first.
+#define ZAYA_TIMED_LOOP(zero, body)                                                              \
   [] {                                                                                           \
     long n = kIters;                                                                             \
     const auto t0 = std::chrono::steady_clock::now();                                            \
-    __asm__ volatile(                                                                            \
-        "vpxord %%zmm12, %%zmm12, %%zmm12\n vpxord %%zmm13, %%zmm13, %%zmm13\n"                  \
-        "1:\n" body "dec %0\n jnz 1b\n"                                                         \
-        : "+r"(n)                                                                                \
-        :                                                                                        \
-        : "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",      \
-          "xmm9", "xmm10", "xmm11", "xmm12", "xmm13");                                           \
+    __asm__ volatile(zero "1:\n" body "dec %0\n jnz 1b\n"                                       \
+                     : "+r"(n)                                                                   \
+                     :                                                                           \
+                     : "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", \
+                       "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13");                      \
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();         \
   }
-
-#define ZAYA_LOOP_AVX2(body)                                                                     \
-  [] {                                                                                           \
-    long n = kIters;                                                                             \
-    const auto t0 = std::chrono::steady_clock::now();                                            \
-    __asm__ volatile(                                                                            \
-        "vpxor %%ymm12, %%ymm12, %%ymm12\n vpxor %%ymm13, %%ymm13, %%ymm13\n"                    \
-        "1:\n" body "dec %0\n jnz 1b\n"                                                         \
-        : "+r"(n)                                                                                \
-        :                                                                                        \
-        : "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",      \
-          "xmm9", "xmm10", "xmm11", "xmm12", "xmm13");                                           \
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();         \
-  }
+#define ZAYA_LOOP(body) \
+  ZAYA_TIMED_LOOP("vpxord %%zmm12, %%zmm12, %%zmm12\n vpxord %%zmm13, %%zmm13, %%zmm13\n", body)
+#define ZAYA_LOOP_AVX2(body) \
+  ZAYA_TIMED_LOOP("vpxor %%ymm12, %%ymm12, %%ymm12\n vpxor %%ymm13, %%ymm13, %%ymm13\n", body)
 
 // One instruction on 12 independent destinations, sources 12 and 13.
 #define ZAYA_X12(op, r)                                                                          \
