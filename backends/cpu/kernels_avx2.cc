@@ -50,7 +50,7 @@ ZAYA_INLINE void TileBf16(const uint16_t* w, int64_t k, int64_t rs, const float*
   };
   int64_t j = 0;
   for (; j + 32 <= k8; j += 32) {  // 64 bytes of each row: one prefetch, four chunks
-    for (int r = 0; r < R; ++r) Prefetch(w + r * rs + kStreamAheadBytes / 2 + j);
+    for (int r = 0; r < R; ++r) PrefetchStream(w + r * rs + j);
     chunk(j);
     chunk(j + 8);
     chunk(j + 16);
@@ -114,7 +114,7 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
   int64_t j = 0;
   for (; j + 64 <= k16; j += 64) {  // 64 bytes of each row: one prefetch, two blocks
     for (int r = 0; r < R; ++r) {
-      Prefetch(w + r * rs + kStreamAheadBytes + j);
+      PrefetchStream(w + r * rs + j);
       // The scales are R more streams, an eighth as fast: the same distance in columns.
       Prefetch(scales + r * srs + ((kStreamAheadBytes + j) >> 5));
     }

@@ -32,7 +32,7 @@ ZAYA_INLINE void TileBf16(const uint16_t* w, int64_t k, int64_t rs, const uint16
   for (int64_t j = 0; j < k32; j += 32) {  // 64 bytes of each row: one prefetch, one chunk
     __m512bh wv[R];
     for (int r = 0; r < R; ++r) {
-      Prefetch(w + r * rs + kStreamAheadBytes / 2 + j);
+      PrefetchStream(w + r * rs + j);
       wv[r] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(w + r * rs + j));
     }
     for (int i = 0; i < T; ++i) {
@@ -111,8 +111,8 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
     __m512i wv[R][4];
     __m512 sv[R];
     for (int r = 0; r < R; ++r) {
-      Prefetch(w + r * rs + kStreamAheadBytes + j);
-      Prefetch(w + r * rs + kStreamAheadBytes + j + 64);
+      PrefetchStream(w + r * rs + j);
+      PrefetchStream(w + r * rs + j + 64);
       Prefetch(scales + r * srs + ((kStreamAheadBytes + j) >> 5));
       LoadGroupI8(w + r * rs + j, wv[r]);
       sv[r] = _mm512_permutexvar_ps(
