@@ -176,7 +176,8 @@ template <int R, int TT, class W>
 ZAYA_TILE_INLINE void Slices(const W& w, int64_t r0, int64_t r1, int64_t t, int64_t n,
                              const float* bias, Act act, float* y) {
   const int64_t m = (r1 - r0) / R;
-  const int64_t fit = kChunkBytes / (R * w.RowBytes());
+  const int64_t row_bytes = w.RowBytes();
+  const int64_t fit = row_bytes > 0 ? kChunkBytes / (R * row_bytes) : m;
   const int64_t chunk = TT == 1 || fit > m ? m : fit > 1 ? fit : 1;
   const int64_t passes = (t + TT - 1) / TT;  // token tiles per chunk
   for (int64_t q0 = 0; q0 < m; q0 += chunk) {
