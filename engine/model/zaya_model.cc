@@ -244,10 +244,20 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
 
   // A NaN or infinite weight would turn every logit into NaN (and, before int8 quantization, is
   // an undefined float-to-int cast), so the load stops with the tensor's name instead. The scan
-  // runs with the conversion, on data it has just read.
-  auto non_finite = [](const std::string& name, int64_t at) {
+  // runs over [0, numel) on all cores, with `also(b, e)` (the conversion, where there is one) on
+  // each range right after it, on data just read.
+  auto scan_finite = [](const std::string& name, DType dtype, const std::byte* data,
+                        int64_t numel, int64_t grain, auto&& also) -> Status {
+    std::atomic<int64_t> bad{numel};
+    const size_t esz = DTypeSize(dtype);
+    ParallelRange(numel, grain, [&](int64_t b, int64_t e) {
+      const int64_t at = FirstNonFinite(dtype, data + b * esz, static_cast<size_t>(e - b));
+      if (at >= 0) AtomicMin(bad, b + at);
+      also(b, e);
+    });
+    if (bad.load() == numel) return Status::Ok();
     return InvalidArgument("tensor " + name + " holds a NaN or infinite value (element " +
-                           std::to_string(at) +
+                           std::to_string(bad.load()) +
                            "): the checkpoint is damaged or was saved from a diverged run; "
                            "re-export it from a good copy");
   };
@@ -260,13 +270,10 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
     }
     f32.resize(static_cast<size_t>(numel));
     const size_t esz = DTypeSize(t->dtype);
-    std::atomic<int64_t> bad{numel};
-    ParallelRange(numel, int64_t{1} << 20, [&](int64_t b, int64_t e) {
-      const int64_t at = FirstNonFinite(t->dtype, t->data + b * esz, static_cast<size_t>(e - b));
-      if (at >= 0) AtomicMin(bad, b + at);
-      ConvertToF32(t->dtype, t->data + b * esz, static_cast<size_t>(e - b), f32.data() + b);
-    });
-    if (bad.load() < numel) return non_finite(name, bad.load());
+    ZAYA_RETURN_IF_ERROR(
+        scan_finite(name, t->dtype, t->data, numel, int64_t{1} << 20, [&](int64_t b, int64_t e) {
+          ConvertToF32(t->dtype, t->data + b * esz, static_cast<size_t>(e - b), f32.data() + b);
+        }));
     return t;
   };
   // A vector, stored in f32, or in bf16 when `as_bf16` (see WeightBytes for which ones).
@@ -306,13 +313,8 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
       (void)t;
       packed.resize(vbytes);
     } else {
-      std::atomic<int64_t> bad{numel};
-      ParallelRange(numel, int64_t{1} << 22, [&](int64_t b, int64_t e) {
-        const int64_t at =
-            FirstNonFinite(DType::kBF16, direct->data + b * 2, static_cast<size_t>(e - b));
-        if (at >= 0) AtomicMin(bad, b + at);
-      });
-      if (bad.load() < numel) return non_finite(name, bad.load());
+      ZAYA_RETURN_IF_ERROR(scan_finite(name, DType::kBF16, direct->data, numel, int64_t{1} << 22,
+                                       [](int64_t, int64_t) {}));
     }
     std::vector<float> scales;
     if (as_stored) {
