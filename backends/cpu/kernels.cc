@@ -409,7 +409,8 @@ const IsaChoice& Choice() {
 // x in the forms the chosen tiles multiply, made once per matmul call (not once per thread).
 struct PreparedX {
   const float* x = nullptr;
-  const int16_t* xq = nullptr;  // int8 weights: [T, K & ~15] (AVX2) or [T, K & ~31] (AVX-512)
+  const int16_t* xq = nullptr;  // int8 weights, AVX2 tiles: [T, K & ~15], scales [T]
+  const uint8_t* xq8 = nullptr;  // int8 weights, AVX-512 tiles: [T, K & ~31], see QuantizeX8
   const float* xs = nullptr;
   const uint16_t* xb = nullptr;  // bf16 weights, AVX-512 tiles: [T, K & ~31]
 };
@@ -417,6 +418,7 @@ struct PreparedX {
 // Scratch of one caller; the prepared pointers stay valid until its next Prepare.
 struct XScratch {
   AlignedVector<int16_t> xq;
+  AlignedVector<uint8_t> xq8;
   std::vector<float> xs;
   AlignedVector<uint16_t> xb;
 
@@ -425,15 +427,17 @@ struct XScratch {
     p.x = x;
     const Isa isa = MatVecIsa();
     if (any_i8 && isa >= Isa::kAvx2) {
-      xs.resize(static_cast<size_t>(t));
       if (isa == Isa::kAvx512) {
-        xq.resize(static_cast<size_t>(t * (k & ~int64_t{31})));
-        avx512::QuantizeX8(x, t, k, xq.data(), xs.data());
+        xq8.resize(static_cast<size_t>(t * (k & ~int64_t{31})));
+        xs.resize(static_cast<size_t>(t * avx512::X8ScaleStride(k)));
+        avx512::QuantizeX8(x, t, k, xq8.data(), xs.data());
+        p.xq8 = xq8.data();
       } else {
         xq.resize(static_cast<size_t>(t * (k & ~int64_t{15})));
+        xs.resize(static_cast<size_t>(t));
         avx2::QuantizeX(x, t, k, xq.data(), xs.data());
+        p.xq = xq.data();
       }
-      p.xq = xq.data();
       p.xs = xs.data();
     }
     if (any_bf16 && isa == Isa::kAvx512) {
@@ -458,7 +462,7 @@ void MatVecRowsPrepared(const Weights& w, int64_t r0, int64_t r1, int64_t k, con
                             y);
   }
   if (w.type == WType::kI8 && isa == Isa::kAvx512) {
-    return avx512::MatVecI8(static_cast<const int8_t*>(w.data), w.scales, r0, r1, k, x, px.xq,
+    return avx512::MatVecI8(static_cast<const int8_t*>(w.data), w.scales, r0, r1, k, x, px.xq8,
                             px.xs, t, n, bias, act, y);
   }
   if (w.type == WType::kI8 && isa >= Isa::kAvx2) {

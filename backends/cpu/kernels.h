@@ -72,7 +72,8 @@ enum class Act { kNone = 0, kGelu = 1, kSilu = 2 };
 
 // Which matvec tiles MatVecRows runs for bf16 and int8 weights:
 //   kAvx512: kernels_avx512.h, bf16 through vdpbf16ps (x rounded to bf16) and int8 through VNNI
-//            vpdpwssd (x rounded to int16 per token). Needs AVX-512 F/BW/VL/DQ + BF16 + VNNI.
+//            vpdpbusd (x rounded to 8 bits per 32-column block). Needs AVX-512 F/BW/VL/DQ +
+//            BF16 + VNNI.
 //   kAvx2:   the AVX2+FMA tiles of kernels_avx2.h (x stays f32 for bf16; int16 for int8).
 //   kPortable: the vector-extension tiles below (GCC target_clones: AVX-512 / AVX2 / baseline).
 // The best the CPU has, capped by the environment variable ZAYA_CPU_ISA=portable|avx2|avx512 so

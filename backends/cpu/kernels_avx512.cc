@@ -60,97 +60,114 @@ struct Bf16 : Bf16Weights {
   }
 };
 
-// int8 weights with VNNI. x is rounded to int16 with one scale per token, as for the AVX2 tiles
-// (QuantizeX8 below; backend.h allows it), and the integer products run in vpdpwssd. Each int8
-// block of 32 columns has its own scale, so integer sums must become floats once per block and
-// row; what decides the speed is how many products an int32 lane holds by then. One block per zmm
-// leaves 2 per lane (a conversion and an FMA per 2 products); here 128 columns (4 blocks) share a
-// zmm, a 128-bit lane per block, so each lane sums 8 products in 4 instructions before one
-// conversion and one FMA with a vector of the 4 blocks' scales. The weights of 4 blocks are
-// rearranged for that once per row and group (two vpermt2q and four widenings) and then serve
-// every token of the tile; x is stored in the same order by QuantizeX8.
+// int8 weights with VNNI's byte dot product, vpdpbusd: 64 products per instruction, twice
+// vpdpwssd's 32. Its operands are unsigned x signed bytes, so x is rounded to 8 bits, with one
+// scale per 32-column block like the weights (backend.h allows it; a scale per token would let one
+// large activation flatten the rest of the row), and stored offset by 128 as unsigned bytes:
+// sum (xq + 128) w = sum xq w + 128 sum w, and the second term, per row and block, comes from the
+// same weights with a constant 128 operand once per row and serves every token of the tile.
 //
-// Per (row, token): acc += float(int sums of group g) * scales over the 128-column groups, then
-// the whole 32-column blocks past the last group (2 products per lane), HSum, times x's scale,
-// then the columns past the last multiple of 32 in float, in order.
+// Each block has its own pair of scales, so the integer sums must become floats once per block,
+// row and token; what decides the speed is how many products an int32 lane holds by then. Here a
+// 256-column group (8 blocks) fills 4 zmm, two 32-bit lanes per block in each, so each lane sums
+// 16 products in 4 instructions before one conversion, one multiply of the weights' and x's scale
+// vectors, and one FMA. The weights of a group are rearranged for that once per row (4 vpermt2q,
+// 4 vshufi64x2) and then serve every token; x is stored in the same order by QuantizeX8.
+//
+// Per (row, token): acc += float(int sums of group g) * (w scales * x scales) over the 256-column
+// groups, then the same per 32-column block past the last group (8 lanes of 4 products), HSum,
+// then the columns past the last multiple of 32 in float, in order. The integer sums are exact
+// (|sum| < 2^24), so the only rounding is in the float steps, whose order is fixed.
 struct QuantX8 {
-  const int16_t* q;  // [T, K32], groups of 128 columns in tile order (see QuantizeX8)
-  const float* s;    // [T]
+  const uint8_t* q;  // [T, K32], xq + 128, 256-column groups in tile order (see QuantizeX8)
+  const float* s;    // [T, ss]: per group 16 lanes (block L's scale in lanes 2L, 2L + 1), then
+                     // one per block past the last group
   const float* x;    // [T, K] for the tail
-  int64_t k32;
+  int64_t k32, ss;
 };
 
-typedef long long I64x8 __attribute__((vector_size(64)));
-typedef long long I64x4 __attribute__((vector_size(32)));
-
-// The 4 widened weight vectors of one row and 128-column group: vector q holds columns
-// 32L + 8q .. 32L + 8q + 7 of block L in its 128-bit lane L.
+// The 4 vectors of one row and 256-column group: vector c holds, in its qword L (lanes 2L, 2L + 1),
+// the 8 bytes 8c .. 8c + 7 of block L.
 ZAYA_INLINE void LoadGroupI8(const int8_t* w, __m512i out[4]) {
-  const __m512i a = _mm512_loadu_si512(w), b = _mm512_loadu_si512(w + 64);
-  // qword 4L + q of the group is block L's chunk q.
-  const __m512i p01 = _mm512_permutex2var_epi64(a, _mm512_set_epi64(13, 9, 5, 1, 12, 8, 4, 0), b);
-  const __m512i p23 = _mm512_permutex2var_epi64(a, _mm512_set_epi64(15, 11, 7, 3, 14, 10, 6, 2), b);
-  const I64x8 v01 = reinterpret_cast<I64x8>(p01), v23 = reinterpret_cast<I64x8>(p23);
-  out[0] = _mm512_cvtepi8_epi16(reinterpret_cast<__m256i>(__builtin_shufflevector(v01, v01, 0, 1, 2, 3)));
-  out[1] = _mm512_cvtepi8_epi16(reinterpret_cast<__m256i>(__builtin_shufflevector(v01, v01, 4, 5, 6, 7)));
-  out[2] = _mm512_cvtepi8_epi16(reinterpret_cast<__m256i>(__builtin_shufflevector(v23, v23, 0, 1, 2, 3)));
-  out[3] = _mm512_cvtepi8_epi16(reinterpret_cast<__m256i>(__builtin_shufflevector(v23, v23, 4, 5, 6, 7)));
+  // Input vector z holds blocks 2z (qwords 0-3) and 2z + 1 (qwords 4-7).
+  const __m512i a0 = _mm512_loadu_si512(w), a1 = _mm512_loadu_si512(w + 64);
+  const __m512i a2 = _mm512_loadu_si512(w + 128), a3 = _mm512_loadu_si512(w + 192);
+  // Chunks 0, 1 (lo) and 2, 3 (hi) of the four blocks of two input vectors.
+  const __m512i lo = _mm512_set_epi64(13, 9, 5, 1, 12, 8, 4, 0);
+  const __m512i hi = _mm512_set_epi64(15, 11, 7, 3, 14, 10, 6, 2);
+  const __m512i b01lo = _mm512_permutex2var_epi64(a0, lo, a1);
+  const __m512i b01hi = _mm512_permutex2var_epi64(a0, hi, a1);
+  const __m512i b23lo = _mm512_permutex2var_epi64(a2, lo, a3);
+  const __m512i b23hi = _mm512_permutex2var_epi64(a2, hi, a3);
+  out[0] = _mm512_shuffle_i64x2(b01lo, b23lo, 0x44);  // 128-bit lanes 0, 1 of each
+  out[1] = _mm512_shuffle_i64x2(b01lo, b23lo, 0xee);  // lanes 2, 3
+  out[2] = _mm512_shuffle_i64x2(b01hi, b23hi, 0x44);
+  out[3] = _mm512_shuffle_i64x2(b01hi, b23hi, 0xee);
 }
 
 // Row r of the tile starts at w + r * m * k, its scales at scales + r * m * nb.
 template <int R, int T>
 ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_t k, int64_t m,
                         const QuantX8& qx, int64_t i0, float out[R][T]) {
-  const int64_t rs = m * k, srs = m * nb, k32 = qx.k32, k128 = k32 & ~int64_t{127};
-  const int16_t* xq = qx.q + i0 * k32;
+  const int64_t rs = m * k, srs = m * nb, k32 = qx.k32, k256 = k32 & ~int64_t{255};
+  const uint8_t* xq = qx.q + i0 * k32;
+  const float* xs = qx.s + i0 * qx.ss;
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < T; ++i) acc[r][i] = _mm512_setzero_ps();
-  const __m512i lane_of_block = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-  for (int64_t j = 0; j < k128; j += 128) {
-    __m512i wv[R][4];
+  const __m512i zero = _mm512_setzero_si512(), offset = _mm512_set1_epi8(-128);  // 0x80: 128 as u8
+  const __m512i lanes_of_block = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  for (int64_t j = 0; j < k256; j += 256) {
+    __m512i wv[R][4], neg[R];
     __m512 sv[R];
     for (int r = 0; r < R; ++r) {
-      PrefetchStream(w + r * rs + j);
-      PrefetchStream(w + r * rs + j + 64);
+      for (int c = 0; c < 4; ++c) PrefetchStream(w + r * rs + j + 64 * c);
       Prefetch(scales + r * srs + ((kStreamAheadBytes + j) >> 5));
       LoadGroupI8(w + r * rs + j, wv[r]);
-      sv[r] = _mm512_permutexvar_ps(
-          lane_of_block, _mm512_zextps128_ps512(_mm_loadu_ps(scales + r * srs + (j >> 5))));
+      __m512i s = _mm512_dpbusd_epi32(zero, offset, wv[r][0]);
+      s = _mm512_dpbusd_epi32(s, offset, wv[r][1]);
+      s = _mm512_dpbusd_epi32(s, offset, wv[r][2]);
+      neg[r] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(s, offset, wv[r][3]));
+      sv[r] = _mm512_permutexvar_ps(lanes_of_block,
+                                    _mm512_castps256_ps512(_mm256_loadu_ps(scales + r * srs + (j >> 5))));
     }
     for (int i = 0; i < T; ++i) {
-      const int16_t* xi = xq + i * k32 + j;
-      const __m512i x0 = _mm512_load_si512(xi), x1 = _mm512_load_si512(xi + 32);
-      const __m512i x2 = _mm512_load_si512(xi + 64), x3 = _mm512_load_si512(xi + 96);
+      const uint8_t* xi = xq + i * k32 + j;
+      const __m512i x0 = _mm512_loadu_si512(xi), x1 = _mm512_loadu_si512(xi + 64);
+      const __m512i x2 = _mm512_loadu_si512(xi + 128), x3 = _mm512_loadu_si512(xi + 192);
+      const __m512 sx = _mm512_loadu_ps(xs + i * qx.ss + (j >> 4));
       for (int r = 0; r < R; ++r) {
-        // Two chains of two, joined by an add off the multiply pipes: one chain of four
-        // (~20 cycles of latency) left the pipes idle. Integer sums: the order changes no bit.
-        const __m512i s01 = _mm512_dpwssd_epi32(_mm512_madd_epi16(wv[r][0], x0), wv[r][1], x1);
-        const __m512i s23 = _mm512_dpwssd_epi32(_mm512_madd_epi16(wv[r][2], x2), wv[r][3], x3);
-        const __m512i isum = _mm512_add_epi32(s01, s23);
-        acc[r][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), sv[r], acc[r][i]);
+        // Two chains of two joined by an add, for the latency (integer sums: no bit changes).
+        const __m512i s01 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(neg[r], x0, wv[r][0]), x1, wv[r][1]);
+        const __m512i s23 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, x2, wv[r][2]), x3, wv[r][3]);
+        acc[r][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s01, s23)),
+                                    _mm512_mul_ps(sv[r], sx), acc[r][i]);
       }
     }
   }
-  for (int64_t j = k128; j < k32; j += 32) {  // whole blocks past the last group
+  // Whole blocks past the last group: 32 bytes in the low half of a zmm, zeros above.
+  for (int64_t j = k256; j < k32; j += 32) {
+    const int64_t block = (j - k256) >> 5;
     for (int r = 0; r < R; ++r) {
-      const __m512i w0 = _mm512_cvtepi8_epi16(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * rs + j)));
-      const __m512 ws = _mm512_set1_ps(scales[r * srs + (j >> 5)]);
+      const __m512i w0 = _mm512_maskz_loadu_epi8(0xffffffffULL, w + r * rs + j);
+      const __m512i neg0 = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, w0));
+      const float ws = scales[r * srs + (j >> 5)];
       for (int i = 0; i < T; ++i) {
-        const __m512i isum = _mm512_madd_epi16(w0, _mm512_loadu_si512(xq + i * k32 + j));
-        acc[r][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), ws, acc[r][i]);
+        const __m512i isum =
+            _mm512_dpbusd_epi32(neg0, _mm512_maskz_loadu_epi8(0xffffffffULL, xq + i * k32 + j), w0);
+        const __m512 s = _mm512_set1_ps(ws * xs[i * qx.ss + (k256 >> 4) + block]);
+        acc[r][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, acc[r][i]);
       }
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int i = 0; i < T; ++i) out[r][i] = HSum(acc[r][i]) * qx.s[i0 + i];
+    for (int i = 0; i < T; ++i) out[r][i] = HSum(acc[r][i]);
   AddTailI8<R, T>(w, scales, rs, srs, qx.x + i0 * k, k, k32, out);
 }
 
 // Tile shapes: one token, 4 rows (bound by memory); more tokens, 2 rows x 6 tokens: x's 4 vectors
-// for a group load once per token and the rows' 8 weight vectors and 2 scale vectors stay in
-// registers with the 12 accumulators.
+// for a group load once per token, and the rows' 8 weight vectors, 2 corrections and 2 scale
+// vectors stay in registers with the 12 accumulators.
 struct I8 : I8Weights {
   QuantX8 qx;
   static constexpr int kRowsOne = 4, kRowsMany = 2, kTokens = 6;
@@ -178,43 +195,53 @@ void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const floa
   TileRows(Bf16{{w, k}, k & ~int64_t{31}, xb, x}, r0, r1, t, n, bias, act, y);
 }
 
-void QuantizeX8(const float* x, int64_t t, int64_t k, int16_t* xq, float* xs) {
-  const int64_t k32 = k & ~int64_t{31}, k128 = k32 & ~int64_t{127};
+int64_t X8ScaleStride(int64_t k) {
+  const int64_t k32 = k & ~int64_t{31}, k256 = k32 & ~int64_t{255};
+  return k256 / 16 + (k32 - k256) / 32;
+}
+
+void QuantizeX8(const float* x, int64_t t, int64_t k, uint8_t* xq, float* xs) {
+  const int64_t k32 = k & ~int64_t{31}, k256 = k32 & ~int64_t{255}, ss = X8ScaleStride(k);
   for (int64_t i = 0; i < t; ++i) {
     const float* xi = x + i * k;
-    int16_t* qi = xq + i * k32;
-    __m512 m = _mm512_setzero_ps();
-    for (int64_t j = 0; j < k32; j += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xi + j)));
-    const float amax = _mm512_reduce_max_ps(m);
-    xs[i] = amax > 0.f ? amax / 32767.f : 1.f;
-    const __m512 inv = _mm512_set1_ps(amax > 0.f ? 32767.f / amax : 0.f);
-    // Saturating narrowing, so that a product that rounds to 32768 stays in range.
-    auto q16 = [&](int64_t j) __attribute__((always_inline)) {
-      return _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xi + j), inv)));
-    };
-    for (int64_t j = 0; j < k128; j += 128) {
-      // 16 values (one 8-column chunk of two blocks) per store: chunk c of block L goes to
-      // position 4c + L of the group, the weights' order after LoadGroupI8.
-      for (int64_t c = 0; c < 16; c += 2) {
-        const int64_t block = c / 4, chunk = c % 4;
-        const __m256i v = q16(j + 32 * block + 8 * chunk);  // chunks (block, chunk), (block, chunk + 1)
-        _mm_store_si128(reinterpret_cast<__m128i*>(qi + j + 8 * (4 * chunk + block)),
-                        _mm256_castsi256_si128(v));
-        _mm_store_si128(reinterpret_cast<__m128i*>(qi + j + 8 * (4 * (chunk + 1) + block)),
-                        _mm256_extracti128_si256(v, 1));
+    uint8_t* qi = xq + i * k32;
+    float* si = xs + i * ss;
+    for (int64_t j = 0; j < k32; j += 32) {
+      const __m512 lo = _mm512_loadu_ps(xi + j), hi = _mm512_loadu_ps(xi + j + 16);
+      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+      const float scale = amax / 127.f;
+      const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+      // Round to nearest even, narrow with saturation (|q| <= 127 anyway), then + 128 as a byte.
+      const __m128i q0 = _mm_xor_si128(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(lo, inv))),
+                                       _mm_set1_epi8(-128));
+      const __m128i q1 = _mm_xor_si128(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(hi, inv))),
+                                       _mm_set1_epi8(-128));
+      if (j < k256) {
+        // Block L of its group: bytes 8c .. 8c + 7 go to qword L of the group's vector c, and the
+        // scale to lanes 2L, 2L + 1 (the weights' order after LoadGroupI8).
+        const int64_t group = j & ~int64_t{255}, block = (j - group) >> 5;
+        uint8_t* g = qi + group;
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(g + 8 * block), q0);
+        _mm_storeh_pd(reinterpret_cast<double*>(g + 64 + 8 * block), _mm_castsi128_pd(q0));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(g + 128 + 8 * block), q1);
+        _mm_storeh_pd(reinterpret_cast<double*>(g + 192 + 8 * block), _mm_castsi128_pd(q1));
+        si[group / 16 + 2 * block] = scale;
+        si[group / 16 + 2 * block + 1] = scale;
+      } else {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(qi + j), q0);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(qi + j + 16), q1);
+        si[k256 / 16 + ((j - k256) >> 5)] = scale;
       }
-    }
-    for (int64_t j = k128; j < k32; j += 16) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi + j), q16(j));
     }
   }
 }
 
 void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
-              const float* x, const int16_t* xq, const float* xs, int64_t t, int64_t n,
+              const float* x, const uint8_t* xq, const float* xs, int64_t t, int64_t n,
               const float* bias, Act act, float* y) {
-  TileRows(I8{{w, scales, k, (k + 31) / 32}, QuantX8{xq, xs, x, k & ~int64_t{31}}}, r0, r1, t, n,
-           bias, act, y);
+  TileRows(I8{{w, scales, k, (k + 31) / 32},
+              QuantX8{xq, xs, x, k & ~int64_t{31}, X8ScaleStride(k)}},
+           r0, r1, t, n, bias, act, y);
 }
 
 }  // namespace zaya::cpu::avx512

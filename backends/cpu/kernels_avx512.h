@@ -1,5 +1,5 @@
 // Hand-written AVX-512 matvec tiles: bf16 weights through the BF16 extension's dot product
-// (vdpbf16ps), int8 weights through VNNI's vpdpwssd. kernels.cc calls these only when MatVecIsa() is Isa::kAvx512, i.e. the CPU has
+// (vdpbf16ps), int8 weights through VNNI's vpdpbusd. kernels.cc calls these only when MatVecIsa() is Isa::kAvx512, i.e. the CPU has
 // AVX-512 F/BW/VL/DQ, BF16 and VNNI; this file pair is compiled with those -m flags.
 //
 // Why vdpbf16ps: one instruction multiplies 32 bf16 pairs and adds them into 16 f32 lanes, with no
@@ -29,12 +29,15 @@ void RoundX(const float* x, int64_t t, int64_t k, uint16_t* xb);
 void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const float* x,
                 const uint16_t* xb, int64_t t, int64_t n, const float* bias, Act act, float* y);
 
-// int8 weights through VNNI (vpdpwssd): x rounded to int16 with one scale per token, like the AVX2
-// tiles, but [T, K & ~31] and each 128-column group in the tiles' order (see kernels_avx512.cc).
-// xq must be 64-byte aligned with K & ~31 a multiple of 32 per token row.
-void QuantizeX8(const float* x, int64_t t, int64_t k, int16_t* xq, float* xs);
+// int8 weights through VNNI (vpdpbusd): x rounded to 8 bits with one scale per 32-column block
+// (each value off by at most 2^-7 of its block's largest |x|; backend.h allows it), offset by 128
+// into unsigned bytes [T, K & ~31], each 256-column group in the tiles' order, and the scales
+// [T, X8ScaleStride(K)] (see kernels_avx512.cc). Token rows start 64-byte aligned when K & ~31
+// is a multiple of 64 and xq is (the model's widths are), which the tiles like but do not need.
+int64_t X8ScaleStride(int64_t k);
+void QuantizeX8(const float* x, int64_t t, int64_t k, uint8_t* xq, float* xs);
 void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
-              const float* x, const int16_t* xq, const float* xs, int64_t t, int64_t n,
+              const float* x, const uint8_t* xq, const float* xs, int64_t t, int64_t n,
               const float* bias, Act act, float* y);
 
 }  // namespace zaya::cpu::avx512

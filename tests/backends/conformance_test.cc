@@ -212,9 +212,10 @@ TEST_P(Conformance, MatMulAllShapeClasses) {
   Rng rng(11);
   int case_index = 0;
   for (int32_t dtype : kWeightTypes) {
-    // 50: a partial int8 scale block; 200: a 128-column group of the AVX-512 int8 tile, then whole
-    // 32-column blocks and a tail; 257: groups only, then a tail.
-    for (int64_t k : {1, 7, 33, 50, 100, 200, 257}) {
+    // 50: a partial int8 scale block; 200: whole 32-column blocks and a tail, no 256-column group
+    // of the AVX-512 int8 tile; 257: a group, then a tail; 600: two groups, two whole blocks, and
+    // a tail.
+    for (int64_t k : {1, 7, 33, 50, 100, 200, 257, 600}) {
       for (int64_t n : {1, 5, 19, 130}) {
         for (int64_t t : {1, 2, 3, 5, 8, 16, 17, 70}) {
           ++case_index;
@@ -238,14 +239,22 @@ TEST_P(Conformance, MatMulAllShapeClasses) {
                 m += std::fabs(static_cast<double>(x[i * k + j]) * w.value[r * k + j]);
               }
               if (dtype == ZAYA_DTYPE_I8) {
-                // backend.h lets int8 matmuls round x to 16 bits per token: each value off by
-                // at most 2^-16 of the token's largest |x|, times its weight.
-                double xmax = 0, wsum = 0;
-                for (int64_t j = 0; j < k; ++j) {
-                  xmax = std::max(xmax, std::fabs(static_cast<double>(x[i * k + j])));
-                  wsum += std::fabs(static_cast<double>(w.value[r * k + j]));
+                // backend.h lets int8 matmuls round x to 16 bits per token (each value off by
+                // at most 2^-16 of the token's largest |x|) or to 8 bits per 32-column block
+                // (2^-7 of the block's largest |x|), times its weight: the larger of the two.
+                double xmax = 0, wsum = 0, by_block = 0;
+                for (int64_t b = 0; b < k; b += 32) {
+                  double bmax = 0, bsum = 0;
+                  for (int64_t j = b; j < std::min(k, b + 32); ++j) {
+                    bmax = std::max(bmax, std::fabs(static_cast<double>(x[i * k + j])));
+                    bsum += std::fabs(static_cast<double>(w.value[r * k + j]));
+                  }
+                  xmax = std::max(xmax, bmax);
+                  wsum += bsum;
+                  by_block += bmax * bsum;
                 }
-                m += xmax * wsum * std::ldexp(1.0, -16) / (1.2 * kRel);
+                m += std::max(xmax * wsum * std::ldexp(1.0, -16), by_block * std::ldexp(1.0, -7)) /
+                     (1.2 * kRel);
               }
               if (dtype == ZAYA_DTYPE_BF16) {
                 // ... and bf16 matmuls round x to bf16: each product off by at most 2^-9 of itself.
@@ -556,8 +565,13 @@ TEST_P(Conformance, MoeAllWeightTypes) {
                     "moe dtype " + std::to_string(dtype) + " T=" + std::to_string(t) +
                         " H=" + std::to_string(h),
                     // bf16: both projections may round their x to bf16 (backend.h), 2^-9 each,
-                    // compounded through SwiGLU; mag bounds every term's size.
-                    dtype == ZAYA_DTYPE_BF16 ? std::ldexp(1.0, -7) : 4 * kRel);
+                    // compounded through SwiGLU; mag bounds every term's size. int8: they may
+                    // round x to 8 bits per 32-column block, 2^-7 of the block's largest |x|;
+                    // these x and activations are spread evenly, so a block's largest |x| is
+                    // within a few times its mean |x| and 2^-4 of mag covers both projections.
+                    dtype == ZAYA_DTYPE_BF16 ? std::ldexp(1.0, -7)
+                    : dtype == ZAYA_DTYPE_I8 ? std::ldexp(1.0, -4)
+                                             : 4 * kRel);
       }
     }
   }

@@ -114,7 +114,8 @@ typedef enum zaya_op_type {
   /* dst0[T,N] f32 = act(src0[T,K] @ src1[N,K]^T + src2[N]).  src1 f32/bf16/i8 (i8: src3 = scales
    * [N, K/32] f32), src2 bias optional. i0 = activation (ZAYA_ACT_*). With i8 weights a backend
    * may round x to 16-bit integers per token first (each value off by at most 2^-16 of the
-   * largest |x| of its token), so that the products run in integer SIMD; with bf16 weights it
+   * largest |x| of its token) or to 8-bit integers per 32-column block (at most 2^-7 of the
+   * largest |x| of its block), so that the products run in integer SIMD; with bf16 weights it
    * may round x to bf16 (nearest even: each value off by at most 2^-9 of itself), so that they
    * run in bf16 dot-product instructions. Either way a row's result must not depend on T. */
   ZAYA_OP_MATMUL = 3,
