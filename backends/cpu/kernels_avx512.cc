@@ -167,7 +167,10 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
 
 // Tile shapes: one token, 4 rows (bound by memory); more tokens, 2 rows x 6 tokens: x's 4 vectors
 // for a group load once per token, and the rows' 8 weight vectors, 2 corrections and 2 scale
-// vectors stay in registers with the 12 accumulators.
+// vectors stay in registers with the 12 accumulators. Measured against 1 x 8, 2 x 4 and 3 x 4
+// (and 1 x 8 from 8 tokens on, 2 x 6 below): 1 x 8 led the tile alone at 8-16 tokens (153-177
+// against 127-151 GMAC/s) but not the 8B model at batch 16 (56-82 against 77-87 tok/s, two
+// interleaved rounds), where most experts get 2-6 tokens.
 struct I8 : I8Weights {
   QuantX8 qx;
   static constexpr int kRowsOne = 4, kRowsMany = 2, kTokens = 6;

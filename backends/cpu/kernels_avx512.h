@@ -1,6 +1,7 @@
 // Hand-written AVX-512 matvec tiles: bf16 weights through the BF16 extension's dot product
-// (vdpbf16ps), int8 weights through VNNI's vpdpbusd. kernels.cc calls these only when MatVecIsa() is Isa::kAvx512, i.e. the CPU has
-// AVX-512 F/BW/VL/DQ, BF16 and VNNI; this file pair is compiled with those -m flags.
+// (vdpbf16ps), int8 weights through VNNI's byte dot product (vpdpbusd). kernels.cc calls these
+// only when MatVecIsa() is Isa::kAvx512, i.e. the CPU has AVX-512 F/BW/VL/DQ, BF16 and VNNI; this
+// file pair is compiled with those -m flags.
 //
 // Why vdpbf16ps: one instruction multiplies 32 bf16 pairs and adds them into 16 f32 lanes, with no
 // conversion of the weights; the f32 path needs a widening and two FMAs for the same 32 products.
@@ -9,12 +10,17 @@
 // arithmetic, gets up to twice the multiply-adds per cycle. The price: x is rounded to bf16 (round
 // to nearest even) first, which backend.h allows for bf16 weights.
 //
+// Why vpdpbusd: 64 byte products per instruction at the same one per cycle, against 32 for the
+// int16 forms; the price is x rounded to 8 bits per 32-column block (backend.h allows it; the
+// error it adds is in docs/performance.md "int8 against bf16").
+//
 // Contract (same as MatVecRows in kernels.h): rows [r0, r1) of y[T,N] = act(x[T,K] W^T + bias), W
-// bf16 row-major [N,K]. Each (row, token) sum runs in one fixed order whatever the tile shape or T:
-// 16 lanes over the multiples of 32 columns (bf16 x), a fixed horizontal sum, then the remaining
-// columns in f32 and in order. A row's output is bitwise independent of the batch.
-// Thread safety: pure apart from y (and xb of RoundX); callers split rows between threads. No
-// standard-library templates here, for the reason kernels_avx2.h gives.
+// bf16 or int8 (+ f32 scales per 32 values) row-major [N,K]. Each (row, token) sum runs in one
+// fixed order whatever the tile shape or T: 16 lanes over the multiples of 32 columns (bf16 x; for
+// int8, exact integer sums per block scaled into the lanes), a fixed horizontal sum, then the
+// remaining columns in f32 and in order. A row's output is bitwise independent of the batch.
+// Thread safety: pure apart from y (and the outputs of RoundX and QuantizeX8); callers split rows
+// between threads. No standard-library templates here, for the reason kernels_avx2.h gives.
 #pragma once
 
 #include <cstdint>

@@ -161,7 +161,7 @@ ZAYA_TILE_INLINE void RestTile(const W& w, int64_t row0, int64_t m, int64_t i0, 
 //
 // Several token tiles: the slices are walked in chunks of rows holding ~kChunkBytes of weights,
 // and each token tile passes over a whole chunk before the next tile starts. A token tile's x
-// (6 tokens x 2048 columns of int16 or bf16: 24 KiB) then stays in L1 while the chunk's weights,
+// (6 tokens x 2048 columns of bf16: 24 KiB; of int8: 12 KiB) then stays in L1 while the chunk's weights,
 // after the first tile has brought them in, come from L2. Tile by tile along each row instead, all
 // of x (64 KiB at 16 tokens) passed through L1 for every R rows, and L2 bandwidth capped the
 // batched tiles. Each (row, token) still runs the same arithmetic, so the order changes no bit.
