@@ -14,8 +14,8 @@ namespace {
 // which tile computed it.
 ZAYA_INLINE float HSum(__m256 a) {
   const __m128 lo = _mm256_castps256_ps128(a), hi = _mm256_extractf128_ps(a, 1);
-  const __m128 s = _mm_add_ps(lo, hi);                       // (0+4) (1+5) (2+6) (3+7)
-  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));       // (0+4)+(2+6), (1+5)+(3+7)
+  const __m128 s = _mm_add_ps(lo, hi);                      // (0+4) (1+5) (2+6) (3+7)
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));      // (0+4)+(2+6), (1+5)+(3+7)
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));  // first + second
 }
 
@@ -34,8 +34,8 @@ ZAYA_INLINE float HMax(__m256 a) {
 // HSum and the scalar tail in order.
 // Rows r of the tile start at w + r * rs.
 template <int R, int T>
-ZAYA_INLINE void TileBf16(const uint16_t* w, int64_t k, int64_t rs, const float* x,
-                          float out[R][T]) {
+ZAYA_INLINE void TileBf16(const uint16_t* w, int64_t k, int64_t rs, const float* x, float out[R][T],
+                          int64_t ahead) {  // ahead: bytes (PrefetchWeights)
   __m256 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < T; ++i) acc[r][i] = _mm256_setzero_ps();
@@ -50,7 +50,7 @@ ZAYA_INLINE void TileBf16(const uint16_t* w, int64_t k, int64_t rs, const float*
   };
   int64_t j = 0;
   for (; j + 32 <= k8; j += 32) {  // 64 bytes of each row: one prefetch, four chunks
-    for (int r = 0; r < R; ++r) PrefetchStream(w + r * rs + j);
+    for (int r = 0; r < R; ++r) PrefetchWeights(w + r * rs + j, ahead);
     chunk(j);
     chunk(j + 8);
     chunk(j + 16);
@@ -85,7 +85,8 @@ struct QuantX {
 // Row r of the tile starts at w + r * m * k, its scales at scales + r * m * nb.
 template <int R, int T>
 ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_t k, int64_t m,
-                        const QuantX& qx, int64_t i0, float out[R][T]) {
+                        const QuantX& qx, int64_t i0, float out[R][T], int64_t ahead) {
+  // ahead: rows (see PrefetchWeights)
   const int64_t rs = m * k, srs = m * nb;
   __m256 acc[R][T];
   for (int r = 0; r < R; ++r)
@@ -114,9 +115,13 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
   int64_t j = 0;
   for (; j + 64 <= k16; j += 64) {  // 64 bytes of each row: one prefetch, two blocks
     for (int r = 0; r < R; ++r) {
-      PrefetchStream(w + r * rs + j);
+      PrefetchWeights(w + r * rs + j, ahead * k);
       // The scales are R more streams, an eighth as fast: the same distance in columns.
-      Prefetch(scales + r * srs + ((kStreamAheadBytes + j) >> 5));
+      if (ahead == 0) {
+        Prefetch(scales + r * srs + ((kStreamAheadBytes + j) >> 5));
+      } else {
+        PrefetchWeights(scales + r * srs + (j >> 5), 4 * ahead * nb);
+      }
     }
     block(j);
     block(j + 32);
@@ -155,16 +160,16 @@ struct Bf16 : Bf16Weights {
   const float* x;
   static constexpr int kRowsOne = 4, kRowsMany = 3, kTokens = 4;
   template <int R, int T>
-  ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
-    TileBf16<R, T>(w + row0 * k, k, m * k, x + i0 * k, out);
+  ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T], int64_t ahead) const {
+    TileBf16<R, T>(w + row0 * k, k, m * k, x + i0 * k, out, 2 * ahead * k);
   }
 };
 struct I8 : I8Weights {
   QuantX qx;
   static constexpr int kRowsOne = 4, kRowsMany = 2, kTokens = 4;
   template <int R, int T>
-  ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
-    TileI8<R, T>(w + row0 * k, scales + row0 * nb, nb, k, m, qx, i0, out);
+  ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T], int64_t ahead) const {
+    TileI8<R, T>(w + row0 * k, scales + row0 * nb, nb, k, m, qx, i0, out, ahead);
   }
 };
 

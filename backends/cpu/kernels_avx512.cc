@@ -24,15 +24,16 @@ ZAYA_INLINE float HSum(__m512 a) {
 // R rows x T tokens; acc[r][i] += W[r, j..j+32) . xb[i, j..j+32) in 16 lanes, then HSum and the
 // columns past K32 in f32, in order. Row r of the tile starts at w + r * rs.
 template <int R, int T>
-ZAYA_INLINE void TileBf16(const uint16_t* w, int64_t k, int64_t rs, const uint16_t* xb,
-                          int64_t k32, const float* x, float out[R][T]) {
+ZAYA_INLINE void TileBf16(const uint16_t* w, int64_t k, int64_t rs, const uint16_t* xb, int64_t k32,
+                          const float* x, float out[R][T], int64_t ahead) {
+  // ahead: bytes (see PrefetchWeights)
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < T; ++i) acc[r][i] = _mm512_setzero_ps();
   for (int64_t j = 0; j < k32; j += 32) {  // 64 bytes of each row: one prefetch, one chunk
     __m512bh wv[R];
     for (int r = 0; r < R; ++r) {
-      PrefetchStream(w + r * rs + j);
+      PrefetchWeights(w + r * rs + j, ahead);
       wv[r] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(w + r * rs + j));
     }
     for (int i = 0; i < T; ++i) {
@@ -55,8 +56,8 @@ struct Bf16 : Bf16Weights {
   const float* x;
   static constexpr int kRowsOne = 4, kRowsMany = 4, kTokens = 6;
   template <int R, int T>
-  ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
-    TileBf16<R, T>(w + row0 * k, k, m * k, xb + i0 * k32, k32, x + i0 * k, out);
+  ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T], int64_t ahead) const {
+    TileBf16<R, T>(w + row0 * k, k, m * k, xb + i0 * k32, k32, x + i0 * k, out, 2 * ahead * k);
   }
 };
 
@@ -108,7 +109,8 @@ ZAYA_INLINE void LoadGroupI8(const int8_t* w, __m512i out[4]) {
 // Row r of the tile starts at w + r * m * k, its scales at scales + r * m * nb.
 template <int R, int T>
 ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_t k, int64_t m,
-                        const QuantX8& qx, int64_t i0, float out[R][T]) {
+                        const QuantX8& qx, int64_t i0, float out[R][T], int64_t ahead) {
+  // ahead: rows (see PrefetchWeights)
   const int64_t rs = m * k, srs = m * nb, k32 = qx.k32, k256 = k32 & ~int64_t{255};
   const uint8_t* xq = qx.q + i0 * k32;
   const float* xs = qx.s + i0 * qx.ss;
@@ -121,15 +123,19 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
     __m512i wv[R][4], neg[R];
     __m512 sv[R];
     for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < 4; ++c) PrefetchStream(w + r * rs + j + 64 * c);
-      Prefetch(scales + r * srs + ((kStreamAheadBytes + j) >> 5));
+      for (int c = 0; c < 4; ++c) PrefetchWeights(w + r * rs + j + 64 * c, ahead * k);
+      if (ahead == 0) {
+        Prefetch(scales + r * srs + ((kStreamAheadBytes + j) >> 5));
+      } else {
+        PrefetchWeights(scales + r * srs + (j >> 5), 4 * ahead * nb);
+      }
       LoadGroupI8(w + r * rs + j, wv[r]);
       __m512i s = _mm512_dpbusd_epi32(zero, offset, wv[r][0]);
       s = _mm512_dpbusd_epi32(s, offset, wv[r][1]);
       s = _mm512_dpbusd_epi32(s, offset, wv[r][2]);
       neg[r] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(s, offset, wv[r][3]));
-      sv[r] = _mm512_permutexvar_ps(lanes_of_block,
-                                    _mm512_castps256_ps512(_mm256_loadu_ps(scales + r * srs + (j >> 5))));
+      sv[r] = _mm512_permutexvar_ps(
+          lanes_of_block, _mm512_castps256_ps512(_mm256_loadu_ps(scales + r * srs + (j >> 5))));
     }
     for (int i = 0; i < T; ++i) {
       const uint8_t* xi = xq + i * k32 + j;
@@ -138,8 +144,10 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
       const __m512 sx = _mm512_loadu_ps(xs + i * qx.ss + (j >> 4));
       for (int r = 0; r < R; ++r) {
         // Two chains of two joined by an add, for the latency (integer sums: no bit changes).
-        const __m512i s01 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(neg[r], x0, wv[r][0]), x1, wv[r][1]);
-        const __m512i s23 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, x2, wv[r][2]), x3, wv[r][3]);
+        const __m512i s01 =
+            _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(neg[r], x0, wv[r][0]), x1, wv[r][1]);
+        const __m512i s23 =
+            _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, x2, wv[r][2]), x3, wv[r][3]);
         acc[r][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s01, s23)),
                                     _mm512_mul_ps(sv[r], sx), acc[r][i]);
       }
@@ -175,8 +183,8 @@ struct I8 : I8Weights {
   QuantX8 qx;
   static constexpr int kRowsOne = 4, kRowsMany = 2, kTokens = 6;
   template <int R, int T>
-  ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const {
-    TileI8<R, T>(w + row0 * k, scales + row0 * nb, nb, k, m, qx, i0, out);
+  ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T], int64_t ahead) const {
+    TileI8<R, T>(w + row0 * k, scales + row0 * nb, nb, k, m, qx, i0, out, ahead);
   }
 };
 
@@ -215,10 +223,10 @@ void QuantizeX8(const float* x, int64_t t, int64_t k, uint8_t* xq, float* xs) {
       const float scale = amax / 127.f;
       const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
       // Round to nearest even, narrow with saturation (|q| <= 127 anyway), then + 128 as a byte.
-      const __m128i q0 = _mm_xor_si128(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(lo, inv))),
-                                       _mm_set1_epi8(-128));
-      const __m128i q1 = _mm_xor_si128(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(hi, inv))),
-                                       _mm_set1_epi8(-128));
+      const __m128i q0 = _mm_xor_si128(
+          _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(lo, inv))), _mm_set1_epi8(-128));
+      const __m128i q1 = _mm_xor_si128(
+          _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(hi, inv))), _mm_set1_epi8(-128));
       if (j < k256) {
         // Block L of its group: bytes 8c .. 8c + 7 go to qword L of the group's vector c, and the
         // scale to lanes 2L, 2L + 1 (the weights' order after LoadGroupI8).
@@ -242,9 +250,9 @@ void QuantizeX8(const float* x, int64_t t, int64_t k, uint8_t* xq, float* xs) {
 void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
               const float* x, const uint8_t* xq, const float* xs, int64_t t, int64_t n,
               const float* bias, Act act, float* y) {
-  TileRows(I8{{w, scales, k, (k + 31) / 32},
-              QuantX8{xq, xs, x, k & ~int64_t{31}, X8ScaleStride(k)}},
-           r0, r1, t, n, bias, act, y);
+  TileRows(
+      I8{{w, scales, k, (k + 31) / 32}, QuantX8{xq, xs, x, k & ~int64_t{31}, X8ScaleStride(k)}}, r0,
+      r1, t, n, bias, act, y);
 }
 
 }  // namespace zaya::cpu::avx512

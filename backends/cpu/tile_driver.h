@@ -4,11 +4,12 @@
 // A tile policy W provides:
 //   static constexpr int kRowsOne;              rows per tile for one token (the decode case)
 //   static constexpr int kRowsMany, kTokens;    the tile for several tokens
-//   template <int R, int T> void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T]) const;
+//   template <int R, int T>
+//   void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T], int64_t ahead) const;
 //   int64_t RowBytes() const;                   bytes of one weight row (with its scales)
-//   void PrefetchRowL2(int64_t row, int64_t part, int64_t parts) const;   (PrefetchPartL2)
-// the last two from its base, Bf16Weights or I8Weights below.
-// where Tile computes out[r][i] = W[row0 + r * m] . x[i0 + i] (no bias, no activation).
+// the last from its base, Bf16Weights or I8Weights below.
+// where Tile computes out[r][i] = W[row0 + r * m] . x[i0 + i] (no bias, no activation), and
+// prefetches each weight (and scale) line it reads with PrefetchWeights(line, ahead rows on).
 //
 // Everything here lives in an anonymous namespace on purpose: the header is compiled into files
 // built with different -m flags, and a template instantiated in two of them (StoreTile<2, 4>, say)
@@ -34,11 +35,11 @@ namespace {  // NOLINT(google-build-namespaces): see the header comment
 // prefetchers follow long streams much better: one token, two threads, from DRAM
 // (cpu_kernel_bench, interleaved runs of both binaries at 2048x2048, 32768x1024, 1024x1024 and
 // 256x1024): bf16 18-26 -> 29-40 GB/s, int8 14-23 -> 20-35 GB/s. Each stream
-// also prefetches kStreamAheadBytes ahead of itself into L1 (past a slice's end that touches the next
-// slice or the next matrix, which is harmless: prefetches do not fault). 1 KiB ahead was the most
-// consistent of 0.5-8 KiB for both dtypes; the spread between runs of one setting on this shared
-// machine (up to 30%) hides finer differences. On Zen 4 (session 6) 1, 2 and 4 KiB could not be
-// told apart either (one and four tokens, 4096 x 2048 from DRAM: 17-31 GB/s for all three).
+// also prefetches kStreamAheadBytes ahead of itself into L1 (past a slice's end that touches the
+// next slice or the next matrix, which is harmless: prefetches do not fault). 1 KiB ahead was the
+// most consistent of 0.5-8 KiB for both dtypes; the spread between runs of one setting on this
+// shared machine (up to 30%) hides finer differences. On Zen 4 (session 6) 1, 2 and 4 KiB could not
+// be told apart either (one and four tokens, 4096 x 2048 from DRAM: 17-31 GB/s for all three).
 constexpr int64_t kStreamAheadBytes = 1024;
 
 // Each stream is also fetched into L2 kStreamAheadL2Bytes ahead (session 6, Zen 4). The L1
@@ -61,12 +62,16 @@ ZAYA_TILE_INLINE void PrefetchStream(const void* p) {
   _mm_prefetch(c + kStreamAheadL2Bytes, _MM_HINT_T1);
 }
 
-// Prefetches part `part` of `parts` of [base, base + bytes) into L2.
-ZAYA_TILE_INLINE void PrefetchPartL2(const void* base, int64_t bytes, int64_t part, int64_t parts) {
-  const char* p = static_cast<const char*>(base);
-  for (int64_t off = (bytes * part / parts) & ~int64_t{63}; off < bytes * (part + 1) / parts;
-       off += 64) {
-    _mm_prefetch(p + off, _MM_HINT_T1);
+// What a tile prefetches for a weight (or scale) line p that it is about to read, where `ahead` is
+// 0 or the distance in bytes to the same line of the row Slices will give this tile row next time
+// round (the next chunk, below): the stream's own line kStreamAheadBytes on into L1 either way,
+// and into L2 its own line kStreamAheadL2Bytes on (ahead = 0) or that line of the next chunk
+// (this stream came from L2 already).
+ZAYA_TILE_INLINE void PrefetchWeights(const void* p, int64_t ahead) {
+  if (ahead == 0) {
+    PrefetchStream(p);
+  } else {
+    _mm_prefetch(static_cast<const char*>(p) + ahead, _MM_HINT_T1);
   }
 }
 
@@ -97,7 +102,8 @@ ZAYA_TILE_INLINE void AddTailI8(const int8_t* w, const float* scales, int64_t rs
   for (int r = 0; r < R; ++r) {
     for (int i = 0; i < T; ++i) {
       for (int64_t j = from; j < k; ++j) {
-        out[r][i] += x[i * k + j] * (static_cast<float>(w[r * rs + j]) * scales[r * srs + (j >> 5)]);
+        out[r][i] +=
+            x[i * k + j] * (static_cast<float>(w[r * rs + j]) * scales[r * srs + (j >> 5)]);
       }
     }
   }
@@ -109,19 +115,12 @@ struct Bf16Weights {
   const uint16_t* w;  // [N, K]
   int64_t k;
   int64_t RowBytes() const { return 2 * k; }
-  void PrefetchRowL2(int64_t row, int64_t part, int64_t parts) const {
-    PrefetchPartL2(w + row * k, 2 * k, part, parts);
-  }
 };
 struct I8Weights {
-  const int8_t* w;       // [N, K]
-  const float* scales;   // [N, nb]
-  int64_t k, nb;         // nb = ceil(K / 32)
+  const int8_t* w;      // [N, K]
+  const float* scales;  // [N, nb]
+  int64_t k, nb;        // nb = ceil(K / 32)
   int64_t RowBytes() const { return k + 4 * nb; }
-  void PrefetchRowL2(int64_t row, int64_t part, int64_t parts) const {
-    PrefetchPartL2(w + row * k, k, part, parts);
-    PrefetchPartL2(scales + row * nb, 4 * nb, part, parts);
-  }
 };
 
 // Tile row r is output row row0 + r * m.
@@ -135,41 +134,50 @@ ZAYA_TILE_INLINE void StoreTile(const float out[R][T], int64_t row0, int64_t m, 
   }
 }
 
+// `ahead`: rows on from each tile row to prefetch into L2 (0: none, the streams' own prefetch).
 template <int R, int T, class W>
 ZAYA_TILE_INLINE void TileAt(const W& w, int64_t row0, int64_t m, int64_t i0, int64_t n,
-                             const float* bias, Act act, float* y) {
+                             const float* bias, Act act, float* y, int64_t ahead = 0) {
   float out[R][T];
-  w.template Tile<R, T>(row0, m, i0, out);
+  w.template Tile<R, T>(row0, m, i0, out, ahead);
   StoreTile<R, T>(out, row0, m, i0, n, bias, act, y);
 }
 
 // The last `rest` (< T + 1) tokens from i0 on, as one tile of exactly that many.
 template <int R, int T, class W>
 ZAYA_TILE_INLINE void RestTile(const W& w, int64_t row0, int64_t m, int64_t i0, int64_t rest,
-                               int64_t n, const float* bias, Act act, float* y) {
+                               int64_t n, const float* bias, Act act, float* y, int64_t ahead = 0) {
   if constexpr (T >= 1) {
     if (rest == T) {
-      TileAt<R, T>(w, row0, m, i0, n, bias, act, y);
+      TileAt<R, T>(w, row0, m, i0, n, bias, act, y, ahead);
     } else {
-      RestTile<R, T - 1>(w, row0, m, i0, rest, n, bias, act, y);
+      RestTile<R, T - 1>(w, row0, m, i0, rest, n, bias, act, y, ahead);
     }
   }
 }
 
-// [r0, r1) as R slices of m rows (R streams, see kStreamAheadBytes), the last (r1 - r0) % R rows one
-// at a time.
+// [r0, r1) as R slices of m rows (R streams, see kStreamAheadBytes), the last (r1 - r0) % R rows
+// one at a time.
 //
 // Several token tiles: the slices are walked in chunks of rows holding ~kChunkBytes of weights,
 // and each token tile passes over a whole chunk before the next tile starts. A token tile's x
-// (6 tokens x 2048 columns of bf16: 24 KiB; of int8: 12 KiB) then stays in L1 while the chunk's weights,
-// after the first tile has brought them in, come from L2. Tile by tile along each row instead, all
-// of x (64 KiB at 16 tokens) passed through L1 for every R rows, and L2 bandwidth capped the
-// batched tiles. Each (row, token) still runs the same arithmetic, so the order changes no bit.
-// While the later token tiles of a chunk run from L2, they prefetch the next chunk into L2, so that
-// DRAM keeps streaming. cpu_kernel_bench, 16 tokens, 2048 x 2048 matrices from DRAM (64 MiB), two
-// Zen 4 cores, interleaved runs: AVX-512 bf16 107-108 -> 120 GMAC/s with the chunks and 126-133
-// with the prefetch too, int8 104-111 -> 113 -> 117-119; AVX2 bf16 69-72 -> 77-78, int8 93-105
+// (6 tokens x 2048 columns of bf16: 24 KiB; of int8: 12 KiB) then stays in L1 while the chunk's
+// weights, after the first tile has brought them in, come from L2. Tile by tile along each row
+// instead, all of x (64 KiB at 16 tokens) passed through L1 for every R rows, and L2 bandwidth
+// capped the batched tiles. Each (row, token) still runs the same arithmetic, so the order changes
+// no bit. While the later token tiles of a chunk run from L2, they prefetch the next chunk into L2,
+// so that DRAM keeps streaming. cpu_kernel_bench, 16 tokens, 2048 x 2048 matrices from DRAM (64
+// MiB), two Zen 4 cores, interleaved runs: AVX-512 bf16 107-108 -> 120 GMAC/s with the chunks and
+// 126-133 with the prefetch too, int8 104-111 -> 113 -> 117-119; AVX2 bf16 69-72 -> 77-78, int8
+// 93-105
 // -> 103-108 (both steps). 8 tokens (two tiles), AVX-512 bf16: 79 -> 92.
+// Until session 7 each tile call prefetched its share of the next chunk's rows in one burst of
+// up to 128 prefetches after the tile, more than the cores track at once; since then the tiles
+// issue them one per line they read (PrefetchWeights), spread over their loop. AVX-512 bf16, 16
+// tokens of a 4096 x 2048 matrix from DRAM: 120-138 -> 143-148 GMAC/s in the first three
+// interleaved rounds (the machine then got too noisy to tell); the 8B model at batch 16, six
+// interleaved pairs: bf16 48.8-67.7 (median 59) -> 59.3-69.3 (median 64) tok/s, int8 unchanged
+// (69.9-78.8 against 70.2-72.0, three pairs).
 constexpr int64_t kChunkBytes = 256 << 10;
 
 template <int R, int TT, class W>
@@ -184,17 +192,16 @@ ZAYA_TILE_INLINE void Slices(const W& w, int64_t r0, int64_t r1, int64_t t, int6
     const int64_t q1 = q0 + chunk < m ? q0 + chunk : m;
     for (int64_t p = 0; p < passes; ++p) {
       const int64_t i = p * TT;
+      // Only the first token tile of a chunk reads its weights from DRAM; the others run from
+      // L2 and would leave DRAM idle, so they fetch the next chunk's rows into L2 meanwhile,
+      // each line as they read the matching line of their own rows (PrefetchWeights).
+      const int64_t ahead = p > 0 && q1 < m ? chunk : 0;
       for (int64_t q = q0; q < q1; ++q) {
+        const int64_t a = q + chunk < m ? ahead : 0;
         if (i + TT <= t) {
-          TileAt<R, TT>(w, r0 + q, m, i, n, bias, act, y);
+          TileAt<R, TT>(w, r0 + q, m, i, n, bias, act, y, a);
         } else {
-          RestTile<R, TT - 1>(w, r0 + q, m, i, t - i, n, bias, act, y);
-        }
-        // Only the first token tile of a chunk reads its weights from DRAM; the others run from
-        // L2 and would leave DRAM idle, so they fetch the next chunk's rows into L2 meanwhile,
-        // a share each.
-        if (p > 0 && q + chunk < m) {
-          for (int r = 0; r < R; ++r) w.PrefetchRowL2(r0 + q + chunk + r * m, p - 1, passes - 1);
+          RestTile<R, TT - 1>(w, r0 + q, m, i, t - i, n, bias, act, y, a);
         }
       }
     }

@@ -330,7 +330,8 @@ TEST_P(Conformance, MatMulsSharingXInOneExecuteMatchOneByOne) {
       ASSERT_TRUE(dev_->Run(op).ok());
       alone.push_back(dev_->Read<float>(op.dst[0]));
     }
-    for (size_t j = 0; j < ops.size(); ++j) ops[j].dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {t, rows[j]});
+    for (size_t j = 0; j < ops.size(); ++j)
+      ops[j].dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {t, rows[j]});
     ASSERT_TRUE(backend_->Execute(ops).ok()) << backend_->name();
     for (size_t j = 0; j < ops.size(); ++j) {
       const std::vector<float> got = dev_->Read<float>(ops[j].dst[0]);

@@ -234,7 +234,8 @@ TEST_F(ModelTest, Bf16PathStaysWithinItsDocumentedBound) {
   // reference's argmax everywhere; ctest runs this test again with ZAYA_CPU_ISA=avx2, where x
   // stays f32 and the tight bounds hold.
   const char* isa = std::getenv("ZAYA_CPU_ISA");
-  const bool f32_x = isa != nullptr && (std::string(isa) == "avx2" || std::string(isa) == "portable");
+  const bool f32_x =
+      isa != nullptr && (std::string(isa) == "avx2" || std::string(isa) == "portable");
   Golden g = LoadGolden("native-bf16");
   Load("native-bf16", "bf16", "f32");
   auto mine = DecodeEach(g.ids, 0, Blocks(0, 8));
@@ -261,7 +262,8 @@ TEST_F(ModelTest, Int8WeightsStayCloseAndMostlyAgreeOnArgmax) {
   int rerouted = 0;
   for (size_t at = 0; at < g.ids.size(); ++at) {
     bool same = true;
-    for (size_t layer = 0; layer < want.size(); ++layer) same &= experts[at].at(layer) == want[layer][at];
+    for (size_t layer = 0; layer < want.size(); ++layer)
+      same &= experts[at].at(layer) == want[layer][at];
     if (!same) {
       ++rerouted;
       continue;
@@ -364,10 +366,10 @@ TEST_F(ModelTest, NonFiniteWeightsAreALoadErrorNamingTheTensor) {
     std::string weights;
   };
   const Case cases[] = {
-      {"model.layers.0.self_attn.o_proj.weight", 100, 0x7f80, "bf16"},   // +inf
-      {"model.layers.0.self_attn.o_proj.weight", 100, 0xffc1, "int8"},   // a NaN
-      {"model.layers.0.mlp.experts.down_proj", 5000, 0xff80, "f32"},     // -inf
-      {"model.layers.0.input_layernorm.weight", 3, 0x7fc0, "bf16"},      // a NaN in a vector
+      {"model.layers.0.self_attn.o_proj.weight", 100, 0x7f80, "bf16"},  // +inf
+      {"model.layers.0.self_attn.o_proj.weight", 100, 0xffc1, "int8"},  // a NaN
+      {"model.layers.0.mlp.experts.down_proj", 5000, 0xff80, "f32"},    // -inf
+      {"model.layers.0.input_layernorm.weight", 3, 0x7fc0, "bf16"},     // a NaN in a vector
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.tensor + " as " + c.weights);
