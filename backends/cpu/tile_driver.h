@@ -195,9 +195,8 @@ ZAYA_TILE_INLINE void Slices(const W& w, int64_t r0, int64_t r1, int64_t t, int6
       // Only the first token tile of a chunk reads its weights from DRAM; the others run from
       // L2 and would leave DRAM idle, so they fetch the next chunk's rows into L2 meanwhile,
       // each line as they read the matching line of their own rows (PrefetchWeights).
-      const int64_t ahead = p > 0 && q1 < m ? chunk : 0;
       for (int64_t q = q0; q < q1; ++q) {
-        const int64_t a = q + chunk < m ? ahead : 0;
+        const int64_t a = p > 0 && q + chunk < m ? chunk : 0;  // rows on to the next chunk's row
         if (i + TT <= t) {
           TileAt<R, TT>(w, r0 + q, m, i, n, bias, act, y, a);
         } else {
