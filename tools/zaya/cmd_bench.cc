@@ -51,9 +51,9 @@ std::vector<uint64_t> BandwidthBuffer(size_t bytes) {
 // sum their slice of a buffer far larger than the last-level cache as S interleaved streams with
 // software prefetch 1 KiB ahead, S = 4 and 8; the best pass of either. The streams of a slice start
 // 37 cache lines off a power-of-two spacing: streams exactly 2^n bytes apart land in the same DRAM
-// banks and measured 10-20% lower on Zen 3, below what the decode tiles (whose streams are slices of
-// a weight matrix) really pull, which put 8B batch-1 decode at 103% of "roofline" (session 4). One
-// plain stream per thread (until session 3) measured 70-85% of it. The best of `reps` passes:
+// banks and measured 10-20% lower on Zen 3, below what the decode tiles (whose streams are slices
+// of a weight matrix) really pull, which put 8B batch-1 decode at 103% of "roofline" (session 4).
+// One plain stream per thread (until session 3) measured 70-85% of it. The best of `reps` passes:
 // other processes only ever slow a pass down, and a roofline is a peak.
 double ReadBandwidthOn(const std::vector<uint64_t>& buf, int threads, int reps) {
   using V = uint64_t __attribute__((vector_size(32)));
@@ -156,6 +156,10 @@ Result<double> GemmRate(Backend& be, int32_t dtype, int64_t t, int64_t k, int64_
 struct ByteModel {
   double dense = 0;       // bytes read once per step
   double per_expert = 0;  // one expert of one layer
+  // Multiply-adds per decoded token: every weight but those of the experts it is not routed to
+  // (and an untied model's input table). A token sent to the skip expert does fewer; the norms'
+  // and biases' few elements count as if they were matrix rows.
+  double macs_per_token = 0;
   int64_t experts = 0, layers = 0;
   double ExpertsTouched(int64_t batch) const {  // per layer, see the file comment
     return experts * (1.0 - std::pow(1.0 - 1.0 / static_cast<double>(experts + 1),
@@ -179,8 +183,11 @@ ByteModel Bytes(const ZayaConfig& c, const std::string& dtype) {
   }
   double total = static_cast<double>(ZayaModel::WeightBytes(c, dtype));
   m.dense = total - m.per_expert * static_cast<double>(c.num_experts * c.num_layers);
+  m.macs_per_token = static_cast<double>(ZayaModel::WeightBytes(c, "f32")) / 4 -
+                     3 * I * H * static_cast<double>((c.num_experts - 1) * c.num_layers);
   if (!c.tie_word_embeddings) {
     m.dense -= static_cast<double>(c.vocab_size) * H * esz;  // the input table: one row per token
+    m.macs_per_token -= static_cast<double>(c.vocab_size) * H;
   }
   return m;
 }
@@ -458,10 +465,11 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
         local_bw = std::max(local_bw, ReadBandwidthOn(probe, threads, 1));
         const double experts = (touched_sum - rep_touched0) /
                                static_cast<double>((touched_steps - rep_steps0) * cfg.num_layers);
-        const double rep_bytes = bytes.dense + bytes.per_expert * experts *
-                                                   static_cast<double>(cfg.num_layers);
+        const double rep_bytes =
+            bytes.dense + bytes.per_expert * experts * static_cast<double>(cfg.num_layers);
         local_bandwidths.push_back(local_bw);
-        local_fractions.push_back(rates.back() * rep_bytes / (static_cast<double>(batch) * local_bw));
+        local_fractions.push_back(rates.back() * rep_bytes /
+                                  (static_cast<double>(batch) * local_bw));
       }
     }
     DecodeResult d;
@@ -509,12 +517,10 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   // plus the lm_head once (only the last position's logits are computed); attention ignored.
   // Until session 3 the lm_head (a third of the 8B shape's dense weights) was counted per token,
   // which put 64-token prefill above 100% of the GEMM rate.
-  const double esz = wdtype == "f32" ? 4 : wdtype == "int8" ? 1 + 4.0 / 32 : 2;  // int8: + scales
+  // The prompt needs the head for its last token only.
   const double head_params = static_cast<double>(cfg.vocab_size) * cfg.hidden_size;
-  const double per_token_params = bytes.dense / esz - head_params +
-                                  bytes.per_expert / esz * static_cast<double>(bytes.layers);
-  const double prompt_flops =
-      2.0 * (per_token_params * static_cast<double>(prefill) + head_params);
+  const double per_token_params = bytes.macs_per_token - head_params;
+  const double prompt_flops = 2.0 * (per_token_params * static_cast<double>(prefill) + head_params);
   const double prefill_gflops = prefill_tok_s * prompt_flops / static_cast<double>(prefill) / 1e9;
 
   double batch1 = 0;
@@ -534,6 +540,7 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
     j["weight_bytes"] = (*model)->weight_bytes();
     j["dense_bytes_per_step"] = bytes.dense;
     j["bytes_per_expert"] = bytes.per_expert;
+    j["macs_per_token"] = bytes.macs_per_token;
     for (const auto& d : decode) {
       j["decode"].push_back({{"batch", d.batch},
                              {"tok_s", d.tok_s},
@@ -544,7 +551,8 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
                              {"roofline_fraction", d.tok_s / d.roofline_tok_s},
                              {"local_bandwidth_gb_s", d.local_bandwidth / 1e9},
                              {"roofline_fraction_local_bandwidth", d.local_fraction},
-                             {"speedup_vs_batch1", batch1 > 0 ? d.tok_s / batch1 : 0.0}});
+                             {"speedup_vs_batch1", batch1 > 0 ? d.tok_s / batch1 : 0.0},
+                             {"gmac_s", d.tok_s * bytes.macs_per_token / 1e9}});
     }
     j["prefill"] = {{"tokens", prefill},
                     {"tok_s", prefill_tok_s},
@@ -561,20 +569,27 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
     std::printf("GEMM 512x2048x2048   %8.1f GFLOP/s f32 weights, %.1f GFLOP/s bf16 weights\n",
                 gemm_f32, gemm_bf16);
   }
-  std::printf("\n%-7s %10s %12s %14s %12s %9s %9s %8s\n", "batch", "tok/s", "MiB/step",
-              "experts/layer", "roof tok/s", "of roof", "of local", "x b1");
+  std::printf("\n%-7s %10s %12s %14s %12s %9s %9s %8s %8s\n", "batch", "tok/s", "MiB/step",
+              "experts/layer", "roof tok/s", "of roof", "of local", "x b1", "GMAC/s");
   for (const auto& d : decode) {
     char local[32] = "-";
-    if (d.local_fraction > 0) std::snprintf(local, sizeof(local), "%.1f%%", 100.0 * d.local_fraction);
-    std::printf("%-7lld %10.2f %12.1f %14.2f %12.2f %8.1f%% %9s %8.2f\n",
+    if (d.local_fraction > 0)
+      std::snprintf(local, sizeof(local), "%.1f%%", 100.0 * d.local_fraction);
+    std::printf("%-7lld %10.2f %12.1f %14.2f %12.2f %8.1f%% %9s %8.2f %8.1f\n",
                 static_cast<long long>(d.batch), d.tok_s, d.step_bytes / (1 << 20),
                 d.experts_per_layer, d.roofline_tok_s, 100.0 * d.tok_s / d.roofline_tok_s, local,
-                batch1 > 0 ? d.tok_s / batch1 : 0.0);
+                batch1 > 0 ? d.tok_s / batch1 : 0.0, d.tok_s * bytes.macs_per_token / 1e9);
   }
   if (!device_memory) {
-    std::printf("(of roof: against the run's best read bandwidth; of local: against the bandwidth "
-                "measured around each repetition, median)\n");
+    std::printf(
+        "(of roof: against the run's best read bandwidth; of local: against the bandwidth "
+        "measured around each repetition, median)\n");
   }
+  std::printf(
+      "(GMAC/s: the multiply-adds the decoded tokens needed per second, %.2f G per token; "
+      "when it nears the matmuls' arithmetic rate, a batch is bound by arithmetic, not "
+      "bytes)\n",
+      bytes.macs_per_token / 1e9);
   std::printf("\nprefill %lld tokens  %8.1f tok/s  %8.1f GFLOP/s", static_cast<long long>(prefill),
               prefill_tok_s, prefill_gflops);
   if (gemm_f32 > 0)

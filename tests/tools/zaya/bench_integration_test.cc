@@ -4,13 +4,12 @@
 // from the dense weights and the experts really touched, progress goes to stderr and only the
 // report to stdout, and bad arguments are refused with a message naming them.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
-
-#include <unistd.h>
 
 namespace {
 
@@ -26,8 +25,8 @@ ShellResult Bench(const std::string& args) {
   const std::string err_path = ::testing::TempDir() + "/zaya_bench_" +
                                ::testing::UnitTest::GetInstance()->current_test_info()->name() +
                                "_" + std::to_string(getpid()) + ".err";
-  const std::string cmd = std::string(ZAYA_BINARY_DIR) + "/tools/zaya/zaya bench " + args +
-                          " 2>" + err_path;
+  const std::string cmd =
+      std::string(ZAYA_BINARY_DIR) + "/tools/zaya/zaya bench " + args + " 2>" + err_path;
   ShellResult r;
   FILE* p = popen(cmd.c_str(), "r");
   char buf[4096];
@@ -60,6 +59,11 @@ TEST(BenchIntegration, JsonReportIsConsistent) {
   EXPECT_GT(per_expert, 0);
   ASSERT_EQ(j.at("decode").size(), 2u);
   const int layers = 4, experts = 4;  // models/zaya-tiny-reasoner/config.json
+  // Multiply-adds per token: the dense weights and one expert per layer, 2 bytes each in bf16
+  // (the vectors kept in f32 make the bytes a little larger than twice the elements).
+  ASSERT_EQ(j.at("weights_dtype").get<std::string>(), "bf16");
+  const double macs = j.at("macs_per_token").get<double>();
+  EXPECT_NEAR(macs, (dense + per_expert * layers) / 2, 2e-2 * macs);  // 0.9% apart
   double batch1 = 0;
   for (const json& d : j.at("decode")) {
     const int batch = d.at("batch").get<int>();
@@ -81,6 +85,7 @@ TEST(BenchIntegration, JsonReportIsConsistent) {
     EXPECT_GT(d.at("roofline_fraction_local_bandwidth").get<double>(), 0);
     if (batch == 1) batch1 = tok_s;
     EXPECT_NEAR(d.at("speedup_vs_batch1").get<double>(), tok_s / batch1, 1e-9);
+    EXPECT_NEAR(d.at("gmac_s").get<double>(), tok_s * macs / 1e9, 1e-9 * tok_s * macs / 1e9);
   }
   EXPECT_EQ(j.at("prefill").at("tokens").get<int>(), 8);
   EXPECT_GT(j.at("prefill").at("tok_s").get<double>(), 0);
