@@ -28,6 +28,8 @@ struct Golden {
   std::vector<float> logits;  // [T, V]
   int64_t vocab = 0;
   std::vector<int32_t> greedy_prompt, greedy_tokens;
+  std::vector<std::vector<int32_t>> experts;  // the reference's routing: [layer][position]
+  int skip_expert_choices = 0;
 };
 
 Golden LoadGolden(const std::string& name) {
@@ -38,6 +40,8 @@ Golden LoadGolden(const std::string& name) {
   g.vocab = j["logits_shape"][1].get<int64_t>();
   g.greedy_prompt = j["greedy_prompt"].get<std::vector<int32_t>>();
   g.greedy_tokens = j["greedy_tokens"].get<std::vector<int32_t>>();
+  g.experts = j["experts"].get<std::vector<std::vector<int32_t>>>();
+  g.skip_expert_choices = j["skip_expert_choices"].get<int>();
   std::ifstream b(kData + "golden/" + j["logits_file"].get<std::string>(), std::ios::binary);
   g.logits.resize(g.ids.size() * static_cast<size_t>(g.vocab));
   b.read(reinterpret_cast<char*>(g.logits.data()),
@@ -128,13 +132,11 @@ TEST_F(ModelTest, CachedDecodeMatchesReferenceAtEveryPosition) {
 
 TEST_F(ModelTest, RecordedRoutingIsTheReferencesExpertChoice) {
   Load("native-f32", "f32", "f32", /*record_routing=*/true);
-  std::ifstream f(kData + "golden/native-f32.json");
-  const nlohmann::json j = nlohmann::json::parse(f);
-  const auto want = j["experts"].get<std::vector<std::vector<int32_t>>>();  // [layer][position]
-  const auto ids = j["input_ids"].get<std::vector<int32_t>>();
+  const Golden g = LoadGolden("native-f32");
+  const auto& want = g.experts;
   StepSequence s;
   s.slot = 3;
-  s.tokens = ids;
+  s.tokens = g.ids;
   auto table = Blocks(40, 8);
   s.block_table = table;
   std::vector<float> l;
@@ -147,7 +149,7 @@ TEST_F(ModelTest, RecordedRoutingIsTheReferencesExpertChoice) {
     EXPECT_EQ(got[layer], want[layer]) << "layer " << layer;
     skips += static_cast<int>(std::count(got[layer].begin(), got[layer].end(), 4));
   }
-  EXPECT_EQ(skips, j["skip_expert_choices"].get<int>());  // the skip expert is recorded as E
+  EXPECT_EQ(skips, g.skip_expert_choices);  // the skip expert is recorded as E
 }
 
 TEST_F(ModelTest, RoutingIsNotRecordedUnlessAsked) {
@@ -256,8 +258,7 @@ TEST_F(ModelTest, Int8WeightsStayCloseAndMostlyAgreeOnArgmax) {
   Load("native-f32", "int8", "f32", /*record_routing=*/true);
   std::vector<std::vector<int32_t>> experts;  // [position][layer]
   auto mine = DecodeEach(g.ids, 0, Blocks(0, 8), &experts);
-  std::ifstream f(kData + "golden/native-f32.json");
-  const auto want = nlohmann::json::parse(f)["experts"].get<std::vector<std::vector<int32_t>>>();
+  const auto& want = g.experts;  // [layer][position]
   ASSERT_EQ(experts.size(), g.ids.size());
   int rerouted = 0;
   for (size_t at = 0; at < g.ids.size(); ++at) {
