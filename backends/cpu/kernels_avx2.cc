@@ -116,12 +116,7 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
   for (; j + 64 <= k16; j += 64) {  // 64 bytes of each row: one prefetch, two blocks
     for (int r = 0; r < R; ++r) {
       PrefetchWeights(w + r * rs + j, ahead * k);
-      // The scales are R more streams, an eighth as fast: the same distance in columns.
-      if (ahead == 0) {
-        Prefetch(scales + r * srs + ((kStreamAheadBytes + j) >> 5));
-      } else {
-        PrefetchWeights(scales + r * srs + (j >> 5), 4 * ahead * nb);
-      }
+      PrefetchScales(scales + r * srs, j, 4 * ahead * nb);
     }
     block(j);
     block(j + 32);

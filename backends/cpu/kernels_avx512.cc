@@ -124,11 +124,7 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
     __m512 sv[R];
     for (int r = 0; r < R; ++r) {
       for (int c = 0; c < 4; ++c) PrefetchWeights(w + r * rs + j + 64 * c, ahead * k);
-      if (ahead == 0) {
-        Prefetch(scales + r * srs + ((kStreamAheadBytes + j) >> 5));
-      } else {
-        PrefetchWeights(scales + r * srs + (j >> 5), 4 * ahead * nb);
-      }
+      PrefetchScales(scales + r * srs, j, 4 * ahead * nb);
       LoadGroupI8(w + r * rs + j, wv[r]);
       __m512i s = _mm512_dpbusd_epi32(zero, offset, wv[r][0]);
       s = _mm512_dpbusd_epi32(s, offset, wv[r][1]);
