@@ -221,11 +221,12 @@ void CheckMatMul(Backend& backend, Device& dev, Rng& rng, int32_t dtype, int64_t
   std::vector<double> ref(static_cast<size_t>(t * n)), mag(ref.size());
   for (int64_t i = 0; i < t; ++i) {
     for (int64_t r = 0; r < n; ++r) {
-      double acc = with_bias ? bias[r] : 0.0, m = std::fabs(acc);
+      double acc = with_bias ? bias[r] : 0.0, prod = 0;  // prod: the sum of |x w|
       for (int64_t j = 0; j < k; ++j) {
         acc += static_cast<double>(x[i * k + j]) * w.value[r * k + j];
-        m += std::fabs(static_cast<double>(x[i * k + j]) * w.value[r * k + j]);
+        prod += std::fabs(static_cast<double>(x[i * k + j]) * w.value[r * k + j]);
       }
+      double m = (with_bias ? std::fabs(bias[r]) : 0.0) + prod;
       if (dtype == ZAYA_DTYPE_I8) {
         // backend.h lets int8 matmuls round x to 16 bits per token (each value off by
         // at most 2^-16 of the token's largest |x|) or to 8 bits per 32-column block
@@ -246,10 +247,6 @@ void CheckMatMul(Backend& backend, Device& dev, Rng& rng, int32_t dtype, int64_t
       }
       if (dtype == ZAYA_DTYPE_BF16) {
         // ... and bf16 matmuls round x to bf16: each product off by at most 2^-9 of itself.
-        double prod = 0;
-        for (int64_t j = 0; j < k; ++j) {
-          prod += std::fabs(static_cast<double>(x[i * k + j]) * w.value[r * k + j]);
-        }
         m += prod * std::ldexp(1.0, -9) / (1.2 * kRel);
       }
       ref[i * n + r] = Act(act, acc);
