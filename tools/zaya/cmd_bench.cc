@@ -271,6 +271,7 @@ int CompareInt8(const Checkpoint& ck, Backend& be, int64_t tokens, bool json) {
 struct DecodeResult {
   int64_t batch = 0;
   double tok_s = 0, step_bytes = 0, roofline_tok_s = 0, experts_per_layer = 0, experts_estimate = 0;
+  double gmac_s = 0;  // tok_s x multiply-adds per token
   // Against the bandwidth measured just before and after each repetition (0 on a GPU): the median
   // of the repetitions' fractions, and of those bandwidths.
   double local_fraction = 0, local_bandwidth = 0;
@@ -493,6 +494,7 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   }
   for (DecodeResult& d : decode) {
     d.roofline_tok_s = static_cast<double>(d.batch) * bandwidth / d.step_bytes;
+    d.gmac_s = d.tok_s * bytes.macs_per_token / 1e9;
   }
 
   // Prefill: one `prefill`-token prompt in one step; median of `reps`.
@@ -552,7 +554,7 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
                              {"local_bandwidth_gb_s", d.local_bandwidth / 1e9},
                              {"roofline_fraction_local_bandwidth", d.local_fraction},
                              {"speedup_vs_batch1", batch1 > 0 ? d.tok_s / batch1 : 0.0},
-                             {"gmac_s", d.tok_s * bytes.macs_per_token / 1e9}});
+                             {"gmac_s", d.gmac_s}});
     }
     j["prefill"] = {{"tokens", prefill},
                     {"tok_s", prefill_tok_s},
@@ -578,7 +580,7 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
     std::printf("%-7lld %10.2f %12.1f %14.2f %12.2f %8.1f%% %9s %8.2f %8.1f\n",
                 static_cast<long long>(d.batch), d.tok_s, d.step_bytes / (1 << 20),
                 d.experts_per_layer, d.roofline_tok_s, 100.0 * d.tok_s / d.roofline_tok_s, local,
-                batch1 > 0 ? d.tok_s / batch1 : 0.0, d.tok_s * bytes.macs_per_token / 1e9);
+                batch1 > 0 ? d.tok_s / batch1 : 0.0, d.gmac_s);
   }
   if (!device_memory) {
     std::printf(
