@@ -49,12 +49,15 @@ ZAYA_INLINE void TileBf16(const uint16_t* w, int64_t k, int64_t rs, const uint16
 
 // Tile shapes (32 zmm registers). One token: 4 rows (bound by memory). More tokens: 4 rows x 6
 // tokens, 24 accumulators + 4 weight vectors + x, so each weight load feeds 6 dot products and
-// each x load 4.
+// each x load 4; and 3 rows x 8 tokens (24 accumulators too) where it takes fewer passes (7, 8 and
+// 13-16 tokens: see TileRows). One Zen 5 core, 512 x 2048 from L2/L3, two interleaved rounds of
+// cpu_kernel_bench, 4 x 6 alone against 3 x 8 alone (GMAC/s): 8 tokens 130-135 against 161-171,
+// 16 tokens 158-160 against 165-170, 12 tokens 165-166 against 139-156 (so 12 keeps 6 + 6).
 struct Bf16 : Bf16Weights {
   int64_t k32;
   const uint16_t* xb;
   const float* x;
-  static constexpr int kRowsOne = 4, kRowsMany = 4, kTokens = 6;
+  static constexpr int kRowsOne = 4, kRowsMany = 4, kTokens = 6, kRowsWide = 3, kTokensWide = 8;
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T], int64_t ahead) const {
     TileBf16<R, T>(w + row0 * k, k, m * k, xb + i0 * k32, k32, x + i0 * k, out, 2 * ahead * k);

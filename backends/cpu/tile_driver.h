@@ -4,6 +4,8 @@
 // A tile policy W provides:
 //   static constexpr int kRowsOne;              rows per tile for one token (the decode case)
 //   static constexpr int kRowsMany, kTokens;    the tile for several tokens
+//   static constexpr int kRowsWide, kTokensWide; optional: a second several-token tile, taken
+//                                               where it needs fewer passes (see TileRows)
 //   template <int R, int T>
 //   void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T], int64_t ahead) const;
 //   int64_t RowBytes() const;                   bytes of one weight row (with its scales)
@@ -223,15 +225,34 @@ ZAYA_TILE_INLINE void Slices(const W& w, int64_t r0, int64_t r1, int64_t t, int6
   }
 }
 
+template <class W>
+concept HasWideTile = requires {
+  W::kRowsWide;
+  W::kTokensWide;
+};
+
 // Rows [r0, r1) of y[T,N] = act(x W^T + bias) with W's tiles.
+//
+// A policy with a wide tile uses it where it passes over each chunk fewer times than the many
+// tile: every pass reads the chunk's weights again (from L2) and refills the accumulators, and a
+// last pass of one or two tokens barely uses the weights it loads. Which tile a row meets changes
+// no bit of it (each (row, token) sums in the same order in every tile).
 template <class W>
 ZAYA_TILE_INLINE void TileRows(const W& w, int64_t r0, int64_t r1, int64_t t, int64_t n,
                                const float* bias, Act act, float* y) {
   if (t == 1) {
     Slices<W::kRowsOne, 1>(w, r0, r1, t, n, bias, act, y);
-  } else {
-    Slices<W::kRowsMany, W::kTokens>(w, r0, r1, t, n, bias, act, y);
+    return;
   }
+  if constexpr (HasWideTile<W>) {
+    const int64_t wide = (t + W::kTokensWide - 1) / W::kTokensWide;
+    const int64_t many = (t + W::kTokens - 1) / W::kTokens;
+    if (wide < many) {
+      Slices<W::kRowsWide, W::kTokensWide>(w, r0, r1, t, n, bias, act, y);
+      return;
+    }
+  }
+  Slices<W::kRowsMany, W::kTokens>(w, r0, r1, t, n, bias, act, y);
 }
 
 }  // namespace
