@@ -177,10 +177,14 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
 // vectors stay in registers with the 12 accumulators. Measured against 1 x 8, 2 x 4 and 3 x 4
 // (and 1 x 8 from 8 tokens on, 2 x 6 below): 1 x 8 led the tile alone at 8-16 tokens (153-177
 // against 127-151 GMAC/s) but not the 8B model at batch 16 (56-82 against 77-87 tok/s, two
-// interleaved rounds), where most experts get 2-6 tokens.
+// interleaved rounds), where most experts get 2-6 tokens. So 1 x 8 is the wide tile, taken only
+// where it needs fewer passes than 2 x 6 (7, 8 and 13-16 tokens; TileRows): it rearranges each
+// row's group once for 8 tokens instead of 6 or fewer. One Zen 5 core, 512 x 2048 from L2/L3,
+// two interleaved rounds (GMAC/s): 7 tokens 121 -> 166, 8 tokens 131 -> 169-173, 16 tokens 143
+// -> 165-170, 4 and 12 tokens unchanged; 1 x 12 and 1 x 16 as the wide tile did worse at 8 or 16.
 struct I8 : I8Weights {
   QuantX8 qx;
-  static constexpr int kRowsOne = 4, kRowsMany = 2, kTokens = 6;
+  static constexpr int kRowsOne = 4, kRowsMany = 2, kTokens = 6, kRowsWide = 1, kTokensWide = 8;
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T], int64_t ahead) const {
     TileI8<R, T>(w + row0 * k, scales + row0 * nb, nb, k, m, qx, i0, out, ahead);
