@@ -182,6 +182,7 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
 // row's group once for 8 tokens instead of 6 or fewer. One Zen 5 core, 512 x 2048 from L2/L3,
 // two interleaved rounds (GMAC/s): 7 tokens 121 -> 166, 8 tokens 131 -> 169-173, 16 tokens 143
 // -> 165-170, 4 and 12 tokens unchanged; 1 x 12 and 1 x 16 as the wide tile did worse at 8 or 16.
+// The 8B model's batch-16 step did not measurably move (docs/performance.md, session 8).
 struct I8 : I8Weights {
   QuantX8 qx;
   static constexpr int kRowsOne = 4, kRowsMany = 2, kTokens = 6, kRowsWide = 1, kTokensWide = 8;
