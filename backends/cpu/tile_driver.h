@@ -182,8 +182,7 @@ ZAYA_TILE_INLINE void RestTile(const W& w, int64_t row0, int64_t m, int64_t i0, 
 // so that DRAM keeps streaming. cpu_kernel_bench, 16 tokens, 2048 x 2048 matrices from DRAM (64
 // MiB), two Zen 4 cores, interleaved runs: AVX-512 bf16 107-108 -> 120 GMAC/s with the chunks and
 // 126-133 with the prefetch too, int8 104-111 -> 113 -> 117-119; AVX2 bf16 69-72 -> 77-78, int8
-// 93-105
-// -> 103-108 (both steps). 8 tokens (two tiles), AVX-512 bf16: 79 -> 92.
+// 93-105 -> 103-108 (both steps). 8 tokens (two tiles), AVX-512 bf16: 79 -> 92.
 // Until session 7 each tile call prefetched its share of the next chunk's rows in one burst of
 // up to 128 prefetches after the tile, more than the cores track at once; since then the tiles
 // issue them one per line they read (PrefetchWeights), spread over their loop. AVX-512 bf16, 16
