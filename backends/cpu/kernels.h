@@ -1,8 +1,10 @@
 // Reference-quality CPU kernels for the backend ops (see zaya/backend.h for the op contracts).
 // Hot inner loops are compiled for AVX-512, AVX2+FMA and baseline x86-64 and picked at run time
-// (GCC target_clones). All activations f32; weights f32, bf16 (uint16 storage) or int8 + f32 scales.
+// (GCC target_clones). All activations f32; weights f32, bf16 (uint16 storage) or int8 + f32
+// scales.
 //
-// Thread safety: functions are pure apart from their outputs; parallelism comes from the pool passed in.
+// Thread safety: functions are pure apart from their outputs; parallelism comes from the pool
+// passed in.
 #pragma once
 
 #include <cstddef>
@@ -26,9 +28,9 @@ struct CacheLineAllocator {
   template <class U>
   CacheLineAllocator(const CacheLineAllocator<U>&) {}  // NOLINT: allocators convert implicitly
   T* allocate(size_t n) {
-    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64}));
+    return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{64}));
   }
-  void deallocate(T* p, size_t n) { ::operator delete(p, n * sizeof(T), std::align_val_t{64}); }
+  void deallocate(T* p, size_t n) { ::operator delete (p, n * sizeof(T), std::align_val_t{64}); }
   bool operator==(const CacheLineAllocator&) const { return true; }
 };
 template <class T>
@@ -40,7 +42,23 @@ struct Weights {
   WType type = WType::kF32;
   const void* data = nullptr;     // [N, K]
   const float* scales = nullptr;  // i8: [N, K/32]
+  // i8 only: the bytes are in the tile layout (PackI8Tiles below), not row-major.
+  bool i8_tiles = false;
 };
+
+// The int8 tile layout: int8 weights rearranged once, when the host prepares them after loading
+// (zaya/backend.h weight_prepare), into the order in which the AVX-512 tiles multiply them. Read
+// row-major, the tiles must shuffle every row's 256-column groups (8 instructions per row and
+// group); docs/performance.md (session 9) has what that cost. In each row, a whole 256-column
+// group starting at column g holds at byte g + 64c + 8L + b (c < 4, L < 8, b < 8) the weight of
+// column g + 32L + 8c + b; columns past the last whole group keep their place. Values and scales
+// are unchanged.
+//
+// True when this process's tiles read the layout, i.e. MatVecIsa() is kAvx512: weights are only
+// packed then, so no other tile ever sees them.
+bool I8TilesLayoutUsed();
+// Rearranges rows [0, n) of w [N, K] in place into the tile layout. Requires I8TilesLayoutUsed().
+void PackI8Tiles(int8_t* w, int64_t n, int64_t k);
 
 inline float Bf16ToF32(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;
@@ -63,9 +81,7 @@ void AxpyRows(const float* w, const uint16_t* rows, int64_t stride, int64_t n, i
 // into SIMD lanes).
 float ExpShifted(float* s, int64_t n, float shift);
 
-// Row n of W dotted with x (length K).
-float DotRow(const Weights& w, int64_t n, int64_t k, const float* x);
-// Converts row n of W into f32 (length K).
+// Converts row n of W into f32 (length K), from either int8 layout.
 void RowToF32(const Weights& w, int64_t n, int64_t k, float* out);
 
 enum class Act { kNone = 0, kGelu = 1, kSilu = 2 };

@@ -109,8 +109,9 @@ ZAYA_INLINE void LoadGroupI8(const int8_t* w, __m512i out[4]) {
   out[3] = _mm512_shuffle_i64x2(b01hi, b23hi, 0xee);
 }
 
-// Row r of the tile starts at w + r * m * k, its scales at scales + r * m * nb.
-template <int R, int T>
+// Row r of the tile starts at w + r * m * k, its scales at scales + r * m * nb. kTiles: the weights
+// are in the tile layout (kernels.h PackI8Tiles), i.e. LoadGroupI8's order already.
+template <int R, int T, bool kTiles>
 ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_t k, int64_t m,
                         const QuantX8& qx, int64_t i0, float out[R][T], int64_t ahead) {
   // ahead: rows (see PrefetchWeights)
@@ -128,7 +129,11 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
     for (int r = 0; r < R; ++r) {
       for (int c = 0; c < 4; ++c) PrefetchWeights(w + r * rs + j + 64 * c, ahead * k);
       PrefetchScales(scales + r * srs, j, 4 * ahead * nb);
-      LoadGroupI8(w + r * rs + j, wv[r]);
+      if constexpr (kTiles) {
+        for (int c = 0; c < 4; ++c) wv[r][c] = _mm512_loadu_si512(w + r * rs + j + 64 * c);
+      } else {
+        LoadGroupI8(w + r * rs + j, wv[r]);
+      }
       __m512i s = _mm512_dpbusd_epi32(zero, offset, wv[r][0]);
       s = _mm512_dpbusd_epi32(s, offset, wv[r][1]);
       s = _mm512_dpbusd_epi32(s, offset, wv[r][2]);
@@ -183,12 +188,21 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
 // two interleaved rounds (GMAC/s): 7 tokens 121 -> 166, 8 tokens 131 -> 169-173, 16 tokens 143
 // -> 165-170, 4 and 12 tokens unchanged; 1 x 12 and 1 x 16 as the wide tile did worse at 8 or 16.
 // The 8B model's batch-16 step did not measurably move (docs/performance.md, session 8).
+//
+// Weights in the tile layout (session 9) skip the shuffles, and the best several-token tile moves
+// from 2 x 6 to 2 x 4: one Zen 5 core, 512 x 2048 from L2/L3, two interleaved rounds, GMAC/s,
+// row-major with 2 x 6 + 1 x 8 against the tile layout with 2 x 4 + 1 x 8: 1 token 50 -> 64-67,
+// 2 tokens 101-103 -> 102-107, 4 tokens 141-144 -> 155-160, 6 tokens 150-152 -> 179-190, 8
+// tokens 173-175 -> 198, 16 tokens 174-177 -> 197-204. With the tile layout 2 x 6 lost at 2-6
+// tokens, 2 x 3, 2 x 2, 3 x 4 and 1 x 8 alone lost at 2-4.
+template <bool kTiles>
 struct I8 : I8Weights {
   QuantX8 qx;
-  static constexpr int kRowsOne = 4, kRowsMany = 2, kTokens = 6, kRowsWide = 1, kTokensWide = 8;
+  static constexpr int kRowsOne = 4, kRowsMany = 2, kTokens = kTiles ? 4 : 6, kRowsWide = 1,
+                       kTokensWide = 8;
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t row0, int64_t m, int64_t i0, float out[R][T], int64_t ahead) const {
-    TileI8<R, T>(w + row0 * k, scales + row0 * nb, nb, k, m, qx, i0, out, ahead);
+    TileI8<R, T, kTiles>(w + row0 * k, scales + row0 * nb, nb, k, m, qx, i0, out, ahead);
   }
 };
 
@@ -251,12 +265,13 @@ void QuantizeX8(const float* x, int64_t t, int64_t k, uint8_t* xq, float* xs) {
   }
 }
 
-void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
-              const float* x, const uint8_t* xq, const float* xs, int64_t t, int64_t n,
+void MatVecI8(const int8_t* w, bool tile_layout, const float* scales, int64_t r0, int64_t r1,
+              int64_t k, const float* x, const uint8_t* xq, const float* xs, int64_t t, int64_t n,
               const float* bias, Act act, float* y) {
-  TileRows(
-      I8{{w, scales, k, (k + 31) / 32}, QuantX8{xq, xs, x, k & ~int64_t{31}, X8ScaleStride(k)}}, r0,
-      r1, t, n, bias, act, y);
+  const I8Weights iw{w, scales, k, (k + 31) / 32};
+  const QuantX8 qx{xq, xs, x, k & ~int64_t{31}, X8ScaleStride(k)};
+  if (tile_layout) return TileRows(I8<true>{iw, qx}, r0, r1, t, n, bias, act, y);
+  TileRows(I8<false>{iw, qx}, r0, r1, t, n, bias, act, y);
 }
 
 }  // namespace zaya::cpu::avx512

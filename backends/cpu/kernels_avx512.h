@@ -42,8 +42,9 @@ void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const floa
 // is a multiple of 64 and xq is (the model's widths are), which the tiles like but do not need.
 int64_t X8ScaleStride(int64_t k);
 void QuantizeX8(const float* x, int64_t t, int64_t k, uint8_t* xq, float* xs);
-void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
-              const float* x, const uint8_t* xq, const float* xs, int64_t t, int64_t n,
+// tile_layout: w is in the tile layout (kernels.h PackI8Tiles), not row-major.
+void MatVecI8(const int8_t* w, bool tile_layout, const float* scales, int64_t r0, int64_t r1,
+              int64_t k, const float* x, const uint8_t* xq, const float* xs, int64_t t, int64_t n,
               const float* bias, Act act, float* y);
 
 }  // namespace zaya::cpu::avx512

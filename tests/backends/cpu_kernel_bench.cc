@@ -5,7 +5,9 @@
 // distance in backends/cpu/kernels_avx2.cc (docs/performance.md has the numbers).
 //
 //   cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] [--mib M]
-//                    [--reps R] [--threads P]
+//                    [--reps R] [--threads P] [--i8-layout tiles|rows]
+//     --i8-layout: int8 weights rearranged as the backend prepares them (tiles, the default where
+//     the AVX-512 tiles run) or row-major as written
 //   cpu_kernel_bench --fma-peak [--threads P]     the AVX2 FMA ceiling, GMAC/s
 //   cpu_kernel_bench --isa-loops                  the tiles' instructions, per cycle on one core
 // ZAYA_CPU_ISA=portable|avx2 measures the other tiles instead.
@@ -31,7 +33,8 @@ using zaya::cpu::WType;
 int Usage() {
   std::fprintf(stderr,
                "usage: cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] "
-               "[--mib M] [--reps R] [--threads P] | cpu_kernel_bench --fma-peak [--threads P] | cpu_kernel_bench --isa-loops\n");
+               "[--mib M] [--reps R] [--threads P] [--i8-layout tiles|rows] | cpu_kernel_bench "
+               "--fma-peak [--threads P] | cpu_kernel_bench --isa-loops\n");
   return 2;
 }
 
@@ -39,6 +42,7 @@ int Usage() {
 
 int main(int argc, char** argv) {
   std::string dtype = "bf16";
+  std::string layout = "tiles";
   int64_t rows = 2048, k = 2048, tokens = 1, mib = 1024;
   int reps = 5, threads = 2;
   if (*zaya::cpu::IsaEnvError() != '\0') std::fprintf(stderr, "%s\n", zaya::cpu::IsaEnvError());
@@ -60,17 +64,28 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const char* v = argv[i + 1];
-    if (a == "--dtype") dtype = v;
-    else if (a == "--rows") rows = std::atoll(v);
-    else if (a == "--k") k = std::atoll(v);
-    else if (a == "--tokens") tokens = std::atoll(v);
-    else if (a == "--mib") mib = std::atoll(v);
-    else if (a == "--reps") reps = std::atoi(v);
-    else if (a == "--threads") threads = std::atoi(v);
-    else return Usage();
+    if (a == "--dtype")
+      dtype = v;
+    else if (a == "--rows")
+      rows = std::atoll(v);
+    else if (a == "--k")
+      k = std::atoll(v);
+    else if (a == "--tokens")
+      tokens = std::atoll(v);
+    else if (a == "--mib")
+      mib = std::atoll(v);
+    else if (a == "--reps")
+      reps = std::atoi(v);
+    else if (a == "--threads")
+      threads = std::atoi(v);
+    else if (a == "--i8-layout")
+      layout = v;
+    else
+      return Usage();
   }
   if (argc % 2 == 0 || rows < 1 || k < 1 || tokens < 1 || mib < 1 || reps < 1 || threads < 1 ||
-      (dtype != "bf16" && dtype != "int8" && dtype != "f32")) {
+      (dtype != "bf16" && dtype != "int8" && dtype != "f32") ||
+      (layout != "tiles" && layout != "rows")) {
     return Usage();
   }
   const WType type = dtype == "bf16" ? WType::kBF16 : dtype == "int8" ? WType::kI8 : WType::kF32;
@@ -81,6 +96,10 @@ int main(int argc, char** argv) {
   std::vector<uint8_t> w(static_cast<size_t>(matrices * rows * k) * wsz);
   std::mt19937 rng(7);
   for (auto& b : w) b = static_cast<uint8_t>(rng() & 0x3f);  // small finite bf16/f32 values
+  const bool i8_tiles = type == WType::kI8 && layout == "tiles" && zaya::cpu::I8TilesLayoutUsed();
+  if (i8_tiles) {
+    zaya::cpu::PackI8Tiles(reinterpret_cast<int8_t*>(w.data()), matrices * rows, k);
+  }
   const int64_t blocks = (k + 31) / 32;
   std::vector<float> scales(static_cast<size_t>(matrices * rows * blocks), 0.01f);
   // x aligned like the backend's activation buffers.
@@ -99,22 +118,22 @@ int main(int argc, char** argv) {
         wt.type = type;
         wt.data = w.data() + static_cast<size_t>(m * rows * k) * wsz;
         wt.scales = scales.data() + m * rows * blocks;
+        wt.i8_tiles = i8_tiles;
         zaya::cpu::MatMul(pool, x.data(), tokens, k, wt, rows, nullptr, zaya::cpu::Act::kNone,
                           y.data());
       }
     }
-    const double s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     rates.push_back(static_cast<double>(passes * matrices * matrix_bytes) / s);
   }
   std::sort(rates.begin(), rates.end());
   const double gbs = rates[rates.size() / 2] / 1e9;
   const double gmacs = gbs / esz * static_cast<double>(tokens);
-  std::printf("%s %s rows %lld k %lld tokens %lld working set %.1f MiB threads %d: %.2f GB/s, "
-              "%.1f GMAC/s (median of %d)\n",
-              zaya::cpu::IsaName(zaya::cpu::MatVecIsa()), dtype.c_str(),
-              static_cast<long long>(rows), static_cast<long long>(k),
-              static_cast<long long>(tokens),
-              static_cast<double>(matrices * matrix_bytes) / (1 << 20), threads, gbs, gmacs, reps);
+  std::printf(
+      "%s %s%s rows %lld k %lld tokens %lld working set %.1f MiB threads %d: %.2f GB/s, "
+      "%.1f GMAC/s (median of %d)\n",
+      zaya::cpu::IsaName(zaya::cpu::MatVecIsa()), dtype.c_str(), i8_tiles ? " (tile layout)" : "",
+      static_cast<long long>(rows), static_cast<long long>(k), static_cast<long long>(tokens),
+      static_cast<double>(matrices * matrix_bytes) / (1 << 20), threads, gbs, gmacs, reps);
   return 0;
 }
