@@ -226,4 +226,14 @@ Status Backend::Execute(const std::vector<zaya_op>& ops) {
   return FromPlugin(api_->execute(backend_, ops.data(), ops.size()), "execute");
 }
 
+Status Backend::PrepareWeight(const zaya_tensor& weight, const zaya_tensor& scales) {
+  // Members after execute exist only in the tables of plugins built for ABI 1.1 on.
+  if (api_->struct_size <
+          offsetof(zaya_backend_api, weight_prepare) + sizeof(api_->weight_prepare) ||
+      api_->weight_prepare == nullptr) {
+    return Status::Ok();
+  }
+  return FromPlugin(api_->weight_prepare(backend_, &weight, &scales), "weight_prepare");
+}
+
 }  // namespace zaya

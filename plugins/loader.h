@@ -82,6 +82,9 @@ class Backend {
   Status Write(const BufferHandle& buffer, uint64_t offset, const void* src, uint64_t bytes);
   Status Read(const BufferHandle& buffer, uint64_t offset, void* dst, uint64_t bytes);
   Status Execute(const std::vector<zaya_op>& ops);
+  // weight_prepare (ABI 1.1) for a matrix written in full; OK and nothing else where the plugin
+  // does not have it (ABI 1.0, or NULL). `scales` may be an absent tensor.
+  Status PrepareWeight(const zaya_tensor& weight, const zaya_tensor& scales);
 
   // Bytes currently allocated, by kind (host-side accounting of what this process asked for).
   uint64_t allocated(zaya_buffer_kind kind) const { return allocated_[kind]; }

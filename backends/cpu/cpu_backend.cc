@@ -1,6 +1,7 @@
 // libzaya-backend-cpu.so: the CPU implementation of the backend ABI (zaya/backend.h).
 // Includes nothing of zayad but the ABI header. Every entry point catches everything: no exception
 // crosses the boundary; failures become a status plus last_error text.
+#include <cblas.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
@@ -11,13 +12,12 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <map>
 #include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <cblas.h>
 
 #include "../common/op_checks.h"
 #include "../common/op_profile.h"
@@ -29,11 +29,41 @@
 #define ZAYA_VERSION "0"
 #endif
 
+// A matrix the host handed to weight_prepare: rows of k values of `dtype` from its offset on.
+// i8_tiles: its bytes were rearranged into the int8 tile layout (kernels.h PackI8Tiles).
+struct PreparedWeight {
+  uint64_t bytes = 0;
+  int64_t k = 0;
+  int32_t dtype = 0;
+  bool i8_tiles = false;
+};
+
 struct zaya_buffer {
   std::byte* data = nullptr;
   uint64_t bytes = 0;
   zaya_buffer_kind kind = ZAYA_BUFFER_SCRATCH;
+  std::map<uint64_t, PreparedWeight> prepared;  // by offset; read-only bytes from then on
 };
+
+namespace {
+
+// The prepared weight that overlaps [offset, offset + bytes) of buf, or null; *at = its offset.
+const PreparedWeight* PreparedOverlap(const zaya_buffer* buf, uint64_t offset, uint64_t bytes,
+                                      uint64_t* at) {
+  if (buf->prepared.empty() || bytes == 0) return nullptr;
+  auto it = buf->prepared.upper_bound(offset);  // the first starting after offset
+  if (it != buf->prepared.end() && it->first < offset + bytes) {
+    *at = it->first;
+    return &it->second;
+  }
+  if (it == buf->prepared.begin()) return nullptr;
+  --it;  // the last starting at or before offset
+  if (it->first + it->second.bytes <= offset) return nullptr;
+  *at = it->first;
+  return &it->second;
+}
+
+}  // namespace
 
 struct zaya_backend {
   std::unique_ptr<zaya::cpu::ThreadPool> pool;
@@ -106,6 +136,21 @@ Weights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, co
       break;
     }
     default: throw OpError(ZAYA_STATUS_UNSUPPORTED, std::string(what) + ": unsupported weight dtype");
+  }
+  // A prepared weight may be in a layout of the backend's own; only its own rows, read with its
+  // own K, mean anything.
+  uint64_t at = 0;
+  const uint64_t bytes = static_cast<uint64_t>(Elements(w)) * DTypeSize(w.dtype);
+  if (const PreparedWeight* p = PreparedOverlap(w.buffer, w.offset, bytes, &at)) {
+    const uint64_t row = static_cast<uint64_t>(k) * DTypeSize(w.dtype);
+    if (w.offset < at || p->dtype != w.dtype || p->k != k || (w.offset - at) % row != 0 ||
+        w.offset + bytes > at + p->bytes) {
+      Fail(std::string(what) + " (" + std::to_string(bytes) + " bytes at offset " +
+           std::to_string(w.offset) + ", K " + std::to_string(k) +
+           ") is not whole rows of the weight prepared at offset " + std::to_string(at) + " (K " +
+           std::to_string(p->k) + "); name prepared weights as they were prepared");
+    }
+    out.i8_tiles = p->i8_tiles;
   }
   return out;
 }
@@ -759,8 +804,53 @@ zaya_status BufferWrite(zaya_backend* b, zaya_buffer* buf, uint64_t offset, cons
                     " outside a buffer of " + std::to_string(buf->bytes);
     return ZAYA_STATUS_INVALID_ARGUMENT;
   }
+  uint64_t at = 0;
+  if (PreparedOverlap(buf, offset, bytes, &at) != nullptr) {
+    b->last_error = "write of " + std::to_string(bytes) + " bytes at " + std::to_string(offset) +
+                    " overlaps the weight prepared at offset " + std::to_string(at) +
+                    " (weight_prepare); a prepared weight is read-only, write it before preparing";
+    return ZAYA_STATUS_INVALID_ARGUMENT;
+  }
   if (bytes > 0) std::memcpy(buf->data + offset, src, bytes);
   return ZAYA_STATUS_OK;
+}
+
+zaya_status WeightPrepare(zaya_backend* b, const zaya_tensor* weight, const zaya_tensor* scales) {
+  if (b == nullptr || weight == nullptr) return ZAYA_STATUS_INVALID_ARGUMENT;
+  return Guard(b, [&] {
+    const zaya_tensor& w = *weight;
+    backend_common::CheckBounds(w, "weight_prepare weight");
+    if (w.buffer->kind != ZAYA_BUFFER_WEIGHTS) {
+      Fail("weight_prepare: the weight is not in a weights buffer");
+    }
+    if (w.ndim != 2 && w.ndim != 3) {
+      Fail("weight_prepare: the weight must be [rows, K] or [E, rows, K]");
+    }
+    const int64_t k = Cols(w);
+    const uint64_t bytes = static_cast<uint64_t>(Elements(w)) * DTypeSize(w.dtype);
+    uint64_t at = 0;
+    if (const PreparedWeight* p = PreparedOverlap(w.buffer, w.offset, bytes, &at)) {
+      if (at == w.offset && p->bytes == bytes && p->k == k && p->dtype == w.dtype) {
+        return ZAYA_STATUS_OK;  // prepared before: nothing to do
+      }
+      Fail("weight_prepare: " + std::to_string(bytes) + " bytes at offset " +
+           std::to_string(w.offset) + " overlap the weight prepared at offset " +
+           std::to_string(at) + " with another shape");
+    }
+    const Weights checked =
+        WeightsOf(w, scales != nullptr ? *scales : zaya_tensor{}, k, "weight_prepare weight");
+    PreparedWeight p{bytes, k, w.dtype, false};
+    if (checked.type == WType::kI8 && I8TilesLayoutUsed() && k >= 256) {
+      auto* rows = reinterpret_cast<int8_t*>(w.buffer->data + w.offset);
+      const int64_t n = Elements(w) / k;
+      b->pool->ParallelFor(
+          n, std::max<int64_t>(1, (int64_t{1} << 20) / k),
+          [&](int64_t r0, int64_t r1, int) { PackI8Tiles(rows + r0 * k, r1 - r0, k); });
+      p.i8_tiles = true;
+    }
+    w.buffer->prepared.emplace(w.offset, p);
+    return ZAYA_STATUS_OK;
+  });
 }
 
 zaya_status BufferRead(zaya_backend* b, zaya_buffer* buf, uint64_t offset, void* dst,
@@ -827,9 +917,21 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
 }
 
 const zaya_backend_api kApi = {
-    ZAYA_BACKEND_ABI_MAJOR, ZAYA_BACKEND_ABI_MINOR, sizeof(zaya_backend_api), "cpu", ZAYA_VERSION,
-    &Create, &Destroy, &LastError, &DeviceInfo, &BufferAlloc, &BufferFree, &BufferWrite,
-    &BufferRead, &ExecuteOps,
+    ZAYA_BACKEND_ABI_MAJOR,
+    ZAYA_BACKEND_ABI_MINOR,
+    sizeof(zaya_backend_api),
+    "cpu",
+    ZAYA_VERSION,
+    &Create,
+    &Destroy,
+    &LastError,
+    &DeviceInfo,
+    &BufferAlloc,
+    &BufferFree,
+    &BufferWrite,
+    &BufferRead,
+    &ExecuteOps,
+    &WeightPrepare,
 };
 
 }  // namespace

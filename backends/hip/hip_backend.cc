@@ -861,6 +861,7 @@ const zaya_backend_api kApi = {
     &BufferWrite,
     &BufferRead,
     &ExecuteOps,
+    nullptr,  // weight_prepare: the HIP kernels read the weights as written
 };
 
 }  // namespace

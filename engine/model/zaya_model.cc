@@ -355,7 +355,8 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
                                {rows, static_cast<int64_t>((cols + 31) / 32)});
       cursor += AlignUp(sbytes);
     }
-    return Status::Ok();
+    // Written in full: the backend may now keep it in a layout of its own (int8 on AVX-512).
+    return backend->PrepareWeight(out->w, out->scales);
   };
 
   const int64_t H = c.hidden_size, V = c.vocab_size, R = c.router_hidden_size, E = c.num_experts,

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -153,6 +154,15 @@ class Device {
     return out;
   }
   Status Run(const zaya_op& op) { return be_->Execute({op}); }
+  Status Prepare(const std::pair<zaya_tensor, zaya_tensor>& w) {
+    return be_->PrepareWeight(w.first, w.second);
+  }
+  Status Write(const zaya_tensor& t, uint64_t offset, const void* src, uint64_t bytes) {
+    for (size_t i = 0; i < owner_.size(); ++i) {
+      if (owner_[i] == t.buffer) return be_->Write(handles_[i], t.offset + offset, src, bytes);
+    }
+    return InvalidArgument("not a buffer of this test");
+  }
 
  private:
   Backend* be_;
@@ -879,6 +889,151 @@ TEST_P(Conformance, AttentionRejectsPositionBeyondTable) {
   op.i[3] = bt;
   op.f[0] = 0.5f;
   EXPECT_FALSE(dev_->Run(op).ok());
+}
+
+bool HasWeightPrepare(const Backend& backend) {
+  const zaya_backend_api* api = backend.api();
+  return api->struct_size >= offsetof(zaya_backend_api, weight_prepare) + sizeof(void*) &&
+         api->weight_prepare != nullptr;
+}
+
+// weight_prepare (ABI 1.1) lets a backend rearrange weights (the CPU backend's int8 tile layout),
+// but every op must read them as written: matmuls through every tile shape and the GEMM path, the
+// embedding and the MoE give bitwise what unprepared copies of the same weights give (which the
+// tests above check against the reference). K = 600 and 2048 have whole 256-column groups, the
+// part the CPU backend rearranges.
+TEST_P(Conformance, PreparedWeightsGiveTheSameBits) {
+  if (!HasWeightPrepare(*backend_)) GTEST_SKIP() << GetParam() << " has no weight_prepare";
+  Rng rng(21);
+  for (int32_t dtype : kWeightTypes) {
+    for (int64_t k : {257, 600, 2048}) {
+      const int64_t n = 37;
+      HostWeights w = rng.Weights(dtype, n, k);
+      const auto plain = dev_->Weights(w, {n, k});
+      const auto prepared = dev_->Weights(w, {n, k});
+      ASSERT_TRUE(dev_->Prepare(prepared).ok());
+      for (int64_t t : {1, 2, 3, 4, 5, 6, 8, 9, 13, 16, 17, 70}) {
+        const zaya_tensor x = dev_->F32(rng.Normals(t * k), {t, k});
+        std::vector<float> out[2];
+        for (int p = 0; p < 2; ++p) {
+          zaya_op op = Op(ZAYA_OP_MATMUL);
+          op.src[0] = x;
+          std::tie(op.src[1], op.src[3]) = p == 0 ? plain : prepared;
+          op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {t, n});
+          ASSERT_TRUE(dev_->Run(op).ok());
+          out[p] = dev_->Read<float>(op.dst[0]);
+        }
+        ASSERT_EQ(std::memcmp(out[0].data(), out[1].data(), out[0].size() * 4), 0)
+            << "matmul dtype " << dtype << " K=" << k << " T=" << t;
+      }
+      const int64_t t = 9;
+      std::vector<int32_t> ids;
+      for (int64_t i = 0; i < t; ++i) ids.push_back(rng.Int(0, static_cast<int>(n) - 1));
+      std::vector<float> out[2];
+      for (int p = 0; p < 2; ++p) {
+        zaya_op op = Op(ZAYA_OP_EMBED);
+        op.src[0] = dev_->I32(ids, {t});
+        std::tie(op.src[1], op.src[4]) = p == 0 ? plain : prepared;
+        op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {t, k});
+        ASSERT_TRUE(dev_->Run(op).ok());
+        out[p] = dev_->Read<float>(op.dst[0]);
+      }
+      ASSERT_EQ(out[0], out[1]) << "embed dtype " << dtype << " K=" << k;
+    }
+    // The MoE: gate/up with K = H = 512, down with K = I = 288 (a group, then whole blocks).
+    const int64_t e = 3, h = 512, inter = 288;
+    HostWeights gu = rng.Weights(dtype, e * 2 * inter, h);
+    HostWeights dn = rng.Weights(dtype, e * h, inter);
+    const auto gu_plain = dev_->Weights(gu, {e, 2 * inter, h});
+    const auto dn_plain = dev_->Weights(dn, {e, h, inter});
+    const auto gu_prep = dev_->Weights(gu, {e, 2 * inter, h});
+    const auto dn_prep = dev_->Weights(dn, {e, h, inter});
+    ASSERT_TRUE(dev_->Prepare(gu_prep).ok());
+    ASSERT_TRUE(dev_->Prepare(dn_prep).ok());
+    for (int64_t t : {1, 6, 16, 70}) {
+      std::vector<int32_t> expert;
+      for (int64_t i = 0; i < t; ++i) expert.push_back(rng.Int(0, static_cast<int>(e)));
+      const zaya_tensor x = dev_->F32(rng.Normals(t * h), {t, h});
+      const zaya_tensor ex = dev_->I32(expert, {t});
+      const zaya_tensor weight = dev_->F32(std::vector<float>(t, 0.5f), {t});
+      std::vector<float> out[2];
+      for (int p = 0; p < 2; ++p) {
+        zaya_op op = Op(ZAYA_OP_MOE);
+        op.src[0] = x;
+        std::tie(op.src[1], op.src[5]) = p == 0 ? gu_plain : gu_prep;
+        std::tie(op.src[2], op.src[6]) = p == 0 ? dn_plain : dn_prep;
+        op.src[3] = ex;
+        op.src[4] = weight;
+        op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {t, h});
+        op.i[0] = e;
+        ASSERT_TRUE(dev_->Run(op).ok());
+        out[p] = dev_->Read<float>(op.dst[0]);
+      }
+      ASSERT_EQ(std::memcmp(out[0].data(), out[1].data(), out[0].size() * 4), 0)
+          << "moe dtype " << dtype << " T=" << t;
+    }
+  }
+}
+
+// What a host may and may not do with a prepared weight, each misuse a clear error.
+TEST_P(Conformance, PreparedWeightsAreReadOnlyAndNamedAsPrepared) {
+  if (!HasWeightPrepare(*backend_)) GTEST_SKIP() << GetParam() << " has no weight_prepare";
+  Rng rng(22);
+  const int64_t n = 8, k = 512;
+  HostWeights w = rng.Weights(ZAYA_DTYPE_I8, n, k);
+  const auto prepared = dev_->Weights(w, {n, k});
+  ASSERT_TRUE(dev_->Prepare(prepared).ok());
+  ASSERT_TRUE(dev_->Prepare(prepared).ok()) << "preparing again is a no-op";
+
+  const std::vector<int8_t> zeros(16);
+  Status s = dev_->Write(prepared.first, 100, zeros.data(), zeros.size());
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.ToString().find("prepared"), std::string::npos) << s.ToString();
+  // The scales are not rearranged and stay writable.
+  const std::vector<float> ones(4, 1.f);
+  EXPECT_TRUE(dev_->Write(prepared.second, 0, ones.data(), 16).ok());
+
+  // The same bytes as another shape, overlapping the prepared one.
+  zaya_tensor other = prepared.first;
+  other.shape[0] = 2 * n;
+  other.shape[1] = k / 2;
+  zaya_tensor other_scales = prepared.second;
+  other_scales.shape[0] = 2 * n;
+  other_scales.shape[1] = k / 64;
+  EXPECT_FALSE(backend_->PrepareWeight(other, other_scales).ok());
+
+  // Whole rows of it work (rows 4..7 as a matrix of their own) and equal those rows of the whole.
+  const zaya_tensor x = dev_->F32(rng.Normals(3 * k), {3, k});
+  zaya_op whole = Op(ZAYA_OP_MATMUL);
+  whole.src[0] = x;
+  std::tie(whole.src[1], whole.src[3]) = prepared;
+  whole.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {3, n});
+  ASSERT_TRUE(dev_->Run(whole).ok());
+  zaya_op half = whole;
+  half.src[1].offset += 4 * k;
+  half.src[1].shape[0] = 4;
+  half.src[3].offset += 4 * (k / 32) * 4;
+  half.src[3].shape[0] = 4;
+  half.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {3, 4});
+  ASSERT_TRUE(dev_->Run(half).ok());
+  const std::vector<float> a = dev_->Read<float>(whole.dst[0]), b = dev_->Read<float>(half.dst[0]);
+  for (int64_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(std::memcmp(&a[i * n + 4], &b[i * 4], 16), 0) << "token " << i;
+  }
+  // Rows that start inside a row, or the bytes read with another K: refused, with the reason.
+  zaya_op skewed = half;
+  skewed.src[1].offset -= 32;
+  s = dev_->Run(skewed);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.ToString().find("prepared"), std::string::npos) << s.ToString();
+  zaya_op reshaped = whole;
+  reshaped.src[0] = dev_->F32(rng.Normals(3 * k / 2), {3, k / 2});
+  reshaped.src[1] = other;
+  reshaped.src[3] = other_scales;
+  reshaped.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {3, 2 * n});
+  s = dev_->Run(reshaped);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.ToString().find("prepared"), std::string::npos) << s.ToString();
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::Values("cpu", "hip"),

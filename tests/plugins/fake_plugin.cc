@@ -4,10 +4,18 @@
 
 namespace {
 
+#ifdef FAKE_CREATE_OK
+int instance;
+zaya_status Create(const zaya_backend_options*, zaya_backend** out) {
+  *out = reinterpret_cast<zaya_backend*>(&instance);
+  return ZAYA_STATUS_OK;
+}
+#else
 zaya_status Create(const zaya_backend_options*, zaya_backend** out) {
   *out = nullptr;
   return ZAYA_STATUS_DEVICE_ERROR;
 }
+#endif
 void Destroy(zaya_backend*) {}
 const char* LastError(zaya_backend*) { return "fake"; }
 zaya_status DeviceInfo(zaya_backend*, zaya_device_info*) { return ZAYA_STATUS_UNSUPPORTED; }
@@ -22,6 +30,10 @@ zaya_status Read(zaya_backend*, zaya_buffer*, uint64_t, void*, uint64_t) {
   return ZAYA_STATUS_UNSUPPORTED;
 }
 zaya_status Execute(zaya_backend*, const zaya_op*, uint64_t) { return ZAYA_STATUS_UNSUPPORTED; }
+// Fails, so that a test sees whether the host called it (an ABI 1.0 table ends before it).
+zaya_status Prepare(zaya_backend*, const zaya_tensor*, const zaya_tensor*) {
+  return ZAYA_STATUS_UNSUPPORTED;
+}
 
 #ifndef FAKE_MAJOR
 #define FAKE_MAJOR ZAYA_BACKEND_ABI_MAJOR
@@ -30,14 +42,26 @@ zaya_status Execute(zaya_backend*, const zaya_op*, uint64_t) { return ZAYA_STATU
 #define FAKE_SIZE sizeof(zaya_backend_api)
 #endif
 
-zaya_backend_api api = {FAKE_MAJOR, 0,           FAKE_SIZE, "fake", "0",    &Create, &Destroy,
-                        &LastError, &DeviceInfo, &Alloc,    &Free,  &Write, &Read,
+zaya_backend_api api = {FAKE_MAJOR,
+                        0,
+                        FAKE_SIZE,
+                        "fake",
+                        "0",
+                        &Create,
+                        &Destroy,
+                        &LastError,
+                        &DeviceInfo,
+                        &Alloc,
+                        &Free,
+                        &Write,
+                        &Read,
 #ifdef FAKE_NULL_EXECUTE
                         nullptr
 #else
                         &Execute
 #endif
-};
+                        ,
+                        &Prepare};
 
 }  // namespace
 

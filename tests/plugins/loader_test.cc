@@ -68,6 +68,29 @@ TEST(LoaderTest, APluginThatFailsToStartIsAnErrorNotACrash) {
   EXPECT_NE(b.status().message().find("failed to start"), std::string::npos);
 }
 
+// weight_prepare is optional (ABI 1.1): the host must not read it from a 1.0 table, and must pass
+// on the plugin's failure where it is there.
+TEST(LoaderTest, PrepareWeightOnlyWhereTheTableHasIt) {
+  zaya_tensor w{};
+  w.dtype = ZAYA_DTYPE_I8;
+  w.ndim = 2;
+  w.shape[0] = 4;
+  w.shape[1] = 256;
+  auto old = LoadBackendPlugin(kFake + "/fake_abi_1_0.so");
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  auto b = Backend::Create(*old, 0, 1);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_TRUE((*b)->PrepareWeight(w, zaya_tensor{}).ok());
+
+  auto fails = LoadBackendPlugin(kFake + "/fake_prepare_fails.so");
+  ASSERT_TRUE(fails.ok()) << fails.status().ToString();
+  auto c = Backend::Create(*fails, 0, 1);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  const Status s = (*c)->PrepareWeight(w, zaya_tensor{});
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("weight_prepare"), std::string::npos) << s.ToString();
+}
+
 TEST(LoaderTest, CpuPluginLoadsAndAutoFallsBackToIt) {
   auto cpu = Backend::Open("cpu", "", 0, 1);
   ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();

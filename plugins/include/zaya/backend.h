@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define ZAYA_BACKEND_ABI_MAJOR 1
-#define ZAYA_BACKEND_ABI_MINOR 0
+#define ZAYA_BACKEND_ABI_MINOR 1
 
 typedef enum zaya_status {
   ZAYA_STATUS_OK = 0,
@@ -206,6 +206,21 @@ typedef struct zaya_backend_api {
   /* Executes a forward step's ops in order; results are visible to buffer_read when it returns
    * ZAYA_STATUS_OK. On failure nothing after the failing op ran; last_error names the op index. */
   zaya_status (*execute)(zaya_backend* backend, const zaya_op* ops, uint64_t n_ops);
+
+  /* since 1.1; may be NULL (the backend reads every weight as written).
+   * Tells the backend that the matrix `weight` ([rows, K] or [E, rows, K] in a ZAYA_BUFFER_WEIGHTS
+   * buffer; f32, bf16 or i8 with its `scales`, else scales may be NULL or absent) is written in
+   * full and will only be read by ops from now on, so that the backend may rearrange its bytes
+   * in place into a layout of its own that its ops read faster (the role of ggml's repacking
+   * buffer types: buffer_write knows no shapes). The layout never needs more bytes.
+   * After the call: buffer_read of those bytes returns the backend's layout; buffer_write into
+   * them fails with ZAYA_STATUS_INVALID_ARGUMENT; ops must name the weight (as a matmul's, MoE's
+   * or embedding's weights) with its K and from a row boundary inside it, else they fail with
+   * INVALID_ARGUMENT. Preparing the same tensor again is a no-op; a tensor that overlaps another
+   * prepared one differently is INVALID_ARGUMENT. The host calls it during loading, on the
+   * scheduler's thread, like every other call. */
+  zaya_status (*weight_prepare)(zaya_backend* backend, const zaya_tensor* weight,
+                                const zaya_tensor* scales);
 } zaya_backend_api;
 
 typedef const zaya_backend_api* (*zaya_backend_entry_v1_fn)(void);
