@@ -192,7 +192,7 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
 // Weights in the tile layout (session 9) skip the shuffles, and the best several-token tile moves
 // from 2 x 6 to 2 x 4: one Zen 5 core, 512 x 2048 from L2/L3, two interleaved rounds, GMAC/s,
 // row-major with 2 x 6 + 1 x 8 against the tile layout with 2 x 4 + 1 x 8: 1 token 50 -> 64-67,
-// 2 tokens 101-103 -> 102-107, 4 tokens 141-144 -> 155-160, 6 tokens 150-152 -> 179-190, 8
+// 2 tokens 101-103 -> 102-107, 4 tokens 141-144 -> 155-160, 6 tokens 140-152 -> 179-190, 8
 // tokens 173-175 -> 198, 16 tokens 174-177 -> 197-204. With the tile layout 2 x 6 lost at 2-6
 // tokens, 2 x 3, 2 x 2, 3 x 4 and 1 x 8 alone lost at 2-4.
 template <bool kTiles>
