@@ -1,7 +1,6 @@
 // libzaya-backend-cpu.so: the CPU implementation of the backend ABI (zaya/backend.h).
 // Includes nothing of zayad but the ABI header. Every entry point catches everything: no exception
 // crosses the boundary; failures become a status plus last_error text.
-#include <cblas.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
@@ -18,6 +17,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <cblas.h>
 
 #include "../common/op_checks.h"
 #include "../common/op_profile.h"
@@ -917,21 +918,9 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
 }
 
 const zaya_backend_api kApi = {
-    ZAYA_BACKEND_ABI_MAJOR,
-    ZAYA_BACKEND_ABI_MINOR,
-    sizeof(zaya_backend_api),
-    "cpu",
-    ZAYA_VERSION,
-    &Create,
-    &Destroy,
-    &LastError,
-    &DeviceInfo,
-    &BufferAlloc,
-    &BufferFree,
-    &BufferWrite,
-    &BufferRead,
-    &ExecuteOps,
-    &WeightPrepare,
+    ZAYA_BACKEND_ABI_MAJOR, ZAYA_BACKEND_ABI_MINOR, sizeof(zaya_backend_api), "cpu", ZAYA_VERSION,
+    &Create, &Destroy, &LastError, &DeviceInfo, &BufferAlloc, &BufferFree, &BufferWrite,
+    &BufferRead, &ExecuteOps, &WeightPrepare,
 };
 
 }  // namespace

@@ -2,6 +2,9 @@
 
 #include <cblas.h>
 
+#include "kernels_avx2.h"
+#include "kernels_avx512.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -9,14 +12,12 @@
 #include <string>
 #include <vector>
 
-#include "kernels_avx2.h"
-#include "kernels_avx512.h"
-
 namespace zaya::cpu {
 
-// ISA levels, not CPU models: GCC dispatches "arch=haswell" with __builtin_cpu_is, so an AMD CPU
-// with AVX2 got the baseline clone; "arch=x86-64-v3" (AVX2+FMA) and "-v4" (AVX-512) test features.
-#define ZAYA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// ISA levels, not CPU models: GCC dispatches "arch=haswell" with __builtin_cpu_is, so an AMD CPU with
+// AVX2 got the baseline clone; "arch=x86-64-v3" (AVX2+FMA) and "-v4" (AVX-512) test features.
+#define ZAYA_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
 namespace {
 
@@ -149,8 +150,7 @@ void DotRows(const float* q, const uint16_t* rows, int64_t stride, int64_t n, in
 }
 float ExpShifted(float* s, int64_t n, float shift) { return ExpShiftedImpl(s, n, shift); }
 
-void AxpyRows(const float* w, const float* rows, int64_t stride, int64_t n, int64_t hd,
-              float* acc) {
+void AxpyRows(const float* w, const float* rows, int64_t stride, int64_t n, int64_t hd, float* acc) {
   AxpyRowsF32Impl(w, rows, stride, n, hd, acc);
 }
 void AxpyRows(const float* w, const uint16_t* rows, int64_t stride, int64_t n, int64_t hd,
@@ -211,12 +211,9 @@ void PackI8Tiles(int8_t* w, int64_t n, int64_t k) {
 
 float ApplyAct(Act act, float v) {
   switch (act) {
-    case Act::kNone:
-      return v;
-    case Act::kGelu:
-      return 0.5f * v * (1.f + std::erf(v * 0.70710678118654752f));
-    case Act::kSilu:
-      return v / (1.f + std::exp(-v));
+    case Act::kNone: return v;
+    case Act::kGelu: return 0.5f * v * (1.f + std::erf(v * 0.70710678118654752f));
+    case Act::kSilu: return v / (1.f + std::exp(-v));
   }
   return v;
 }
@@ -277,9 +274,9 @@ struct I8Rows {
     uint64_t bits;
     __builtin_memcpy(&bits, w + r * k + j, sizeof(bits));
     const I8x16 b16 = (I8x16)U64x2{bits, 0};  // one vmovq, no store-forwarding stall
-    const I8x32 spread =
-        __builtin_shufflevector(b16, b16, 16, 16, 16, 0, 16, 16, 16, 1, 16, 16, 16, 2, 16, 16, 16,
-                                3, 16, 16, 16, 4, 16, 16, 16, 5, 16, 16, 16, 6, 16, 16, 16, 7);
+    const I8x32 spread = __builtin_shufflevector(b16, b16, 16, 16, 16, 0, 16, 16, 16, 1, 16, 16, 16, 2,
+                                                 16, 16, 16, 3, 16, 16, 16, 4, 16, 16, 16, 5, 16,
+                                                 16, 16, 6, 16, 16, 16, 7);
     const I32x8 wide = (I32x8)spread >> 24;
     return __builtin_convertvector(wide, V8) * scales[r * nb + (j >> 5)];
   }
@@ -289,8 +286,8 @@ struct I8Rows {
 };
 
 // out[r][i] = W[row0 + r] . x[i] for R rows and T tokens. Each (row, token) sum runs in the same
-// order whatever R and T are: one 8-lane accumulator over the multiples of 8, HSum, then the tail
-// in order. That is what makes a row's output independent of the batch it came in.
+// order whatever R and T are: one 8-lane accumulator over the multiples of 8, HSum, then the tail in
+// order. That is what makes a row's output independent of the batch it came in.
 template <int R, int T, class Rows>
 ZAYA_INLINE void Tile(const Rows& w, int64_t row0, int64_t k, const float* x, float out[R][T]) {
   V8 acc[R][T];
@@ -328,8 +325,8 @@ ZAYA_INLINE void TileStore(const Rows& w, int64_t row0, int64_t k, const float* 
 // Rows [r0, r1) for all t tokens: tiles of 4 rows x 3 tokens; the weights of a 4-row tile stay in
 // L1 while every token passes over them, so each weight byte comes from memory once per call.
 template <int R, class Rows>
-ZAYA_INLINE void RowBlock(const Rows& w, int64_t r, int64_t k, const float* x, int64_t t, int64_t n,
-                          const float* bias, Act act, float* y) {
+ZAYA_INLINE void RowBlock(const Rows& w, int64_t r, int64_t k, const float* x, int64_t t,
+                          int64_t n, const float* bias, Act act, float* y) {
   int64_t i = 0;
   for (; i + 3 <= t; i += 3) TileStore<R, 3>(w, r, k, x, i, n, bias, act, y);
   if (t - i == 2) TileStore<R, 2>(w, r, k, x, i, n, bias, act, y);
@@ -385,7 +382,8 @@ IsaChoice ChooseIsa() {
     cap = Isa::kAvx512;
   } else {
     c.env_error = std::string("ZAYA_CPU_ISA=") + env +
-                  " is not one of portable, avx2, avx512; ignoring it and using " + IsaName(c.isa);
+                  " is not one of portable, avx2, avx512; ignoring it and using " +
+                  IsaName(c.isa);
     return c;
   }
   c.isa = std::min(c.isa, cap);
@@ -400,7 +398,7 @@ const IsaChoice& Choice() {
 // x in the forms the chosen tiles multiply, made once per matmul call (not once per thread).
 struct PreparedX {
   const float* x = nullptr;
-  const int16_t* xq = nullptr;   // int8 weights, AVX2 tiles: [T, K & ~15], scales [T]
+  const int16_t* xq = nullptr;  // int8 weights, AVX2 tiles: [T, K & ~15], scales [T]
   const uint8_t* xq8 = nullptr;  // int8 weights, AVX-512 tiles: [T, K & ~31], see QuantizeX8
   const float* xs = nullptr;
   const uint16_t* xb = nullptr;  // bf16 weights, AVX-512 tiles: [T, K & ~31]
@@ -445,27 +443,28 @@ void MatVecRowsPrepared(const Weights& w, int64_t r0, int64_t r1, int64_t k, con
   const float* x = px.x;
   const Isa isa = MatVecIsa();
   if (w.type == WType::kBF16 && isa == Isa::kAvx512) {
-    return avx512::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, px.xb, t, n, bias,
-                              act, y);
+    return avx512::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, px.xb, t, n,
+                              bias, act, y);
   }
   if (w.type == WType::kBF16 && isa >= Isa::kAvx2) {
-    return avx2::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, t, n, bias, act, y);
+    return avx2::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, t, n, bias, act,
+                            y);
   }
   if (w.type == WType::kI8 && isa == Isa::kAvx512) {
-    return avx512::MatVecI8(static_cast<const int8_t*>(w.data), w.i8_tiles, w.scales, r0, r1, k, x,
-                            px.xq8, px.xs, t, n, bias, act, y);
+    return avx512::MatVecI8(static_cast<const int8_t*>(w.data), w.i8_tiles, w.scales, r0, r1, k,
+                            x, px.xq8, px.xs, t, n, bias, act, y);
   }
   if (w.type == WType::kI8 && isa >= Isa::kAvx2) {
-    return avx2::MatVecI8(static_cast<const int8_t*>(w.data), w.scales, r0, r1, k, x, px.xq, px.xs,
-                          t, n, bias, act, y);
+    return avx2::MatVecI8(static_cast<const int8_t*>(w.data), w.scales, r0, r1, k, x, px.xq,
+                          px.xs, t, n, bias, act, y);
   }
   switch (w.type) {
     case WType::kF32:
       return MatVecF32(F32Rows{static_cast<const float*>(w.data), k}, r0, r1, k, x, t, n, bias, act,
                        y);
     case WType::kBF16:
-      return MatVecBf16(Bf16Rows{static_cast<const uint16_t*>(w.data), k}, r0, r1, k, x, t, n, bias,
-                        act, y);
+      return MatVecBf16(Bf16Rows{static_cast<const uint16_t*>(w.data), k}, r0, r1, k, x, t, n,
+                        bias, act, y);
     case WType::kI8:
       return MatVecI8(I8Rows{static_cast<const int8_t*>(w.data), w.scales, k, (k + 31) / 32}, r0,
                       r1, k, x, t, n, bias, act, y);
@@ -478,12 +477,9 @@ Isa MatVecIsa() { return Choice().isa; }
 const char* IsaEnvError() { return Choice().env_error.c_str(); }
 const char* IsaName(Isa isa) {
   switch (isa) {
-    case Isa::kPortable:
-      return "portable";
-    case Isa::kAvx2:
-      return "avx2";
-    case Isa::kAvx512:
-      return "avx512";
+    case Isa::kPortable: return "portable";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
   }
   return "?";
 }
@@ -491,7 +487,8 @@ const char* IsaName(Isa isa) {
 void MatVecRows(const Weights& w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
                 int64_t n, const float* bias, Act act, float* y) {
   thread_local XScratch scratch;  // callers run on several threads at once
-  const PreparedX px = scratch.Prepare(x, t, k, w.type == WType::kBF16, w.type == WType::kI8);
+  const PreparedX px =
+      scratch.Prepare(x, t, k, w.type == WType::kBF16, w.type == WType::kI8);
   MatVecRowsPrepared(w, r0, r1, k, px, t, n, bias, act, y);
 }
 

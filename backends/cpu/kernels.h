@@ -1,10 +1,8 @@
 // Reference-quality CPU kernels for the backend ops (see zaya/backend.h for the op contracts).
 // Hot inner loops are compiled for AVX-512, AVX2+FMA and baseline x86-64 and picked at run time
-// (GCC target_clones). All activations f32; weights f32, bf16 (uint16 storage) or int8 + f32
-// scales.
+// (GCC target_clones). All activations f32; weights f32, bf16 (uint16 storage) or int8 + f32 scales.
 //
-// Thread safety: functions are pure apart from their outputs; parallelism comes from the pool
-// passed in.
+// Thread safety: functions are pure apart from their outputs; parallelism comes from the pool passed in.
 #pragma once
 
 #include <cstddef>

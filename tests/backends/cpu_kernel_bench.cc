@@ -33,8 +33,7 @@ using zaya::cpu::WType;
 int Usage() {
   std::fprintf(stderr,
                "usage: cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] "
-               "[--mib M] [--reps R] [--threads P] [--i8-layout tiles|rows] | cpu_kernel_bench "
-               "--fma-peak [--threads P] | cpu_kernel_bench --isa-loops\n");
+               "[--mib M] [--reps R] [--threads P] [--i8-layout tiles|rows] | cpu_kernel_bench --fma-peak [--threads P] | cpu_kernel_bench --isa-loops\n");
   return 2;
 }
 
@@ -64,24 +63,15 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const char* v = argv[i + 1];
-    if (a == "--dtype")
-      dtype = v;
-    else if (a == "--rows")
-      rows = std::atoll(v);
-    else if (a == "--k")
-      k = std::atoll(v);
-    else if (a == "--tokens")
-      tokens = std::atoll(v);
-    else if (a == "--mib")
-      mib = std::atoll(v);
-    else if (a == "--reps")
-      reps = std::atoi(v);
-    else if (a == "--threads")
-      threads = std::atoi(v);
-    else if (a == "--i8-layout")
-      layout = v;
-    else
-      return Usage();
+    if (a == "--dtype") dtype = v;
+    else if (a == "--rows") rows = std::atoll(v);
+    else if (a == "--k") k = std::atoll(v);
+    else if (a == "--tokens") tokens = std::atoll(v);
+    else if (a == "--mib") mib = std::atoll(v);
+    else if (a == "--reps") reps = std::atoi(v);
+    else if (a == "--threads") threads = std::atoi(v);
+    else if (a == "--i8-layout") layout = v;
+    else return Usage();
   }
   if (argc % 2 == 0 || rows < 1 || k < 1 || tokens < 1 || mib < 1 || reps < 1 || threads < 1 ||
       (dtype != "bf16" && dtype != "int8" && dtype != "f32") ||
@@ -123,17 +113,19 @@ int main(int argc, char** argv) {
                           y.data());
       }
     }
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     rates.push_back(static_cast<double>(passes * matrices * matrix_bytes) / s);
   }
   std::sort(rates.begin(), rates.end());
   const double gbs = rates[rates.size() / 2] / 1e9;
   const double gmacs = gbs / esz * static_cast<double>(tokens);
-  std::printf(
-      "%s %s%s rows %lld k %lld tokens %lld working set %.1f MiB threads %d: %.2f GB/s, "
-      "%.1f GMAC/s (median of %d)\n",
-      zaya::cpu::IsaName(zaya::cpu::MatVecIsa()), dtype.c_str(), i8_tiles ? " (tile layout)" : "",
-      static_cast<long long>(rows), static_cast<long long>(k), static_cast<long long>(tokens),
-      static_cast<double>(matrices * matrix_bytes) / (1 << 20), threads, gbs, gmacs, reps);
+  std::printf("%s %s%s rows %lld k %lld tokens %lld working set %.1f MiB threads %d: %.2f GB/s, "
+              "%.1f GMAC/s (median of %d)\n",
+              zaya::cpu::IsaName(zaya::cpu::MatVecIsa()), dtype.c_str(),
+              i8_tiles ? " (tile layout)" : "",
+              static_cast<long long>(rows), static_cast<long long>(k),
+              static_cast<long long>(tokens),
+              static_cast<double>(matrices * matrix_bytes) / (1 << 20), threads, gbs, gmacs, reps);
   return 0;
 }
