@@ -10,6 +10,10 @@ namespace {
 
 #define ZAYA_INLINE __attribute__((always_inline)) inline
 
+// A T-token tile's far prefetch (tile_driver.h, FarFetch: measured on Zen 5).
+template <int T>
+constexpr FarFetch kFar = T == 1 ? FarFetch::kNone : FarFetch::kNta;
+
 // Fixed-order horizontal sum (the same for every tile shape): halves, quarters, then pairs.
 ZAYA_INLINE float HSum(__m512 a) {
   // Halves by vector-extension shuffles: GCC 12 warns (wrongly) that the extract and cast
@@ -33,7 +37,7 @@ ZAYA_INLINE void TileBf16(const uint16_t* w, int64_t k, int64_t rs, const uint16
   for (int64_t j = 0; j < k32; j += 32) {  // 64 bytes of each row: one prefetch, one chunk
     __m512bh wv[R];
     for (int r = 0; r < R; ++r) {
-      PrefetchWeights(w + r * rs + j, ahead);
+      PrefetchWeights<kFar<T>>(w + r * rs + j, ahead);
       wv[r] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(w + r * rs + j));
     }
     for (int i = 0; i < T; ++i) {
@@ -127,7 +131,7 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
     __m512i wv[R][4], neg[R];
     __m512 sv[R];
     for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < 4; ++c) PrefetchWeights(w + r * rs + j + 64 * c, ahead * k);
+      for (int c = 0; c < 4; ++c) PrefetchWeights<kFar<T>>(w + r * rs + j + 64 * c, ahead * k);
       PrefetchScales(scales + r * srs, j, 4 * ahead * nb);
       if constexpr (kTiles) {
         for (int c = 0; c < 4; ++c) wv[r][c] = _mm512_loadu_si512(w + r * rs + j + 64 * c);

@@ -56,22 +56,42 @@ ZAYA_TILE_INLINE void Prefetch(const void* p) {
   _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
 }
 
-// The 64-byte line at p of a weight stream: the line kStreamAheadBytes ahead into L1 and the one
-// kStreamAheadL2Bytes ahead into L2.
+// What a stream fetches kStreamAheadL2Bytes ahead, besides the line kStreamAheadBytes ahead. kL2
+// (prefetcht1) is what session 6 measured on Zen 4 (above) and what the AVX2 tiles keep. On Zen 5
+// (session 10) that far fetch cost one token a fifth of its rate, and a prefetchnta in its place
+// did better for several tokens. One core, 4096 x 2048 from DRAM (cpu_kernel_bench --mib 1024
+// --threads 1, two interleaved rounds, GB/s), kL2 / kNone / kNta:
+//   bf16 1 token 30.5-31.3 / 37.0-37.7 / 33.6-35.3; 2 tokens 26.7-27.0 / 31.2-31.5 / 30.1-30.7;
+//        4 tokens 25.1-25.3 / 26.4-26.6 / 27.3-27.6; 8 tokens 23.2-23.7 / 19.8-20.4 / 24.1-24.3
+//   int8 1 token 28.6-30.5 / 33.5-35.0 / 32.1-34.1; 2 tokens 30.3-31.3 / 30.7-30.9 / 32.9-33.1;
+//        4 tokens 25.8-29.2 / 22.6-23.5 / 30.3-30.5; 8 tokens 18.6-19.5 / 13.3-13.3 / 18.9-19.0
+// (2 or 8 KiB for the far fetch, 0.5 or 2 KiB for the near one did no better). Why is a guess
+// without the performance counters, which this VM does not expose: a several-token tile keeps x
+// (4 KiB per bf16 token at K = 2048, on every L1 set) in L1, and the tile was 10-20% faster with
+// every token's x at one address (6-16 tokens), so lines that crowd L1 cost it; prefetcht1's lines
+// seem to do that more than prefetchnta's, and for one token the far fetch buys nothing over the
+// hardware's own L2 streamer.
+enum class FarFetch { kL2, kNta, kNone };
+
+// The 64-byte line at p of a weight stream: the line kStreamAheadBytes ahead into L1 and, as F
+// says, the one kStreamAheadL2Bytes ahead.
+template <FarFetch F>
 ZAYA_TILE_INLINE void PrefetchStream(const void* p) {
   const char* c = static_cast<const char*>(p);
   _mm_prefetch(c + kStreamAheadBytes, _MM_HINT_T0);
-  _mm_prefetch(c + kStreamAheadL2Bytes, _MM_HINT_T1);
+  if constexpr (F == FarFetch::kL2) _mm_prefetch(c + kStreamAheadL2Bytes, _MM_HINT_T1);
+  if constexpr (F == FarFetch::kNta) _mm_prefetch(c + kStreamAheadL2Bytes, _MM_HINT_NTA);
 }
 
 // What a tile prefetches for a weight (or scale) line p that it is about to read, where `ahead` is
 // 0 or the distance in bytes to the same line of the row Slices will give this tile row next time
 // round (the next chunk, below): the stream's own line kStreamAheadBytes on into L1 either way,
-// and into L2 its own line kStreamAheadL2Bytes on (ahead = 0) or that line of the next chunk
-// (this stream came from L2 already).
+// and its own line kStreamAheadL2Bytes on as F says (ahead = 0) or that line of the next chunk
+// into L2 (this stream came from L2 already).
+template <FarFetch F = FarFetch::kL2>
 ZAYA_TILE_INLINE void PrefetchWeights(const void* p, int64_t ahead) {
   if (ahead == 0) {
-    PrefetchStream(p);
+    PrefetchStream<F>(p);
   } else {
     _mm_prefetch(static_cast<const char*>(p) + ahead, _MM_HINT_T1);
   }
