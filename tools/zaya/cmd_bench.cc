@@ -80,12 +80,11 @@ uint64_t ReadStreams(const uint64_t* base, size_t n, size_t skew) {
 // sum their slice of a buffer far larger than the last-level cache, in every pattern below; the
 // best pass of any. A roofline must be a peak, and which pattern reads fastest changes with the
 // machine, so the measure takes the best of several:
-// - 1, 2, 4 or 8 interleaved streams per thread. Zen 3 (session 4) read best with 4 or 8, below
-//   what the decode tiles pulled; Zen 5 (session 10) reads best with 2 (one thread: 2 streams
-//   ~40 GB/s against 4 streams ~28-30, about what the one-token tiles, 4 streams, pull: 37);
-// - streams exactly n / S apart, and 37 cache lines off that spacing: on Zen 3 streams 2^n bytes
-//   apart landed in the same DRAM banks and measured 10-20% lower, on Zen 5 (two threads, 4
-//   streams) the unskewed ones measured 47-49 GB/s against 34-40.
+// - 1, 2, 4 or 8 interleaved streams per thread, each stream exactly n / S apart or 37 cache
+//   lines off that spacing. Zen 3 (sessions 3-4) read best with 4 or 8 skewed streams: streams
+//   2^n bytes apart landed in the same DRAM banks and measured 10-20% lower. Zen 5 (session 10,
+//   two threads) reads best with 2 skewed or 4 unskewed streams (46-49 GB/s), and 4 or 8 skewed
+//   ones, the old patterns, read 34-40.
 // History: one plain stream per thread until session 3 (70-85% of what the tiles pulled), then 4
 // and 8 skewed streams with a runtime stream count until session 9, which put Zen 5's batch-1
 // decode at 100-117% of that "roofline". The best of `reps` passes: other processes only ever slow
