@@ -67,7 +67,7 @@ ZAYA_TILE_INLINE void Prefetch(const void* p) {
 //        4 tokens 25.8-29.2 / 22.6-23.5 / 30.3-30.5; 8 tokens 18.6-19.5 / 13.3-13.3 / 18.9-19.0
 // (2 or 8 KiB for the far fetch, 0.5 or 2 KiB for the near one did no better). Why is a guess
 // without the performance counters, which this VM does not expose: a several-token tile keeps x
-// (4 KiB per bf16 token at K = 2048, on every L1 set) in L1, and the tile was 10-20% faster with
+// (4 KiB per bf16 token at K = 2048, on every L1 set) in L1, and the tile was 8-21% faster with
 // every token's x at one address (6-16 tokens), so lines that crowd L1 cost it; prefetcht1's lines
 // seem to do that more than prefetchnta's, and for one token the far fetch buys nothing over the
 // hardware's own L2 streamer.
