@@ -83,14 +83,14 @@ double ReadBandwidthOn(const std::vector<uint64_t>& buf, int threads, int reps) 
   const size_t words = buf.size();
   double best = 0;
   volatile uint64_t sink = 0;
-  auto pass = [&](auto read_slice) {
+  auto pass = [&](size_t streams, size_t skew) {
     std::vector<uint64_t> sums(static_cast<size_t>(threads));
     std::vector<std::thread> pool;
     const auto t0 = Clock::now();
     for (int t = 0; t < threads; ++t) {
       pool.emplace_back([&, t] {
         const size_t begin = words * t / threads, end = words * (t + 1) / threads;
-        sums[t] = read_slice(buf.data() + begin, end - begin);
+        sums[t] = SumAsStreams(buf.data() + begin, end - begin, streams, skew);
       });
     }
     for (auto& th : pool) th.join();
@@ -100,9 +100,7 @@ double ReadBandwidthOn(const std::vector<uint64_t>& buf, int threads, int reps) 
   };
   for (int r = 0; r < reps; ++r) {
     for (const size_t skew : {size_t{0}, size_t{37}}) {
-      for (const size_t streams : {size_t{1}, size_t{2}, size_t{4}, size_t{8}}) {
-        pass([=](const uint64_t* p, size_t n) { return SumAsStreams(p, n, streams, skew); });
-      }
+      for (const size_t streams : {size_t{1}, size_t{2}, size_t{4}, size_t{8}}) pass(streams, skew);
     }
   }
   return best;
