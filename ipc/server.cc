@@ -502,7 +502,9 @@ void Server::HandleRequest(const std::string& identity, Request request) {
               "this client already has " + std::to_string(client.ids.size()) +
                   " requests in flight (ipc.max_requests_per_client); wait for one to finish",
               op);
-    if (client.ids.empty()) clients_.erase(identity);
+    // Not through `client`: a failed send erases the entry (ClientGone) and leaves it dangling.
+    auto c = clients_.find(identity);
+    if (c != clients_.end() && c->second.ids.empty()) clients_.erase(c);
     return;
   }
   const std::string engine_id = client_key + ":" + request.id;
@@ -582,7 +584,10 @@ void Server::ExpireDeadlines() {
     if (t.deadline && now >= *t.deadline) expired.push_back(engine_id);
   }
   for (const auto& engine_id : expired) {
+    // An earlier reply of this loop may have found the client gone, and ClientGone then forgot
+    // all of its requests, this one included.
     auto it = requests_.find(engine_id);
+    if (it == requests_.end()) continue;
     const std::string identity = it->second.identity;
     const std::string id = it->second.client_id;
     const std::string op(OpName(it->second.op));

@@ -361,6 +361,33 @@ TEST_F(ServerTest, GenerateDeadlineIsEnforcedByTheServer) {
   EXPECT_EQ((*health)["event"], "done");
 }
 
+// Two deadlines of a client that has gone away pass in the same tick: the first error reply finds
+// the client gone, which forgets its other request as well, and the second must then be skipped,
+// not looked up (it used to dereference the map's end()).
+TEST_F(ServerTest, DeadlinesOfAVanishedClientExpiringTogetherAreSkipped) {
+  engine_->SetStream(1, 3000ms);  // one delta now, then nothing for 3 s: no send finds it gone
+  IpcConfig ipc;
+  ipc.heartbeat_interval = 10s;  // no keepalive finds it gone either
+  StartServer(ipc);
+  {
+    RawDealer raw(Endpoint());
+    raw.Send({R"({"v":1,"id":"a","op":"generate","prompt":"p","deadline_ms":300})"});
+    raw.Send({R"({"v":1,"id":"b","op":"generate","prompt":"p","deadline_ms":300})"});
+    int deltas = 0;
+    for (int i = 0; i < 20 && deltas < 2; ++i) {
+      json e = raw.Receive(1000ms);
+      ASSERT_FALSE(e.is_null());
+      if (e["event"] == "delta") ++deltas;
+    }
+    ASSERT_EQ(deltas, 2) << "both requests are running before the client leaves";
+  }  // the DEALER closes: its identity is gone from the ROUTER
+  ASSERT_TRUE(WaitFor([&] { return server_->InFlight() == 0; }, 3000ms));
+  auto client = NewClient();
+  auto health = client->Request({{"op", "health"}});
+  ASSERT_TRUE(health.ok()) << health.status().ToString();
+  EXPECT_EQ((*health)["event"], "done");
+}
+
 TEST_F(ServerTest, EngineRefusalIsForwardedWithItsCode) {
   engine_->RefuseWith(OverBudget("population of 64 needs 9 GiB; memory.request is 512 MiB"));
   StartServer();
