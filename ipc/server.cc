@@ -237,6 +237,7 @@ Status Server::Bind() {
   // drop the connection before the bytes are buffered.
   ZAYA_RETURN_IF_ERROR(SetOption<int64_t>(
       socket_, ZMQ_MAXMSGSIZE, static_cast<int64_t>(ipc.max_message) * 2 + 1024, "ZMQ_MAXMSGSIZE"));
+  bound_max_message_ = ipc.max_message;
   ZAYA_RETURN_IF_ERROR(SetOption<int>(socket_, ZMQ_ROUTER_MANDATORY, 1, "ZMQ_ROUTER_MANDATORY"));
   ZAYA_RETURN_IF_ERROR(SetOption<int>(socket_, ZMQ_LINGER, 0, "ZMQ_LINGER"));
   ZAYA_RETURN_IF_ERROR(SetOption<int>(socket_, ZMQ_SNDHWM, ipc.send_hwm, "ZMQ_SNDHWM"));
@@ -303,7 +304,19 @@ void Server::StopAccepting(std::string reason) {
 }
 
 void Server::UpdateLimits(const ProtocolLimits& limits, int max_requests_per_client) {
-  options_.limits = limits;
+  ProtocolLimits applied = limits;
+  // libzmq's own frame cap was fixed when the socket was bound (its listener keeps a copy of the
+  // options), at twice the max_message of that time. A larger limit would be advertised by
+  // `hello` while libzmq dropped, without a reply, the connection of anyone using it, so a raise
+  // past the bound value waits for a restart.
+  if (applied.max_message > bound_max_message_) {
+    ZAYA_LOG(kWarning,
+             "reload: ipc.max_message " + std::to_string(applied.max_message) + " is above the " +
+                 std::to_string(bound_max_message_) + " bytes the socket was bound with; keeping " +
+                 std::to_string(bound_max_message_) + " until a restart (systemctl restart zayad)");
+    applied.max_message = bound_max_message_;
+  }
+  options_.limits = applied;
   options_.ipc.max_requests_per_client = max_requests_per_client;
 }
 

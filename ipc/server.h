@@ -84,6 +84,9 @@ class Server {
   bool accepting() const { return accepting_; }
 
   // Applies limits that may change on reload (validation limits and per-client request limit).
+  // Loop thread only (or before Run). max_message can be lowered, and raised again up to the value
+  // the socket was bound with; above that it is kept there, with a warning, until a restart
+  // (libzmq's frame cap is fixed at bind time).
   void UpdateLimits(const ProtocolLimits& limits, int max_requests_per_client);
 
   size_t InFlight() const { return requests_.size(); }
@@ -132,6 +135,7 @@ class Server {
   bool accepting_ = true;
   std::string refuse_reason_;
 
+  uint64_t bound_max_message_ = 0;  // ipc.max_message when the socket was bound (Bind)
   std::unordered_map<std::string, Tracked> requests_;  // by engine id
   std::unordered_map<std::string, Client> clients_;    // by identity
   size_t deadlines_ = 0;                               // tracked requests with a deadline

@@ -421,6 +421,40 @@ TEST_F(ServerTest, StopAcceptingRefusesNewWorkButAnswersHealth) {
   EXPECT_EQ((*health)["accepting"], false);
 }
 
+// libzmq's frame cap is fixed when the socket is bound (twice max_message, plus slack): a reload
+// that raised max_message past the bound value used to be advertised by `hello` while libzmq still
+// dropped larger frames with no reply. The raise is now held at the bound value until a restart,
+// and such a frame gets a readable bad_request; a lower limit still applies at once.
+TEST_F(ServerTest, MaxMessageIsNotRaisedPastWhatTheSocketWasBoundWith) {
+  StopServer();
+  IpcConfig ipc;
+  ipc.endpoint = Endpoint();
+  ipc.max_message = 4096;  // libzmq's cap: 2 x 4096 + 1024
+  ServerOptions options;
+  options.ipc = ipc;
+  options.limits.max_message = ipc.max_message;
+  auto server = Server::Create(options, engine_.get(), &metrics_);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  server_ = std::move(*server);
+  ProtocolLimits raised = options.limits;
+  raised.max_message = 65536;
+  server_->UpdateLimits(raised, ipc.max_requests_per_client);  // as a reload does, on the loop
+  thread_ = std::thread([this] { run_status_ = server_->Run(); });
+  RawDealer raw(Endpoint());
+  raw.Send({R"({"v":1,"id":"h","op":"hello"})"});
+  json hello = raw.Receive(3000ms);
+  ASSERT_FALSE(hello.is_null());
+  EXPECT_EQ(hello["limits"]["max_message"], 4096) << hello.dump();
+  const std::string big =
+      R"({"v":1,"id":"big","op":"generate","prompt":")" + std::string(6000, 'x') + R"("})";
+  raw.Send({big});  // above the limit in force, under libzmq's cap: an error reply
+  json e = raw.Receive(3000ms);
+  ASSERT_FALSE(e.is_null()) << "no reply";
+  EXPECT_EQ(e["event"], "error") << e.dump();
+  EXPECT_EQ(e["code"], "bad_request") << e.dump();
+  EXPECT_NE(e["message"].get<std::string>().find("4096"), std::string::npos) << e.dump();
+}
+
 TEST_F(ServerTest, MetricsCountRequestsAndTimeToFirstToken) {
   StartServer();
   auto client = NewClient();
