@@ -146,9 +146,12 @@ Result<json> Client::Request(json request, const EventCallback& on_event,
     last_event = Clock::now();
     const json& e = *event;
     auto eid = e.find("id");
-    if (eid == e.end() || !eid->is_string() || eid->get_ref<const std::string&>() != id) {
-      continue;
-    }
+    if (eid == e.end() || !eid->is_string()) continue;
+    // The server answers "id":"" when it could not read the id (a frame over ipc.max_message, an
+    // id it refuses): with one request at a time that error is this request's answer, and waiting
+    // for one that names our id would end only at silence_timeout, as "is it running?".
+    const std::string& got = eid->get_ref<const std::string&>();
+    if (got != id && !(got.empty() && e.value("event", "") == "error")) continue;
     if (e.value("keepalive", false)) continue;
     if (on_event) on_event(e);
     if (IsTerminalEvent(e)) return *event;

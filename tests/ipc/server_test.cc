@@ -455,6 +455,23 @@ TEST_F(ServerTest, MaxMessageIsNotRaisedPastWhatTheSocketWasBoundWith) {
   EXPECT_NE(e["message"].get<std::string>().find("4096"), std::string::npos) << e.dump();
 }
 
+// A request the server cannot read an id from (here: over ipc.max_message) is answered with
+// "id":""; Client::Request takes that error as its answer instead of waiting out silence_timeout.
+TEST_F(ServerTest, ClientGetsTheErrorForARequestWhoseIdTheServerCouldNotRead) {
+  IpcConfig ipc;
+  ipc.max_message = 4096;
+  StartServer(ipc);
+  auto client = Client::Connect(Endpoint(), ClientOptions{.silence_timeout = 5000ms});
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto done = (*client)->Request({{"op", "generate"}, {"prompt", std::string(5000, 'x')}});
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  EXPECT_EQ((*done)["event"], "error");
+  EXPECT_EQ((*done)["code"], "bad_request");
+  EXPECT_NE((*done)["message"].get<std::string>().find("ipc.max_message"), std::string::npos);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+}
+
 TEST_F(ServerTest, MetricsCountRequestsAndTimeToFirstToken) {
   StartServer();
   auto client = NewClient();
