@@ -87,6 +87,14 @@ Result<std::unique_ptr<Task>> RsaTask::Create(EngineCore& core, EngineRequest re
   return std::unique_ptr<Task>(std::move(task));
 }
 
+int64_t RsaTask::MinimumBlocks(const std::function<int64_t(int64_t)>& blocks_for_tokens) const {
+  // The parent as StartSequence reserves it (prefill only) and one member as ForkSequence
+  // reserves it (its own blocks for the budget, + 2), at once; later rounds need one member.
+  const int64_t q = static_cast<int64_t>(question_prompt_.size());
+  const int64_t round0 = blocks_for_tokens(q) + 1 + blocks_for_tokens(params_.budget) + 2;
+  return std::max(Task::MinimumBlocks(blocks_for_tokens), round0);
+}
+
 int64_t RsaTask::WorstCaseSequenceTokens() const {
   const int64_t q = static_cast<int64_t>(question_prompt_.size());
   int64_t worst = q + params_.budget;

@@ -335,18 +335,29 @@ Result<std::unique_ptr<Task>> EngineCore::MakeTask(EngineRequest request,
     if (draining_ || stop_) return Unavailable("zayad is shutting down; no new requests");
   }
   ZAYA_ASSIGN_OR_RETURN(std::unique_ptr<Task> task, MakeTask(std::move(request), std::move(sink)));
-  // Exact admission: the largest single sequence must fit the request budget and the pool.
+  // Exact admission: what the task must hold at once to make progress (its largest sequence, and
+  // for RSA the question's prefill beside the first member) must fit the request budget and the
+  // pool; a task that fits neither would wait for ever.
   const int64_t worst = task->WorstCaseSequenceTokens();
-  const int64_t need = WorstCaseBlocks(worst);
+  const auto blocks_for_tokens = [this](int64_t tokens) { return pool_->BlocksForTokens(tokens); };
+  const int64_t need = task->MinimumBlocks(blocks_for_tokens);
   const uint64_t request_blocks = config_.memory.request / block_bytes_;
-  const int64_t pool_blocks = pool_->Stats().blocks_total;
-  if (static_cast<uint64_t>(need) > request_blocks || need > pool_blocks) {
-    return OverBudget("one sequence of this request may hold " + std::to_string(worst) +
-                      " tokens = " + Mib(static_cast<uint64_t>(need) * block_bytes_) +
-                      " of state, but memory.request is " + Mib(config_.memory.request) +
-                      " and memory.state holds " +
-                      Mib(static_cast<uint64_t>(pool_blocks) * block_bytes_) +
+  const KvPoolStats pool = pool_->Stats();
+  if (static_cast<uint64_t>(need) > request_blocks || need > pool.blocks_total) {
+    return OverBudget("this request must hold " + std::to_string(need) + " KV blocks (" +
+                      Mib(static_cast<uint64_t>(need) * block_bytes_) +
+                      ") at once to make progress; its largest sequence may hold " +
+                      std::to_string(worst) + " tokens; but memory.request is " +
+                      Mib(config_.memory.request) + " and memory.state holds " +
+                      Mib(static_cast<uint64_t>(pool.blocks_total) * block_bytes_) +
                       " of KV blocks; lower max_tokens / budget / tail / subset");
+  }
+  if (task->MinimumSequences() > pool.max_sequences) {
+    return OverBudget("this request needs " + std::to_string(task->MinimumSequences()) +
+                      " sequences at once (a solve holds the question's prefill while its first "
+                      "member starts), but the state pool has " +
+                      std::to_string(pool.max_sequences) +
+                      " slot(s); raise scheduler.max_running_sequences");
   }
   size_t position = 0;
   {

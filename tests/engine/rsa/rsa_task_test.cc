@@ -191,6 +191,54 @@ TEST(RsaTaskTest, DeadlineAnswersFromTheLastCompletePopulation) {
   EXPECT_EQ((*core)->Status()["memory"]["state"]["blocks_used"].get<int>(), 0);
 }
 
+// Round 0 holds the question's prefill while its first member forks (its own blocks for the budget
+// + 2): with memory.request at exactly the largest sequence's worst case, that never fitted, and
+// the solve was admitted and then waited for ever. It is refused at Submit now, naming what it
+// needs; one block more than that minimum runs it to the end. A pool of one sequence slot is
+// refused too.
+TEST(RsaTaskTest, ASolveThatCouldNeverStartIsRefusedAtSubmit) {
+  Config c = TinyConfig();
+  EngineRequest r = Solve("edge", 3);
+  r.solve.rounds = 0;  // parallel sampling: the largest sequence is the question plus the budget
+  r.solve.budget = 24;
+  int64_t worst_seq = 0, minimum = 0;
+  {
+    auto probe_core = EngineCore::Create(c);
+    ASSERT_TRUE(probe_core.ok());
+    auto probe = RsaTask::Create(**probe_core, r, nullptr, c.rsa, 4);
+    ASSERT_TRUE(probe.ok());
+    worst_seq = (*probe)->WorstCaseSequenceTokens();
+    minimum = (*probe)->MinimumBlocks([](int64_t t) { return (t + 15) / 16; });
+  }
+  const int64_t largest = (worst_seq + 15) / 16 + 1;  // what admission used to check
+  ASSERT_GT(minimum, largest) << "the edge this test is about";
+  c.memory.request = static_cast<uint64_t>(largest * 8192);
+  {
+    auto core = EngineCore::Create(c);
+    ASSERT_TRUE(core.ok());
+    auto rec = std::make_shared<Recorder>();
+    Status s = (*core)->Submit(r, rec);
+    EXPECT_EQ(s.code(), StatusCode::kOverBudget) << s.ToString();
+    EXPECT_NE(s.message().find("memory.request"), std::string::npos) << s.ToString();
+  }
+  c.memory.request = static_cast<uint64_t>(minimum * 8192);
+  {
+    auto core = EngineCore::Create(c);
+    ASSERT_TRUE(core.ok());
+    auto rec = std::make_shared<Recorder>();
+    ASSERT_TRUE((*core)->Submit(r, rec).ok());
+    auto ev = rec->Wait("edge");
+    ASSERT_EQ(ev.back().type, Type::kDone) << ev.back().body.dump();
+  }
+  Config one = TinyConfig();
+  one.scheduler.max_running_sequences = 1;
+  auto core = EngineCore::Create(one);
+  ASSERT_TRUE(core.ok()) << core.status().ToString();
+  Status s = (*core)->Submit(r, std::make_shared<Recorder>());
+  EXPECT_EQ(s.code(), StatusCode::kOverBudget) << s.ToString();
+  EXPECT_NE(s.message().find("max_running_sequences"), std::string::npos) << s.ToString();
+}
+
 TEST(RsaTaskTest, ParametersOutsideTheLimitsAreRefusedAtSubmit) {
   auto core = EngineCore::Create(TinyConfig());
   ASSERT_TRUE(core.ok());
