@@ -489,9 +489,13 @@ void Server::HandleRequest(const std::string& identity, Request request) {
       return;
     }
     case Op::kCancel: {
-      const std::string target = client_key + ":" + request.cancel_target;
-      const bool known = requests_.count(target) > 0;
-      if (known) engine_->Cancel(target);
+      bool known = false;
+      if (auto c = clients_.find(identity); c != clients_.end()) {
+        if (auto t = c->second.ids.find(request.cancel_target); t != c->second.ids.end()) {
+          known = true;
+          engine_->Cancel(t->second);
+        }
+      }
       reply_done({{"target", request.cancel_target}, {"cancelled", known}});
       return;
     }
@@ -520,10 +524,11 @@ void Server::HandleRequest(const std::string& identity, Request request) {
     if (c != clients_.end() && c->second.ids.empty()) clients_.erase(c);
     return;
   }
-  const std::string engine_id = client_key + ":" + request.id;
+  const std::string engine_id =
+      client_key + ":" + request.id + "#" + std::to_string(++submissions_);
   request.engine.id = engine_id;
   request.engine.client = client_key;
-  client.ids.insert(request.id);
+  client.ids.emplace(request.id, engine_id);
   client.last_sent = Clock::now();
   Tracked tracked{identity, request.id, request.op, Clock::now(), false, std::nullopt};
   if (request.op == Op::kGenerate && request.engine.solve.deadline_ms) {
@@ -583,7 +588,7 @@ void Server::SendKeepalives() {
   std::vector<std::pair<std::string, std::string>> probes;  // identity, client id
   for (const auto& [identity, client] : clients_) {
     if (client.ids.empty() || now - client.last_sent < options_.ipc.heartbeat_interval) continue;
-    probes.emplace_back(identity, *client.ids.begin());
+    probes.emplace_back(identity, client.ids.begin()->first);
   }
   for (const auto& [identity, id] : probes) {
     SendTo(identity, EncodeEvent(id, EngineEvent::Type::kProgress, {{"keepalive", true}}));
@@ -638,8 +643,8 @@ void Server::ClientGone(const std::string& identity) {
   auto it = clients_.find(identity);
   if (it == clients_.end()) return;
   const std::string key = HexIdentity(identity);
-  for (const auto& id : it->second.ids) {
-    auto r = requests_.find(key + ":" + id);
+  for (const auto& [id, engine_id] : it->second.ids) {
+    auto r = requests_.find(engine_id);
     if (r != requests_.end()) {
       if (r->second.deadline) --deadlines_;
       metrics_->CountRequest(OpName(r->second.op), "disconnected");

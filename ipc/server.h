@@ -29,7 +29,6 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "base/status.h"
@@ -103,7 +102,11 @@ class Server {
     std::optional<std::chrono::steady_clock::time_point> deadline;
   };
   struct Client {
-    std::unordered_set<std::string> ids;  // client ids in flight
+    // Client ids in flight, each with its engine id: "<hex identity>:<id>#<submission>". The
+    // submission number makes a reused client id a new engine id, so that what the engine still
+    // does for the old request (a cancel not yet applied, its `cancelled` event) never reaches
+    // the new one.
+    std::unordered_map<std::string, std::string> ids;
     std::chrono::steady_clock::time_point last_sent;
   };
 
@@ -135,6 +138,7 @@ class Server {
   bool accepting_ = true;
   std::string refuse_reason_;
 
+  uint64_t submissions_ = 0;        // numbers engine ids (see Client)
   uint64_t bound_max_message_ = 0;  // ipc.max_message when the socket was bound (Bind)
   std::unordered_map<std::string, Tracked> requests_;  // by engine id
   std::unordered_map<std::string, Client> clients_;    // by identity

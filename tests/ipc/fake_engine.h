@@ -63,9 +63,25 @@ class FakeEngine : public Engine {
     return zaya::Status::Ok();
   }
 
+  // Cancels take effect this long after Cancel, as the real engine applies them at its next step
+  // (by id, whatever request then has it); 0: at once.
+  void SetCancelDelay(std::chrono::milliseconds delay) {
+    std::lock_guard lock(mu_);
+    cancel_delay_ = delay;
+  }
+
   void Cancel(const std::string& request_id) override {
     std::lock_guard lock(mu_);
     cancelled_.push_back(request_id);
+    if (cancel_delay_.count() > 0) {
+      deferred_cancels_.emplace_back(request_id, std::chrono::steady_clock::now() + cancel_delay_);
+      cv_.notify_all();
+      return;
+    }
+    CancelLocked(request_id);
+  }
+
+  void CancelLocked(const std::string& request_id) {
     auto it = running_.find(request_id);
     if (it == running_.end()) return;
     it->second.sink->OnEvent(
@@ -146,6 +162,15 @@ class FakeEngine : public Engine {
       pending_accept_.clear();
       const auto now = std::chrono::steady_clock::now();
       auto wake = now + std::chrono::milliseconds(50);
+      for (auto it = deferred_cancels_.begin(); it != deferred_cancels_.end();) {
+        if (it->second <= now) {
+          CancelLocked(it->first);
+          it = deferred_cancels_.erase(it);
+        } else {
+          wake = std::min(wake, it->second);
+          ++it;
+        }
+      }
       for (auto it = running_.begin(); it != running_.end();) {
         Running& r = it->second;
         if (r.next > now) {
@@ -188,6 +213,8 @@ class FakeEngine : public Engine {
   std::vector<std::string> pending_accept_;
   std::vector<std::string> cancelled_;
   std::vector<std::string> cancelled_clients_;
+  std::chrono::milliseconds cancel_delay_{0};
+  std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>> deferred_cancels_;
   std::thread thread_;  // last: starts after every member above is constructed
 };
 

@@ -183,7 +183,8 @@ TEST_F(ServerTest, GenerateStreamsAcceptedDeltasDone) {
   const EngineRequest seen = engine_->last_request();
   EXPECT_EQ(seen.prompt, "hi");
   EXPECT_EQ(seen.sampling.seed, 5u);
-  EXPECT_EQ(seen.id.substr(seen.id.size() - 3), ":g1") << "engine ids are namespaced per client";
+  EXPECT_NE(seen.id.find(":g1#"), std::string::npos)
+      << "engine ids are namespaced per client and numbered per submission: " << seen.id;
   EXPECT_FALSE(seen.client.empty());
   EXPECT_EQ(metrics_.RequestCount("generate", "ok"), 1u);
 }
@@ -386,6 +387,26 @@ TEST_F(ServerTest, DeadlinesOfAVanishedClientExpiringTogetherAreSkipped) {
   auto health = client->Request({{"op", "health"}});
   ASSERT_TRUE(health.ok()) << health.status().ToString();
   EXPECT_EQ((*health)["event"], "done");
+}
+
+// A client that reuses an id right after deadline_exceeded gets its new request's own answer. The
+// engine applies the old request's cancel later (at its next step, by id), and the engine id used
+// to be the same for both requests, so that cancel hit the new one and its `cancelled` error was
+// forwarded as the new request's answer.
+TEST_F(ServerTest, AnIdReusedAfterDeadlineExceededIsANewRequest) {
+  engine_->SetStream(100000, 2ms);
+  engine_->SetCancelDelay(200ms);
+  StartServer();
+  auto client = NewClient();
+  auto first =
+      client->Request({{"id", "d"}, {"op", "generate"}, {"prompt", "p"}, {"deadline_ms", 50}});
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ((*first)["code"], "deadline_exceeded");
+  engine_->SetStream(40, 10ms);  // still running when the old cancel is applied
+  auto retry = client->Request({{"id", "d"}, {"op", "generate"}, {"prompt", "p"}});
+  ASSERT_TRUE(retry.ok()) << retry.status().ToString();
+  EXPECT_EQ((*retry)["event"], "done") << retry->dump();
+  EXPECT_TRUE(WaitFor([&] { return server_->InFlight() == 0; }));
 }
 
 TEST_F(ServerTest, EngineRefusalIsForwardedWithItsCode) {
