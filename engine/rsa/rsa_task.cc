@@ -50,11 +50,10 @@ Result<std::unique_ptr<Task>> RsaTask::Create(EngineCore& core, EngineRequest re
   if (request.solve.deadline_ms) {
     task->deadline_ = task->accepted_at() + std::chrono::milliseconds(*request.solve.deadline_ms);
   }
-  const Tokenizer& tok = core.tokenizer();
   task->raw_prompt_ = request.prompt.has_value();
   if (request.prompt) {
     task->question_ = *request.prompt;
-    ZAYA_ASSIGN_OR_RETURN(task->question_prompt_, tok.Encode(task->question_, true));
+    ZAYA_ASSIGN_OR_RETURN(task->question_prompt_, core.Encode(task->question_, true));
   } else {
     if (core.chat_template() == nullptr) {
       return FailedPrecondition(
@@ -65,7 +64,7 @@ Result<std::unique_ptr<Task>> RsaTask::Create(EngineCore& core, EngineRequest re
     auto text = core.chat_template()->Render(request.messages, true,
                                              {{"enable_thinking", task->enable_thinking_}});
     if (!text.ok()) return text.status().WithContext("rendering the chat template");
-    ZAYA_ASSIGN_OR_RETURN(task->question_prompt_, tok.Encode(*text, false));
+    ZAYA_ASSIGN_OR_RETURN(task->question_prompt_, core.Encode(*text, false));
   }
   if (task->question_prompt_.empty()) return InvalidArgument("the question is empty");
   // Fixed tokens of an aggregation prompt besides the tails: build one with C empty tails.
@@ -270,9 +269,8 @@ Result<std::vector<int32_t>> RsaTask::BuildAggregationPrompt(
       return InvalidArgument("the question may not contain the control character U+001F");
     }
     if (!segment.empty()) {
-      ZAYA_ASSIGN_OR_RETURN(
-          std::vector<int32_t> ids,
-          core.tokenizer().Encode(segment, /*add_special_tokens=*/!chat && i == 0));
+      ZAYA_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
+                            core.Encode(segment, /*add_special_tokens=*/!chat && i == 0));
       out.insert(out.end(), ids.begin(), ids.end());
     }
     if (i < tails.size()) {

@@ -61,6 +61,12 @@ Result<std::unique_ptr<EngineCore>> EngineCore::Create(const Config& config) {
     ZAYA_LOG(kWarning, "no usable chat template in " + dir + " (" + chat.status().message() +
                            "); chat requests will be refused, raw prompts still work");
   }
+  if (core->tokenizer_->vocab_size() > mc.vocab_size) {
+    ZAYA_LOG(kWarning, "the tokenizer of " + dir + " has ids up to " +
+                           std::to_string(core->tokenizer_->vocab_size() - 1) +
+                           " but config.json's vocab_size is " + std::to_string(mc.vocab_size) +
+                           "; prompts containing those tokens will be refused");
+  }
   for (int32_t id : core->tokenizer_->eos_ids()) core->stop_tokens_.push_back(id);
   for (int64_t id : mc.eos_token_ids) core->stop_tokens_.push_back(static_cast<int32_t>(id));
   if (auto eot = core->tokenizer_->TokenToId("<end_of_turn>")) core->stop_tokens_.push_back(*eot);
@@ -309,11 +315,11 @@ Result<std::unique_ptr<Task>> EngineCore::MakeTask(EngineRequest request,
     auto text = chat_->Render(request.messages, /*add_generation_prompt=*/true,
                               {{"enable_thinking", request.enable_thinking}});
     if (!text.ok()) return text.status().WithContext("rendering the chat template");
-    auto ids = tokenizer_->Encode(*text, /*add_special_tokens=*/false);
+    auto ids = Encode(*text, /*add_special_tokens=*/false);
     if (!ids.ok()) return ids.status();
     prompt = std::move(*ids);
   } else {
-    auto ids = tokenizer_->Encode(*request.prompt, /*add_special_tokens=*/true);
+    auto ids = Encode(*request.prompt, /*add_special_tokens=*/true);
     if (!ids.ok()) return ids.status();
     prompt = std::move(*ids);
   }
@@ -327,6 +333,23 @@ Result<std::unique_ptr<Task>> EngineCore::MakeTask(EngineRequest request,
   if (auto s = Sampler::Create(request.sampling); !s.ok()) return s.status();
   return std::unique_ptr<Task>(new GenerateTask(request.id, request.client, std::move(sink),
                                                 std::move(prompt), request.sampling));
+}
+
+Result<std::vector<int32_t>> EngineCore::Encode(std::string_view text,
+                                                bool add_special_tokens) const {
+  ZAYA_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tokenizer_->Encode(text, add_special_tokens));
+  const int64_t vocab = checkpoint_->config().vocab_size;
+  for (int32_t id : ids) {
+    if (id < 0 || id >= vocab) {
+      return InvalidArgument("the text contains the token '" + tokenizer_->IdToToken(id) +
+                             "' (id " + std::to_string(id) +
+                             "), which this model has no "
+                             "embedding for (config.json vocab_size " +
+                             std::to_string(vocab) +
+                             "); the tokenizer does not match the checkpoint");
+    }
+  }
+  return ids;
 }
 
 ::zaya::Status EngineCore::Submit(EngineRequest request, std::shared_ptr<EventSink> sink) {

@@ -98,6 +98,11 @@ class EngineCore final : public Engine {
 
   // --- For tasks, on the scheduler thread only. ---
   const Tokenizer& tokenizer() const { return *tokenizer_; }
+  // The tokenizer's ids for `text`, refused (InvalidArgument, naming the token) when one has no
+  // row in the model's embedding: a tokenizer.json with added tokens the checkpoint was not
+  // resized for. Unchecked, such an id failed the forward step of every request in the batch.
+  // Every prompt goes through here. Thread-safe (the tokenizer is immutable).
+  Result<std::vector<int32_t>> Encode(std::string_view text, bool add_special_tokens) const;
   const ChatTemplate* chat_template() const { return chat_.get(); }
   const Config& config() const { return config_; }
   const ZayaConfig& model_config() const { return checkpoint_->config(); }

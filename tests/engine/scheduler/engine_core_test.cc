@@ -4,8 +4,11 @@
 #include "engine/scheduler/engine_core.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <condition_variable>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <string>
@@ -248,6 +251,51 @@ TEST(EngineCoreTest, DeadlineAnswersFromTheLastCompletePopulationOrFails) {
   ASSERT_EQ(ev.back().type, Type::kError);
   EXPECT_EQ(ev.back().body["code"], "deadline_exceeded");
   EXPECT_EQ(engine->Status()["memory"]["state"]["blocks_used"].get<int>(), 0);
+}
+
+// A tokenizer.json with a token past the checkpoint's vocab_size (added without resizing the
+// embeddings): a prompt containing it used to reach the forward step, which then failed for every
+// request in the batch. It is refused at Submit, naming the token; other requests run on.
+TEST(EngineCoreTest, APromptTokenTheModelHasNoEmbeddingForIsRefusedAlone) {
+  namespace fs = std::filesystem;
+  const fs::path src = testing::TinyEngineConfig().model.path;
+  const fs::path dir = fs::temp_directory_path() / ("zaya-vocab-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const auto& f : fs::directory_iterator(src))
+    fs::copy_file(f.path(), dir / f.path().filename());
+  {
+    std::ifstream in(dir / "tokenizer.json");
+    nlohmann::json t = nlohmann::json::parse(in);
+    t["added_tokens"].push_back({{"id", 600},
+                                 {"content", "<tool_call>"},
+                                 {"single_word", false},
+                                 {"lstrip", false},
+                                 {"rstrip", false},
+                                 {"normalized", false},
+                                 {"special", true}});
+    std::ofstream(dir / "tokenizer.json") << t.dump();
+  }
+  Config c = TinyConfig();
+  c.model.path = dir.string();
+  auto engine = MakeEngine(c);
+  ASSERT_NE(engine, nullptr);
+  auto rec = std::make_shared<Recorder>();
+  ASSERT_TRUE(engine->Submit(Generate("ok", "hello world", 16, 1), rec).ok());
+  Status bad = engine->Submit(Generate("bad", "hello <tool_call> world", 8, 2), rec);
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument) << bad.ToString();
+  EXPECT_NE(bad.message().find("<tool_call>"), std::string::npos) << bad.ToString();
+  EXPECT_NE(bad.message().find("vocab_size 512"), std::string::npos) << bad.ToString();
+  EngineRequest solve;
+  solve.kind = EngineRequest::Kind::kSolve;
+  solve.id = "bad-solve";
+  solve.client = "t";
+  solve.prompt = "<tool_call>";
+  EXPECT_EQ(engine->Submit(solve, rec).code(), StatusCode::kInvalidArgument);
+  auto ev = rec->Wait("ok");
+  ASSERT_EQ(ev.back().type, Type::kDone) << ev.back().body.dump();
+  engine.reset();
+  fs::remove_all(dir);
 }
 
 TEST(EngineCoreTest, FactoryReportsAMissingModelClearly) {
