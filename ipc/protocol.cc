@@ -7,6 +7,8 @@
 #include <limits>
 #include <optional>
 
+#include "base/json_depth.h"
+
 namespace zaya::ipc {
 namespace {
 
@@ -403,44 +405,6 @@ ProtocolLimits ProtocolLimits::FromConfig(const Config& config) {
   return l;
 }
 
-int JsonDepth(std::string_view text, int limit) {
-  int depth = 0;
-  int max_depth = 0;
-  bool in_string = false;
-  bool escaped = false;
-  for (const char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    switch (c) {
-      case '"':
-        in_string = true;
-        break;
-      case '[':
-      case '{':
-        if (++depth > max_depth) {
-          max_depth = depth;
-          if (max_depth > limit) return limit + 1;
-        }
-        break;
-      case ']':
-      case '}':
-        if (depth > 0) --depth;
-        break;
-      default:
-        break;
-    }
-  }
-  return max_depth;
-}
-
 Decoded DecodeRequest(std::string_view frame, const ProtocolLimits& limits) {
   Decoded out;
   auto fail = [&out](std::string_view code, std::string message) -> Decoded {
@@ -453,7 +417,7 @@ Decoded DecodeRequest(std::string_view frame, const ProtocolLimits& limits) {
                                  " bytes exceeds the limit of " +
                                  std::to_string(limits.max_message) + " bytes (ipc.max_message)");
   }
-  if (JsonDepth(frame, limits.max_json_depth) > limits.max_json_depth) {
+  if (JsonNestingDepth(frame, limits.max_json_depth) > limits.max_json_depth) {
     return fail(kBadRequest, "JSON nested deeper than " + std::to_string(limits.max_json_depth) +
                                  " levels (ipc.max_json_depth)");
   }

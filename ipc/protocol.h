@@ -68,11 +68,6 @@ struct Decoded {
 // Decodes and validates one frame. Never throws.
 Decoded DecodeRequest(std::string_view frame, const ProtocolLimits& limits);
 
-// Returns the nesting depth of the JSON text, stopping early once it exceeds `limit` (the return
-// value is then limit + 1). Strings are skipped, so brackets inside them do not count. The text
-// need not be valid JSON; the parser that runs afterwards reports syntax errors.
-int JsonDepth(std::string_view text, int limit);
-
 // One reply frame: {"v":1,"id":ID,"event":NAME, ...body}. Body fields named v/id/event are dropped.
 // Invalid UTF-8 in body strings (e.g. a delta that split a character) is replaced with U+FFFD.
 std::string EncodeEvent(std::string_view id, EngineEvent::Type type, const nlohmann::json& body);

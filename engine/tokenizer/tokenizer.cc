@@ -8,6 +8,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "base/json_depth.h"
 #include "engine/tokenizer/pretokenize.h"
 #include "engine/tokenizer/utf8.h"
 
@@ -718,6 +719,18 @@ Result<Tokenizer> Tokenizer::FromJson(std::string_view tokenizer_json,
 Result<Tokenizer> Tokenizer::Build(std::string_view tokenizer_json, std::string_view config_json,
                                    std::string_view generation_json) {
   auto impl = std::make_shared<Impl>();
+  // Real tokenizer files nest a few levels (a Sequence of normalizers holding patterns). Far
+  // deeper ones would overflow the stack in the recursive copies below (base/json_depth.h).
+  constexpr int kMaxDepth = 64;
+  for (const auto& [name, text] : {std::pair{"tokenizer.json", tokenizer_json},
+                                   std::pair{"tokenizer_config.json", config_json},
+                                   std::pair{"generation_config.json", generation_json}}) {
+    if (JsonNestingDepth(text, kMaxDepth) > kMaxDepth) {
+      return InvalidArgument(std::string(name) + " nests arrays and objects more than " +
+                             std::to_string(kMaxDepth) +
+                             " levels deep; it is not a tokenizer file this engine can read");
+    }
+  }
   try {
     const json t = json::parse(tokenizer_json, nullptr, /*allow_exceptions=*/false);
     if (t.is_discarded() || !t.is_object()) {

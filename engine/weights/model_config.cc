@@ -8,6 +8,8 @@
 #include <optional>
 #include <sstream>
 
+#include "base/json_depth.h"
+
 namespace zaya {
 namespace {
 
@@ -275,27 +277,9 @@ std::string_view CheckpointLayoutName(CheckpointLayout layout) {
 
 Result<ZayaConfig> ParseZayaConfig(std::string_view json_text, std::string_view source) {
   json root;
-  // Deep nesting would only slow the parser down; config.json is at most a few levels deep.
-  int depth = 0, max_depth = 0;
-  bool in_string = false, escaped = false;
-  for (char ch : json_text) {
-    if (in_string) {
-      if (escaped)
-        escaped = false;
-      else if (ch == '\\')
-        escaped = true;
-      else if (ch == '"')
-        in_string = false;
-    } else if (ch == '"') {
-      in_string = true;
-    } else if (ch == '{' || ch == '[') {
-      max_depth = std::max(max_depth, ++depth);
-    } else if (ch == '}' || ch == ']') {
-      --depth;
-    }
-    if (max_depth > 32) {
-      return InvalidArgument(std::string(source) + ": JSON nested more than 32 levels deep");
-    }
+  // config.json is at most a few levels deep; anything deeper is not one (base/json_depth.h).
+  if (JsonNestingDepth(json_text, 32) > 32) {
+    return InvalidArgument(std::string(source) + ": JSON nested more than 32 levels deep");
   }
   try {
     root = json::parse(json_text.begin(), json_text.end());

@@ -283,6 +283,20 @@ TEST(TokenizerLoadTest, UnsupportedTypesAreNamed) {
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
 }
 
+// A normalizer nested 100,000 levels deep (a 200 KB file) parsed, and then overflowed the stack in
+// the recursive copy of the document; it is refused before parsing.
+TEST(TokenizerLoadTest, DeeplyNestedFilesAreRefusedBeforeParsing) {
+  std::string text = MinimalJson("normalizer", "null");
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  text.replace(text.find("null"), 4, deep);
+  auto t = Tokenizer::FromJson(text);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(t.status().message(), HasSubstr("tokenizer.json nests"));
+  // Real files nest a few levels and still load.
+  EXPECT_TRUE(Tokenizer::FromJson(MinimalJson("normalizer", "null")).ok());
+}
+
 TEST(TokenizerLoadTest, NoByteFallbackNoUnkIsAnEncodeError) {
   auto t = Tokenizer::FromJson(MinimalJson("normalizer", "null"));
   ASSERT_TRUE(t.ok()) << t.status().ToString();
