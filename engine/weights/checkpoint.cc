@@ -11,17 +11,25 @@
 namespace zaya {
 namespace {
 
+// A tensor-name index as PyTorch writes it: plain decimal digits, no sign, no leading zero.
+// std::from_chars alone would take "-1" and "-0", which would index before a buffer or alias
+// index 0.
+bool ParseIndex(std::string_view digits, int64_t* index) {
+  if (digits.empty() || (digits.size() > 1 && digits[0] == '0')) return false;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return false;
+  }
+  auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), *index);
+  return ec == std::errc() && ptr == digits.data() + digits.size();
+}
+
 // "model.layers.<n>.<rest>" -> n, rest.
 bool SplitLayerName(std::string_view name, int64_t* layer, std::string_view* rest) {
   constexpr std::string_view kPrefix = "model.layers.";
   if (name.substr(0, kPrefix.size()) != kPrefix) return false;
   name.remove_prefix(kPrefix.size());
   const size_t dot = name.find('.');
-  if (dot == 0 || dot == std::string_view::npos) return false;
-  const std::string_view digits = name.substr(0, dot);
-  if (digits.size() > 1 && digits[0] == '0') return false;
-  auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), *layer);
-  if (ec != std::errc() || ptr != digits.data() + digits.size() || *layer < 0) return false;
+  if (dot == std::string_view::npos || !ParseIndex(name.substr(0, dot), layer)) return false;
   *rest = name.substr(dot + 1);
   return true;
 }
@@ -159,11 +167,7 @@ bool ParseLegacyExpertName(std::string_view name, std::string* native_name, int6
   if (rest.substr(0, kPrefix.size()) != kPrefix) return false;
   rest.remove_prefix(kPrefix.size());
   const size_t dot = rest.find('.');
-  if (dot == 0 || dot == std::string_view::npos) return false;
-  const std::string_view digits = rest.substr(0, dot);
-  if (digits.size() > 1 && digits[0] == '0') return false;
-  auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + dot, *expert);
-  if (ec != std::errc() || ptr != digits.data() + dot) return false;
+  if (dot == std::string_view::npos || !ParseIndex(rest.substr(0, dot), expert)) return false;
   const std::string_view kind = rest.substr(dot + 1);
   if (kind == "linear_fc1.weight") {
     *native_name = Layer(half / 2) + "mlp.experts.gate_up_proj";
@@ -222,7 +226,8 @@ Status Checkpoint::TranslateLegacy() {
       }
     }
     for (const auto& [e, part] : parts) {
-      if (e >= e_count) {
+      // ParseIndex never yields e < 0; the check keeps the memcpy below in bounds regardless.
+      if (e < 0 || e >= e_count) {
         return DataLoss(dir_ + ": unexpected tensor " + Quote(part->name) + ": config.json has " +
                         std::to_string(e_count) + " experts");
       }

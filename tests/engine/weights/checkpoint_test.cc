@@ -293,6 +293,35 @@ TEST(CheckpointLegacyErrors, UnknownLegacyTensorIsNamed) {
       << broken.status().message();
 }
 
+// A signed expert index once parsed: "-1" copied before the stacked buffer and "-0" silently
+// replaced expert 0.
+TEST(CheckpointLegacyErrors, SignedExpertIndexIsNamed) {
+  auto set = TensorSet::OpenDirectory(TinyDir("legacy-bf16"));
+  ASSERT_TRUE(set.ok());
+  const TensorView* expert0 =
+      set->Find("model.layers.1.zaya_block.experts.local_experts.0.linear_fc1.weight");
+  ASSERT_NE(expert0, nullptr);
+  for (const char* index : {"-1", "-0", "+1", "1x"}) {
+    SCOPED_TRACE(index);
+    TempDir dir;
+    for (const auto& entry : fs::directory_iterator(TinyDir("legacy-bf16"))) {
+      fs::copy(entry.path(), dir.path() / entry.path().filename());
+    }
+    std::vector<testing::FakeTensor> fakes;
+    for (const TensorView* t : set->Tensors()) fakes.push_back({t->name, "F32", t->shape, 0.0f});
+    const std::string bad = "model.layers.1.zaya_block.experts.local_experts." +
+                            std::string(index) + ".linear_fc1.weight";
+    fakes.push_back({bad, "F32", expert0->shape, 1.0f});
+    testing::WriteBytes(dir.File("model.safetensors"), testing::MakeSafetensors(fakes));
+    auto broken = Checkpoint::Open(dir.path().string());
+    ASSERT_FALSE(broken.ok());
+    EXPECT_EQ(broken.status().code(), StatusCode::kDataLoss);
+    EXPECT_NE(broken.status().message().find("unexpected tensor \"" + bad + "\""),
+              std::string::npos)
+        << broken.status().message();
+  }
+}
+
 // The legacy fixture split over three shards with an index loads exactly like the single file.
 TEST(CheckpointTest, ShardedLegacyCheckpointMatchesNative) {
   TempDir dir;
