@@ -48,11 +48,28 @@ Result<ChatTemplate> ChatTemplate::FromTokenizerConfig(const std::filesystem::pa
   if (t && t->is_string()) {
     source = t->get<std::string>();
   } else if (t && t->is_array()) {
-    for (const json& entry : *t) {
-      if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
-          entry["template"].is_string()) {
-        source = entry["template"].get<std::string>();
+    // Checked field by field: json::value() and get() throw on a wrong type, and nothing above
+    // this catches, so a malformed tokenizer_config.json would end the daemon at startup.
+    for (size_t i = 0; i < t->size(); ++i) {
+      const json& entry = (*t)[i];
+      const std::string field = "chat_template[" + std::to_string(i) + "]";
+      if (!entry.is_object()) {
+        return InvalidArgument(file.string() + ": " + field +
+                               " is not an object; each entry needs a string \"name\" and "
+                               "\"template\"");
       }
+      if (!entry.contains("name") || !entry["name"].is_string()) {
+        return InvalidArgument(file.string() + ": " + field +
+                               ".name is missing or not a string; each entry needs a string "
+                               "\"name\" such as \"default\"");
+      }
+      if (entry["name"].get_ref<const std::string&>() != "default") continue;
+      if (!entry.contains("template") || !entry["template"].is_string()) {
+        return InvalidArgument(file.string() + ": " + field +
+                               ".template is missing or not a string; it must hold the Jinja "
+                               "source of the default chat template");
+      }
+      source = entry["template"].get<std::string>();
     }
     if (source.empty()) {
       return InvalidArgument(file.string() + ": chat_template list has no \"default\" entry");

@@ -2,6 +2,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -93,6 +94,45 @@ TEST(ChatTemplateTest, RejectsMalformedMessages) {
   EXPECT_FALSE(t->Render(json::array(), true, {{"messages", 1}}).ok());
   EXPECT_EQ(ChatTemplate::FromTokenizerConfig("/nonexistent").status().code(),
             StatusCode::kNotFound);
+}
+
+// Loads a tokenizer_config.json holding `config`, from a file unique to this test process.
+Result<ChatTemplate> FromConfigText(const std::string& config) {
+  const fs::path path =
+      fs::temp_directory_path() / ("chat_template_test_" + std::to_string(::getpid()) + ".json");
+  std::ofstream(path, std::ios::binary) << config;
+  auto t = ChatTemplate::FromTokenizerConfig(path);
+  fs::remove(path);
+  return t;
+}
+
+// A wrongly typed field in the chat_template list once threw json::type_error out of
+// FromTokenizerConfig, which nothing caught: the daemon died at startup.
+TEST(ChatTemplateTest, MistypedTemplateListEntryIsAnError) {
+  struct Case {
+    const char* config;
+    const char* field;
+  };
+  for (const Case& c : {
+           Case{R"({"chat_template":[{"name":1,"template":"x"}]})", "chat_template[0].name"},
+           Case{R"({"chat_template":[{"template":"x"}]})", "chat_template[0].name"},
+           Case{R"({"chat_template":[{"name":"tool_use","template":"t"},)"
+                R"({"name":"default","template":2}]})",
+                "chat_template[1].template"},
+           Case{R"({"chat_template":[{"name":"default"}]})", "chat_template[0].template"},
+           Case{R"({"chat_template":["x"]})", "chat_template[0]"},
+       }) {
+    SCOPED_TRACE(c.config);
+    auto t = FromConfigText(c.config);
+    ASSERT_FALSE(t.ok());
+    EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_THAT(t.status().message(), HasSubstr("chat_template_test_"));
+    EXPECT_THAT(t.status().message(), HasSubstr(c.field));
+  }
+  auto ok = FromConfigText(
+      R"({"chat_template":[{"name":"rag","template":3},{"name":"default","template":"hi"}]})");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(*ok->Render(json::array(), false), "hi");
 }
 
 std::string R(const std::string& src, const json& ctx = json::object()) {
