@@ -92,6 +92,11 @@ Result<BackendPlugin> LoadBackendPlugin(const std::string& path) {
                              " leaves a required ABI 1.0 function empty; it is broken");
     }
   }
+  // Backend::Create builds a std::string from the name, which throws on NULL.
+  if (api->name == nullptr) {
+    return InvalidArgument("backend plugin " + path +
+                           " leaves its required name empty (NULL); it is broken");
+  }
   plugin.api = api;
   return plugin;
 }

@@ -45,7 +45,11 @@ zaya_status Prepare(zaya_backend*, const zaya_tensor*, const zaya_tensor*) {
 zaya_backend_api api = {FAKE_MAJOR,
                         0,
                         FAKE_SIZE,
+#ifdef FAKE_NULL_NAME
+                        nullptr,
+#else
                         "fake",
+#endif
                         "0",
                         &Create,
                         &Destroy,

@@ -39,6 +39,11 @@ TEST(LoaderTest, RefusesAnEmptyRequiredFunction) {
   ExpectRefused("fake_null_execute.so", StatusCode::kInvalidArgument, "required");
 }
 
+// Backend::Create once built a std::string from the NULL name and threw.
+TEST(LoaderTest, RefusesANullName) {
+  ExpectRefused("fake_null_name.so", StatusCode::kInvalidArgument, "name empty (NULL)");
+}
+
 TEST(LoaderTest, RefusesATooSmallFunctionTable) {
   ExpectRefused("fake_short_table.so", StatusCode::kFailedPrecondition,
                 "function table of 16 bytes");
