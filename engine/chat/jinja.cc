@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <ctime>
+#include <limits>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -1361,7 +1362,11 @@ class Interpreter {
         if (!j.is_number()) Fail(e.line, "unary " + e.name + " needs a number");
         if (e.name == "+") return v;
         if (j.is_number_float()) return Value::Of(-j.get<double>());
-        return Value::Of(-j.get<int64_t>());
+        const int64_t i = j.get<int64_t>();
+        if (i == std::numeric_limits<int64_t>::min()) {
+          Fail(e.line, "integer overflow: -(" + std::to_string(i) + ") does not fit in 64 bits");
+        }
+        return Value::Of(-i);
       }
       case Expr::Kind::kNot:
         return Value::Of(!Truthy(Eval(*e.args[0])));
@@ -1440,9 +1445,18 @@ class Interpreter {
       }
     }
     if (op == "*" && x.is_string() && y.is_number_integer()) {
+      // Sized up front: a loop guarded by the result's size never ends for "" * 10**18.
+      const std::string& unit = x.get_ref<const std::string&>();
+      const int64_t n = y.get<int64_t>();
+      if (unit.empty() || n <= 0) return Value::Of("");
+      constexpr size_t kMaxRepeatBytes = size_t{1} << 24;
+      if (static_cast<uint64_t>(n) > kMaxRepeatBytes / unit.size()) {
+        Fail(line, "string repetition by " + std::to_string(n) + " exceeds the " +
+                       std::to_string(kMaxRepeatBytes >> 20) + " MiB limit");
+      }
       std::string r;
-      for (int64_t i = 0; i < y.get<int64_t>() && r.size() < (1u << 24); ++i)
-        r += x.get<std::string>();
+      r.reserve(unit.size() * static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) r += unit;
       return Value::Of(r);
     }
     if (!x.is_number() || !y.is_number() || a.undefined() || b.undefined()) {
@@ -1452,14 +1466,29 @@ class Interpreter {
     }
     const bool ints = !x.is_number_float() && !y.is_number_float();
     if (ints && op != "/" && op != "**") {
+      // Python's ints do not overflow; ours are int64, so a result out of range is an error
+      // (wrapping would be undefined behaviour, and INT64_MIN / -1 traps with SIGFPE on x86).
       const int64_t p = x.get<int64_t>(), q = y.get<int64_t>();
-      if (op == "+") return Value::Of(p + q);
-      if (op == "-") return Value::Of(p - q);
-      if (op == "*") return Value::Of(p * q);
+      int64_t r = 0;
+      bool overflow = false;
+      if (op == "+") overflow = __builtin_add_overflow(p, q, &r);
+      if (op == "-") overflow = __builtin_sub_overflow(p, q, &r);
+      if (op == "*") overflow = __builtin_mul_overflow(p, q, &r);
+      if (op == "//") overflow = q == -1 && p == std::numeric_limits<int64_t>::min();
+      if (overflow) {
+        Fail(line, "integer overflow: " + std::to_string(p) + " " + op + " " + std::to_string(q) +
+                       " does not fit in 64 bits");
+      }
+      if (op == "+" || op == "-" || op == "*") return Value::Of(r);
       if (q == 0) Fail(line, "division by zero");
-      if (op == "//")
-        return Value::Of(static_cast<int64_t>(std::floor(static_cast<double>(p) / q)));
-      if (op == "%") return Value::Of(((p % q) + q) % q);
+      // x % -1 is 0 for every x; the C++ expression would trap for INT64_MIN.
+      if (op == "%" && q == -1) return Value::Of(int64_t{0});
+      // Python rounds toward negative infinity, C++ toward zero; in integers, so that values
+      // past 2^53 stay exact.
+      const int64_t quot = p / q, rem = p % q;
+      const bool signs_differ = rem != 0 && ((rem < 0) != (q < 0));
+      if (op == "//") return Value::Of(signs_differ ? quot - 1 : quot);
+      if (op == "%") return Value::Of(signs_differ ? rem + q : rem);
     }
     const double p = x.get<double>(), q = y.get<double>();
     if (op == "+") return Value::Of(p + q);
@@ -1467,7 +1496,14 @@ class Interpreter {
     if (op == "*") return Value::Of(p * q);
     if (op == "**") {
       const double r = std::pow(p, q);
-      if (ints && q >= 0) return Value::Of(static_cast<int64_t>(r));
+      if (ints && q >= 0) {
+        // Converting a double at or past 2^63 to int64 is undefined behaviour.
+        if (r >= 0x1p63 || r < -0x1p63) {
+          Fail(line,
+               "integer overflow: " + x.dump() + " ** " + y.dump() + " does not fit in 64 bits");
+        }
+        return Value::Of(static_cast<int64_t>(r));
+      }
       return Value::Of(r);
     }
     if (q == 0) Fail(line, "division by zero");

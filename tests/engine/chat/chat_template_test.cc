@@ -174,6 +174,29 @@ TEST(JinjaTest, ExpressionsAndFilters) {
             "a");
 }
 
+// INT64_MIN % -1 once trapped with SIGFPE, and "" * n looped n times because its size guard
+// never grew; Python's ints are unbounded, so what int64 cannot hold is an error, not a wrap.
+TEST(JinjaTest, IntegerEdgeCasesAnswerOrFailPromptly) {
+  const std::string min = "(-9223372036854775807 - 1)";
+  EXPECT_EQ(R("{{ " + min + " % -1 }}|{{ 7 % -1 }}|{{ " + min + " // 1 }}"),
+            "0|0|-9223372036854775808");
+  EXPECT_THAT(R("{{ " + min + " // -1 }}"), HasSubstr("integer overflow"));
+  EXPECT_THAT(R("{{ -" + min + " }}"), HasSubstr("integer overflow"));
+  EXPECT_THAT(R("{{ 9223372036854775807 + 1 }}"), HasSubstr("integer overflow"));
+  EXPECT_THAT(R("{{ " + min + " - 1 }}"), HasSubstr("integer overflow"));
+  EXPECT_THAT(R("{{ 3037000500 * 3037000500 }}"), HasSubstr("integer overflow"));
+  EXPECT_THAT(R("{{ 2 ** 63 }}"), HasSubstr("integer overflow"));
+  EXPECT_EQ(R("{{ (-2) ** 63 }}"), "-9223372036854775808");
+  // Floor division and modulo round toward negative infinity, exactly past 2^53.
+  EXPECT_EQ(R("{{ -7 // 2 }}|{{ 7 // -2 }}|{{ -7 % 3 }}|{{ 7 % -3 }}|{{ -6 // 3 }}"),
+            "-4|-4|2|-2|-2");
+  EXPECT_EQ(R("{{ 9007199254740993 // 1 }}|{{ 9223372036854775807 % 10 }}"), "9007199254740993|7");
+  EXPECT_EQ(R("{{ 5 % 0 }}"), "RENDER ERROR: chat template line 1: division by zero");
+
+  EXPECT_EQ(R("{{ '' * 10**18 }}|{{ 'ab' * 3 }}|{{ 'a' * 0 }}|{{ 'a' * -2 }}"), "|ababab||");
+  EXPECT_THAT(R("{{ 'ab' * 10**18 }}"), HasSubstr("exceeds the 16 MiB limit"));
+}
+
 TEST(JinjaTest, StatementsAndWhitespace) {
   EXPECT_EQ(R("{% for x in [1,2,3] %}{{ loop.index0 }}{{ x }}{% if not loop.last %},{% endif %}{% "
               "endfor %}"),
