@@ -278,6 +278,17 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string
   file->map_size_ = size;
 
   const auto* bytes = static_cast<const unsigned char*>(map);
+  // A clone made without git-lfs holds ~130-byte text pointers in place of the weights; their
+  // first 8 bytes would read as an absurd header length, which hides the real cause.
+  constexpr std::string_view kLfsPointer = "version https://git-lfs.github.com/spec/";
+  if (std::string_view(reinterpret_cast<const char*>(bytes), size).starts_with(kLfsPointer)) {
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    return Corrupt(path,
+                   "this is a Git LFS pointer file, not the weights (the repository was cloned "
+                   "without git-lfs); run `git lfs pull` in " +
+                       (dir.empty() ? std::string("the model directory") : dir) +
+                       " to fetch the real files");
+  }
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];
   if (header_len > kMaxSafetensorsHeaderBytes) {

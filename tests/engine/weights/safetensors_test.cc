@@ -228,6 +228,26 @@ TEST(SafetensorsTest, CorruptFilesGivePreciseErrors) {
   }
 }
 
+// A clone without git-lfs leaves text pointers where the weights belong; their first 8 bytes
+// once surfaced as an absurd header length.
+TEST(SafetensorsTest, GitLfsPointerSaysToPull) {
+  TempDir dir;
+  const std::string path = dir.File("model.safetensors");
+  WriteBytes(path,
+             "version https://git-lfs.github.com/spec/v1\n"
+             "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+             "size 16384\n");
+  auto file = SafetensorsFile::Open(path);
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.status().code(), StatusCode::kDataLoss);
+  const std::string& m = file.status().message();
+  EXPECT_EQ(m.rfind(path + ": ", 0), 0u) << m;
+  EXPECT_NE(m.find("Git LFS pointer"), std::string::npos) << m;
+  EXPECT_NE(m.find("git lfs pull"), std::string::npos) << m;
+  EXPECT_NE(m.find(dir.path().string()), std::string::npos) << "names the directory: " << m;
+  EXPECT_EQ(m.find("header length"), std::string::npos) << m;
+}
+
 TEST(SafetensorsTest, GapsBetweenTensorsAreAllowed) {
   TempDir dir;
   WriteBytes(dir.File("g.safetensors"),
