@@ -3,6 +3,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/json_depth.h"
+
 namespace zaya {
 
 using nlohmann::json;
@@ -38,6 +40,11 @@ Result<ChatTemplate> ChatTemplate::FromTokenizerConfig(const std::filesystem::pa
   if (!text) {
     return NotFound("chat template: cannot open " + file.string() +
                     "; pass a model folder that holds tokenizer_config.json");
+  }
+  // Deeper than any real file, and deep enough to overflow the stack in nlohmann's recursive
+  // copies (base/json_depth.h).
+  if (JsonNestingDepth(*text, 64) > 64) {
+    return InvalidArgument(file.string() + " nests arrays and objects more than 64 levels deep");
   }
   const json config = json::parse(*text, nullptr, false);
   if (config.is_discarded() || !config.is_object()) {

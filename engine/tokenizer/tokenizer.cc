@@ -8,6 +8,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "base/git_lfs.h"
 #include "base/json_depth.h"
 #include "engine/tokenizer/pretokenize.h"
 #include "engine/tokenizer/utf8.h"
@@ -897,6 +898,7 @@ Result<Tokenizer> Tokenizer::Load(const std::filesystem::path& path) {
     generation = ReadFile(dir / "generation_config.json", &st);
     ZAYA_RETURN_IF_ERROR(st);
   }
+  if (IsGitLfsPointer(tok)) return DataLoss(file.string() + ": " + GitLfsPointerAdvice(file));
   auto t = Build(tok, config, generation);
   if (!t.ok()) return t.status().WithContext(file.string());
   return t;

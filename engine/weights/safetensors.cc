@@ -14,6 +14,9 @@
 #include <set>
 #include <sstream>
 
+#include "base/git_lfs.h"
+#include "base/json_depth.h"
+
 namespace zaya {
 namespace {
 
@@ -35,34 +38,6 @@ std::string Quote(std::string_view s) {
   }
   out += '"';
   return out;
-}
-
-// Depth of bracket nesting outside strings; stops early once past the limit so that a hostile
-// header cannot make the DOM parser build a deep tree.
-int MaxNestingDepth(std::string_view text, int limit) {
-  int depth = 0, max_depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      max_depth = std::max(max_depth, ++depth);
-      if (max_depth > limit) return max_depth;
-    } else if (c == '}' || c == ']') {
-      --depth;
-    }
-  }
-  return max_depth;
 }
 
 Status Corrupt(std::string_view file, std::string_view what) {
@@ -169,7 +144,7 @@ std::string FormatShape(const std::vector<int64_t>& shape) {
 
 Result<SafetensorsHeader> ParseSafetensorsHeader(std::string_view header_json, uint64_t data_size,
                                                  std::string_view file_label) {
-  if (MaxNestingDepth(header_json, kMaxHeaderDepth) > kMaxHeaderDepth) {
+  if (JsonNestingDepth(header_json, kMaxHeaderDepth) > kMaxHeaderDepth) {
     return Corrupt(file_label, "header JSON is nested deeper than a safetensors header can be");
   }
 
@@ -278,16 +253,8 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string
   file->map_size_ = size;
 
   const auto* bytes = static_cast<const unsigned char*>(map);
-  // A clone made without git-lfs holds ~130-byte text pointers in place of the weights; their
-  // first 8 bytes would read as an absurd header length, which hides the real cause.
-  constexpr std::string_view kLfsPointer = "version https://git-lfs.github.com/spec/";
-  if (std::string_view(reinterpret_cast<const char*>(bytes), size).starts_with(kLfsPointer)) {
-    const std::string dir = std::filesystem::path(path).parent_path().string();
-    return Corrupt(path,
-                   "this is a Git LFS pointer file, not the weights (the repository was cloned "
-                   "without git-lfs); run `git lfs pull` in " +
-                       (dir.empty() ? std::string("the model directory") : dir) +
-                       " to fetch the real files");
+  if (IsGitLfsPointer(std::string_view(reinterpret_cast<const char*>(bytes), size))) {
+    return Corrupt(path, GitLfsPointerAdvice(path));
   }
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];
@@ -369,7 +336,7 @@ Result<TensorSet> TensorSet::OpenDirectory(const std::string& dir) {
   if (content.size() > kMaxSafetensorsHeaderBytes) {
     return Corrupt(index_label, "index file exceeds 100 MiB");
   }
-  if (MaxNestingDepth(content, 8) > 8) return Corrupt(index_label, "index JSON nested too deep");
+  if (JsonNestingDepth(content, 8) > 8) return Corrupt(index_label, "index JSON nested too deep");
   json index;
   try {
     index = json::parse(content);

@@ -106,6 +106,17 @@ Result<ChatTemplate> FromConfigText(const std::string& config) {
   return t;
 }
 
+// nlohmann copies documents recursively: a config nested 100,000 levels deep parsed and then
+// overflowed the stack. Refused before parsing (`zaya chat-template` loads it on its own).
+TEST(ChatTemplateTest, DeeplyNestedConfigIsRefusedBeforeParsing) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  auto t = FromConfigText(R"({"chat_template":"x","extra":)" + deep + "}");
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(t.status().message().find("more than 64 levels"), std::string::npos)
+      << t.status().ToString();
+}
+
 // A wrongly typed field in the chat_template list once threw json::type_error out of
 // FromTokenizerConfig, which nothing caught: the daemon died at startup.
 TEST(ChatTemplateTest, MistypedTemplateListEntryIsAnError) {

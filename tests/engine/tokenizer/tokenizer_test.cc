@@ -2,6 +2,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -295,6 +296,22 @@ TEST(TokenizerLoadTest, DeeplyNestedFilesAreRefusedBeforeParsing) {
   EXPECT_THAT(t.status().message(), HasSubstr("tokenizer.json nests"));
   // Real files nest a few levels and still load.
   EXPECT_TRUE(Tokenizer::FromJson(MinimalJson("normalizer", "null")).ok());
+}
+
+// A clone made without git-lfs has a ~130-byte pointer for tokenizer.json too; it used to be
+// reported only as "not a JSON object".
+TEST(TokenizerLoadTest, GitLfsPointerSaysToPull) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("tokenizer_lfs_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "tokenizer.json") << "version https://git-lfs.github.com/spec/v1\n"
+                                           "oid sha256:0123\nsize 4689144\n";
+  auto t = Tokenizer::Load(dir);
+  std::filesystem::remove_all(dir);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), StatusCode::kDataLoss);
+  EXPECT_THAT(t.status().message(), HasSubstr("Git LFS pointer"));
+  EXPECT_THAT(t.status().message(), HasSubstr("git lfs pull"));
 }
 
 TEST(TokenizerLoadTest, NoByteFallbackNoUnkIsAnEncodeError) {
