@@ -53,8 +53,11 @@ int ReportStatus(const std::string& command, const Status& status) {
   return 1;
 }
 
+bool HealthReplyIsHealthy(const nlohmann::json& done) { return done.value("healthy", false); }
+
 int RunSimpleOp(const std::string& command, const std::string& op, const std::string& endpoint,
-                bool json_output, int (*print)(const nlohmann::json& done)) {
+                bool json_output, int (*print)(const nlohmann::json& done),
+                bool (*ok)(const nlohmann::json& done)) {
   auto client = ConnectOrReport(command, endpoint);
   if (!client) return 1;
   auto done = client->Request({{"op", op}}, {}, InterruptFlag());
@@ -62,7 +65,7 @@ int RunSimpleOp(const std::string& command, const std::string& op, const std::st
   if (json_output) {
     std::printf("%s\n",
                 done->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-    return (*done)["event"] == "done" ? 0 : 1;
+    return (*done)["event"] == "done" && (ok == nullptr || ok(*done)) ? 0 : 1;
   }
   if ((*done)["event"] != "done") return ReportError(command, *done);
   return print(*done);

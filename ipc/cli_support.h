@@ -28,9 +28,15 @@ const std::atomic<bool>* InterruptFlag();
 int ReportError(const std::string& command, const nlohmann::json& error_event);
 int ReportStatus(const std::string& command, const Status& status);
 
-// Sends {"op": op} and prints the `done` event: raw JSON with --json, else `print(done)`.
+// Sends {"op": op} and prints the `done` event: raw JSON with --json, else `print(done)`. The exit
+// status is print's; with --json it is 0 when the op answered `done` and, if given, `ok(done)`
+// holds (so that `zaya health --json` fails on an unhealthy daemon as plain `zaya health` does).
 int RunSimpleOp(const std::string& command, const std::string& op, const std::string& endpoint,
-                bool json_output, int (*print)(const nlohmann::json& done));
+                bool json_output, int (*print)(const nlohmann::json& done),
+                bool (*ok)(const nlohmann::json& done) = nullptr);
+
+// Whether a `health` reply says the daemon is healthy (and accepting work).
+bool HealthReplyIsHealthy(const nlohmann::json& done);
 
 // Parses an integer/number flag value; prints a usage-style error and returns nullopt when invalid.
 std::optional<long long> ParseIntFlag(const std::string& command, const std::string& flag,

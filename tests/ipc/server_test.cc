@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "ipc/cli_support.h"
 #include "ipc/client.h"
 #include "tests/ipc/fake_engine.h"
 
@@ -407,6 +408,21 @@ TEST_F(ServerTest, AnIdReusedAfterDeadlineExceededIsANewRequest) {
   ASSERT_TRUE(retry.ok()) << retry.status().ToString();
   EXPECT_EQ((*retry)["event"], "done") << retry->dump();
   EXPECT_TRUE(WaitFor([&] { return server_->InFlight() == 0; }));
+}
+
+// `zaya health --json` used to exit 0 whenever the daemon answered, healthy or not; a probe using
+// it never failed. It now exits as plain `zaya health` does.
+TEST_F(ServerTest, HealthJsonExitStatusFollowsHealthiness) {
+  StartServer();
+  auto print = [](const json&) { return 0; };
+  EXPECT_EQ(
+      cli::RunSimpleOp("health", "health", Endpoint(), true, print, &cli::HealthReplyIsHealthy), 0);
+  engine_->SetHealthy(false);
+  EXPECT_EQ(
+      cli::RunSimpleOp("health", "health", Endpoint(), true, print, &cli::HealthReplyIsHealthy), 1);
+  EXPECT_EQ(cli::RunSimpleOp("health", "health", Endpoint(), false,
+                             [](const json& d) { return cli::HealthReplyIsHealthy(d) ? 0 : 1; }),
+            1);
 }
 
 TEST_F(ServerTest, EngineRefusalIsForwardedWithItsCode) {

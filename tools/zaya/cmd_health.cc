@@ -8,7 +8,7 @@ namespace zaya::cli {
 namespace {
 
 int PrintHealth(const nlohmann::json& done) {
-  const bool healthy = done.value("healthy", false);
+  const bool healthy = ipc::cli::HealthReplyIsHealthy(done);
   std::printf("%s (engine %s, %s, %d requests in flight)\n", healthy ? "healthy" : "unhealthy",
               done.value("engine", std::string("?")).c_str(),
               done.value("accepting", false) ? "accepting" : "not accepting",
@@ -31,7 +31,7 @@ int Run(const std::vector<std::string>& argv) {
   if (!args) return UsageError(Registry().at("health"), error);
   if (!args->positional().empty()) return UsageError(Registry().at("health"), "takes no arguments");
   return ipc::cli::RunSimpleOp("health", "health", ipc::cli::ResolveEndpoint(args->Get("endpoint")),
-                               args->Has("json"), &PrintHealth);
+                               args->Has("json"), &PrintHealth, &ipc::cli::HealthReplyIsHealthy);
 }
 
 }  // namespace
