@@ -33,6 +33,11 @@ std::string Client::NoDaemon() const {
   return "no zayad at " + endpoint_ + ": is it running? systemctl status zayad";
 }
 
+std::string Client::NoPermission(const std::string& path) const {
+  return "permission denied on " + path + ": only members of the zayad group may use zayad; " +
+         "run `sudo usermod -aG zayad $USER` and log in again (check with `id`)";
+}
+
 Result<std::unique_ptr<Client>> Client::Connect(const std::string& endpoint,
                                                 ClientOptions options) {
   std::unique_ptr<Client> client(new Client(endpoint, options));
@@ -46,8 +51,17 @@ Status Client::Open() {
       endpoint_[kIpc.size()] != '@') {
     struct stat st {};
     const std::string path = endpoint_.substr(kIpc.size());
-    if (stat(path.c_str(), &st) != 0) return Unavailable(NoDaemon());
+    // The installed daemon's socket folder is 0750 zayad:zayad: for a user outside the group the
+    // socket is there but out of reach, and "is it running?" would send them to a daemon that
+    // runs fine. (connect() on a unix socket needs write permission on it.)
+    if (stat(path.c_str(), &st) != 0) {
+      if (errno == EACCES) return FailedPrecondition(NoPermission(path));
+      return Unavailable(NoDaemon());
+    }
     if (!S_ISSOCK(st.st_mode)) return Unavailable(path + " exists but is not a socket");
+    if (access(path.c_str(), R_OK | W_OK) != 0 && errno == EACCES) {
+      return FailedPrecondition(NoPermission(path));
+    }
   }
   context_ = zmq_ctx_new();
   socket_ = context_ != nullptr ? zmq_socket(context_, ZMQ_DEALER) : nullptr;

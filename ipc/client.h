@@ -76,6 +76,7 @@ class Client {
   Client(std::string endpoint, ClientOptions options);
   Status Open();
   std::string NoDaemon() const;
+  std::string NoPermission(const std::string& path) const;
 
   std::string endpoint_;
   ClientOptions options_;

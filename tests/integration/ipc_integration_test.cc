@@ -1,9 +1,14 @@
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <random>
-#include <thread>
 #include <string>
+#include <thread>
 
 #include "ipc/client.h"
 #include "tests/daemon/daemon_process.h"
@@ -246,6 +251,41 @@ TEST_F(IpcIntegrationTest, TenThousandMalformedMessagesLeaveTheDaemonServing) {
   auto ok = (*client)->Request({{"op", "generate"}, {"prompt", "still there?"}, {"max_tokens", 4}});
   ASSERT_TRUE(ok.ok());
   EXPECT_EQ((*ok)["event"], "done") << ok->dump();
+}
+
+// A user outside the zayad group finds the installed socket out of reach (its folder is 0750
+// zayad:zayad). `zaya` used to say "no zayad ... is it running?" then, which sends them to a daemon
+// that runs fine; it now says what docs/operations.md promises. Runs the CLI as nobody.
+TEST(IpcIntegrationNoDaemon, CliSaysPermissionDeniedOutsideTheGroup) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run the CLI as another user";
+  char tmpl[] = "/tmp/zaya-perm-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  ASSERT_EQ(chmod(dir.c_str(), 0755), 0);
+  const std::string sock_dir = dir + "/run";
+  ASSERT_EQ(mkdir(sock_dir.c_str(), 0755), 0);
+  const std::string path = sock_dir + "/zayad.sock";
+  const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups " +
+                                std::string(ZAYA_BINARY_DIR) +
+                                "/tools/zaya/zaya health --endpoint ipc://" + path;
+  ASSERT_EQ(chmod(path.c_str(), 0600), 0);  // the socket itself out of reach
+  ShellResult socket_denied = Shell(as_nobody);
+  ASSERT_EQ(chmod(sock_dir.c_str(), 0700), 0);  // its folder out of reach, as installed
+  ShellResult folder_denied = Shell(as_nobody);
+  close(fd);
+  std::filesystem::remove_all(dir);
+  for (const ShellResult& r : {socket_denied, folder_denied}) {
+    EXPECT_EQ(r.rc, 1) << r.out;
+    EXPECT_NE(r.out.find("permission denied on " + path), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("zayad group"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("is it running"), std::string::npos) << r.out;
+  }
 }
 
 }  // namespace
