@@ -145,14 +145,28 @@ void RsaTask::StartWaitingMembers(EngineCore& core) {
     SequenceSpec spec;
     spec.sampling = MemberSampling(static_cast<int>(m));
     spec.stream = stream_member_ && *stream_member_ == static_cast<int>(m);
-    if (round_ == 0) {
+    if (round_ == 0 && !parent_released_) {
       if (parent_ == nullptr || parent_logits_.empty()) return;  // prefill not done yet
       auto seq = core.ForkSequence(*parent_, static_cast<int>(m), std::move(spec));
-      if (!seq.ok()) return;  // no room: wait for a member to finish (a wave)
+      if (!seq.ok()) {
+        // No room to fork. While a member of ours runs, its end makes room (a wave). With none
+        // running, room may never come: another task's prefill can hold it while that task
+        // waits for what ours holds (two solves in round 0 with two sequence slots did). So let
+        // go of the prefill; the rest of round 0 prefills the question member by member, like
+        // any sequence, and decodes the same tokens.
+        const bool running = std::any_of(members_.begin(), members_.end(),
+                                         [](const Member& x) { return x.started && !x.finished; });
+        if (!running) {
+          core.FreeSequence(*parent_);
+          parent_ = nullptr;
+          parent_released_ = true;
+        }
+        return;
+      }
       mem.started = true;
       core.AcceptLogits(**seq, parent_logits_);
     } else {
-      spec.prompt = mem.prompt;
+      spec.prompt = round_ == 0 ? question_prompt_ : mem.prompt;
       if (!core.CanStart(*this, static_cast<int64_t>(spec.prompt.size()) + params_.budget)) return;
       auto seq = core.StartSequence(*this, static_cast<int>(m), std::move(spec));
       if (!seq.ok()) return;
@@ -164,6 +178,11 @@ void RsaTask::StartWaitingMembers(EngineCore& core) {
     core.FreeSequence(*parent_);
     parent_ = nullptr;
   }
+}
+
+bool RsaTask::WantsToStart() const {
+  return !done() &&
+         std::any_of(members_.begin(), members_.end(), [](const Member& m) { return !m.started; });
 }
 
 void RsaTask::Pump(EngineCore& core) {

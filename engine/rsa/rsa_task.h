@@ -47,6 +47,7 @@ class RsaTask final : public Task {
   // Round 0 holds the question's prefill while the first member forks from it.
   int64_t MinimumBlocks(const std::function<int64_t(int64_t)>& blocks_for_tokens) const override;
   int MinimumSequences() const override { return 2; }
+  bool WantsToStart() const override;
   int MaxConcurrentSequences() const override { return params_.population; }
   void Start(EngineCore& core) override;
   void Pump(EngineCore& core) override;
@@ -99,6 +100,9 @@ class RsaTask final : public Task {
   std::vector<Member> last_complete_;  // previous round's population
   int last_complete_round_ = -1;
   Sequence* parent_ = nullptr;  // round 0 prefill, alive until every member forked
+  // Round 0 let go of its prefill (see StartWaitingMembers): its other members prefill the
+  // question themselves.
+  bool parent_released_ = false;
   std::vector<float> parent_logits_;
   std::vector<int64_t> round_tokens_;
   std::vector<double> round_ms_;

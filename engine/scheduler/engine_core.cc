@@ -700,8 +700,13 @@ void EngineCore::Loop() {
     for (auto& s : sequences_) active |= !s.pending.empty();
     if (!active && cancel_ids_.empty() && cancel_clients_.empty()) {
       // Idle (or blocked on memory): sleep until something arrives, waking each second for the
-      // watchdog and deadlines.
-      cv_.wait_for(lock, std::chrono::seconds(1), [this] {
+      // watchdog and deadlines. A running task with sequences still to start (an RSA wave whose
+      // last members just finished and freed their memory above) starts them from Pump: look
+      // again almost at once, or each wave would wait out the second.
+      bool eager = false;
+      for (const auto& t : running_) eager |= !t->done() && t->WantsToStart();
+      const auto idle = eager ? std::chrono::milliseconds(1) : std::chrono::milliseconds(1000);
+      cv_.wait_for(lock, idle, [this] {
         return stop_ || !cancel_ids_.empty() || !cancel_clients_.empty() ||
                (!waiting_.empty() &&
                 CanStart(*waiting_.front(), waiting_.front()->WorstCaseSequenceTokens()));

@@ -53,6 +53,9 @@ class Task {
     return blocks_for_tokens(WorstCaseSequenceTokens()) + 1;
   }
   virtual int MinimumSequences() const { return 1; }
+  // True while it has sequences it will start from Pump once there is room (an RSA wave's next
+  // members): the idle scheduler then looks again at once instead of sleeping.
+  virtual bool WantsToStart() const { return false; }
 
   virtual void Start(EngineCore& core) = 0;
   // Every step while running: start waiting members when capacity allows, check deadlines.

@@ -132,6 +132,10 @@ TEST(RsaTaskTest, RunsInWavesWhenTheRequestBudgetHoldsOnlyTwoMembers) {
   }
   EXPECT_LE(max_started, 2);  // never the whole population of 6 at once
   EXPECT_GE(max_started, 1);
+  // Each wave's next members start from Pump; the idle scheduler used to sleep its full second
+  // before that, so these six-plus waves took 3 s and more. A wave here takes milliseconds.
+  EXPECT_LT(ev.back().body["timings"]["total_ms"].get<double>(), 2000.0)
+      << ev.back().body["timings"].dump();
 }
 
 TEST(RsaTaskTest, CancelStopsEveryMemberAndFreesTheirBlocks) {
@@ -237,6 +241,50 @@ TEST(RsaTaskTest, ASolveThatCouldNeverStartIsRefusedAtSubmit) {
   Status s = (*core)->Submit(r, std::make_shared<Recorder>());
   EXPECT_EQ(s.code(), StatusCode::kOverBudget) << s.ToString();
   EXPECT_NE(s.message().find("max_running_sequences"), std::string::npos) << s.ToString();
+}
+
+// Two solves in round 0, each holding its question's prefill while it forks members: with two
+// sequence slots both prefills took them and neither could fork, so both waited for ever. A
+// round-0 task that cannot fork and has no member running lets go of its prefill and prefills
+// the question per member instead; both finish, with the answers they give alone.
+TEST(RsaTaskTest, TwoSolvesInRoundZeroDoNotWaitForEachOther) {
+  Config c = TinyConfig();
+  c.scheduler.max_running_sequences = 2;
+  auto solve = [](const std::string& id, uint64_t seed) {
+    EngineRequest r = Solve(id, seed);
+    r.solve.rounds = 0;
+    r.solve.population = 2;
+    r.solve.budget = 12;
+    return r;
+  };
+  nlohmann::json alone_a, alone_b;  // each member's answer and text
+  {
+    auto core = EngineCore::Create(c);
+    ASSERT_TRUE(core.ok());
+    auto rec = std::make_shared<Recorder>();
+    ASSERT_TRUE((*core)->Submit(solve("a", 11), rec).ok());
+    auto a = rec->Wait("a", 30);
+    ASSERT_EQ(a.back().type, Type::kDone) << a.back().body.dump();
+    alone_a = a.back().body["candidates"];
+    ASSERT_TRUE((*core)->Submit(solve("b", 12), rec).ok());
+    auto b = rec->Wait("b", 30);
+    ASSERT_EQ(b.back().type, Type::kDone) << b.back().body.dump();
+    alone_b = b.back().body["candidates"];
+  }
+  auto core = EngineCore::Create(c);
+  ASSERT_TRUE(core.ok());
+  auto rec = std::make_shared<Recorder>();
+  ASSERT_TRUE((*core)->Submit(solve("a", 11), rec).ok());
+  ASSERT_TRUE((*core)->Submit(solve("b", 12), rec).ok());
+  auto a = rec->Wait("a", 30);
+  auto b = rec->Wait("b", 30);
+  ASSERT_FALSE(a.empty());
+  ASSERT_FALSE(b.empty());
+  ASSERT_EQ(a.back().type, Type::kDone) << a.back().body.dump();
+  ASSERT_EQ(b.back().type, Type::kDone) << b.back().body.dump();
+  EXPECT_EQ(a.back().body["candidates"], alone_a);
+  EXPECT_EQ(b.back().body["candidates"], alone_b);
+  EXPECT_EQ((*core)->Status()["memory"]["state"]["blocks_used"].get<int>(), 0);
 }
 
 TEST(RsaTaskTest, ParametersOutsideTheLimitsAreRefusedAtSubmit) {
