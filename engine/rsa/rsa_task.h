@@ -48,6 +48,9 @@ class RsaTask final : public Task {
   int64_t MinimumBlocks(const std::function<int64_t(int64_t)>& blocks_for_tokens) const override;
   int MinimumSequences() const override { return 2; }
   bool WantsToStart() const override;
+  std::optional<std::chrono::steady_clock::time_point> Deadline() const override {
+    return deadline_;
+  }
   int MaxConcurrentSequences() const override { return params_.population; }
   void Start(EngineCore& core) override;
   void Pump(EngineCore& core) override;

@@ -453,13 +453,23 @@ void EngineCore::ApplyCancels() {
     std::lock_guard lock(mu_);
     ids.swap(cancel_ids_);
     clients.swap(cancel_clients_);
-    // Waiting requests are cancelled here, before they start.
+    // Waiting requests are cancelled here, before they start, and so are those whose deadline
+    // passed in the queue (a running task checks its own; a queued one never runs its Pump).
+    const auto now = Now();
     for (auto it = waiting_.begin(); it != waiting_.end();) {
       Task& t = **it;
       const bool hit = std::find(ids.begin(), ids.end(), t.id()) != ids.end() ||
                        std::find(clients.begin(), clients.end(), t.client()) != clients.end() ||
                        std::find(clients.begin(), clients.end(), "*") != clients.end();
-      if (hit) {
+      const auto deadline = t.Deadline();
+      if (!hit && deadline && now >= *deadline) {
+        t.Fail(*this, {StatusCode::kDeadlineExceeded,
+                       "deadline_ms passed while the request waited in the queue; no answer"});
+        if (auto e = t.TakeTerminal()) Emit(t, std::move(*e));
+        --inflight_;
+        if (--per_client_[t.client()] <= 0) per_client_.erase(t.client());
+        it = waiting_.erase(it);
+      } else if (hit) {
         t.Fail(*this,
                Cancelled(clients.empty() ? "cancelled by the client"
                                          : "cancelled: the client went away or zayad is stopping"));

@@ -56,6 +56,11 @@ class Task {
   // True while it has sequences it will start from Pump once there is room (an RSA wave's next
   // members): the idle scheduler then looks again at once instead of sleeping.
   virtual bool WantsToStart() const { return false; }
+  // When it must have answered, if the engine enforces that (a solve's deadline_ms); a task still
+  // queued then is answered deadline_exceeded without starting.
+  virtual std::optional<std::chrono::steady_clock::time_point> Deadline() const {
+    return std::nullopt;
+  }
 
   virtual void Start(EngineCore& core) = 0;
   // Every step while running: start waiting members when capacity allows, check deadlines.

@@ -287,6 +287,38 @@ TEST(RsaTaskTest, TwoSolvesInRoundZeroDoNotWaitForEachOther) {
   EXPECT_EQ((*core)->Status()["memory"]["state"]["blocks_used"].get<int>(), 0);
 }
 
+// A solve's deadline_ms was checked only once it ran (Pump): queued behind work holding the
+// memory it needs, it heard nothing until that work ended. It is answered from the queue now.
+TEST(RsaTaskTest, DeadlinePassingInTheQueueIsAnswered) {
+  Config c = TinyConfig();
+  c.memory.state = 2ull << 20;  // ~247 KV blocks of 16 tokens
+  c.memory.request = c.memory.state;
+  auto core = EngineCore::Create(c);
+  ASSERT_TRUE(core.ok()) << core.status().ToString();
+  auto rec = std::make_shared<Recorder>();
+  EngineRequest blocker;
+  blocker.kind = EngineRequest::Kind::kGenerate;
+  blocker.id = "blocker";
+  blocker.client = "t";
+  blocker.prompt = "hello world";
+  blocker.sampling.max_tokens = 3000;  // reserves ~190 blocks until it ends
+  blocker.sampling.seed = 5;
+  ASSERT_TRUE((*core)->Submit(blocker, rec).ok());
+  EngineRequest r = Solve("late", 6);
+  r.solve.rounds = 0;
+  r.solve.budget = 1500;  // needs ~97 blocks: waits behind the blocker
+  r.solve.deadline_ms = 1;
+  ASSERT_TRUE((*core)->Submit(r, rec).ok());
+  auto ev = rec->Wait("late", 30);
+  ASSERT_FALSE(ev.empty());
+  ASSERT_EQ(ev.back().type, Type::kError) << ev.back().body.dump();
+  EXPECT_EQ(ev.back().body["code"], "deadline_exceeded") << ev.back().body.dump();
+  EXPECT_NE(ev.back().body["message"].get<std::string>().find("queue"), std::string::npos)
+      << ev.back().body.dump();
+  (*core)->Cancel("blocker");
+  rec->Wait("blocker", 30);
+}
+
 TEST(RsaTaskTest, ParametersOutsideTheLimitsAreRefusedAtSubmit) {
   auto core = EngineCore::Create(TinyConfig());
   ASSERT_TRUE(core.ok());
