@@ -206,6 +206,16 @@ class Daemon {
       return;
     }
     ReloadPlan plan = PlanReload(config_, *next);
+    if (!plan.refused.empty()) {
+      ZAYA_LOG(kErr,
+               "reload refused, running configuration kept: the changed live keys do not fit "
+               "the restart-only keys still in force; " +
+                   plan.refused +
+                   " (restart to apply the file as a whole: systemctl "
+                   "restart zayad)");
+      notifier_.Ready("reload refused, running config kept; " + last_status_);
+      return;
+    }
     config_ = std::move(plan.applied);
     ConfigureLogging(config_.log, args_.foreground);
     ReconfigureEngine(*engine_, config_);

@@ -23,6 +23,14 @@ ReloadPlan PlanReload(const Config& running, const Config& next) {
   live(running.ipc.max_requests_per_client != next.ipc.max_requests_per_client,
        "ipc.max_requests_per_client");
   plan.applied.ipc.max_requests_per_client = next.ipc.max_requests_per_client;
+  // The mix is checked as a file would be: the cross-key rules (budget < max_context, ...) span
+  // live and restart-only keys. Unchanged restart-only keys cannot be the cause of a failure, so
+  // only a mix with some kept key is checked.
+  if (!plan.need_restart.empty()) {
+    auto mixed = ParseConfig(FormatConfig(plan.applied),
+                             next.source + " (its live keys with the running restart-only keys)");
+    if (!mixed.ok()) plan.refused = mixed.status().message();
+  }
   return plan;
 }
 

@@ -63,6 +63,28 @@ TEST(ReloadPlanTest, AppliesLiveKeysAndKeepsRestartOnlyKeys) {
             plan.live_changes.end());
 }
 
+// Each file is valid alone, but applying only the live keys would run rsa.budget 4096 against the
+// max_context 1024 still in force (restart-only): every default solve would then ask for more
+// than the context. Such a reload is refused as a whole and says why.
+TEST(ReloadPlanTest, LiveKeysThatDoNotFitTheKeptKeysAreRefused) {
+  auto running = ParseConfig(
+      "[model]\npath = \"/m\"\nmax_context = 1024\n[rsa]\nbudget = 512\ntail = 64\n", "old.toml");
+  ASSERT_TRUE(running.ok()) << running.status().ToString();
+  auto next = ParseConfig(
+      "[model]\npath = \"/m\"\nmax_context = 8192\n[rsa]\nbudget = 4096\ntail = 64\n", "new.toml");
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  ReloadPlan plan = PlanReload(*running, *next);
+  EXPECT_NE(plan.refused.find("budget"), std::string::npos) << plan.refused;
+  EXPECT_NE(plan.refused.find("max_context"), std::string::npos) << plan.refused;
+  // Raising the budget within the running context is fine.
+  auto fits = ParseConfig(
+      "[model]\npath = \"/m\"\nmax_context = 8192\n[rsa]\nbudget = 600\ntail = 64\n", "new.toml");
+  ASSERT_TRUE(fits.ok()) << fits.status().ToString();
+  ReloadPlan ok = PlanReload(*running, *fits);
+  EXPECT_TRUE(ok.refused.empty()) << ok.refused;
+  EXPECT_EQ(ok.applied.rsa.budget, 600);
+}
+
 TEST(ReloadPlanTest, UnchangedFileChangesNothing) {
   Config c;
   ReloadPlan plan = PlanReload(c, c);
