@@ -101,6 +101,8 @@ Result<std::unique_ptr<EngineCore>> EngineCore::Create(const Config& config) {
   auto pool = KvBlockPool::Create(po);
   if (!pool.ok()) return pool.status().WithContext("memory.state");
   core->pool_.emplace(std::move(*pool));
+  core->pool_blocks_total_ = core->pool_->Stats().blocks_total;
+  core->pool_max_sequences_ = core->pool_->Stats().max_sequences;
 
   ZAYA_ASSIGN_OR_RETURN(core->backend_,
                         Backend::Open(config.backend.kind, config.backend.plugin_dir,
@@ -365,21 +367,20 @@ Result<std::vector<int32_t>> EngineCore::Encode(std::string_view text,
   const auto blocks_for_tokens = [this](int64_t tokens) { return pool_->BlocksForTokens(tokens); };
   const int64_t need = task->MinimumBlocks(blocks_for_tokens);
   const uint64_t request_blocks = config_.memory.request / block_bytes_;
-  const KvPoolStats pool = pool_->Stats();
-  if (static_cast<uint64_t>(need) > request_blocks || need > pool.blocks_total) {
+  if (static_cast<uint64_t>(need) > request_blocks || need > pool_blocks_total_) {
     return OverBudget("this request must hold " + std::to_string(need) + " KV blocks (" +
                       Mib(static_cast<uint64_t>(need) * block_bytes_) +
                       ") at once to make progress; its largest sequence may hold " +
                       std::to_string(worst) + " tokens; but memory.request is " +
                       Mib(config_.memory.request) + " and memory.state holds " +
-                      Mib(static_cast<uint64_t>(pool.blocks_total) * block_bytes_) +
+                      Mib(static_cast<uint64_t>(pool_blocks_total_) * block_bytes_) +
                       " of KV blocks; lower max_tokens / budget / tail / subset");
   }
-  if (task->MinimumSequences() > pool.max_sequences) {
+  if (task->MinimumSequences() > pool_max_sequences_) {
     return OverBudget("this request needs " + std::to_string(task->MinimumSequences()) +
                       " sequences at once (a solve holds the question's prefill while its first "
                       "member starts), but the state pool has " +
-                      std::to_string(pool.max_sequences) +
+                      std::to_string(pool_max_sequences_) +
                       " slot(s); raise scheduler.max_running_sequences");
   }
   size_t position = 0;

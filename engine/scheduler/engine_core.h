@@ -154,6 +154,10 @@ class EngineCore final : public Engine {
   int64_t max_context_ = 0;
   uint64_t block_bytes_ = 0;
   uint64_t slot_bytes_ = 0;
+  // The pool's fixed size, for Submit on the callers' threads: the pool itself is the scheduler
+  // thread's, and reading its live counters from another thread was a data race.
+  int64_t pool_blocks_total_ = 0;
+  int64_t pool_max_sequences_ = 0;
 
   // Shared with other threads.
   mutable std::mutex mu_;
