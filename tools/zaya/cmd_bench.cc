@@ -221,6 +221,7 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
                            "prefill-tokens", "reps", "batches", "bandwidth-mib", "compare-int8"},
                           {"json", "skip-gemm"}, &err);
   if (!args) return UsageError(self, err);
+  if (auto rc = RefusePositionals(self, *args)) return *rc;
   if (!args->Has("model")) return UsageError(self, "--model DIR is required");
   int threads = 0, steps = 0, reps = 0, bw_mib = 0;
   int64_t prefill = 0;

@@ -42,6 +42,9 @@ int Run(const std::vector<std::string>& argv) {
   auto args = Args::Parse(argv, {"endpoint", "concurrency", "requests", "max-tokens", "prompt"},
                           {"json"}, &error);
   if (!args) return UsageError(self, error);
+  if (auto rc = RefusePositionals(self, *args,
+                                  "quote a prompt of several words: --prompt \"Hello world\""))
+    return *rc;
   const std::string endpoint = ipc::cli::ResolveEndpoint(args->Get("endpoint"));
   std::vector<int> levels;
   {

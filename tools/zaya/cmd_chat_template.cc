@@ -30,6 +30,8 @@ int RunChatTemplate(const std::vector<std::string>& argv) {
   std::string error;
   auto args = Args::Parse(argv, {"model"}, {"no-generation-prompt", "no-thinking"}, &error);
   if (!args) return UsageError(self, error);
+  if (auto rc = RefusePositionals(self, *args, "the messages are read from stdin as JSON"))
+    return *rc;
   auto model = args->Get("model");
   if (!model) return UsageError(self, "--model is required");
   auto tmpl = ChatTemplate::FromTokenizerConfig(*model);

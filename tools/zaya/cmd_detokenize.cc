@@ -27,6 +27,8 @@ int RunDetokenize(const std::vector<std::string>& argv) {
   std::string error;
   auto args = Args::Parse(argv, {"model"}, {"skip-special"}, &error);
   if (!args) return UsageError(self, error);
+  if (auto rc = RefusePositionals(self, *args, "the token ids are read from stdin as a JSON array"))
+    return *rc;
   auto model = args->Get("model");
   if (!model) return UsageError(self, "--model is required");
   auto tok = Tokenizer::Load(*model);

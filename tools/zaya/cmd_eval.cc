@@ -524,9 +524,7 @@ int Run(const std::vector<std::string>& argv) {
                            "budget", "sample-seed", "deadline-ms", "endpoint"},
                           {"json", "details"}, &error);
   if (!args) return UsageError(self, error);
-  if (!args->positional().empty()) {
-    return UsageError(self, "takes no positional arguments (got '" + args->positional()[0] + "')");
-  }
+  if (auto rc = RefusePositionals(self, *args)) return *rc;
   Settings s;
   if (auto usage = ParseSettings(*args, &s)) return UsageError(self, *usage);
 

@@ -44,6 +44,9 @@ int Generate(const Command& self, const std::vector<std::string>& argv) {
        "min-p", "backend", "threads", "weights-dtype", "dump-logits", "plugin-dir"},
       {"greedy", "json", "no-stop"}, &err);
   if (!args) return UsageError(self, err);
+  if (auto rc = RefusePositionals(self, *args,
+                                  "quote a prompt of several words: --prompt \"Hello world\""))
+    return *rc;
   if (!args->Has("model")) return UsageError(self, "--model DIR is required");
   if (args->Has("prompt") == args->Has("prompt-ids")) {
     return UsageError(self, "give exactly one of --prompt TEXT and --prompt-ids 1,2,3");

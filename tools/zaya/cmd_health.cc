@@ -29,7 +29,7 @@ int Run(const std::vector<std::string>& argv) {
   std::string error;
   auto args = Args::Parse(argv, {"endpoint"}, {"json"}, &error);
   if (!args) return UsageError(Registry().at("health"), error);
-  if (!args->positional().empty()) return UsageError(Registry().at("health"), "takes no arguments");
+  if (auto rc = RefusePositionals(Registry().at("health"), *args)) return *rc;
   return ipc::cli::RunSimpleOp("health", "health", ipc::cli::ResolveEndpoint(args->Get("endpoint")),
                                args->Has("json"), &PrintHealth, &ipc::cli::HealthReplyIsHealthy);
 }

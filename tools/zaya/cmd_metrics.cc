@@ -25,8 +25,7 @@ int Run(const std::vector<std::string>& argv) {
   std::string error;
   auto args = Args::Parse(argv, {"endpoint"}, {"json"}, &error);
   if (!args) return UsageError(Registry().at("metrics"), error);
-  if (!args->positional().empty())
-    return UsageError(Registry().at("metrics"), "takes no arguments");
+  if (auto rc = RefusePositionals(Registry().at("metrics"), *args)) return *rc;
   return ipc::cli::RunSimpleOp("metrics", "metrics",
                                ipc::cli::ResolveEndpoint(args->Get("endpoint")), args->Has("json"),
                                &PrintMetrics);

@@ -29,7 +29,7 @@ int Run(const std::vector<std::string>& argv) {
   std::string error;
   auto args = Args::Parse(argv, {"endpoint"}, {"json"}, &error);
   if (!args) return UsageError(Registry().at("status"), error);
-  if (!args->positional().empty()) return UsageError(Registry().at("status"), "takes no arguments");
+  if (auto rc = RefusePositionals(Registry().at("status"), *args)) return *rc;
   return ipc::cli::RunSimpleOp("status", "status", ipc::cli::ResolveEndpoint(args->Get("endpoint")),
                                args->Has("json"), &PrintStatus);
 }

@@ -28,6 +28,9 @@ int RunTokenize(const std::vector<std::string>& argv) {
   std::string error;
   auto args = Args::Parse(argv, {"model"}, {"no-special"}, &error);
   if (!args) return UsageError(self, error);
+  if (auto rc = RefusePositionals(
+          self, *args, "the text is read from stdin: echo TEXT | zaya tokenize --model DIR"))
+    return *rc;
   auto model = args->Get("model");
   if (!model) return UsageError(self, "--model is required");
   auto tok = Tokenizer::Load(*model);

@@ -77,4 +77,13 @@ int UsageError(const Command& c, std::string_view message) {
   return 2;
 }
 
+std::optional<int> RefusePositionals(const Command& c, const Args& args, std::string_view hint) {
+  if (args.positional().empty()) return std::nullopt;
+  std::string message = "takes no arguments (got";
+  for (const std::string& a : args.positional()) message += " '" + a + "'";
+  message += ")";
+  if (!hint.empty()) message += "; " + std::string(hint);
+  return UsageError(c, message);
+}
+
 }  // namespace zaya::cli

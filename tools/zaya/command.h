@@ -47,4 +47,11 @@ class Args {
 // Prints "zaya NAME: <message>" and the usage hint to stderr; returns 2.
 int UsageError(const Command& c, std::string_view message);
 
+// For a command that takes no positional arguments: the usage error (2) naming the stray ones, or
+// nullopt when there are none. A stray word is never ignored, since it is usually a mistake whose
+// result would look right: the second word of an unquoted --prompt, or text meant for stdin.
+// `hint` (optional) says where such text belongs for this command.
+std::optional<int> RefusePositionals(const Command& c, const Args& args,
+                                     std::string_view hint = {});
+
 }  // namespace zaya::cli
