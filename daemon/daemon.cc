@@ -1,11 +1,13 @@
 #include "daemon/daemon.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -69,6 +71,50 @@ std::string StatusLine(const json& status, const ipc::Server& server) {
   return line;
 }
 
+// Watches the signalfd on its own thread while the model loads (see Daemon::Run). SIGTERM/SIGINT:
+// logged, STOPPING=1 sent, and the process ends with status 0 (what a stop exits with); no
+// destructor runs, as the load is still going on the main thread. SIGHUP: remembered, for a
+// reload once serving.
+class LoadWatcher {
+ public:
+  LoadWatcher(int signal_fd, Notifier& notifier)
+      : thread_([this, signal_fd, &notifier] { Watch(signal_fd, notifier); }) {}
+  ~LoadWatcher() { Finish(); }
+  LoadWatcher(const LoadWatcher&) = delete;
+  LoadWatcher& operator=(const LoadWatcher&) = delete;
+
+  // Stops watching; true when a SIGHUP arrived meanwhile.
+  bool Finish() {
+    done_ = true;
+    if (thread_.joinable()) thread_.join();
+    return hup_;
+  }
+
+ private:
+  void Watch(int signal_fd, Notifier& notifier) {
+    while (!done_) {
+      pollfd p{signal_fd, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      signalfd_siginfo info{};
+      while (read(signal_fd, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+        if (info.ssi_signo == SIGHUP) {
+          ZAYA_LOG(kInfo, "SIGHUP while the model loads: reloading once it is ready");
+          hup_ = true;
+        } else if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) {
+          ZAYA_LOG(kNotice, std::string(info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM") +
+                                " while the model loads: stopping without serving");
+          notifier.Stopping("stopped while loading the model");
+          _exit(0);
+        }
+      }
+    }
+  }
+
+  std::atomic<bool> done_{false};
+  std::atomic<bool> hup_{false};
+  std::thread thread_;  // last: starts after the flags exist
+};
+
 class Daemon {
  public:
   Daemon(DaemonArgs args, Config config) : args_(std::move(args)), config_(std::move(config)) {}
@@ -83,7 +129,17 @@ class Daemon {
     }
     notifier_.Status("loading model " + config_.model.path);
     ZAYA_LOG(kInfo, "loading model " + config_.model.path);
-    auto engine = CreateEngine(config_);
+    bool reload_pending = false;
+    Result<std::unique_ptr<Engine>> engine = Unavailable("not loaded");
+    {
+      // Loading a large model takes minutes, and the signals wait in the signalfd until the loop
+      // below reads them: a stop during the load would only act after it, and systemd's stop
+      // timeout would SIGKILL us. This watcher acts on them during the load: nothing is served
+      // yet, so a stop ends the process at once.
+      LoadWatcher watcher(signal_fd, notifier_);
+      engine = CreateEngine(config_);
+      reload_pending = watcher.Finish();
+    }
     if (!engine.ok()) {
       ZAYA_LOG(kErr, "cannot start: " + engine.status().ToString());
       notifier_.Status("failed: " + engine.status().message());
@@ -118,6 +174,7 @@ class Daemon {
     ZAYA_LOG(kNotice, "zayad ready: " + line);
     notifier_.Ready(line);
     last_status_ = line;
+    if (reload_pending) Reload();  // a SIGHUP that came during the load
 
     const Status run = server_->Run();
     if (!run.ok()) ZAYA_LOG(kErr, "serving loop failed: " + run.ToString());

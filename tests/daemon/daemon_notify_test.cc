@@ -1,6 +1,7 @@
 // The real zayad binary under a fake systemd: READY/WATCHDOG/RELOADING/STOPPING, SIGHUP with a good
 // and a bad file, SIGTERM draining a request in flight, --check-config.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <cstdio>
@@ -112,6 +113,40 @@ TEST(DaemonNotifyTest, ReadyWatchdogReloadAndDrainingStop) {
   ASSERT_TRUE(terminal.is_object()) << "the request in flight got no terminal event\n" << d.Log();
   EXPECT_TRUE(terminal["event"] == "done" || terminal["code"] == "cancelled") << terminal.dump();
   EXPECT_NE(d.Log().find("zayad stopped"), std::string::npos);
+}
+
+// A stop while the model loads used to wait in the signalfd until the load finished (minutes for
+// a large model, past systemd's stop timeout), and READY=1 went out first. Here a FIFO in place of
+// tokenizer.json holds the load until the test writes it.
+TEST(DaemonNotifyTest, StopWhileTheModelLoadsExitsAtOnce) {
+  DaemonProcess d;
+  const std::filesystem::path model = d.dir() + "/model";
+  std::filesystem::create_directories(model);
+  for (const auto& f : std::filesystem::directory_iterator(DaemonProcess::TinyModel())) {
+    if (f.path().filename() != "tokenizer.json") {
+      std::filesystem::copy_file(f.path(), model / f.path().filename());
+    }
+  }
+  const std::string fifo = (model / "tokenizer.json").string();
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  d.SetModelPath(model.string());
+  d.WriteConfig();
+  d.Start();
+  ASSERT_TRUE(d.WaitForNotify("STATUS=loading model")) << d.Log();
+  std::this_thread::sleep_for(200ms);  // into the load, blocked on the FIFO
+  d.Signal(SIGTERM);
+  const int rc = d.WaitExit(3s);
+  if (rc == -1 && d.Alive()) {
+    // Not stopped: let the load finish so that the daemon does not wait for ever.
+    std::ifstream real(DaemonProcess::TinyModel() + "/tokenizer.json", std::ios::binary);
+    std::ofstream(fifo, std::ios::binary) << real.rdbuf();
+  }
+  EXPECT_EQ(rc, 0) << d.Log();
+  for (const auto& m : d.messages()) {
+    EXPECT_EQ(m.find("READY=1"), std::string::npos) << "ready after a stop: " << m;
+  }
+  EXPECT_TRUE(d.WaitForNotify("STOPPING=1", 1s)) << d.Log();
+  EXPECT_NE(d.Log().find("SIGTERM while the model loads"), std::string::npos) << d.Log();
 }
 
 TEST(DaemonNotifyTest, StartupFailureIsReportedAndExitsOne) {

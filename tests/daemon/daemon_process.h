@@ -51,10 +51,16 @@ class DaemonProcess {
   std::string config_path() const { return dir_ + "/zayad.toml"; }
   std::string log_path() const { return dir_ + "/zayad.log"; }
 
+  static std::string TinyModel() {
+    return std::string(ZAYA_SOURCE_DIR) + "/tests/data/tiny-zaya/native-f32";
+  }
+  // The model WriteConfig names (default: TinyModel()).
+  void SetModelPath(std::string path) { model_path_ = std::move(path); }
+
   // A small, fast configuration on the tiny native-f32 checkpoint. `extra` is appended to [rsa].
   void WriteConfig(const std::string& extra_rsa = "", const std::string& tail = "") {
     std::ofstream f(config_path());
-    f << "[model]\npath = \"" << ZAYA_SOURCE_DIR << "/tests/data/tiny-zaya/native-f32\"\n"
+    f << "[model]\npath = \"" << model_path_ << "\"\n"
       << "weights_dtype = \"f32\"\n"
       << "[backend]\nthreads = 1\n"
       << "[memory]\nweights = \"64MiB\"\nstate = \"32MiB\"\nrequest = \"16MiB\"\n"
@@ -181,6 +187,7 @@ class DaemonProcess {
   }
 
   std::string dir_;
+  std::string model_path_ = TinyModel();
   std::string notify_path_;
   int notify_fd_ = -1;
   pid_t pid_ = -1;
