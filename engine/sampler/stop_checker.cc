@@ -114,4 +114,13 @@ StopUpdate StopChecker::OnToken(int32_t token, std::string_view piece) {
 
 std::string StopChecker::Flush() { return Release(text_.size()); }
 
+std::string StopChecker::FinishWith(std::string_view decoder_tail) {
+  std::string out = Flush();
+  if (finish_ == FinishReason::kStopString) return out;
+  text_.append(decoder_tail);
+  emitted_ = text_.size();
+  out.append(decoder_tail);
+  return out;
+}
+
 }  // namespace zaya

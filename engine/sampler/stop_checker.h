@@ -49,6 +49,12 @@ class StopChecker {
   // Generation ended for an outside reason (cancel, context full): returns the held-back text.
   std::string Flush();
 
+  // The end of a generation that finished on a stop token or max_tokens (or for an outside
+  // reason): the held-back text, then `decoder_tail`, the bytes the token decoder still held (an
+  // incomplete last character as U+FFFD), which come after every piece fed so far. Fed through
+  // OnToken after the finish, that tail was dropped. After a stop string nothing follows it.
+  std::string FinishWith(std::string_view decoder_tail);
+
   // All text so far; after a stop string, the text before it. Includes held-back bytes.
   const std::string& text() const { return text_; }
   size_t held_bytes() const { return text_.size() - emitted_; }

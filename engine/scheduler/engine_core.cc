@@ -258,13 +258,9 @@ void EngineCore::AcceptLogits(Sequence& seq, std::span<const float> logits) {
   }
   if (finished) {
     if (up.finish == FinishReason::kMaxTokens || up.finish == FinishReason::kStopToken) {
-      // Release bytes the decoder or the stop checker still holds.
-      std::string tail = seq.decoder->Flush();
-      if (!tail.empty()) {
-        StopUpdate more = seq.stop->OnToken(-1, tail);
-        up.text += more.text;
-      }
-      up.text += seq.stop->Flush();
+      // Release bytes the stop checker and the decoder still hold (a last character cut off
+      // by the finish comes out as U+FFFD, as protocol.md promises).
+      up.text += seq.stop->FinishWith(seq.decoder->Flush());
     }
   }
   if (!up.text.empty()) {

@@ -49,6 +49,26 @@ TEST(StopCheckerTest, StopTokenEndsWithoutItsText) {
   EXPECT_EQ(c.text(), "Hello");
 }
 
+// The engine feeds the decoder's last bytes (a character cut off by max_tokens or a stop token,
+// as U+FFFD) after the finish. Through OnToken they were dropped: calls after a finish are inert.
+TEST(StopCheckerTest, FinishWithSendsTheDecodersTailAfterTheHeldText) {
+  const std::string fffd = "\xEF\xBF\xBD";
+  StopChecker by_count = Make({}, {"STOP"}, 2);
+  EXPECT_EQ(by_count.OnToken(5, "ab").text, "ab");
+  StopUpdate last = by_count.OnToken(6, "ST");  // held: it may start "STOP"
+  EXPECT_EQ(last.finish, FinishReason::kMaxTokens);
+  EXPECT_EQ(by_count.OnToken(-1, fffd).text, "") << "the old path: inert after the finish";
+  EXPECT_EQ(last.text + by_count.FinishWith(fffd), "ST" + fffd);
+  EXPECT_EQ(by_count.text(), "abST" + fffd);
+  StopChecker by_token = Make({1}, {});
+  EXPECT_EQ(by_token.OnToken(5, "x").text, "x");
+  EXPECT_EQ(by_token.OnToken(1, "<eos>").finish, FinishReason::kStopToken);
+  EXPECT_EQ(by_token.FinishWith(fffd), fffd);
+  StopChecker by_string = Make({}, {"END"});
+  EXPECT_EQ(by_string.OnToken(5, "yEND").finish, FinishReason::kStopString);
+  EXPECT_EQ(by_string.FinishWith(fffd), "") << "nothing follows a stop string";
+}
+
 TEST(StopCheckerTest, StopStringSpanningTokensIsNeverStreamed) {
   StopChecker c = Make({}, {"</answer>"});
   EXPECT_EQ(c.OnToken(1, "42 ").text, "42 ");
