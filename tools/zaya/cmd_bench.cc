@@ -223,41 +223,25 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   if (!args) return UsageError(self, err);
   if (auto rc = RefusePositionals(self, *args)) return *rc;
   if (!args->Has("model")) return UsageError(self, "--model DIR is required");
-  int threads = 0, steps = 0, reps = 0, bw_mib = 0;
-  int64_t prefill = 0;
-  std::vector<int64_t> batches;
-  try {
-    threads = std::stoi(args->GetOr("threads", "0"));
-    steps = std::stoi(args->GetOr("steps", "8"));
-    reps = std::stoi(args->GetOr("reps", "3"));
-    prefill = std::stoll(args->GetOr("prefill-tokens", "512"));
-    bw_mib = std::stoi(args->GetOr("bandwidth-mib", "1024"));
-    std::string list = args->GetOr("batches", "1,8,16");
-    size_t at = 0;
-    while (at <= list.size()) {
-      const size_t comma = std::min(list.find(',', at), list.size());
-      batches.push_back(std::stoll(list.substr(at, comma - at)));
-      at = comma + 1;
-    }
-  } catch (const std::exception&) {
-    return UsageError(self, "a numeric option has a value that is not a number");
-  }
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  if (steps < 1 || reps < 1 || prefill < 1 || bw_mib < 16 || batches.empty() ||
-      *std::min_element(batches.begin(), batches.end()) < 1) {
-    return UsageError(self,
-                      "--steps, --reps, --prefill-tokens, --batches must be >= 1 and "
-                      "--bandwidth-mib >= 16");
-  }
+  // Upper bounds as zayad.toml allows ([backend] threads, [scheduler] max_running_sequences,
+  // [model] max_context); the bandwidth buffer up to 1 TiB.
+  const auto threads_flag = IntFlag(*args, "threads", 0, 0, 1024, &err);
+  const auto steps_flag = IntFlag(*args, "steps", 8, 1, 1000000, &err);
+  const auto reps_flag = IntFlag(*args, "reps", 3, 1, 1000000, &err);
+  const auto prefill_flag = IntFlag(*args, "prefill-tokens", 512, 1, 16777216, &err);
+  const auto bw_mib_flag = IntFlag(*args, "bandwidth-mib", 1024, 16, 1 << 20, &err);
+  const auto batches_flag = IntListFlag(*args, "batches", "1,8,16", 1, 65536, &err);
+  const auto compare_flag = IntFlag(*args, "compare-int8", 0, 1, 16777216, &err);
+  if (!err.empty()) return UsageError(self, err);
+  int threads = static_cast<int>(*threads_flag);
+  const int steps = static_cast<int>(*steps_flag), reps = static_cast<int>(*reps_flag);
+  const int bw_mib = static_cast<int>(*bw_mib_flag);
+  const int64_t prefill = *prefill_flag;
+  const std::vector<int64_t> batches(batches_flag->begin(), batches_flag->end());
+  if (threads == 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const std::string wdtype = args->GetOr("weights-dtype", "bf16");
   if (args->Has("compare-int8")) {
-    int64_t n = 0;
-    try {
-      n = std::stoll(*args->Get("compare-int8"));
-    } catch (const std::exception&) {
-      n = 0;
-    }
-    if (n < 1) return UsageError(self, "--compare-int8 needs a token count >= 1");
+    const int64_t n = *compare_flag;
     auto ck = Checkpoint::Open(*args->Get("model"));
     if (!ck.ok()) {
       std::fprintf(stderr, "zaya bench: %s\n", ck.status().ToString().c_str());

@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cstdio>
 #include <mutex>
-#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -46,26 +45,12 @@ int Run(const std::vector<std::string>& argv) {
                                   "quote a prompt of several words: --prompt \"Hello world\""))
     return *rc;
   const std::string endpoint = ipc::cli::ResolveEndpoint(args->Get("endpoint"));
-  std::vector<int> levels;
-  {
-    std::stringstream ss(args->GetOr("concurrency", "1,4,16"));
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-      try {
-        const int c = std::stoi(item);
-        if (c < 1 || c > 256) throw std::out_of_range(item);
-        levels.push_back(c);
-      } catch (const std::exception&) {
-        return UsageError(self, "--concurrency takes numbers 1..256 separated by commas");
-      }
-    }
-  }
-  auto requests = ipc::cli::ParseIntFlag("bench-serve", "requests", args->GetOr("requests", "32"));
-  auto max_tokens =
-      ipc::cli::ParseIntFlag("bench-serve", "max-tokens", args->GetOr("max-tokens", "64"));
-  if (!requests || !max_tokens) return 2;
-  if (*requests < 1 || *max_tokens < 1)
-    return UsageError(self, "--requests and --max-tokens must be >= 1");
+  // Not ipc::cli::ParseIntFlag: these check ranges too, and the message goes through UsageError.
+  const auto levels_flag = IntListFlag(*args, "concurrency", "1,4,16", 1, 256, &error);
+  const auto requests = IntFlag(*args, "requests", 32, 1, 1000000, &error);
+  const auto max_tokens = IntFlag(*args, "max-tokens", 64, 1, 16777216, &error);
+  if (!error.empty()) return UsageError(self, error);
+  const std::vector<int> levels(levels_flag->begin(), levels_flag->end());
   const std::string prompt = args->GetOr("prompt", "Count from one to twenty:");
 
   std::vector<Level> results;

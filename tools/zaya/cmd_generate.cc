@@ -2,6 +2,7 @@
 // checking a checkpoint and a backend.
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <sstream>
@@ -55,18 +56,25 @@ int Generate(const Command& self, const std::vector<std::string>& argv) {
     std::fprintf(stderr, "zaya generate: %s\n", s.ToString().c_str());
     return 1;
   };
+  // The sampling ranges are the sampler's (Sampler::Create), checked here so that a bad value is a
+  // usage error before the model loads; --max-tokens and --threads are bounded as [model]
+  // max_context and [backend] threads are in zayad.toml.
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  const auto max_tokens = IntFlag(*args, "max-tokens", 32, 0, 16777216, &err);
+  const auto temperature = NumberFlag(*args, "temperature", 0, 0, kInf, &err);
+  const auto seed = SeedFlag(*args, "seed", 0, &err);
+  const auto top_k = IntFlag(*args, "top-k", 0, 0, INT32_MAX, &err);
+  const auto top_p = NumberFlag(*args, "top-p", 1, 0, 1, &err, /*above_lo=*/true);
+  const auto min_p = NumberFlag(*args, "min-p", 0, 0, 1, &err);
+  const auto threads = IntFlag(*args, "threads", 0, 0, 1024, &err);
+  if (!err.empty()) return UsageError(self, err);
   SamplingParams sp;
-  try {
-    sp.max_tokens = std::stoi(args->GetOr("max-tokens", "32"));
-    sp.temperature = args->Has("greedy") ? 0.0 : std::stod(args->GetOr("temperature", "0"));
-    sp.seed = std::stoull(args->GetOr("seed", "0"));
-    sp.top_k = std::stoi(args->GetOr("top-k", "0"));
-    sp.top_p = std::stod(args->GetOr("top-p", "1"));
-    sp.min_p = std::stod(args->GetOr("min-p", "0"));
-  } catch (const std::exception&) {
-    return UsageError(self, "a numeric option has a value that is not a number");
-  }
-  if (sp.max_tokens < 0) return UsageError(self, "--max-tokens must be >= 0");
+  sp.max_tokens = static_cast<int>(*max_tokens);
+  sp.temperature = args->Has("greedy") ? 0.0 : *temperature;
+  sp.seed = *seed;
+  sp.top_k = static_cast<int>(*top_k);
+  sp.top_p = *top_p;
+  sp.min_p = *min_p;
 
   const std::string dir = *args->Get("model");
   auto ck = Checkpoint::Open(dir);
@@ -87,14 +95,8 @@ int Generate(const Command& self, const std::vector<std::string>& argv) {
     prompt = std::move(*ids);
   }
 
-  int threads = 0;
-  try {
-    threads = std::stoi(args->GetOr("threads", "0"));
-  } catch (const std::exception&) {
-    return UsageError(self, "--threads must be a number");
-  }
-  auto backend =
-      Backend::Open(args->GetOr("backend", "cpu"), args->GetOr("plugin-dir", ""), 0, threads);
+  auto backend = Backend::Open(args->GetOr("backend", "cpu"), args->GetOr("plugin-dir", ""), 0,
+                               static_cast<int>(*threads));
   if (!backend.ok()) return fail(backend.status());
 
   const int64_t total = static_cast<int64_t>(prompt.size()) + sp.max_tokens;

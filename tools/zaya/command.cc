@@ -1,6 +1,8 @@
 #include "tools/zaya/command.h"
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 
 namespace zaya::cli {
@@ -84,6 +86,105 @@ std::optional<int> RefusePositionals(const Command& c, const Args& args, std::st
   message += ")";
   if (!hint.empty()) message += "; " + std::string(hint);
   return UsageError(c, message);
+}
+
+namespace {
+
+// from_chars, unlike stoi/strtol, takes no leading space or '+' and reports where it stopped, so
+// "the whole text is the number" is one comparison.
+template <typename T>
+std::optional<T> ParseWhole(std::string_view text) {
+  T v{};
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return v;
+}
+
+// Keeps the first error, so that a command may parse all its flags before one check and name the
+// first bad one.
+void SetFlagValueError(std::string_view flag, std::string_view needs, std::string_view value,
+                       std::string* error) {
+  if (!error->empty()) return;
+  *error = "--" + std::string(flag) + " needs " + std::string(needs) + " (got '" +
+           std::string(value) + "')";
+}
+
+std::string IntRange(long long lo, long long hi) {
+  return "an integer from " + std::to_string(lo) + " to " + std::to_string(hi);
+}
+
+std::string NumberText(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
+
+std::optional<long long> IntInRange(std::string_view flag, std::string_view value, long long lo,
+                                    long long hi, std::string* error) {
+  auto v = ParseWhole<long long>(value);
+  if (!v || *v < lo || *v > hi) {
+    SetFlagValueError(flag, IntRange(lo, hi), value, error);
+    return std::nullopt;
+  }
+  return v;
+}
+
+}  // namespace
+
+std::optional<long long> IntFlag(const Args& args, std::string_view flag, long long fallback,
+                                 long long lo, long long hi, std::string* error) {
+  auto value = args.Get(flag);
+  if (!value) return fallback;
+  return IntInRange(flag, *value, lo, hi, error);
+}
+
+std::optional<uint64_t> SeedFlag(const Args& args, std::string_view flag, uint64_t fallback,
+                                 std::string* error) {
+  auto value = args.Get(flag);
+  if (!value) return fallback;
+  auto v = ParseWhole<uint64_t>(*value);
+  if (!v) {
+    SetFlagValueError(flag, "an integer from 0 to " + std::to_string(UINT64_MAX), *value, error);
+  }
+  return v;
+}
+
+std::optional<double> NumberFlag(const Args& args, std::string_view flag, double fallback,
+                                 double lo, double hi, std::string* error, bool above_lo) {
+  auto value = args.Get(flag);
+  if (!value) return fallback;
+  auto v = ParseWhole<double>(*value);
+  if (!v || !std::isfinite(*v) || (above_lo ? *v <= lo : *v < lo) || *v > hi) {
+    std::string needs =
+        "a number " + std::string(above_lo ? "above " : "of at least ") + NumberText(lo);
+    if (std::isfinite(hi)) {
+      needs = "a number " + std::string(above_lo ? "above " : "from ") + NumberText(lo) +
+              (above_lo ? " up to " : " to ") + NumberText(hi);
+    }
+    SetFlagValueError(flag, needs, *value, error);
+    return std::nullopt;
+  }
+  return v;
+}
+
+std::optional<std::vector<long long>> IntListFlag(const Args& args, std::string_view flag,
+                                                  std::string_view fallback, long long lo,
+                                                  long long hi, std::string* error) {
+  const std::string list = args.GetOr(flag, std::string(fallback));
+  std::vector<long long> out;
+  size_t at = 0;
+  while (true) {
+    const size_t comma = std::min(list.find(',', at), list.size());
+    const std::string_view item = std::string_view(list).substr(at, comma - at);
+    auto v = ParseWhole<long long>(item);
+    if (!v || *v < lo || *v > hi) {
+      SetFlagValueError(flag, IntRange(lo, hi) + " or a comma-separated list of them", list, error);
+      return std::nullopt;
+    }
+    out.push_back(*v);
+    if (comma == list.size()) return out;
+    at = comma + 1;
+  }
 }
 
 }  // namespace zaya::cli

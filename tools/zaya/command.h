@@ -3,6 +3,7 @@
 // (0 ok, 1 failure reported on stderr, 2 usage error).
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
@@ -53,5 +54,23 @@ int UsageError(const Command& c, std::string_view message);
 // `hint` (optional) says where such text belongs for this command.
 std::optional<int> RefusePositionals(const Command& c, const Args& args,
                                      std::string_view hint = {});
+
+// Numeric flag values, parsed whole and range-checked: "1e3", "8x", " 8" and "" are refused rather
+// than read as 1 or 8, and a value outside the range is refused rather than wrapped or clamped (a
+// seed of -1 is not 2^64-1). An absent flag gives `fallback`. A bad value gives nullopt and sets
+// *error to a message naming the flag, the value and what is allowed, for UsageError, unless
+// *error already holds one: several flags can be parsed before one check that names the first.
+std::optional<long long> IntFlag(const Args& args, std::string_view flag, long long fallback,
+                                 long long lo, long long hi, std::string* error);
+// A seed: any integer 0 .. 2^64-1.
+std::optional<uint64_t> SeedFlag(const Args& args, std::string_view flag, uint64_t fallback,
+                                 std::string* error);
+// A finite number in [lo, hi], or in (lo, hi] when `above_lo`; hi may be infinity.
+std::optional<double> NumberFlag(const Args& args, std::string_view flag, double fallback,
+                                 double lo, double hi, std::string* error, bool above_lo = false);
+// A comma-separated list of integers in [lo, hi] ("1,8,16"); `fallback` is the list's text.
+std::optional<std::vector<long long>> IntListFlag(const Args& args, std::string_view flag,
+                                                  std::string_view fallback, long long lo,
+                                                  long long hi, std::string* error);
 
 }  // namespace zaya::cli
