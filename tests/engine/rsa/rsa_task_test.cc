@@ -132,10 +132,6 @@ TEST(RsaTaskTest, RunsInWavesWhenTheRequestBudgetHoldsOnlyTwoMembers) {
   }
   EXPECT_LE(max_started, 2);  // never the whole population of 6 at once
   EXPECT_GE(max_started, 1);
-  // Each wave's next members start from Pump; the idle scheduler used to sleep its full second
-  // before that, so these six-plus waves took 3 s and more. A wave here takes milliseconds.
-  EXPECT_LT(ev.back().body["timings"]["total_ms"].get<double>(), 2000.0)
-      << ev.back().body["timings"].dump();
 }
 
 TEST(RsaTaskTest, CancelStopsEveryMemberAndFreesTheirBlocks) {
@@ -233,6 +229,11 @@ TEST(RsaTaskTest, ASolveThatCouldNeverStartIsRefusedAtSubmit) {
     ASSERT_TRUE((*core)->Submit(r, rec).ok());
     auto ev = rec->Wait("edge");
     ASSERT_EQ(ev.back().type, Type::kDone) << ev.back().body.dump();
+    // One member at a time: six waves, each started from Pump. The idle scheduler used to sleep
+    // its full second before each (5.0 s here); a wave of this tiny model takes milliseconds
+    // (19 ms for all six in a release build, well under a second under ASan on a loaded machine).
+    EXPECT_LT(ev.back().body["timings"]["total_ms"].get<double>(), 3000.0)
+        << ev.back().body["timings"].dump();
   }
   Config one = TinyConfig();
   one.scheduler.max_running_sequences = 1;
