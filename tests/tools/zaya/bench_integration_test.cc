@@ -11,32 +11,15 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "run_zaya.h"
+
 namespace {
 
 using nlohmann::json;
 
-struct ShellResult {
-  int rc = -1;
-  std::string out, err;
-};
+using ShellResult = zaya::testing::ZayaRun;
 
-ShellResult Bench(const std::string& args) {
-  // One file per test: ctest runs the tests of this file as parallel processes.
-  const std::string err_path = ::testing::TempDir() + "/zaya_bench_" +
-                               ::testing::UnitTest::GetInstance()->current_test_info()->name() +
-                               "_" + std::to_string(getpid()) + ".err";
-  const std::string cmd =
-      std::string(ZAYA_BINARY_DIR) + "/tools/zaya/zaya bench " + args + " 2>" + err_path;
-  ShellResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  r.rc = WEXITSTATUS(pclose(p));
-  std::ifstream f(err_path);
-  r.err.assign(std::istreambuf_iterator<char>(f), {});
-  return r;
-}
+ShellResult Bench(const std::string& args) { return zaya::testing::RunZaya("bench " + args); }
 
 const std::string kModel = std::string(ZAYA_SOURCE_DIR) + "/models/zaya-tiny-reasoner";
 

@@ -10,36 +10,16 @@
 #include <iterator>
 #include <string>
 
+#include "run_zaya.h"
+
 namespace {
 
-struct ShellResult {
-  int rc = -1;
-  std::string out, err;
-};
+using ShellResult = zaya::testing::ZayaRun;
 
 const std::string kNoModel = "/nonexistent/zaya-model";
 const std::string kNoDaemon = "--endpoint ipc:///nonexistent/zayad.sock";
 
-// Runs `zaya ARGS` with stdin from /dev/null (a command that wrongly reads stdin gets EOF instead of
-// waiting) and a time limit (one that wrongly goes on to work fails with 124 instead of hanging).
-ShellResult Zaya(const std::string& args) {
-  // One file per test: ctest runs the tests of this file as parallel processes.
-  const std::string err_path = ::testing::TempDir() + "/zaya_usage_" +
-                               ::testing::UnitTest::GetInstance()->current_test_info()->name() +
-                               "_" + std::to_string(getpid()) + ".err";
-  const std::string cmd = "timeout 60 " + std::string(ZAYA_BINARY_DIR) + "/tools/zaya/zaya " +
-                          args + " </dev/null 2>" + err_path;
-  ShellResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  r.rc = WEXITSTATUS(pclose(p));
-  std::ifstream f(err_path);
-  r.err.assign(std::istreambuf_iterator<char>(f), {});
-  std::remove(err_path.c_str());
-  return r;
-}
+ShellResult Zaya(const std::string& args) { return zaya::testing::RunZaya(args, 60); }
 
 // Exit 2, nothing on stdout, and stderr is "zaya CMD: <message>...", then the command's usage.
 void ExpectUsageError(const std::string& command, const std::string& args,
