@@ -3,7 +3,7 @@
 // Such a clone checks out ~130-byte text pointers ("version https://git-lfs.github.com/spec/v1",
 // an oid, a size) for every file tracked by LFS: the weights, and often tokenizer.json. Read as
 // the real format they fail with errors that hide the cause (an absurd safetensors header length,
-// "not a JSON object"), so every loader of such files asks this first.
+// "not a JSON object"), so the weight and tokenizer loaders ask this first.
 #pragma once
 
 #include <string>

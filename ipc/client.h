@@ -61,7 +61,9 @@ class Client {
   // Sends `request` (adding "v":1 and a fresh "id" when missing) and passes each of its events to
   // `on_event` (keepalives excluded) until the terminal one, which it returns. Events of other ids
   // are dropped. When `*interrupt` becomes true a `cancel` is sent and the wait continues for the
-  // terminal event (then normally `error` "cancelled").
+  // terminal event (then normally `error` "cancelled"). An error with "id":"" (the server could not
+  // read the request's id) counts as this request's answer, so after a Request that failed (timed
+  // out, say), use a new Client: a late answer to it would be taken for the next one's.
   Result<nlohmann::json> Request(nlohmann::json request, const EventCallback& on_event = {},
                                  const std::atomic<bool>* interrupt = nullptr);
 

@@ -86,14 +86,6 @@ Result<std::unique_ptr<Task>> RsaTask::Create(EngineCore& core, EngineRequest re
   return std::unique_ptr<Task>(std::move(task));
 }
 
-int64_t RsaTask::MinimumBlocks(const std::function<int64_t(int64_t)>& blocks_for_tokens) const {
-  // The parent as StartSequence reserves it (prefill only) and one member as ForkSequence
-  // reserves it (its own blocks for the budget, + 2), at once; later rounds need one member.
-  const int64_t q = static_cast<int64_t>(question_prompt_.size());
-  const int64_t round0 = blocks_for_tokens(q) + 1 + blocks_for_tokens(params_.budget) + 2;
-  return std::max(Task::MinimumBlocks(blocks_for_tokens), round0);
-}
-
 int64_t RsaTask::WorstCaseSequenceTokens() const {
   const int64_t q = static_cast<int64_t>(question_prompt_.size());
   int64_t worst = q + params_.budget;
@@ -149,14 +141,15 @@ void RsaTask::StartWaitingMembers(EngineCore& core) {
       if (parent_ == nullptr || parent_logits_.empty()) return;  // prefill not done yet
       auto seq = core.ForkSequence(*parent_, static_cast<int>(m), std::move(spec));
       if (!seq.ok()) {
-        // No room to fork. While a member of ours runs, its end makes room (a wave). With none
-        // running, room may never come: another task's prefill can hold it while that task
-        // waits for what ours holds (two solves in round 0 with two sequence slots did). So let
-        // go of the prefill; the rest of round 0 prefills the question member by member, like
-        // any sequence, and decodes the same tokens.
+        // No room to fork. While a sequence runs (a member of ours or another request's), its
+        // end makes room: wait (a wave). With none running, room never comes: another task's
+        // prefill can hold it while that task waits for what ours holds (two solves in round 0
+        // with two sequence slots did), or memory.request holds the largest sequence but not the
+        // prefill beside a member. So let go of the prefill; the rest of round 0 prefills the
+        // question member by member, like any sequence.
         const bool running = std::any_of(members_.begin(), members_.end(),
                                          [](const Member& x) { return x.started && !x.finished; });
-        if (!running) {
+        if (!running && !core.SequencesRunningBesides(*this)) {
           core.FreeSequence(*parent_);
           parent_ = nullptr;
           parent_released_ = true;

@@ -44,9 +44,6 @@ class RsaTask final : public Task {
                                               const RsaConfig& config, uint64_t fallback_seed);
 
   int64_t WorstCaseSequenceTokens() const override;
-  // Round 0 holds the question's prefill while the first member forks from it.
-  int64_t MinimumBlocks(const std::function<int64_t(int64_t)>& blocks_for_tokens) const override;
-  int MinimumSequences() const override { return 2; }
   bool WantsToStart() const override;
   std::optional<std::chrono::steady_clock::time_point> Deadline() const override {
     return deadline_;

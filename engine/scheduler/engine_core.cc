@@ -102,7 +102,6 @@ Result<std::unique_ptr<EngineCore>> EngineCore::Create(const Config& config) {
   if (!pool.ok()) return pool.status().WithContext("memory.state");
   core->pool_.emplace(std::move(*pool));
   core->pool_blocks_total_ = core->pool_->Stats().blocks_total;
-  core->pool_max_sequences_ = core->pool_->Stats().max_sequences;
 
   ZAYA_ASSIGN_OR_RETURN(core->backend_,
                         Backend::Open(config.backend.kind, config.backend.plugin_dir,
@@ -276,6 +275,12 @@ void EngineCore::AcceptLogits(Sequence& seq, std::span<const float> logits) {
   }
 }
 
+bool EngineCore::SequencesRunningBesides(const Task& task) const {
+  return std::any_of(sequences_.begin(), sequences_.end(), [&task](const Sequence& s) {
+    return s.owner != nullptr && s.owner != &task && !s.finished && !s.pending.empty();
+  });
+}
+
 void EngineCore::FreeSequence(Sequence& seq) {
   (void)pool_->Free(seq.pool_id);
   reserved_blocks_ -= seq.reserved_blocks;
@@ -356,28 +361,19 @@ Result<std::vector<int32_t>> EngineCore::Encode(std::string_view text,
     if (draining_ || stop_) return Unavailable("zayad is shutting down; no new requests");
   }
   ZAYA_ASSIGN_OR_RETURN(std::unique_ptr<Task> task, MakeTask(std::move(request), std::move(sink)));
-  // Exact admission: what the task must hold at once to make progress (its largest sequence, and
-  // for RSA the question's prefill beside the first member) must fit the request budget and the
-  // pool; a task that fits neither would wait for ever.
+  // Exact admission: the largest single sequence must fit the request budget and the pool. (A
+  // solve's round 0 may then not fit its prefill beside a member; it lets the prefill go and
+  // runs member by member: RsaTask::StartWaitingMembers.)
   const int64_t worst = task->WorstCaseSequenceTokens();
-  const auto blocks_for_tokens = [this](int64_t tokens) { return pool_->BlocksForTokens(tokens); };
-  const int64_t need = task->MinimumBlocks(blocks_for_tokens);
+  const int64_t need = WorstCaseBlocks(worst);
   const uint64_t request_blocks = config_.memory.request / block_bytes_;
   if (static_cast<uint64_t>(need) > request_blocks || need > pool_blocks_total_) {
-    return OverBudget("this request must hold " + std::to_string(need) + " KV blocks (" +
-                      Mib(static_cast<uint64_t>(need) * block_bytes_) +
-                      ") at once to make progress; its largest sequence may hold " +
-                      std::to_string(worst) + " tokens; but memory.request is " +
-                      Mib(config_.memory.request) + " and memory.state holds " +
+    return OverBudget("one sequence of this request may hold " + std::to_string(worst) +
+                      " tokens = " + Mib(static_cast<uint64_t>(need) * block_bytes_) +
+                      " of state, but memory.request is " + Mib(config_.memory.request) +
+                      " and memory.state holds " +
                       Mib(static_cast<uint64_t>(pool_blocks_total_) * block_bytes_) +
                       " of KV blocks; lower max_tokens / budget / tail / subset");
-  }
-  if (task->MinimumSequences() > pool_max_sequences_) {
-    return OverBudget("this request needs " + std::to_string(task->MinimumSequences()) +
-                      " sequences at once (a solve holds the question's prefill while its first "
-                      "member starts), but the state pool has " +
-                      std::to_string(pool_max_sequences_) +
-                      " slot(s); raise scheduler.max_running_sequences");
   }
   size_t position = 0;
   {

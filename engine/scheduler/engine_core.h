@@ -96,13 +96,15 @@ class EngineCore final : public Engine {
   // Applies the live-changeable parts of a reloaded config (rsa defaults and limits, queue length).
   void Reconfigure(const Config& config);
 
-  // --- For tasks, on the scheduler thread only. ---
-  const Tokenizer& tokenizer() const { return *tokenizer_; }
   // The tokenizer's ids for `text`, refused (InvalidArgument, naming the token) when one has no
   // row in the model's embedding: a tokenizer.json with added tokens the checkpoint was not
   // resized for. Unchecked, such an id failed the forward step of every request in the batch.
-  // Every prompt goes through here. Thread-safe (the tokenizer is immutable).
+  // Every prompt goes through here. Any thread (the tokenizer is immutable): Submit encodes on the
+  // caller's, aggregation rounds on the scheduler's.
   Result<std::vector<int32_t>> Encode(std::string_view text, bool add_special_tokens) const;
+
+  // --- For tasks, on the scheduler thread only. ---
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
   const ChatTemplate* chat_template() const { return chat_.get(); }
   const Config& config() const { return config_; }
   const ZayaConfig& model_config() const { return checkpoint_->config(); }
@@ -121,6 +123,8 @@ class EngineCore final : public Engine {
   // Samples the next token of `seq` from `logits` (normally done by the scheduler itself).
   void AcceptLogits(Sequence& seq, std::span<const float> logits);
   void FreeSequence(Sequence& seq);
+  // Whether a sequence of another task is still prefilling or decoding (its end will make room).
+  bool SequencesRunningBesides(const Task& task) const;
   // The scheduler's clock for deadlines; tests may replace it (before submitting anything).
   std::chrono::steady_clock::time_point Now() const {
     return clock_ ? clock_() : std::chrono::steady_clock::now();
@@ -157,7 +161,6 @@ class EngineCore final : public Engine {
   // The pool's fixed size, for Submit on the callers' threads: the pool itself is the scheduler
   // thread's, and reading its live counters from another thread was a data race.
   int64_t pool_blocks_total_ = 0;
-  int64_t pool_max_sequences_ = 0;
 
   // Shared with other threads.
   mutable std::mutex mu_;

@@ -11,7 +11,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -45,14 +44,6 @@ class Task {
   virtual int64_t WorstCaseSequenceTokens() const = 0;
   // Most sequences it would like alive at once (its population).
   virtual int MaxConcurrentSequences() const { return 1; }
-  // What it must hold at once to make any progress at all, beyond its largest sequence (blocks
-  // as EngineCore::WorstCaseBlocks counts them for that sequence, and sequence slots): admission
-  // refuses a task that could never get this much from memory.request and the pool, where it
-  // would otherwise wait for ever. `blocks_for_tokens` is the pool's blocks per token count.
-  virtual int64_t MinimumBlocks(const std::function<int64_t(int64_t)>& blocks_for_tokens) const {
-    return blocks_for_tokens(WorstCaseSequenceTokens()) + 1;
-  }
-  virtual int MinimumSequences() const { return 1; }
   // True while it has sequences it will start from Pump once there is room (an RSA wave's next
   // members): the idle scheduler then looks again at once instead of sleeping.
   virtual bool WantsToStart() const { return false; }

@@ -261,12 +261,22 @@ TEST(IpcIntegrationNoDaemon, CliSaysPermissionDeniedOutsideTheGroup) {
   char tmpl[] = "/tmp/zaya-perm-XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
   const std::string dir = tmpl;
+  struct RemoveOnExit {  // also when an ASSERT returns early
+    std::string dir;
+    int fd = -1;
+    ~RemoveOnExit() {
+      if (fd >= 0) close(fd);
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{dir};
   ASSERT_EQ(chmod(dir.c_str(), 0755), 0);
   const std::string sock_dir = dir + "/run";
   ASSERT_EQ(mkdir(sock_dir.c_str(), 0755), 0);
   const std::string path = sock_dir + "/zayad.sock";
   const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
   ASSERT_GE(fd, 0);
+  cleanup.fd = fd;
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
@@ -278,8 +288,6 @@ TEST(IpcIntegrationNoDaemon, CliSaysPermissionDeniedOutsideTheGroup) {
   ShellResult socket_denied = Shell(as_nobody);
   ASSERT_EQ(chmod(sock_dir.c_str(), 0700), 0);  // its folder out of reach, as installed
   ShellResult folder_denied = Shell(as_nobody);
-  close(fd);
-  std::filesystem::remove_all(dir);
   for (const ShellResult& r : {socket_denied, folder_denied}) {
     EXPECT_EQ(r.rc, 1) << r.out;
     EXPECT_NE(r.out.find("permission denied on " + path), std::string::npos) << r.out;

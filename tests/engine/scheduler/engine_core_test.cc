@@ -262,6 +262,13 @@ TEST(EngineCoreTest, APromptTokenTheModelHasNoEmbeddingForIsRefusedAlone) {
   const fs::path dir = fs::temp_directory_path() / ("zaya-vocab-" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
+  struct RemoveOnExit {  // also when an ASSERT returns early
+    fs::path dir;
+    ~RemoveOnExit() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } cleanup{dir};
   for (const auto& f : fs::directory_iterator(src))
     fs::copy_file(f.path(), dir / f.path().filename());
   {
@@ -295,7 +302,6 @@ TEST(EngineCoreTest, APromptTokenTheModelHasNoEmbeddingForIsRefusedAlone) {
   auto ev = rec->Wait("ok");
   ASSERT_EQ(ev.back().type, Type::kDone) << ev.back().body.dump();
   engine.reset();
-  fs::remove_all(dir);
 }
 
 TEST(EngineCoreTest, FactoryReportsAMissingModelClearly) {
