@@ -1447,6 +1447,9 @@ class Interpreter {
     if (op == "*" && x.is_string() && y.is_number_integer()) {
       // Sized up front: a loop guarded by the result's size never ends for "" * 10**18.
       const std::string& unit = x.get_ref<const std::string&>();
+      if (y.is_number_unsigned() && y.get<uint64_t>() > uint64_t{INT64_MAX}) {
+        Fail(line, "string repetition by " + y.dump() + " does not fit in 64 bits");
+      }
       const int64_t n = y.get<int64_t>();
       if (unit.empty() || n <= 0) return Value::Of("");
       constexpr size_t kMaxRepeatBytes = size_t{1} << 24;
@@ -1465,6 +1468,27 @@ class Interpreter {
                      (b.undefined() ? "undefined" : y.type_name()));
     }
     const bool ints = !x.is_number_float() && !y.is_number_float();
+    // nlohmann keeps integers past INT64_MAX (from a message's JSON) as unsigned; read as int64
+    // they would wrap to negatives.
+    for (const json* v : {&x, &y}) {
+      if (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t{INT64_MAX}) {
+        Fail(line, "integer " + v->dump() + " does not fit in 64 bits");
+      }
+    }
+    if (ints && op == "**" && y.get<int64_t>() >= 0) {
+      // Exact, by squaring: through double, results past 2^53 came out silently wrong.
+      int64_t base = x.get<int64_t>(), r = 1;
+      bool overflow = false;
+      for (int64_t e = y.get<int64_t>(); e > 0 && !overflow; e >>= 1) {
+        if (e & 1) overflow = __builtin_mul_overflow(r, base, &r);
+        if (e > 1 && !overflow) overflow = __builtin_mul_overflow(base, base, &base);
+      }
+      if (overflow) {
+        Fail(line,
+             "integer overflow: " + x.dump() + " ** " + y.dump() + " does not fit in 64 bits");
+      }
+      return Value::Of(r);
+    }
     if (ints && op != "/" && op != "**") {
       // Python's ints do not overflow; ours are int64, so a result out of range is an error
       // (wrapping would be undefined behaviour, and INT64_MIN / -1 traps with SIGFPE on x86).
@@ -1494,18 +1518,7 @@ class Interpreter {
     if (op == "+") return Value::Of(p + q);
     if (op == "-") return Value::Of(p - q);
     if (op == "*") return Value::Of(p * q);
-    if (op == "**") {
-      const double r = std::pow(p, q);
-      if (ints && q >= 0) {
-        // Converting a double at or past 2^63 to int64 is undefined behaviour.
-        if (r >= 0x1p63 || r < -0x1p63) {
-          Fail(line,
-               "integer overflow: " + x.dump() + " ** " + y.dump() + " does not fit in 64 bits");
-        }
-        return Value::Of(static_cast<int64_t>(r));
-      }
-      return Value::Of(r);
-    }
+    if (op == "**") return Value::Of(std::pow(p, q));  // a float, or an int to a negative power
     if (q == 0) Fail(line, "division by zero");
     if (op == "/") return Value::Of(p / q);
     if (op == "//") return Value::Of(std::floor(p / q));

@@ -206,6 +206,15 @@ TEST(JinjaTest, IntegerEdgeCasesAnswerOrFailPromptly) {
 
   EXPECT_EQ(R("{{ '' * 10**18 }}|{{ 'ab' * 3 }}|{{ 'a' * 0 }}|{{ 'a' * -2 }}"), "|ababab||");
   EXPECT_THAT(R("{{ 'ab' * 10**18 }}"), HasSubstr("exceeds the 16 MiB limit"));
+  // Integer powers are exact (through double, 3 ** 39 came out as ...264 instead of ...267), and
+  // a negative power is a float, as in Python.
+  EXPECT_EQ(R("{{ 3 ** 39 }}|{{ (-3) ** 3 }}|{{ 7 ** 0 }}|{{ 2 ** -1 }}"),
+            "4052555153018976267|-27|1|0.5");
+  // A context integer past INT64_MAX (nlohmann keeps it unsigned) used to wrap to a negative.
+  const json big = {{"n", 18446744073709551615ull}};
+  EXPECT_THAT(R("{{ n + 1 }}", big), HasSubstr("does not fit in 64 bits"));
+  EXPECT_THAT(R("{{ n ** 2 }}", big), HasSubstr("does not fit in 64 bits"));
+  EXPECT_THAT(R("{{ 'a' * n }}", big), HasSubstr("does not fit in 64 bits"));
 }
 
 TEST(JinjaTest, StatementsAndWhitespace) {
