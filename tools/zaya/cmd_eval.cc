@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -100,43 +101,15 @@ struct ModeResult {
 // ---------------------------------------------------------------------------------------------
 // Flags
 
-std::optional<long long> IntInRange(const Args& args, const char* flag, long long lo, long long hi,
-                                    std::string* error) {
-  auto v = args.Get(flag);
-  if (!v) return std::nullopt;
-  // Not ipc::cli::ParseIntFlag: it prints its own message, and this one goes through UsageError.
-  char* end = nullptr;
-  errno = 0;
-  const long long parsed = std::strtoll(v->c_str(), &end, 10);
-  std::optional<long long> n;
-  if (!v->empty() && *end == '\0' && errno == 0) n = parsed;
-  if (!n) {
-    *error = "--" + std::string(flag) + " needs an integer (got '" + *v + "')";
-    return std::nullopt;
-  }
-  if (*n < lo || *n > hi) {
-    *error = "--" + std::string(flag) + " must be between " + std::to_string(lo) + " and " +
-             std::to_string(hi) + " (got " + *v + ")";
-    return std::nullopt;
-  }
-  return n;
-}
-
-std::optional<double> ParseNumber(const std::string& text) {
-  char* end = nullptr;
-  errno = 0;
-  const double x = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || errno != 0 || !std::isfinite(x)) return std::nullopt;
-  return x;
-}
-
 // Fills `s` from the flags; returns an error message for a usage error.
 std::optional<std::string> ParseSettings(const Args& args, Settings* s) {
+  // command.h's IntFlag / SeedFlag / NumberFlag: whole values, range-checked, one message style.
   std::string error;
   auto int_flag = [&](const char* flag, long long lo, long long hi, auto* out) -> bool {
-    auto n = IntInRange(args, flag, lo, hi, &error);
+    if (!args.Has(flag)) return true;
+    auto n = IntFlag(args, flag, 0, lo, hi, &error);
     if (n) *out = static_cast<std::remove_reference_t<decltype(*out)>>(*n);
-    return error.empty();
+    return n.has_value();
   };
   if (!int_flag("problems", 1, 1000000, &s->problems)) return error;
   if (!int_flag("n-lo", 0, eval::kMaxIterateSteps, &s->n_lo)) return error;
@@ -149,11 +122,10 @@ std::optional<std::string> ParseSettings(const Args& args, Settings* s) {
   }
   if (!int_flag("concurrency", 1, 1024, &s->concurrency)) return error;
   for (const char* flag : {"seed", "sample-seed"}) {
-    if (auto v = args.Get(flag)) {
-      auto n = eval::ParseUint64(*v);
-      if (!n) return "--" + std::string(flag) + " needs an integer 0..2^64-1 (got '" + *v + "')";
-      (std::string(flag) == "seed" ? s->seed : s->sample_seed) = *n;
-    }
+    uint64_t& out = std::string(flag) == "seed" ? s->seed : s->sample_seed;
+    auto n = SeedFlag(args, flag, out, &error);
+    if (!n) return error;
+    out = *n;
   }
   if (auto v = args.Get("mode")) {
     s->modes.clear();
@@ -167,14 +139,15 @@ std::optional<std::string> ParseSettings(const Args& args, Settings* s) {
       s->modes.push_back(m);
     }
   }
-  if (auto v = args.Get("temperature")) {
-    auto x = ParseNumber(*v);
-    if (!x || *x < 0) return "--temperature needs a number >= 0 (got '" + *v + "')";
+  if (auto x = NumberFlag(args, "temperature", s->temperature, 0,
+                          std::numeric_limits<double>::infinity(), &error)) {
     s->temperature = *x;
+  } else {
+    return error;
   }
-  if (auto v = args.Get("top-p")) {
-    auto x = ParseNumber(*v);
-    if (!x || *x <= 0 || *x > 1) return "--top-p needs a number in (0, 1] (got '" + *v + "')";
+  if (args.Has("top-p")) {
+    auto x = NumberFlag(args, "top-p", 1.0, 0, 1, &error, /*above_lo=*/true);
+    if (!x) return error;
     s->top_p = *x;
   }
   if (!int_flag("max-tokens", 1, 1ll << 31, &s->max_tokens)) return error;

@@ -95,18 +95,6 @@ Interval Wilson(int64_t k, int64_t n, double z) {
   return {p, std::max(0.0, center - half), std::min(1.0, center + half)};
 }
 
-std::optional<uint64_t> ParseUint64(std::string_view text) {
-  if (text.empty() || text.size() > 20) return std::nullopt;
-  uint64_t v = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return std::nullopt;
-    const uint64_t digit = static_cast<uint64_t>(c - '0');
-    if (v > (UINT64_MAX - digit) / 10) return std::nullopt;
-    v = v * 10 + digit;
-  }
-  return v;
-}
-
 std::vector<std::string> SplitCommas(std::string_view text) {
   std::vector<std::string> out;
   size_t start = 0;

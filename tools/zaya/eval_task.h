@@ -69,9 +69,6 @@ struct Interval {
 };
 Interval Wilson(int64_t k, int64_t n, double z = 1.96);
 
-// Parses a whole decimal string into an unsigned 64-bit value (no sign, no spaces).
-std::optional<uint64_t> ParseUint64(std::string_view text);
-
 // Splits "single,rsa" on commas; empty items are kept (callers reject them).
 std::vector<std::string> SplitCommas(std::string_view text);
 
