@@ -31,12 +31,14 @@
 #endif
 
 // A matrix the host handed to weight_prepare: rows of k values of `dtype` from its offset on.
-// i8_tiles: its bytes were rearranged into the int8 tile layout (kernels.h PackI8Tiles).
+// i8_tiles / bf16_tiles: its bytes were rearranged into the int8 tile layout (kernels.h
+// PackI8Tiles) or the bf16 one (PackBf16Tiles).
 struct PreparedWeight {
   uint64_t bytes = 0;
   int64_t k = 0;
   int32_t dtype = 0;
   bool i8_tiles = false;
+  bool bf16_tiles = false;
 };
 
 struct zaya_buffer {
@@ -151,7 +153,15 @@ Weights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, co
            ") is not whole rows of the weight prepared at offset " + std::to_string(at) + " (K " +
            std::to_string(p->k) + "); name prepared weights as they were prepared");
     }
+    if (p->bf16_tiles &&
+        ((w.offset - at) % (kBf16TileRows * row) != 0 || (bytes / row) % kBf16TileRows != 0)) {
+      Fail(std::string(what) + " (" + std::to_string(bytes / row) + " rows from row " +
+           std::to_string((w.offset - at) / row) + " of the weight prepared at offset " +
+           std::to_string(at) + ") is not whole blocks of " + std::to_string(kBf16TileRows) +
+           " rows, the layout this backend keeps prepared bf16 weights in; name whole blocks");
+    }
     out.i8_tiles = p->i8_tiles;
+    out.bf16_tiles = p->bf16_tiles;
   }
   return out;
 }
@@ -840,7 +850,23 @@ zaya_status WeightPrepare(zaya_backend* b, const zaya_tensor* weight, const zaya
     }
     const Weights checked =
         WeightsOf(w, scales != nullptr ? *scales : zaya_tensor{}, k, "weight_prepare weight");
-    PreparedWeight p{bytes, k, w.dtype, false};
+    PreparedWeight p{bytes, k, w.dtype, false, false};
+    // Rows per matrix: an [E, rows, K] stack is read expert by expert. Below 32 columns the
+    // row-major tiles keep x in f32 (no whole 32-column vector to round), the tile layout would
+    // round it to bf16, and such a matrix is too small for its speed to matter. Packed, the tiny
+    // test model's 16-wide router MLP moved its logits by up to 1.4 (its test allows 6e-2; with
+    // them as written every position stays within it), so those stay as written.
+    const int64_t rows_each = w.shape[w.ndim - 2];
+    if (checked.type == WType::kBF16 && Bf16TilesLayoutUsed() && k % 2 == 0 && k >= 32 &&
+        rows_each % kBf16TileRows == 0) {
+      auto* rows = reinterpret_cast<uint16_t*>(w.buffer->data + w.offset);
+      const int64_t blocks = Elements(w) / k / kBf16TileRows;
+      b->pool->ParallelFor(
+          blocks, std::max<int64_t>(1, (int64_t{1} << 16) / k), [&](int64_t b0, int64_t b1, int) {
+            PackBf16Tiles(rows + b0 * kBf16TileRows * k, (b1 - b0) * kBf16TileRows, k);
+          });
+      p.bf16_tiles = true;
+    }
     if (checked.type == WType::kI8 && I8TilesLayoutUsed() && k >= 256) {
       auto* rows = reinterpret_cast<int8_t*>(w.buffer->data + w.offset);
       const int64_t n = Elements(w) / k;

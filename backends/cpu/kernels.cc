@@ -166,6 +166,13 @@ void RowToF32(const Weights& w, int64_t n, int64_t k, float* out) {
       return;
     }
     case WType::kBF16: {
+      if (w.bf16_tiles) {
+        const int64_t r = n % kBf16TileRows;
+        const uint16_t* block = static_cast<const uint16_t*>(w.data) + (n - r) * k;
+        for (int64_t i = 0; i < k; ++i)
+          out[i] = Bf16ToF32(block[(i & ~int64_t{1}) * 16 + 2 * r + (i & 1)]);
+        return;
+      }
       const uint16_t* src = static_cast<const uint16_t*>(w.data) + n * k;
       for (int64_t i = 0; i < k; ++i) out[i] = Bf16ToF32(src[i]);
       return;
@@ -194,6 +201,32 @@ void RowToF32(const Weights& w, int64_t n, int64_t k, float* out) {
 }
 
 bool I8TilesLayoutUsed() { return MatVecIsa() == Isa::kAvx512; }
+bool Bf16TilesLayoutUsed() { return MatVecIsa() == Isa::kAvx512; }
+
+void PackBf16Tiles(uint16_t* w, int64_t n, int64_t k) {
+  std::vector<uint16_t> rows(static_cast<size_t>(kBf16TileRows * k));
+  for (int64_t b = 0; b < n; b += kBf16TileRows) {
+    uint16_t* block = w + b * k;
+    std::copy(block, block + kBf16TileRows * k, rows.begin());
+    for (int64_t r = 0; r < kBf16TileRows; ++r) {
+      for (int64_t j = 0; j < k; ++j)
+        block[(j & ~int64_t{1}) * 16 + 2 * r + (j & 1)] = rows[r * k + j];
+    }
+  }
+}
+
+namespace {
+// Rows [0, 16) of one block of the bf16 tile layout as f32 rows of k (the GEMM panels).
+void Bf16BlockToF32(const uint16_t* block, int64_t k, float* out) {
+  for (int64_t p = 0; p < k / 2; ++p) {
+    const uint16_t* pairs = block + p * 32;
+    for (int64_t r = 0; r < kBf16TileRows; ++r) {
+      out[r * k + 2 * p] = Bf16ToF32(pairs[2 * r]);
+      out[r * k + 2 * p + 1] = Bf16ToF32(pairs[2 * r + 1]);
+    }
+  }
+}
+}  // namespace
 
 void PackI8Tiles(int8_t* w, int64_t n, int64_t k) {
   const int64_t k256 = k & ~int64_t{255};
@@ -402,6 +435,7 @@ struct PreparedX {
   const uint8_t* xq8 = nullptr;  // int8 weights, AVX-512 tiles: [T, K & ~31], see QuantizeX8
   const float* xs = nullptr;
   const uint16_t* xb = nullptr;  // bf16 weights, AVX-512 tiles: [T, K & ~31]
+  const uint32_t* xt = nullptr;  // bf16 weights in the tile layout: [K / 2, T] (PairX)
 };
 
 // Scratch of one caller; the prepared pointers stay valid until its next Prepare.
@@ -410,8 +444,11 @@ struct XScratch {
   AlignedVector<uint8_t> xq8;
   AlignedVector<float> xs;  // 64-byte aligned: the AVX-512 int8 tiles load 16 scales at a time
   AlignedVector<uint16_t> xb;
+  AlignedVector<uint32_t> xt;
 
-  PreparedX Prepare(const float* x, int64_t t, int64_t k, bool any_bf16, bool any_i8) {
+  // any_bf16: row-major bf16 weights among the jobs; any_bf16_tiles: bf16 in the tile layout.
+  PreparedX Prepare(const float* x, int64_t t, int64_t k, bool any_bf16, bool any_bf16_tiles,
+                    bool any_i8) {
     PreparedX p;
     p.x = x;
     const Isa isa = MatVecIsa();
@@ -434,6 +471,11 @@ struct XScratch {
       avx512::RoundX(x, t, k, xb.data());
       p.xb = xb.data();
     }
+    if (any_bf16_tiles) {  // only packed where the AVX-512 tiles run, and K even
+      xt.resize(static_cast<size_t>(t * k));
+      avx512::PairX(x, t, k, xt.data());
+      p.xt = xt.data();
+    }
     return p;
   }
 };
@@ -442,6 +484,10 @@ void MatVecRowsPrepared(const Weights& w, int64_t r0, int64_t r1, int64_t k, con
                         int64_t t, int64_t n, const float* bias, Act act, float* y) {
   const float* x = px.x;
   const Isa isa = MatVecIsa();
+  if (w.bf16_tiles) {
+    return avx512::MatVecBf16Tiles(static_cast<const uint16_t*>(w.data), r0, r1, k, px.xt, t, n,
+                                   bias, act, y);
+  }
   if (w.type == WType::kBF16 && isa == Isa::kAvx512) {
     return avx512::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, px.xb, t, n,
                               bias, act, y);
@@ -487,8 +533,8 @@ const char* IsaName(Isa isa) {
 void MatVecRows(const Weights& w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
                 int64_t n, const float* bias, Act act, float* y) {
   thread_local XScratch scratch;  // callers run on several threads at once
-  const PreparedX px =
-      scratch.Prepare(x, t, k, w.type == WType::kBF16, w.type == WType::kI8);
+  const PreparedX px = scratch.Prepare(x, t, k, w.type == WType::kBF16 && !w.bf16_tiles,
+                                       w.bf16_tiles, w.type == WType::kI8);
   MatVecRowsPrepared(w, r0, r1, k, px, t, n, bias, act, y);
 }
 
@@ -513,6 +559,13 @@ void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weight
       const float* wp;
       if (w.type == WType::kF32) {
         wp = static_cast<const float*>(w.data) + r0 * k;
+      } else if (w.bf16_tiles) {  // panels start at multiples of 64, so on block boundaries
+        panel.resize(static_cast<size_t>(rows * k));
+        for (int64_t r = 0; r < rows; r += kBf16TileRows) {
+          Bf16BlockToF32(static_cast<const uint16_t*>(w.data) + (r0 + r) * k, k,
+                         panel.data() + r * k);
+        }
+        wp = panel.data();
       } else {
         panel.resize(static_cast<size_t>(rows * k));
         for (int64_t r = 0; r < rows; ++r) RowToF32(w, r0 + r, k, panel.data() + r * k);
@@ -537,27 +590,30 @@ void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weight
 void MatVecShared(ThreadPool& pool, const float* x, int64_t t, int64_t k, const MatVecJob* jobs,
                   int64_t count) {
   // x's int16 / bf16 forms once, here, before the threads start (their tiles only read them).
-  bool any_bf16 = false, any_i8 = false;
+  bool any_bf16 = false, any_bf16_tiles = false, any_i8 = false;
   for (int64_t j = 0; j < count; ++j) {
-    any_bf16 |= jobs[j].w.type == WType::kBF16;
+    any_bf16 |= jobs[j].w.type == WType::kBF16 && !jobs[j].w.bf16_tiles;
+    any_bf16_tiles |= jobs[j].w.bf16_tiles;
     any_i8 |= jobs[j].w.type == WType::kI8;
   }
   thread_local XScratch scratch;
-  const PreparedX px = scratch.Prepare(x, t, k, any_bf16, any_i8);
-  // Units of 4 rows numbered across the jobs, in chunks of at least ~64 KiB of weights so that a
-  // thread's wakeup pays off; a chunk walks the jobs its range covers. (The units only split the
-  // work: the AVX2 tiles then read a chunk's rows as 4 slices, not as adjacent 4-row blocks.)
+  const PreparedX px = scratch.Prepare(x, t, k, any_bf16, any_bf16_tiles, any_i8);
+  // Units of 4 rows (16 for weights in the bf16 tile layout, its blocks) numbered across the jobs,
+  // in chunks of at least ~64 KiB of weights so that a thread's wakeup pays off; a chunk walks the
+  // jobs its range covers. (The units only split the work: the row-major tiles then read a chunk's
+  // rows as 4 slices, not as adjacent 4-row blocks.)
+  auto unit = [](const MatVecJob& job) -> int64_t { return job.w.bf16_tiles ? kBf16TileRows : 4; };
   int64_t tiles = 0;
-  for (int64_t j = 0; j < count; ++j) tiles += (jobs[j].n + 3) / 4;
+  for (int64_t j = 0; j < count; ++j) tiles += (jobs[j].n + unit(jobs[j]) - 1) / unit(jobs[j]);
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1));
   pool.ParallelFor(tiles, grain, [&](int64_t begin, int64_t end, int) {
     int64_t first = 0;  // the first tile of job j
     for (int64_t j = 0; j < count && first < end; ++j) {
       const MatVecJob& job = jobs[j];
-      const int64_t job_tiles = (job.n + 3) / 4;
+      const int64_t u = unit(job), job_tiles = (job.n + u - 1) / u;
       const int64_t b0 = std::max(begin, first), b1 = std::min(end, first + job_tiles);
       if (b0 < b1) {
-        MatVecRowsPrepared(job.w, (b0 - first) * 4, std::min(job.n, (b1 - first) * 4), k, px, t,
+        MatVecRowsPrepared(job.w, (b0 - first) * u, std::min(job.n, (b1 - first) * u), k, px, t,
                            job.n, job.bias, job.act, job.y);
       }
       first += job_tiles;

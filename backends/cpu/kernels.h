@@ -42,6 +42,8 @@ struct Weights {
   const float* scales = nullptr;  // i8: [N, K/32]
   // i8 only: the bytes are in the tile layout (PackI8Tiles below), not row-major.
   bool i8_tiles = false;
+  // bf16 only: the bytes are in the 16-row tile layout (PackBf16Tiles below), not row-major.
+  bool bf16_tiles = false;
 };
 
 // The int8 tile layout: int8 weights rearranged once, when the host prepares them after loading
@@ -57,6 +59,21 @@ struct Weights {
 bool I8TilesLayoutUsed();
 // Rearranges rows [0, n) of w [N, K] in place into the tile layout. Requires I8TilesLayoutUsed().
 void PackI8Tiles(int8_t* w, int64_t n, int64_t k);
+
+// The bf16 tile layout: bf16 weights rearranged once, when the host prepares them (like the int8
+// layout above), so that the AVX-512 tiles load 16 rows at once and multiply them by a broadcast
+// x pair (kernels_avx512.cc, Bf16Blocks; docs/performance.md, session 12). Rows are taken in
+// blocks of kBf16TileRows; block b holds the value of row 16b + r, column j at element
+// 16bK + 32(j / 2) + 2r + j % 2. Values are unchanged, only their places.
+//
+// Only matrices whose row count (per expert, for [E, rows, K]) is a multiple of kBf16TileRows and
+// whose K is even are packed, and ops must then name them from a block boundary in whole blocks.
+// True when this process's tiles read the layout (MatVecIsa() is kAvx512), as for int8.
+constexpr int64_t kBf16TileRows = 16;
+bool Bf16TilesLayoutUsed();
+// Rearranges rows [0, n) of w [N, K] in place into the layout; n % 16 == 0, K even. Requires
+// Bf16TilesLayoutUsed().
+void PackBf16Tiles(uint16_t* w, int64_t n, int64_t k);
 
 inline float Bf16ToF32(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;
@@ -79,7 +96,7 @@ void AxpyRows(const float* w, const uint16_t* rows, int64_t stride, int64_t n, i
 // into SIMD lanes).
 float ExpShifted(float* s, int64_t n, float shift);
 
-// Converts row n of W into f32 (length K), from either int8 layout.
+// Converts row n of W into f32 (length K), from any layout.
 void RowToF32(const Weights& w, int64_t n, int64_t k, float* out);
 
 enum class Act { kNone = 0, kGelu = 1, kSilu = 2 };

@@ -68,6 +68,104 @@ struct Bf16 : Bf16Weights {
   }
 };
 
+// bf16 weights in the tile layout (kernels.h PackBf16Tiles): a block of 16 rows holds, per column
+// pair, the 16 rows' pairs side by side, so one 64-byte load is 16 rows x 2 columns and a
+// broadcast x pair multiplies all 16 (vdpbf16ps with a 32-bit broadcast). Each accumulator lane is
+// then one (row, token) sum: no horizontal sums, 16 outputs stored at once, and x (4 bytes per
+// token and pair) is read from L1 instead of the row-major tile's 64 bytes per token and 32
+// columns, whose x for 6-16 tokens (24-64 KiB at K = 2048) the streaming weights kept evicting.
+// Session 12 (docs/performance.md), one Zen 5 core in cache, GMAC/s, row-major tile -> this:
+// 4 tokens 141 -> 215, 16 tokens 177 -> 252 (vdpbf16ps's peak is ~253); two cores from DRAM,
+// 4096 x 2048: 4 tokens 41 -> 48 GB/s, 6 tokens 41 -> 47, 1 token 48-49 either way.
+struct Bf16Blocks {
+  const uint16_t* w;   // [N / 16][K / 2][16][2]
+  int64_t kh;          // K / 2: a block is kh 64-byte lines
+  const uint32_t* xt;  // [K / 2][T] (PairX)
+  int64_t t, n;
+  const float* bias;
+  Act act;
+  float* y;
+};
+
+// Blocks b .. b + R - 1 (adjacent: R streams one block apart) x tokens i0 .. i0 + T - 1.
+// ahead: bytes on to the line this tile's line will be read at next (the next group, fetched into
+// L2 by the later token passes), or 0 (the stream's own prefetch into L1).
+template <int R, int T>
+ZAYA_INLINE void BlockTile(const Bf16Blocks& a, int64_t b, int64_t i0, int64_t ahead) {
+  const int64_t bs = a.kh * 32;  // uint16 per block
+  const uint16_t* w = a.w + b * bs;
+  const uint32_t* x = a.xt + i0;
+  __m512 acc[R][T];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int i = 0; i < T; ++i) acc[r][i] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < a.kh; ++p) {
+    __m512bh wv[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const uint16_t* line = w + r * bs + p * 32;
+      PrefetchWeights<FarFetch::kNone>(line, ahead);
+      wv[r] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(line));
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < T; ++i) {
+      const __m512bh xv =
+          reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(x[p * a.t + i])));
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r][i] = _mm512_dpbf16_ps(acc[r][i], wv[r], xv);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const int64_t row = (b + r) * kBf16TileRows;
+    const __m512 bias = a.bias != nullptr ? _mm512_loadu_ps(a.bias + row) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int i = 0; i < T; ++i) {
+      float* out = a.y + (i0 + i) * a.n + row;
+      const __m512 v = _mm512_add_ps(acc[r][i], bias);
+      if (a.act == Act::kNone) {
+        _mm512_storeu_ps(out, v);
+      } else {
+        alignas(64) float lanes[16];
+        _mm512_store_ps(lanes, v);
+        for (int l = 0; l < 16; ++l) out[l] = ApplyAct(a.act, lanes[l]);
+      }
+    }
+  }
+}
+
+// The last `rest` (<= T) tokens from i0 on, as one tile of exactly that many.
+template <int R, int T>
+ZAYA_INLINE void BlockRest(const Bf16Blocks& a, int64_t b, int64_t i0, int64_t rest,
+                           int64_t ahead) {
+  if constexpr (T >= 1) {
+    if (rest == T) {
+      BlockTile<R, T>(a, b, i0, ahead);
+    } else {
+      BlockRest<R, T - 1>(a, b, i0, rest, ahead);
+    }
+  }
+}
+
+// Blocks [b0, b1) in groups of R, each group passed over once per TT tokens (tile_driver.h's
+// chunks: the later passes read the group from L2 and fetch the next group's lines meanwhile),
+// the blocks past the last whole group one at a time.
+template <int R, int TT>
+void BlockRows(const Bf16Blocks& a, int64_t b0, int64_t b1) {
+  const int64_t passes = (a.t + TT - 1) / TT, group_bytes = R * a.kh * 64;
+  int64_t b = b0;
+  for (; b + R <= b1; b += R) {
+    for (int64_t p = 0; p < passes; ++p) {
+      const int64_t i = p * TT, ahead = p > 0 && b + 2 * R <= b1 ? group_bytes : 0;
+      BlockRest<R, TT>(a, b, i, a.t - i < TT ? a.t - i : TT, ahead);
+    }
+  }
+  for (; b < b1; ++b) {
+    for (int64_t i = 0; i < a.t; i += TT) BlockRest<1, TT>(a, b, i, a.t - i < TT ? a.t - i : TT, 0);
+  }
+}
+
 // int8 weights with VNNI's byte dot product, vpdpbusd: 64 products per instruction, twice
 // vpdpwssd's 32. Its operands are unsigned x signed bytes, so x is rounded to 8 bits, with one
 // scale per 32-column block like the weights (backend.h allows it; a scale per token would let one
@@ -226,6 +324,38 @@ void RoundX(const float* x, int64_t t, int64_t k, uint16_t* xb) {
 void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const float* x,
                 const uint16_t* xb, int64_t t, int64_t n, const float* bias, Act act, float* y) {
   TileRows(Bf16{{w, k}, k & ~int64_t{31}, xb, x}, r0, r1, t, n, bias, act, y);
+}
+
+void PairX(const float* x, int64_t t, int64_t k, uint32_t* xt) {
+  for (int64_t i = 0; i < t; ++i) {
+    const float* xi = x + i * k;
+    for (int64_t j = 0; j < k; j += 32) {
+      // k is even, so the last piece holds whole pairs; the lanes past it load zeros.
+      const int64_t left = k - j < 32 ? k - j : 32;
+      const __mmask16 lo = left >= 16 ? 0xffff : static_cast<__mmask16>((1u << left) - 1);
+      const __mmask16 hi = left >= 32  ? 0xffff
+                           : left > 16 ? static_cast<__mmask16>((1u << (left - 16)) - 1)
+                                       : 0;
+      const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, xi + j + 16),
+                                             _mm512_maskz_loadu_ps(lo, xi + j));
+      alignas(64) uint32_t pairs[16];
+      _mm512_store_si512(pairs, reinterpret_cast<const __m512i&>(b));
+      for (int64_t q = 0; q < left / 2; ++q) xt[(j / 2 + q) * t + i] = pairs[q];
+    }
+  }
+}
+
+// Tile shapes, as for the row-major tiles (32 zmm: accumulators + R weight vectors + one x
+// broadcast): one token 4 blocks (bound by memory); 2-6 tokens 4 blocks x T (24 accumulators at
+// 6); 3 blocks x 8 where that takes fewer passes (7, 8 and 13-16 tokens). One Zen 5 core in cache
+// (512 x 2048, GMAC/s): 4 x 4 215, 4 x 6 257, 3 x 8 at 8 and 16 tokens 250-252.
+void MatVecBf16Tiles(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xt,
+                     int64_t t, int64_t n, const float* bias, Act act, float* y) {
+  const Bf16Blocks a{w, k / 2, xt, t, n, bias, act, y};
+  const int64_t b0 = r0 / kBf16TileRows, b1 = r1 / kBf16TileRows;
+  if (t == 1) return BlockRows<4, 1>(a, b0, b1);
+  if ((t + 7) / 8 < (t + 5) / 6) return BlockRows<3, 8>(a, b0, b1);
+  BlockRows<4, 6>(a, b0, b1);
 }
 
 int64_t X8ScaleStride(int64_t k) {

@@ -35,6 +35,17 @@ void RoundX(const float* x, int64_t t, int64_t k, uint16_t* xb);
 void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const float* x,
                 const uint16_t* xb, int64_t t, int64_t n, const float* bias, Act act, float* y);
 
+// bf16 weights in the 16-row tile layout (kernels.h PackBf16Tiles), x as PairX makes it.
+// Each (row, token) sum runs in one f32 lane over the column pairs in order (vdpbf16ps), whatever
+// the tile shape or T, so a row's output is bitwise independent of the batch here too; it is not
+// the row-major tiles' order (16 lanes, then a horizontal sum), so the two layouts differ within
+// the rounding of x to bf16.
+// x [T,K] (K even) -> xt[p * T + i] = the bf16 pair (x[i][2p], x[i][2p + 1]), rounded as RoundX.
+void PairX(const float* x, int64_t t, int64_t k, uint32_t* xt);
+// Rows [r0, r1), both multiples of kBf16TileRows (or r1 = N, itself one).
+void MatVecBf16Tiles(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xt,
+                     int64_t t, int64_t n, const float* bias, Act act, float* y);
+
 // int8 weights through VNNI (vpdpbusd): x rounded to 8 bits with one scale per 32-column block
 // (each value off by at most 2^-7 of its block's largest |x|; backend.h allows it), offset by 128
 // into unsigned bytes [T, K & ~31], each 256-column group in the tiles' order, and the scales

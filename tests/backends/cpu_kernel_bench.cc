@@ -5,9 +5,10 @@
 // distance in backends/cpu/kernels_avx2.cc (docs/performance.md has the numbers).
 //
 //   cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] [--mib M]
-//                    [--reps R] [--threads P] [--i8-layout tiles|rows]
-//     --i8-layout: int8 weights rearranged as the backend prepares them (tiles, the default where
-//     the AVX-512 tiles run) or row-major as written
+//                    [--reps R] [--threads P] [--layout tiles|rows]
+//     --layout: int8 and bf16 weights rearranged as the backend prepares them (tiles, the default
+//     where the AVX-512 tiles run and the shape allows: kernels.h) or row-major as written;
+//     --i8-layout is its old name
 //   cpu_kernel_bench --fma-peak [--threads P]     the AVX2 FMA ceiling, GMAC/s
 //   cpu_kernel_bench --isa-loops                  the tiles' instructions, per cycle on one core
 // ZAYA_CPU_ISA=portable|avx2 measures the other tiles instead.
@@ -33,7 +34,8 @@ using zaya::cpu::WType;
 int Usage() {
   std::fprintf(stderr,
                "usage: cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] "
-               "[--mib M] [--reps R] [--threads P] [--i8-layout tiles|rows] | cpu_kernel_bench --fma-peak [--threads P] | cpu_kernel_bench --isa-loops\n");
+               "[--mib M] [--reps R] [--threads P] [--layout tiles|rows] | cpu_kernel_bench "
+               "--fma-peak [--threads P] | cpu_kernel_bench --isa-loops\n");
   return 2;
 }
 
@@ -70,7 +72,8 @@ int main(int argc, char** argv) {
     else if (a == "--mib") mib = std::atoll(v);
     else if (a == "--reps") reps = std::atoi(v);
     else if (a == "--threads") threads = std::atoi(v);
-    else if (a == "--i8-layout") layout = v;
+    else if (a == "--layout" || a == "--i8-layout")
+      layout = v;
     else return Usage();
   }
   if (argc % 2 == 0 || rows < 1 || k < 1 || tokens < 1 || mib < 1 || reps < 1 || threads < 1 ||
@@ -89,6 +92,13 @@ int main(int argc, char** argv) {
   const bool i8_tiles = type == WType::kI8 && layout == "tiles" && zaya::cpu::I8TilesLayoutUsed();
   if (i8_tiles) {
     zaya::cpu::PackI8Tiles(reinterpret_cast<int8_t*>(w.data()), matrices * rows, k);
+  }
+  // The backend's rule (cpu_backend.cc WeightPrepare).
+  const bool bf16_tiles = type == WType::kBF16 && layout == "tiles" &&
+                          zaya::cpu::Bf16TilesLayoutUsed() && k % 2 == 0 && k >= 32 &&
+                          rows % zaya::cpu::kBf16TileRows == 0;
+  if (bf16_tiles) {
+    zaya::cpu::PackBf16Tiles(reinterpret_cast<uint16_t*>(w.data()), matrices * rows, k);
   }
   const int64_t blocks = (k + 31) / 32;
   std::vector<float> scales(static_cast<size_t>(matrices * rows * blocks), 0.01f);
@@ -109,6 +119,7 @@ int main(int argc, char** argv) {
         wt.data = w.data() + static_cast<size_t>(m * rows * k) * wsz;
         wt.scales = scales.data() + m * rows * blocks;
         wt.i8_tiles = i8_tiles;
+        wt.bf16_tiles = bf16_tiles;
         zaya::cpu::MatMul(pool, x.data(), tokens, k, wt, rows, nullptr, zaya::cpu::Act::kNone,
                           y.data());
       }
@@ -120,12 +131,12 @@ int main(int argc, char** argv) {
   std::sort(rates.begin(), rates.end());
   const double gbs = rates[rates.size() / 2] / 1e9;
   const double gmacs = gbs / esz * static_cast<double>(tokens);
-  std::printf("%s %s%s rows %lld k %lld tokens %lld working set %.1f MiB threads %d: %.2f GB/s, "
-              "%.1f GMAC/s (median of %d)\n",
-              zaya::cpu::IsaName(zaya::cpu::MatVecIsa()), dtype.c_str(),
-              i8_tiles ? " (tile layout)" : "",
-              static_cast<long long>(rows), static_cast<long long>(k),
-              static_cast<long long>(tokens),
-              static_cast<double>(matrices * matrix_bytes) / (1 << 20), threads, gbs, gmacs, reps);
+  std::printf(
+      "%s %s%s rows %lld k %lld tokens %lld working set %.1f MiB threads %d: %.2f GB/s, "
+      "%.1f GMAC/s (median of %d)\n",
+      zaya::cpu::IsaName(zaya::cpu::MatVecIsa()), dtype.c_str(),
+      i8_tiles || bf16_tiles ? " (tile layout)" : "", static_cast<long long>(rows),
+      static_cast<long long>(k), static_cast<long long>(tokens),
+      static_cast<double>(matrices * matrix_bytes) / (1 << 20), threads, gbs, gmacs, reps);
   return 0;
 }

@@ -116,8 +116,9 @@ typedef enum zaya_op_type {
    * may round x to 16-bit integers per token first (each value off by at most 2^-16 of the
    * largest |x| of its token) or to 8-bit integers per 32-column block (at most 2^-7 of the
    * largest |x| of its block), so that the products run in integer SIMD; with bf16 weights it
-   * may round x to bf16 (nearest even: each value off by at most 2^-9 of itself), so that they
-   * run in bf16 dot-product instructions. Either way a row's result must not depend on T. */
+   * may round x to bf16 (nearest even to 8 significant bits: each value off by at most 2^-8 of
+   * itself), so that they run in bf16 dot-product instructions. Either way a row's result must not
+   * depend on T. */
   ZAYA_OP_MATMUL = 3,
   /* dst0[T,N] = src0[T,N] + src1[T,N] * src2[N] (per-channel scale). dst0 may alias src0. */
   ZAYA_OP_MUL_ADD = 4,
@@ -147,10 +148,10 @@ typedef enum zaya_op_type {
   /* Router head: src0 logits [T, E+1] f32 -> p = softmax(logits); e = argmax(p + src1 bias [E+1]);
    * dst0 expert [T] i32 = e, dst1 weight [T] f32 = p[e]. */
   ZAYA_OP_ROUTER_SELECT = 8,
-  /* Top-1 MoE with SwiGLU experts: dst0[T,H] = weight[t] * down[e] (silu(G) * U), [G;U] = gate_up[e]
-   * x[t]; expert index E (the skip expert) gives 0. src0 x [T,H] f32, src1 gate_up [E, 2I, H],
-   * src2 down [E, H, I], src3 expert [T] i32, src4 weight [T] f32; i8 weights: src5 gate_up scales
-   * [E, 2I, H/32], src6 down scales [E, H, I/32]. i0 = E. */
+  /* Top-1 MoE with SwiGLU experts: dst0[T,H] = weight[t] * down[e] (silu(G) * U), [G;U] =
+   * gate_up[e] x[t]; expert index E (the skip expert) gives 0. src0 x [T,H] f32, src1 gate_up [E,
+   * 2I, H], src2 down [E, H, I], src3 expert [T] i32, src4 weight [T] f32; i8 weights: src5 gate_up
+   * scales [E, 2I, H/32], src6 down scales [E, H, I/32]. i0 = E. */
   ZAYA_OP_MOE = 9,
   /* dst0[R, N] = src0[idx[r], :] for aux0 idx [R] i32. */
   ZAYA_OP_GATHER_ROWS = 10,
@@ -215,8 +216,10 @@ typedef struct zaya_backend_api {
    * buffer types: buffer_write knows no shapes). The layout never needs more bytes.
    * After the call: buffer_read of those bytes returns the backend's layout; buffer_write into
    * them fails with ZAYA_STATUS_INVALID_ARGUMENT; ops must name the weight (as a matmul's, MoE's
-   * or embedding's weights) with its K and from a row boundary inside it, else they fail with
-   * INVALID_ARGUMENT. Preparing the same tensor again is a no-op; a tensor that overlaps another
+   * or embedding's weights) with its K and from a row boundary inside it (a layout may group
+   * rows: the CPU backend's bf16 one takes blocks of 16, and a view must then be whole blocks),
+   * else they fail with INVALID_ARGUMENT. A layout may change the order of a matmul's sums
+   * (within the rounding the op allows), never a row's independence of T. Preparing the same tensor again is a no-op; a tensor that overlaps another
    * prepared one differently is INVALID_ARGUMENT. The host calls it during loading, on the
    * scheduler's thread, like every other call. */
   zaya_status (*weight_prepare)(zaya_backend* backend, const zaya_tensor* weight,
