@@ -215,19 +215,6 @@ void PackBf16Tiles(uint16_t* w, int64_t n, int64_t k) {
   }
 }
 
-namespace {
-// Rows [0, 16) of one block of the bf16 tile layout as f32 rows of k (the GEMM panels).
-void Bf16BlockToF32(const uint16_t* block, int64_t k, float* out) {
-  for (int64_t p = 0; p < k / 2; ++p) {
-    const uint16_t* pairs = block + p * 32;
-    for (int64_t r = 0; r < kBf16TileRows; ++r) {
-      out[r * k + 2 * p] = Bf16ToF32(pairs[2 * r]);
-      out[r * k + 2 * p + 1] = Bf16ToF32(pairs[2 * r + 1]);
-    }
-  }
-}
-}  // namespace
-
 void PackI8Tiles(int8_t* w, int64_t n, int64_t k) {
   const int64_t k256 = k & ~int64_t{255};
   for (int64_t r = 0; r < n; ++r) {
@@ -520,6 +507,9 @@ void MatVecRowsPrepared(const Weights& w, int64_t r0, int64_t r1, int64_t k, con
 }  // namespace
 
 Isa MatVecIsa() { return Choice().isa; }
+bool TilesAtEveryBatch(const Weights& w) {
+  return w.type != WType::kF32 && MatVecIsa() == Isa::kAvx512;
+}
 const char* IsaEnvError() { return Choice().env_error.c_str(); }
 const char* IsaName(Isa isa) {
   switch (isa) {
@@ -541,10 +531,11 @@ void MatVecRows(const Weights& w, int64_t r0, int64_t r1, int64_t k, const float
 void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weights& w, int64_t n,
             const float* bias, Act act, float* y) {
   // Few tokens: stream each weight row once and dot it with every token (bandwidth-bound decode).
-  // Many tokens: convert a panel of weight rows to f32 and let OpenBLAS run the panel's GEMM.
-  // Below this many rows every output is the same per-row dot product whatever the batch, so a
-  // sequence decodes the same tokens alone or batched with others (seeded runs are reproducible).
-  if (t < kGemmMinTokens || k < 16) {
+  // Many tokens: convert a panel of weight rows to f32 and let OpenBLAS run the panel's GEMM,
+  // unless the tiles out-run it (TilesAtEveryBatch). Through the tiles every output is the same
+  // per-row dot product whatever the batch, so a sequence decodes the same tokens alone or
+  // batched with others (seeded runs are reproducible).
+  if (t < kGemmMinTokens || k < 16 || TilesAtEveryBatch(w)) {
     const MatVecJob job{w, n, bias, act, y};
     MatVecShared(pool, x, t, k, &job, 1);
     return;
@@ -559,13 +550,6 @@ void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weight
       const float* wp;
       if (w.type == WType::kF32) {
         wp = static_cast<const float*>(w.data) + r0 * k;
-      } else if (w.bf16_tiles) {  // panels start at multiples of 64, so on block boundaries
-        panel.resize(static_cast<size_t>(rows * k));
-        for (int64_t r = 0; r < rows; r += kBf16TileRows) {
-          Bf16BlockToF32(static_cast<const uint16_t*>(w.data) + (r0 + r) * k, k,
-                         panel.data() + r * k);
-        }
-        wp = panel.data();
       } else {
         panel.resize(static_cast<size_t>(rows * k));
         for (int64_t r = 0; r < rows; ++r) RowToF32(w, r0 + r, k, panel.data() + r * k);

@@ -121,8 +121,16 @@ void MatVecRows(const Weights& w, int64_t r0, int64_t r1, int64_t k, const float
                 int64_t n, const float* bias, Act act, float* y);
 
 // Below this many tokens MatMul streams each weight row once through the matvec tiles (and a
-// row's output is independent of the batch); from it on, OpenBLAS GEMM on converted panels.
+// row's output is independent of the batch); from it on, OpenBLAS GEMM on converted panels,
+// except where TilesAtEveryBatch(w).
 constexpr int64_t kGemmMinTokens = 64;
+// True where MatMul runs w through the tiles at every T, prefill included: bf16 and int8 weights
+// on the AVX-512 tiles, which do more multiply-adds per cycle than OpenBLAS's f32 FMAs
+// (vdpbf16ps twice, vpdpbusd four times) and need no f32 copy of each panel. Session 12, small
+// shape, 512-token prefill: bf16 403 -> 631 tok/s, int8 381-392 -> 717-726 (docs/performance.md).
+// A row's output is then bitwise independent of the batch at any T, so a decode token's logits
+// do not change when a step also carries a long prompt chunk.
+bool TilesAtEveryBatch(const Weights& w);
 
 // One of several matmuls on the same x: y[T,N] = act(x W^T + bias).
 struct MatVecJob {

@@ -582,8 +582,9 @@ TEST_P(Conformance, UnknownOpIsUnsupported) {
 TEST_P(Conformance, MoeAllWeightTypes) {
   Rng rng(16);
   for (int32_t dtype : kWeightTypes) {
-    // t = 150 sends most tokens to expert 0, more than a GEMM's worth (kGemmMinTokens on the CPU),
-    // while experts 1 and 2 get a few: both paths of one MoE op at once.
+    // t = 150 sends most tokens to expert 0, more than a GEMM's worth (kGemmMinTokens on the CPU,
+    // for f32 weights or below the AVX-512 tiles), while experts 1 and 2 get a few: both paths of
+    // one MoE op at once.
     for (int64_t t : {1, 5, 7, 17, 70, 150}) {
       for (const int64_t h : {40, 36}) {
         const int64_t e = 5, inter = 24;
@@ -937,12 +938,13 @@ TEST_P(Conformance, AttentionRejectsPositionBeyondTable) {
 }
 
 // weight_prepare (ABI 1.1) lets a backend rearrange weights (the CPU backend's int8 and bf16 tile
-// layouts), but every op must read the values as written: the embedding and the GEMM path (70
-// tokens) give bitwise what unprepared copies of the same weights give, and so do the int8 tiles.
-// The bf16 tile layout sums each (row, token) in another order than the row-major bf16 tiles
-// (one lane over the column pairs) and rounds all of x to bf16, where the row-major tiles keep the
-// columns past the last multiple of 32 in f32; backend.h allows both. So below 64 tokens bf16
-// rows may differ by up to the two results' allowed rounding, 2 x 2^-8 of sum |x w|, and
+// layouts), but every op must read the values as written: the embedding gives bitwise what
+// unprepared copies of the same weights give, and so do the matmuls and the MoE with int8 or f32
+// weights, through every tile and the GEMM path (70 tokens, where the backend has one). The bf16
+// tile layout sums each (row, token) in another order than the row-major bf16 tiles (one lane
+// over the column pairs) and rounds all of x to bf16, where the row-major tiles keep the columns
+// past the last multiple of 32 in f32; backend.h allows both. So bf16 rows may differ by up to
+// the two results' allowed rounding, 2 x 2^-8 of sum |x w|, and
 // MatMulPreparedWeightsAllShapeClasses checks them against the reference. K = 600 and 2048 have
 // whole 256-column groups (int8's layout); 48 rows are three 16-row blocks (bf16's).
 TEST_P(Conformance, PreparedWeightsGiveTheSameValues) {
@@ -989,7 +991,7 @@ TEST_P(Conformance, PreparedWeightsGiveTheSameValues) {
             }
           }
         }
-        expect_same(out[0], out[1], mag, dtype != ZAYA_DTYPE_BF16 || t >= 64,
+        expect_same(out[0], out[1], mag, dtype != ZAYA_DTYPE_BF16,
                     "matmul dtype " + std::to_string(dtype) + " K=" + std::to_string(k) +
                         " T=" + std::to_string(t));
       }
