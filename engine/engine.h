@@ -45,7 +45,8 @@ struct EngineRequest {
   std::string id;      // unique within the engine (the daemon prefixes the client's id)
   std::string client;  // who asked; per-client limits and disconnect cancellation key on it
   // Either chat messages ([{"role":..,"content":..}], rendered with the model's template) or a raw
-  // prompt (tokenized as is, with BOS). Exactly one is set; ipc/ validates before submitting.
+  // prompt (tokenized as is, with BOS but not a post-processor suffix: Tokenizer::AddSpecial::
+  // kPrefix). Exactly one is set; ipc/ validates before submitting.
   nlohmann::json messages;
   std::optional<std::string> prompt;
   bool enable_thinking = true;

@@ -53,7 +53,8 @@ Result<std::unique_ptr<Task>> RsaTask::Create(EngineCore& core, EngineRequest re
   task->raw_prompt_ = request.prompt.has_value();
   if (request.prompt) {
     task->question_ = *request.prompt;
-    ZAYA_ASSIGN_OR_RETURN(task->question_prompt_, core.Encode(task->question_, true));
+    ZAYA_ASSIGN_OR_RETURN(task->question_prompt_,
+                          core.Encode(task->question_, Tokenizer::AddSpecial::kPrefix));
   } else {
     if (core.chat_template() == nullptr) {
       return FailedPrecondition(
@@ -64,7 +65,7 @@ Result<std::unique_ptr<Task>> RsaTask::Create(EngineCore& core, EngineRequest re
     auto text = core.chat_template()->Render(request.messages, true,
                                              {{"enable_thinking", task->enable_thinking_}});
     if (!text.ok()) return text.status().WithContext("rendering the chat template");
-    ZAYA_ASSIGN_OR_RETURN(task->question_prompt_, core.Encode(*text, false));
+    ZAYA_ASSIGN_OR_RETURN(task->question_prompt_, core.Encode(*text, Tokenizer::AddSpecial::kNone));
   }
   if (task->question_prompt_.empty()) return InvalidArgument("the question is empty");
   // Fixed tokens of an aggregation prompt besides the tails: build one with C empty tails.
@@ -281,8 +282,11 @@ Result<std::vector<int32_t>> RsaTask::BuildAggregationPrompt(
       return InvalidArgument("the question may not contain the control character U+001F");
     }
     if (!segment.empty()) {
-      ZAYA_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
-                            core.Encode(segment, /*add_special_tokens=*/!chat && i == 0));
+      // One prompt cut into segments around the tails: BOS before the first of a raw one, and
+      // nothing after any (a suffix such as ZAYA1's <end_of_turn> would land between segments).
+      const auto add =
+          !chat && i == 0 ? Tokenizer::AddSpecial::kPrefix : Tokenizer::AddSpecial::kNone;
+      ZAYA_ASSIGN_OR_RETURN(std::vector<int32_t> ids, core.Encode(segment, add));
       out.insert(out.end(), ids.begin(), ids.end());
     }
     if (i < tails.size()) {

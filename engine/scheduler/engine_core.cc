@@ -318,11 +318,11 @@ Result<std::unique_ptr<Task>> EngineCore::MakeTask(EngineRequest request,
     auto text = chat_->Render(request.messages, /*add_generation_prompt=*/true,
                               {{"enable_thinking", request.enable_thinking}});
     if (!text.ok()) return text.status().WithContext("rendering the chat template");
-    auto ids = Encode(*text, /*add_special_tokens=*/false);
+    auto ids = Encode(*text, Tokenizer::AddSpecial::kNone);
     if (!ids.ok()) return ids.status();
     prompt = std::move(*ids);
   } else {
-    auto ids = Encode(*request.prompt, /*add_special_tokens=*/true);
+    auto ids = Encode(*request.prompt, Tokenizer::AddSpecial::kPrefix);
     if (!ids.ok()) return ids.status();
     prompt = std::move(*ids);
   }
@@ -339,8 +339,8 @@ Result<std::unique_ptr<Task>> EngineCore::MakeTask(EngineRequest request,
 }
 
 Result<std::vector<int32_t>> EngineCore::Encode(std::string_view text,
-                                                bool add_special_tokens) const {
-  ZAYA_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tokenizer_->Encode(text, add_special_tokens));
+                                                Tokenizer::AddSpecial add_special) const {
+  ZAYA_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tokenizer_->Encode(text, add_special));
   const int64_t vocab = checkpoint_->config().vocab_size;
   for (int32_t id : ids) {
     if (id < 0 || id >= vocab) {

@@ -101,7 +101,9 @@ class EngineCore final : public Engine {
   // resized for. Unchecked, such an id failed the forward step of every request in the batch.
   // Every prompt goes through here. Any thread (the tokenizer is immutable): Submit encodes on the
   // caller's, aggregation rounds on the scheduler's.
-  Result<std::vector<int32_t>> Encode(std::string_view text, bool add_special_tokens) const;
+  // Raw prompts take Tokenizer::AddSpecial::kPrefix (BOS only), rendered chat prompts kNone.
+  Result<std::vector<int32_t>> Encode(std::string_view text,
+                                      Tokenizer::AddSpecial add_special) const;
 
   // --- For tasks, on the scheduler thread only. ---
   const Tokenizer& tokenizer() const { return *tokenizer_; }

@@ -904,8 +904,7 @@ Result<Tokenizer> Tokenizer::Load(const std::filesystem::path& path) {
   return t;
 }
 
-Result<std::vector<int32_t>> Tokenizer::Encode(std::string_view raw,
-                                               bool add_special_tokens) const {
+Result<std::vector<int32_t>> Tokenizer::Encode(std::string_view raw, AddSpecial add_special) const {
   const Impl& im = *impl_;
   std::string sanitized;
   std::string_view text = raw;
@@ -945,7 +944,9 @@ Result<std::vector<int32_t>> Tokenizer::Encode(std::string_view raw,
   }
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
-  if (add_special_tokens) ids.insert(ids.end(), im.prefix_ids.begin(), im.prefix_ids.end());
+  if (add_special != AddSpecial::kNone) {
+    ids.insert(ids.end(), im.prefix_ids.begin(), im.prefix_ids.end());
+  }
   for (const Section& s : sections) {
     if (s.id >= 0) {
       ids.push_back(s.id);
@@ -953,7 +954,9 @@ Result<std::vector<int32_t>> Tokenizer::Encode(std::string_view raw,
       ZAYA_RETURN_IF_ERROR(im.EncodeSection(s.text, &ids));
     }
   }
-  if (add_special_tokens) ids.insert(ids.end(), im.suffix_ids.begin(), im.suffix_ids.end());
+  if (add_special == AddSpecial::kAll) {
+    ids.insert(ids.end(), im.suffix_ids.begin(), im.suffix_ids.end());
+  }
   return ids;
 }
 

@@ -48,10 +48,21 @@ class Tokenizer {
   static Result<Tokenizer> FromJson(std::string_view tokenizer_json,
                                     std::string_view config_json = {});
 
-  // `add_special_tokens` applies the post-processor (e.g. BOS for Gemma 3). Added/special token
-  // text inside `text` (e.g. "<start_of_turn>") always maps to its id.
+  // Which of the post-processor's tokens (TemplateProcessing "single") Encode adds around the text.
+  enum class AddSpecial {
+    kNone,
+    // Only those before the text (BOS for Gemma 3 and ZAYA1): what a raw prompt gets. ZAYA1's
+    // post-processor also appends <end_of_turn>, which would close a turn the prompt never
+    // opened and, mid-prompt, split one text in two.
+    kPrefix,
+    // The whole post-processor, as transformers' add_special_tokens=True: [BOS, text,
+    // <end_of_turn>] for ZAYA1.
+    kAll,
+  };
+
+  // Added/special token text inside `text` (e.g. "<start_of_turn>") always maps to its id.
   // Errors only when a character cannot be represented (no byte fallback and no unk token).
-  Result<std::vector<int32_t>> Encode(std::string_view text, bool add_special_tokens) const;
+  Result<std::vector<int32_t>> Encode(std::string_view text, AddSpecial add_special) const;
 
   // Ids outside [0, vocab_size()) are skipped. Output is valid UTF-8.
   std::string Decode(std::span<const int32_t> ids, bool skip_special_tokens) const;

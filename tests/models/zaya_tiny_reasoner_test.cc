@@ -80,7 +80,7 @@ class TinyReasonerTest : public ::testing::Test {
                               /*add_generation_prompt=*/true);
     EXPECT_TRUE(text.ok()) << text.status().ToString();
     if (!text.ok()) return "";
-    auto ids = tok_->Encode(*text, /*add_special_tokens=*/false);
+    auto ids = tok_->Encode(*text, Tokenizer::AddSpecial::kNone);
     EXPECT_TRUE(ids.ok());
     if (!ids.ok()) return "";
     const std::vector<int32_t> prompt = *ids;

@@ -86,7 +86,8 @@ int Generate(const Command& self, const std::vector<std::string>& argv) {
   std::vector<int32_t> prompt;
   if (args->Has("prompt")) {
     if (!tok) return fail(NotFound("--prompt needs a tokenizer.json in " + dir));
-    auto ids = tok->Encode(*args->Get("prompt"), /*add_special_tokens=*/true);
+    // As the daemon tokenizes a raw prompt: BOS, and no post-processor suffix.
+    auto ids = tok->Encode(*args->Get("prompt"), Tokenizer::AddSpecial::kPrefix);
     if (!ids.ok()) return fail(ids.status());
     prompt = std::move(*ids);
   } else {

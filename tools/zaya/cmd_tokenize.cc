@@ -19,7 +19,9 @@ const CommandRegistrar kRegistrar({
     "zaya tokenize --model DIR [--no-special] < text\n"
     "  --model DIR     model or tokenizer folder (tokenizer.json [+ tokenizer_config.json])\n"
     "  --no-special    do not apply the post-processor (no BOS); special-token text in the\n"
-    "                  input still maps to its id",
+    "                  input still maps to its id\n"
+    "Without --no-special the whole post-processor applies, as in transformers: ZAYA1's\n"
+    "appends <end_of_turn>, which a raw prompt sent to zayad does not get (BOS only).",
     RunTokenize,
 });
 
@@ -40,7 +42,8 @@ int RunTokenize(const std::vector<std::string>& argv) {
   }
   const std::string text((std::istreambuf_iterator<char>(std::cin)),
                          std::istreambuf_iterator<char>());
-  auto ids = tok->Encode(text, !args->Has("no-special"));
+  auto ids = tok->Encode(
+      text, args->Has("no-special") ? Tokenizer::AddSpecial::kNone : Tokenizer::AddSpecial::kAll);
   if (!ids.ok()) {
     std::fprintf(stderr, "zaya tokenize: %s\n", ids.status().ToString().c_str());
     return 1;

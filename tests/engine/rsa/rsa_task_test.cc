@@ -78,6 +78,43 @@ TEST(RsaTaskTest, AggregationPromptsHoldTheTailsTokenExact) {
   EXPECT_EQ(static_cast<int64_t>(exact->size()), rsa.aggregation_overhead_tokens() + 15);
 }
 
+// A raw-prompt solve encodes its aggregation prompt in segments around the tails, and each segment
+// took the whole post-processor: with ZAYA1's [<bos>, $A, <end_of_turn>] an <end_of_turn> landed
+// between the question and the first candidate. Only the first segment gets BOS now, and the
+// question prompt of round 0 no suffix either.
+TEST(RsaTaskTest, RawPromptsGetNoPostProcessorSuffix) {
+  testing::TinyModelCopy model("rsa-eot-suffix");
+  model.EditTokenizerJson(testing::AppendEndOfTurnToPostProcessor);
+  Config c = TinyConfig();
+  c.model.path = model.path();
+  auto core = EngineCore::Create(c);
+  ASSERT_TRUE(core.ok()) << core.status().ToString();
+  const int32_t bos = 2, eot = 5;
+  ASSERT_EQ((*core)->tokenizer().Encode("x", Tokenizer::AddSpecial::kAll)->back(), eot);
+  EngineRequest r = Solve("raw", 1);
+  r.messages = nullptr;
+  r.prompt = "What is 6 times 7?";
+  auto task = RsaTask::Create(**core, r, nullptr, c.rsa, 1);
+  ASSERT_TRUE(task.ok()) << task.status().ToString();
+  auto& rsa = static_cast<RsaTask&>(**task);
+  const std::vector<std::vector<int32_t>> traces = {{40, 41, 42}, {300, 301}, {200, 201, 202}};
+  std::vector<Tail> tails;
+  for (const auto& t : traces) tails.push_back(TakeTail(t, 10));
+  std::vector<const Tail*> refs = {&tails[0], &tails[1], &tails[2]};
+  auto prompt = rsa.BuildAggregationPrompt(**core, refs);
+  ASSERT_TRUE(prompt.ok()) << prompt.status().ToString();
+  EXPECT_EQ(prompt->front(), bos);
+  EXPECT_EQ(std::count(prompt->begin(), prompt->end(), bos), 1);
+  EXPECT_EQ(std::count(prompt->begin(), prompt->end(), eot), 0);
+  // Round 0's sequence is the question prompt plus the budget: BOS and the question's tokens.
+  r.solve.rounds = 0;
+  auto single = RsaTask::Create(**core, r, nullptr, c.rsa, 1);
+  ASSERT_TRUE(single.ok()) << single.status().ToString();
+  auto question = (*core)->tokenizer().Encode(*r.prompt, Tokenizer::AddSpecial::kNone);
+  EXPECT_EQ((*single)->WorstCaseSequenceTokens(),
+            1 + static_cast<int64_t>(question->size()) + c.rsa.budget);
+}
+
 TEST(RsaTaskTest, PeakStateStaysWithinTheRequestsBound) {
   auto core = EngineCore::Create(TinyConfig());
   ASSERT_TRUE(core.ok());

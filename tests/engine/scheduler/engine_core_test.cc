@@ -304,6 +304,29 @@ TEST(EngineCoreTest, APromptTokenTheModelHasNoEmbeddingForIsRefusedAlone) {
   engine.reset();
 }
 
+// ZAYA1's post-processor appends <end_of_turn> after the text. Raw prompts took it too: the model
+// saw a turn closed that was never opened. They get BOS and the text only.
+TEST(EngineCoreTest, ARawPromptGetsBosButNotThePostProcessorsSuffix) {
+  testing::TinyModelCopy model("eot-suffix");
+  model.EditTokenizerJson(testing::AppendEndOfTurnToPostProcessor);
+  Config c = TinyConfig();
+  c.model.path = model.path();
+  auto engine = MakeEngine(c);
+  ASSERT_NE(engine, nullptr);
+  const Tokenizer& tok = engine->tokenizer();
+  auto all = tok.Encode("hello world", Tokenizer::AddSpecial::kAll);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->back(), 5) << "the fixture's post-processor should end with <end_of_turn>";
+  auto raw = engine->Encode("hello world", Tokenizer::AddSpecial::kPrefix);
+  ASSERT_TRUE(raw.ok());
+  EXPECT_EQ(*raw, std::vector<int32_t>(all->begin(), all->end() - 1));
+  auto rec = std::make_shared<Recorder>();
+  ASSERT_TRUE(engine->Submit(Generate("g", "hello world", 2, 1), rec).ok());
+  auto ev = rec->Wait("g");
+  ASSERT_EQ(ev.back().type, Type::kDone) << ev.back().body.dump();
+  EXPECT_EQ(ev.back().body["usage"]["prompt_tokens"].get<size_t>(), raw->size());
+}
+
 TEST(EngineCoreTest, FactoryReportsAMissingModelClearly) {
   Config c = TinyConfig();
   c.model.path = "/nonexistent/model";

@@ -10,7 +10,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view json(reinterpret_cast<const char*>(data), size);
   auto tok = zaya::Tokenizer::FromJson(json);
   if (!tok.ok()) return 0;
-  auto ids = tok->Encode("Hello, world! \xff <s> \xe2\x96\x81 12345 \n\t\xf0\x9f\xa4\x96", true);
+  auto ids = tok->Encode("Hello, world! \xff <s> \xe2\x96\x81 12345 \n\t\xf0\x9f\xa4\x96",
+                         zaya::Tokenizer::AddSpecial::kAll);
   if (ids.ok()) {
     (void)tok->Decode(*ids, false);
     zaya::Tokenizer::StreamDecoder sd(*tok, true);

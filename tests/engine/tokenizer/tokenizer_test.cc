@@ -61,10 +61,10 @@ class Gemma3Test : public ::testing::Test {
 Tokenizer* Gemma3Test::tok_ = nullptr;
 
 TEST_F(Gemma3Test, Zaya1ReadmeExample) {
-  auto ids = tok_->Encode("Hello! How can I assist you today?", /*add_special_tokens=*/true);
+  auto ids = tok_->Encode("Hello! How can I assist you today?", Tokenizer::AddSpecial::kAll);
   ASSERT_TRUE(ids.ok());
   EXPECT_THAT(*ids, ElementsAre(2, 9259, 236888, 2088, 740, 564, 6361, 611, 3124, 236881));
-  auto plain = tok_->Encode("Hello! How can I assist you today?", false);
+  auto plain = tok_->Encode("Hello! How can I assist you today?", Tokenizer::AddSpecial::kNone);
   EXPECT_EQ(plain->size(), 9u);
   EXPECT_EQ(plain->front(), 9259);
   // VocabAndConfig
@@ -86,7 +86,7 @@ TEST_F(Gemma3Test, ParityWithJsReferenceAndStreaming) {
   ASSERT_GE(rows.size(), 3000u);
   int mismatches = 0, roundtrips = 0;
   for (const auto& r : rows) {
-    auto ids = tok_->Encode(r.text, false);
+    auto ids = tok_->Encode(r.text, Tokenizer::AddSpecial::kNone);
     ASSERT_TRUE(ids.ok()) << ids.status().ToString();
     if (*ids != r.ids && ++mismatches <= 5) {
       ADD_FAILURE() << "encode mismatch for " << nlohmann::json(r.text).dump();
@@ -97,14 +97,14 @@ TEST_F(Gemma3Test, ParityWithJsReferenceAndStreaming) {
       ++roundtrips;
       EXPECT_EQ(dec, r.text);
     }
-    auto with_bos = tok_->Encode(r.text, true);
+    auto with_bos = tok_->Encode(r.text, Tokenizer::AddSpecial::kAll);
     ASSERT_EQ(with_bos->size(), ids->size() + 1);
     EXPECT_EQ(with_bos->front(), 2);
   }
   EXPECT_EQ(mismatches, 0);
   EXPECT_GT(roundtrips, 3000);
   // SpecialTokenTextMapsToIds
-  auto ids = tok_->Encode("<start_of_turn>user\nhi<end_of_turn>\n", false);
+  auto ids = tok_->Encode("<start_of_turn>user\nhi<end_of_turn>\n", Tokenizer::AddSpecial::kNone);
   ASSERT_TRUE(ids.ok());
   EXPECT_EQ(ids->front(), 105);
   EXPECT_THAT(*ids, ::testing::Contains(106));
@@ -116,12 +116,12 @@ TEST_F(Gemma3Test, ParityWithJsReferenceAndStreaming) {
       "a\xff"
       "b\xe2\x82"
       "c\xed\xa0\x80",
-      false);
+      Tokenizer::AddSpecial::kNone);
   auto good = tok_->Encode(
       "a\uFFFD"
       "b\uFFFD"
       "c\uFFFD\uFFFD\uFFFD",
-      false);
+      Tokenizer::AddSpecial::kNone);
   ASSERT_TRUE(bad.ok());
   EXPECT_EQ(*bad, *good);
   // Byte-fallback tokens that do not form valid UTF-8 decode to U+FFFD.
@@ -173,7 +173,7 @@ TEST_F(Gemma3Test, EncodesOneMegabyteAndPrintsTheTime) {
   }
   text.resize(1u << 20);
   const auto t0 = std::chrono::steady_clock::now();
-  auto ids = tok_->Encode(text, false);
+  auto ids = tok_->Encode(text, Tokenizer::AddSpecial::kNone);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ASSERT_TRUE(ids.ok());
   std::printf("encoded 1 MiB of English into %zu tokens in %.3f s (%.2f MB/s)\n", ids->size(), s,
@@ -198,7 +198,7 @@ std::vector<std::string> Tokens(const Tokenizer& t, const std::vector<int32_t>& 
 
 TEST(ByteLevelTest, Gpt2StyleMergesAndRoundTrip) {
   Tokenizer t = LoadFixture("bytelevel_tiny");
-  auto ids = t.Encode("the world<|endoftext|>", true);
+  auto ids = t.Encode("the world<|endoftext|>", Tokenizer::AddSpecial::kAll);
   ASSERT_TRUE(ids.ok());
   EXPECT_THAT(Tokens(t, *ids), ElementsAre("t", "he", "Ġworld", "<|endoftext|>"));
   EXPECT_EQ(t.Decode(*ids, false), "the world<|endoftext|>");
@@ -206,23 +206,23 @@ TEST(ByteLevelTest, Gpt2StyleMergesAndRoundTrip) {
   EXPECT_FALSE(t.bos_id().has_value());
   EXPECT_THAT(t.eos_ids(), ElementsAre(*t.TokenToId("<|endoftext|>")));
   const std::string multi = "naïve 日本 🤖\n\t  x";
-  auto m = t.Encode(multi, false);
+  auto m = t.Encode(multi, Tokenizer::AddSpecial::kNone);
   ASSERT_TRUE(m.ok());
   EXPECT_EQ(t.Decode(*m, false), multi);
-  EXPECT_EQ(Tokens(t, *t.Encode(" ", false)), std::vector<std::string>{"Ġ"});
+  EXPECT_EQ(Tokens(t, *t.Encode(" ", Tokenizer::AddSpecial::kNone)), std::vector<std::string>{"Ġ"});
 }
 
 TEST(ByteLevelTest, Llama3StyleSplitIgnoreMergesAndBos) {
   Tokenizer t = LoadFixture("llama3_tiny");
   const int32_t bot = *t.TokenToId("<|begin_of_text|>");
-  auto ids = t.Encode("the world", true);
+  auto ids = t.Encode("the world", Tokenizer::AddSpecial::kAll);
   ASSERT_TRUE(ids.ok());
   EXPECT_EQ(ids->front(), bot);
   EXPECT_THAT(Tokens(t, *ids), ElementsAre("<|begin_of_text|>", "t", "he", "Ġworld"));
   EXPECT_EQ(t.bos_id(), bot);
   EXPECT_THAT(t.eos_ids(), ElementsAre(*t.TokenToId("<|eot_id|>"), 0));
   const std::string s = "I'M 12345 hello\n\n  world!!\n";
-  EXPECT_EQ(t.Decode(*t.Encode(s, false), false), s);
+  EXPECT_EQ(t.Decode(*t.Encode(s, Tokenizer::AddSpecial::kNone), false), s);
 }
 
 std::vector<std::string> Split(tokenizer_internal::RegexKind kind, const std::string& s) {
@@ -251,6 +251,51 @@ TEST(PreTokenizeTest, Llama3AndQwen2Regex) {
   EXPECT_THAT(Split(RegexKind::kLlama3, " ?abc ?x"), ElementsAre(" ?", "abc", " ?", "x"));
   EXPECT_THAT(Split(RegexKind::kLlama3, "a \n \tb"), ElementsAre("a", " \n", " ", "\tb"));
   EXPECT_THAT(Split(RegexKind::kLlama3, "end   "), ElementsAre("end", "   "));
+}
+
+// --- Post-processor ------------------------------------------------------------------------------
+
+// a, b and two added specials; the post-processor is `single` over them.
+std::string PostProcessorJson(const nlohmann::json& single, const nlohmann::json& special_tokens) {
+  nlohmann::json added = nlohmann::json::array();
+  for (auto [id, text] : {std::pair{2, "<bos>"}, std::pair{3, "<eot>"}}) {
+    added.push_back({{"id", id},
+                     {"content", text},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
+  }
+  nlohmann::json j = {
+      {"model",
+       {{"type", "BPE"},
+        {"vocab", {{"a", 0}, {"b", 1}, {"<bos>", 2}, {"<eot>", 3}}},
+        {"merges", nlohmann::json::array()}}},
+      {"added_tokens", added},
+      {"post_processor",
+       {{"type", "TemplateProcessing"}, {"single", single}, {"special_tokens", special_tokens}}}};
+  return j.dump();
+}
+
+nlohmann::json Special(const std::string& name) {
+  return {{"SpecialToken", {{"id", name}, {"type_id", 0}}}};
+}
+
+// ZAYA1's post-processor is [<bos>, $A, <end_of_turn>]: kAll is transformers' add_special_tokens,
+// kPrefix what a raw prompt gets (BOS, nothing after the text).
+TEST(TokenizerPostProcessorTest, PrefixStopsAtTheText) {
+  const nlohmann::json sequence = {{"Sequence", {{"id", "A"}, {"type_id", 0}}}};
+  auto t = Tokenizer::FromJson(
+      PostProcessorJson({Special("<bos>"), sequence, Special("<eot>")},
+                        {{"<bos>", {{"id", "<bos>"}, {"ids", {2}}, {"tokens", {"<bos>"}}}},
+                         {"<eot>", {{"id", "<eot>"}, {"ids", {3}}, {"tokens", {"<eot>"}}}}}));
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_THAT(*t->Encode("ab", Tokenizer::AddSpecial::kAll), ElementsAre(2, 0, 1, 3));
+  EXPECT_THAT(*t->Encode("ab", Tokenizer::AddSpecial::kPrefix), ElementsAre(2, 0, 1));
+  EXPECT_THAT(*t->Encode("ab", Tokenizer::AddSpecial::kNone), ElementsAre(0, 1));
+  // Special-token text in the input is the text's own, whatever the mode.
+  EXPECT_THAT(*t->Encode("a<eot>", Tokenizer::AddSpecial::kPrefix), ElementsAre(2, 0, 3));
 }
 
 // --- Load errors ------------------------------------------------------------------------------
@@ -317,8 +362,8 @@ TEST(TokenizerLoadTest, GitLfsPointerSaysToPull) {
 TEST(TokenizerLoadTest, NoByteFallbackNoUnkIsAnEncodeError) {
   auto t = Tokenizer::FromJson(MinimalJson("normalizer", "null"));
   ASSERT_TRUE(t.ok()) << t.status().ToString();
-  EXPECT_EQ(*t->Encode("ab", false), (std::vector<int32_t>{0, 1}));
-  auto bad = t->Encode("abc", false);
+  EXPECT_EQ(*t->Encode("ab", Tokenizer::AddSpecial::kNone), (std::vector<int32_t>{0, 1}));
+  auto bad = t->Encode("abc", Tokenizer::AddSpecial::kNone);
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.status().message(), HasSubstr("\"c\""));
 }
