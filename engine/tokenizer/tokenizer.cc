@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <queue>
 #include <sstream>
@@ -464,7 +465,13 @@ Status Tokenizer::Impl::ParsePostProcessor(const json& p) {
             return InvalidArgument("tokenizer.json: TemplateProcessing special token ids of " +
                                    name + " are not integers");
           }
-          ids.push_back(i.get<int32_t>());
+          // Read wide and checked: get<int32_t>() wrapped 4294967298 to 2, a valid id.
+          const int64_t id = i.get<int64_t>();
+          if (id < 0 || id > std::numeric_limits<int32_t>::max()) {
+            return InvalidArgument("tokenizer.json: TemplateProcessing special token \"" + name +
+                                   "\" has id " + i.dump() + ", which is out of range");
+          }
+          ids.push_back(static_cast<int32_t>(id));
         }
       } else {
         auto it = token_to_id.find(name);

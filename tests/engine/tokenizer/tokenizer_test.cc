@@ -298,6 +298,20 @@ TEST(TokenizerPostProcessorTest, PrefixStopsAtTheText) {
   EXPECT_THAT(*t->Encode("a<eot>", Tokenizer::AddSpecial::kPrefix), ElementsAre(2, 0, 3));
 }
 
+// Ids were read as int32_t, which wraps: 4294967298 became 2, a valid id, and loaded silently.
+TEST(TokenizerPostProcessorTest, SpecialTokenIdsBeyondInt32AreALoadError) {
+  const nlohmann::json single = {Special("<bos>"), {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}};
+  for (const char* id : {"4294967298", "18446744073709551615", "-1"}) {
+    const nlohmann::json bos = {
+        {"<bos>", {{"id", "<bos>"}, {"ids", {nlohmann::json::parse(id)}}, {"tokens", {"<bos>"}}}}};
+    auto t = Tokenizer::FromJson(PostProcessorJson(single, bos));
+    ASSERT_FALSE(t.ok()) << id;
+    EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_THAT(t.status().message(), HasSubstr("\"<bos>\" has id " + std::string(id)));
+    EXPECT_THAT(t.status().message(), HasSubstr("out of range"));
+  }
+}
+
 // --- Load errors ------------------------------------------------------------------------------
 
 std::string MinimalJson(const std::string& field, const std::string& value) {
