@@ -103,6 +103,9 @@ double Sampler::Filter(std::span<const float> logits, bool sorted, Scratch& s) c
   if (use_top_k && s.ids.size() > static_cast<size_t>(top_k_)) {
     std::nth_element(s.ids.begin(), s.ids.begin() + (top_k_ - 1), s.ids.end(), cmp);
     s.ids.resize(top_k_);
+    // nth_element leaves the k in an order of the standard library's choosing, and the draw walks
+    // them in that order: back to ascending ids, the order of every path without top-p.
+    if (!use_top_p) std::sort(s.ids.begin(), s.ids.end());
   }
 
   double total = 0.0;

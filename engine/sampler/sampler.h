@@ -10,11 +10,14 @@
 //   - min-p keeps tokens whose probability is >= min_p * the largest probability.
 //   - the draw is inverse-CDF with a uniform double from the sequence's own xoshiro256** stream
 //     (engine/sampler/rng.h), so the same seed and the same logits give the same tokens everywhere.
+//     It walks the surviving tokens in ascending id order, or most probable first (ties: lower id
+//     first) when top-p is on; both are total orders, whatever the standard library.
 // Logit conventions: NaN is treated as -inf; -inf tokens are never drawn; if any logit is +inf the
 // lowest id holding +inf is returned; if no logit is finite, token 0 (the argmax tie rule).
 //
-// Cost on a 262K vocabulary: plain temperature sampling (with or without min-p) is O(V) with no sort;
-// top-k uses nth_element; top-p sorts only a growing prefix (64, 256, ...) until it holds the mass.
+// Cost on a 262K vocabulary: plain temperature sampling (with or without min-p) is O(V) with no
+// sort; top-k uses nth_element, then sorts the k by id; top-p sorts only a growing prefix (64, 256,
+// ...) until it holds the mass.
 //
 // Thread-compatible: one Sampler per sequence (it owns that sequence's RNG and scratch buffers).
 #pragma once
