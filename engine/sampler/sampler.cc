@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cassert>
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <string>
+#include <system_error>
 
 namespace zaya {
 namespace {
@@ -18,6 +20,14 @@ struct ByWeightDesc {
     return w[a] > w[b] || (w[a] == w[b] && a < b);
   }
 };
+
+// The shortest text that reads back as `v`: std::to_string's six decimals printed a rejected
+// top_p = 1.0000001 as "1.000000", a value that looks allowed.
+std::string Shortest(double v) {
+  char buf[32];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return ec == std::errc() ? std::string(buf, end) : std::to_string(v);
+}
 
 }  // namespace
 
@@ -37,7 +47,7 @@ int32_t ArgMax(std::span<const float> logits) {
 
 Result<Sampler> Sampler::Create(const SamplingParams& params) {
   if (!std::isfinite(params.temperature) || params.temperature < 0) {
-    return InvalidArgument("temperature = " + std::to_string(params.temperature) +
+    return InvalidArgument("temperature = " + Shortest(params.temperature) +
                            " is not allowed; use a finite value >= 0 (0 = greedy)");
   }
   if (params.top_k < 0) {
@@ -45,11 +55,11 @@ Result<Sampler> Sampler::Create(const SamplingParams& params) {
                            " is not allowed; use 0 (off) or a positive count");
   }
   if (!(params.top_p > 0 && params.top_p <= 1)) {
-    return InvalidArgument("top_p = " + std::to_string(params.top_p) +
+    return InvalidArgument("top_p = " + Shortest(params.top_p) +
                            " is not allowed; use a value in (0, 1] (1 = off)");
   }
   if (!(params.min_p >= 0 && params.min_p <= 1)) {
-    return InvalidArgument("min_p = " + std::to_string(params.min_p) +
+    return InvalidArgument("min_p = " + Shortest(params.min_p) +
                            " is not allowed; use a value in [0, 1] (0 = off)");
   }
   const bool greedy = params.temperature == 0 || params.top_k == 1;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 namespace zaya {
@@ -57,6 +58,21 @@ TEST(SamplerTest, RejectsInvalidParams) {
   p = {};
   p.top_k = -1;
   EXPECT_FALSE(Sampler::Create(p).ok());
+}
+
+// Rejected values were printed with std::to_string's six decimals: top_p = 1.0000001 read
+// "top_p = 1.000000 is not allowed", a value that is allowed.
+TEST(SamplerTest, RejectedValuesArePrintedExactly) {
+  auto message = [](SamplingParams p) { return Sampler::Create(p).status().message(); };
+  SamplingParams p;
+  p.top_p = 1.0000001;
+  EXPECT_EQ(message(p), "top_p = 1.0000001 is not allowed; use a value in (0, 1] (1 = off)");
+  p = {};
+  p.min_p = 1.0000000000000002;
+  EXPECT_EQ(message(p).substr(0, 27), "min_p = 1.0000000000000002 ");
+  p = {};
+  p.temperature = -1e-300;
+  EXPECT_EQ(message(p).substr(0, 23), "temperature = -1e-300 i");
 }
 
 TEST(SamplerTest, GreedyTakesArgmaxWithTiesToLowestId) {
