@@ -62,7 +62,11 @@ Result<Sampler> Sampler::Create(const SamplingParams& params) {
     return InvalidArgument("min_p = " + Shortest(params.min_p) +
                            " is not allowed; use a value in [0, 1] (0 = off)");
   }
-  const bool greedy = params.temperature == 0 || params.top_k == 1;
+  // Filter scales by 1 / temperature as a float; below ~3e-39 that overflowed to +inf, the top
+  // token's weight became 0 * inf = NaN and Candidates reported NaN probabilities. That close to 0
+  // the distribution is the argmax.
+  const bool greedy = params.temperature == 0 || params.top_k == 1 ||
+                      1.0 / params.temperature > std::numeric_limits<float>::max();
   return Sampler(params, greedy);
 }
 

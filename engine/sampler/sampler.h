@@ -2,8 +2,9 @@
 //
 // Pipeline, in the order Hugging Face's generate applies its warpers:
 //   temperature -> top-k -> top-p -> min-p -> draw.
-//   - temperature 0 (or top_k 1) is greedy: the argmax; ties go to the LOWEST token id. No random
-//     number is consumed.
+//   - temperature 0 (or top_k 1, or a temperature so small that 1 / temperature overflows a float,
+//     below ~3e-39) is greedy: the argmax; ties go to the LOWEST token id. No random number is
+//     consumed.
 //   - top-k keeps the k most probable tokens (ties broken towards the lower id).
 //   - top-p keeps the smallest most-probable-first prefix whose mass reaches top_p of the (top-k)
 //     distribution.

@@ -75,6 +75,24 @@ TEST(SamplerTest, RejectedValuesArePrintedExactly) {
   EXPECT_EQ(message(p).substr(0, 23), "temperature = -1e-300 i");
 }
 
+// A temperature below ~3e-39 made 1 / temperature +inf as a float: the top token's weight was
+// 0 * inf = NaN and Candidates reported a NaN probability. It is greedy now.
+TEST(SamplerTest, TemperaturesTooSmallForAFloatInverseAreGreedy) {
+  for (double t : {1e-39, 5e-324}) {
+    Sampler s = Make(t);
+    EXPECT_TRUE(s.greedy()) << t;
+    auto c = s.Candidates(std::vector<float>{1, 3, 2, 3});
+    ASSERT_EQ(c.size(), 1u) << t;
+    EXPECT_EQ(c[0].id, 1);
+    EXPECT_EQ(c[0].prob, 1.0) << t;
+    EXPECT_EQ(s.Sample(std::vector<float>{1, 3, 2, 3}), 1);
+  }
+  // Just above the edge the float inverse is finite and sampling stays exact: the ties share.
+  auto c = Make(1e-37).Candidates(std::vector<float>{1, 3, 2, 3});
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[0].prob, 0.5);
+}
+
 TEST(SamplerTest, GreedyTakesArgmaxWithTiesToLowestId) {
   Sampler s = Make(0.0);
   EXPECT_TRUE(s.greedy());
