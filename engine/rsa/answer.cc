@@ -188,7 +188,13 @@ std::optional<std::string> AnswerExtractor::Extract(std::string_view text) const
   if (kind_ == "boxed") return ExtractBoxed(text);
   if (kind_ == "answer_tag") return ExtractAnswerTag(text);
   if (kind_ == "last_number") return ExtractLastNumber(text);
-  if (text.size() > kRegexWindowBytes) text = text.substr(text.size() - kRegexWindowBytes);
+  if (text.size() > kRegexWindowBytes) {
+    size_t start = text.size() - kRegexWindowBytes;
+    // Not inside a character: a window opening on its continuation bytes let the pattern return
+    // invalid UTF-8 as the answer.
+    for (int i = 0; i < 3 && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80; ++i) ++start;
+    text = text.substr(start);
+  }
   try {
     std::optional<std::string> last;
     const size_t group = regex_->mark_count() >= 1 ? 1 : 0;

@@ -124,5 +124,16 @@ TEST(AnswerTest, RegexExtractor) {
   EXPECT_LE(got->size(), kRegexWindowBytes);
 }
 
+// The window cut the text at a byte count, possibly inside a character: its continuation bytes
+// then matched and became an answer that is not UTF-8.
+TEST(AnswerTest, RegexWindowStartsOnACharacterBoundary) {
+  auto re = AnswerExtractor::Create("regex", "([^x]+)");
+  ASSERT_TRUE(re.ok()) << re.status().ToString();
+  // 3 + 1022 bytes: the last kRegexWindowBytes start on the second byte of U+65E5.
+  EXPECT_EQ(re->Extract("\u65E5" + std::string(kRegexWindowBytes - 2, 'x')), std::nullopt);
+  // A character starting exactly at the window's edge is kept whole.
+  EXPECT_EQ(re->Extract("a\u65E5" + std::string(kRegexWindowBytes - 3, 'x')), Opt("\u65E5"));
+}
+
 }  // namespace
 }  // namespace zaya
