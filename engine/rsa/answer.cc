@@ -200,6 +200,9 @@ std::optional<std::string> AnswerExtractor::Extract(std::string_view text) const
     const size_t group = regex_->mark_count() >= 1 ? 1 : 0;
     for (std::cregex_iterator it(text.data(), text.data() + text.size(), *regex_), end; it != end;
          ++it) {
+      // Group 1 of the last match: none when it did not take part in that match. Keeping an
+      // earlier match's group answered 5 for (\d+)|none on "... 5 ... none".
+      last.reset();
       if ((*it)[group].matched) last = (*it)[group].str();
       if (it->length(0) == 0 && it->position(0) >= static_cast<std::ptrdiff_t>(text.size())) break;
     }

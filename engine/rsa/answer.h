@@ -6,7 +6,8 @@
 //   "answer_tag"  the content of the last <answer>...</answer>;
 //   "last_number" the last number in the text: integers, decimals, negatives, fractions "3/4",
 //                 thousands separators "1,000" (returned without commas);
-//   "regex"       group 1 of the last match of a user ECMAScript regex (group 0 if it has none).
+//   "regex"       group 1 of the last match of a user ECMAScript regex (group 0 if it has none);
+//                 no answer when group 1 did not take part in the last match.
 //                 The regex sees only the last kRegexWindowBytes of the text: std::regex backtracks
 //                 recursively (a long input could exhaust the stack) and nested quantifiers such
 //                 as ((a|b)*)Z take quadratic or worse time, so keep patterns simple and anchored

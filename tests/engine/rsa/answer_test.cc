@@ -135,5 +135,16 @@ TEST(AnswerTest, RegexWindowStartsOnACharacterBoundary) {
   EXPECT_EQ(re->Extract("a\u65E5" + std::string(kRegexWindowBytes - 3, 'x')), Opt("\u65E5"));
 }
 
+// The documented rule is group 1 of the LAST match; a last match without group 1 kept the group of
+// an earlier one, so "(\d+)|none" answered 5 for a text ending in "none".
+TEST(AnswerTest, RegexGroupComesFromTheLastMatchOnly) {
+  auto re = AnswerExtractor::Create("regex", "answer: (?:(\\d+)|none)");
+  ASSERT_TRUE(re.ok()) << re.status().ToString();
+  EXPECT_EQ(re->Extract("answer: 5 ... on second thought, answer: none"), std::nullopt);
+  EXPECT_EQ(re->Extract("answer: none ... answer: 7"), Opt("7"));
+  auto alt = AnswerExtractor::Create("regex", "(\\d+)|none");
+  EXPECT_EQ(alt->Extract("x 5 y none"), std::nullopt);
+}
+
 }  // namespace
 }  // namespace zaya
