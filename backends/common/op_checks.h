@@ -45,15 +45,44 @@ inline size_t DTypeSize(int32_t dtype) {
   }
 }
 
+// "f32", ..., for messages; the number for a dtype the ABI does not define.
+inline std::string DTypeName(int32_t dtype) {
+  switch (dtype) {
+    case ZAYA_DTYPE_F32:
+      return "f32";
+    case ZAYA_DTYPE_BF16:
+      return "bf16";
+    case ZAYA_DTYPE_F16:
+      return "f16";
+    case ZAYA_DTYPE_I8:
+      return "i8";
+    case ZAYA_DTYPE_I32:
+      return "i32";
+    default:
+      return "dtype " + std::to_string(dtype);
+  }
+}
+
 inline bool Present(const zaya_tensor& t) { return t.buffer != nullptr; }
 
-// Element count; fails on a rank outside 1..4 or a negative dimension.
+// "[2, 3]", for messages.
+inline std::string ShapeText(const zaya_tensor& t) {
+  std::string s = "[";
+  for (int i = 0; i < t.ndim && i < 4; ++i) s += (i > 0 ? ", " : "") + std::to_string(t.shape[i]);
+  return s + "]";
+}
+
+// Element count; fails on a rank outside 1..4, a negative dimension, or a count past int64 (the
+// shape comes from another library: a wrapped count would pass every bounds check).
 inline int64_t Elements(const zaya_tensor& t) {
   if (t.ndim < 1 || t.ndim > 4) Fail("tensor ndim " + std::to_string(t.ndim) + " not in 1..4");
   int64_t n = 1;
   for (int i = 0; i < t.ndim; ++i) {
     if (t.shape[i] < 0) Fail("negative tensor dimension");
-    n *= t.shape[i];
+    if (__builtin_mul_overflow(n, t.shape[i], &n)) {
+      Fail("a tensor of shape " + ShapeText(t) +
+           " has more elements than an int64 counts; check the op's shapes");
+    }
   }
   return n;
 }
@@ -79,7 +108,11 @@ template <typename Buffer = zaya_buffer>
 void CheckBounds(const zaya_tensor& t, const char* what) {
   if (t.buffer == nullptr) Fail(std::string(what) + " is missing");
   const uint64_t bytes = static_cast<const Buffer*>(t.buffer)->bytes;
-  const uint64_t need = static_cast<uint64_t>(Elements(t)) * DTypeSize(t.dtype);
+  uint64_t need = 0;
+  if (__builtin_mul_overflow(static_cast<uint64_t>(Elements(t)), DTypeSize(t.dtype), &need)) {
+    Fail(std::string(what) + " of shape " + ShapeText(t) + " " + DTypeName(t.dtype) +
+         " is more bytes than a uint64 counts; check its shape");
+  }
   if (t.offset > bytes || need > bytes - t.offset) {
     Fail(std::string(what) + " (" + std::to_string(need) + " bytes at offset " +
          std::to_string(t.offset) + ") lies outside its buffer of " + std::to_string(bytes) +

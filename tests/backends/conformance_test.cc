@@ -937,6 +937,36 @@ TEST_P(Conformance, AttentionRejectsPositionBeyondTable) {
   EXPECT_FALSE(dev_->Run(op).ok());
 }
 
+// An op refused at the ABI boundary: INVALID_ARGUMENT, with a message that names the problem.
+void ExpectInvalid(const Status& s, const std::string& fragment) {
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find(fragment), std::string::npos) << s.ToString();
+}
+
+// A copy of `t` with another shape, over the same (small) buffer.
+zaya_tensor Reshaped(zaya_tensor t, std::vector<int64_t> shape) {
+  t.ndim = static_cast<int32_t>(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) t.shape[i] = shape[i];
+  return t;
+}
+
+// Element and byte counts were multiplied without an overflow check: 2^62 + 1 f32 values are
+// 2^64 + 4 bytes, which wrapped to 4 and passed the bounds check of a 64-byte buffer.
+TEST_P(Conformance, TensorsTooLargeToCountAreRefused) {
+  const int64_t huge = (int64_t{1} << 62) + 1;
+  zaya_op m = Op(ZAYA_OP_MATMUL);
+  m.src[0] = Reshaped(dev_->Zeros(ZAYA_DTYPE_F32, {16}), {1, huge});
+  m.src[1] = Reshaped(dev_->Zeros(ZAYA_DTYPE_F32, {16}), {1, huge});
+  m.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {1, 1});
+  ExpectInvalid(dev_->Run(m), "of shape [1, 4611686018427387905] f32 is more bytes than");
+  // 2^32 x 2^32 elements wrapped to 0.
+  zaya_op r = Op(ZAYA_OP_RMSNORM);
+  r.src[0] = Reshaped(dev_->Zeros(ZAYA_DTYPE_F32, {16}), {int64_t{1} << 32, int64_t{1} << 32});
+  r.dst[0] = r.src[0];
+  r.f[0] = 1e-5f;
+  ExpectInvalid(dev_->Run(r), "shape [4294967296, 4294967296] has more elements than");
+}
+
 // weight_prepare (ABI 1.1) lets a backend rearrange weights (the CPU backend's int8 and bf16 tile
 // layouts), but every op must read the values as written: the embedding gives bitwise what
 // unprepared copies of the same weights give, and so do the matmuls and the MoE with int8 or f32
