@@ -13,6 +13,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "zaya/backend.h"
 
@@ -99,7 +100,29 @@ inline int64_t Rows(const zaya_tensor& t) {
 }
 
 inline void ExpectDType(const zaya_tensor& t, int32_t dtype, const char* what) {
-  if (t.dtype != dtype) Fail(std::string(what) + " has dtype " + std::to_string(t.dtype));
+  if (t.dtype != dtype) {
+    Fail(std::string(what) + " has dtype " + DTypeName(t.dtype) + ", expected " + DTypeName(dtype));
+  }
+}
+
+// The dtype a kernel means when it reads a tensor's elements as T.
+template <typename T>
+constexpr int32_t DTypeOf() {
+  using U = std::remove_cv_t<T>;
+  static_assert(std::is_same_v<U, float> || std::is_same_v<U, int32_t> ||
+                    std::is_same_v<U, uint16_t> || std::is_same_v<U, int8_t>,
+                "no zaya_dtype is read as this type");
+  if constexpr (std::is_same_v<U, float>) return ZAYA_DTYPE_F32;
+  if constexpr (std::is_same_v<U, int32_t>) return ZAYA_DTYPE_I32;
+  if constexpr (std::is_same_v<U, uint16_t>) return ZAYA_DTYPE_BF16;
+  return ZAYA_DTYPE_I8;
+}
+
+// For a typed pointer to t's data: CheckBounds sizes t with its own dtype, so elements read as a
+// wider type would run past the checked bytes.
+template <typename T>
+void ExpectElementsOf(const zaya_tensor& t, const char* what) {
+  ExpectDType(t, DTypeOf<T>(), what);
 }
 
 // The tensor is present and its bytes lie inside its buffer. `Buffer` defers the member access to

@@ -97,10 +97,12 @@ using backend_common::OpError;
 using backend_common::Present;
 using backend_common::Rows;
 
-// Checked pointer to a tensor's data; `what` names the operand in errors.
+// Checked pointer to a tensor's data, which must be of the dtype T stands for (bf16 as uint16_t,
+// int8 as int8_t); `what` names the operand in errors.
 template <typename T>
 T* Ptr(const zaya_tensor& t, const char* what) {
   backend_common::CheckBounds(t, what);
+  backend_common::ExpectElementsOf<T>(t, what);
   return reinterpret_cast<T*>(t.buffer->data + t.offset);
 }
 

@@ -22,6 +22,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../common/op_checks.h"
@@ -144,10 +145,12 @@ std::byte* Take(zaya_backend* b, Arena& a, uint64_t bytes, std::byte** host_view
   return d;
 }
 
-// Checked device pointer to a tensor's data; `what` names the operand in errors.
+// Checked device pointer to a tensor's data, which must be of the dtype T stands for (std::byte:
+// any, for operands whose dtype the op dispatches on); `what` names the operand in errors.
 template <typename T>
 T* Dev(zaya_backend* b, const zaya_tensor& t, const char* what) {
   CheckBounds(t, what);
+  if constexpr (!std::is_same_v<T, std::byte>) backend_common::ExpectElementsOf<T>(t, what);
   if (t.buffer->kind == ZAYA_BUFFER_HOST) b->host_dirty = true;  // conservatively: may be written
   return reinterpret_cast<T*>(t.buffer->device + t.offset);
 }
@@ -155,6 +158,7 @@ T* Dev(zaya_backend* b, const zaya_tensor& t, const char* what) {
 template <typename T>
 const T* DevIn(const zaya_tensor& t, const char* what) {
   CheckBounds(t, what);
+  if constexpr (!std::is_same_v<T, std::byte>) backend_common::ExpectElementsOf<T>(t, what);
   return reinterpret_cast<const T*>(t.buffer->device + t.offset);
 }
 

@@ -943,6 +943,21 @@ void ExpectInvalid(const Status& s, const std::string& fragment) {
   EXPECT_NE(s.message().find(fragment), std::string::npos) << s.ToString();
 }
 
+// Operands were read with the element size of the dtype the op expects, while their bounds were
+// checked with the size of the dtype they have: an i8 gather read and wrote 4 bytes per element.
+TEST_P(Conformance, OperandsOfAnotherDtypeAreRefused) {
+  zaya_op g = Op(ZAYA_OP_GATHER_ROWS);
+  g.src[0] = dev_->Upload(std::vector<int8_t>(35, 1), ZAYA_DTYPE_I8, {7, 5});
+  g.aux[0] = dev_->I32({6, 6, 6, 6}, {4});
+  g.dst[0] = dev_->Upload(std::vector<int8_t>(20), ZAYA_DTYPE_I8, {4, 5});
+  ExpectInvalid(dev_->Run(g), "gather source has dtype i8, expected f32");
+  zaya_op r = Op(ZAYA_OP_RMSNORM);
+  r.src[0] = dev_->Upload(std::vector<uint16_t>(8, 0x3f80), ZAYA_DTYPE_BF16, {2, 4});
+  r.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {2, 4});
+  r.f[0] = 1e-5f;
+  ExpectInvalid(dev_->Run(r), "rmsnorm input has dtype bf16, expected f32");
+}
+
 // A copy of `t` with another shape, over the same (small) buffer.
 zaya_tensor Reshaped(zaya_tensor t, std::vector<int64_t> shape) {
   t.ndim = static_cast<int32_t>(shape.size());
