@@ -414,6 +414,10 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
       Elements(op.src[2]) != t * nkv * hd) {
     Fail("attention: q/k/v shapes");
   }
+  if (Elements(op.dst[0]) != t * nh * hd) {
+    Fail("attention: output must be [T, nh*hd] (" + std::to_string(t * nh * hd) + " values), not " +
+         std::to_string(Elements(op.dst[0])));
+  }
   a.out = Dev<float>(b, op.dst[0], "attention output");
   const zaya_tensor& kc = op.dst[1];
   const zaya_tensor& vc = op.dst[2];

@@ -943,6 +943,42 @@ void ExpectInvalid(const Status& s, const std::string& fragment) {
   EXPECT_NE(s.message().find(fragment), std::string::npos) << s.ToString();
 }
 
+// A valid attention op of `t` tokens of one sequence at positions 0..t-1 (2 heads of 4, blocks of
+// 2 tokens, a table of 2 blocks), for the tests that break one operand of it.
+zaya_op SmallAttention(Device& dev, int64_t t) {
+  const int64_t nh = 2, nkv = 2, hd = 4, bt = 2;
+  zaya_op op{};
+  op.type = ZAYA_OP_ATTENTION;
+  op.src[0] = dev.F32(std::vector<float>(t * nh * hd, 1.f), {t, nh * hd});
+  op.src[1] = dev.F32(std::vector<float>(t * nkv * hd, 1.f), {t, nkv * hd});
+  op.src[2] = dev.F32(std::vector<float>(t * nkv * hd, 1.f), {t, nkv * hd});
+  op.dst[0] = dev.Zeros(ZAYA_DTYPE_F32, {t, nh * hd});
+  op.dst[1] = dev.Zeros(ZAYA_DTYPE_F32, {2, bt, nkv, hd});
+  op.dst[2] = dev.Zeros(ZAYA_DTYPE_F32, {2, bt, nkv, hd});
+  std::vector<int32_t> seq, pos;
+  for (int64_t i = 0; i < t; ++i) {
+    seq.push_back(0);
+    pos.push_back(static_cast<int32_t>(i));
+  }
+  op.aux[0] = dev.I32(seq, {t});
+  op.aux[1] = dev.I32({0, 1}, {1, 2});
+  op.aux[2] = dev.I32(pos, {t});
+  op.i[0] = nh;
+  op.i[1] = nkv;
+  op.i[2] = hd;
+  op.i[3] = bt;
+  op.f[0] = 0.5f;
+  return op;
+}
+
+// The output is written t * nh * hd floats long; a shorter one was written past its end.
+TEST_P(Conformance, AttentionRejectsAShortOutput) {
+  zaya_op op = SmallAttention(*dev_, 1);
+  ASSERT_TRUE(dev_->Run(op).ok());
+  op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {1, 2});
+  ExpectInvalid(dev_->Run(op), "attention: output must be [T, nh*hd]");
+}
+
 // Operands were read with the element size of the dtype the op expects, while their bounds were
 // checked with the size of the dtype they have: an i8 gather read and wrote 4 bytes per element.
 TEST_P(Conformance, OperandsOfAnotherDtypeAreRefused) {
