@@ -173,6 +173,9 @@ void OpEmbed(zaya_backend* b, const zaya_op& op) {
   const int64_t t = Elements(op.src[0]);
   ExpectDType(op.src[0], ZAYA_DTYPE_I32, "embed ids");
   const int32_t* ids = Ptr<const int32_t>(op.src[0], "embed ids");
+  if (op.src[1].ndim != 2) {
+    Fail("embed: the table must be [V, H], not " + backend_common::ShapeText(op.src[1]));
+  }
   const int64_t v = Dim(op.src[1], 0), h = Cols(op.src[1]);
   const auto bias = VecF32(op.src[2], h, "embed bias", 0.f);
   const auto scale = VecF32(op.src[3], h, "embed scale", 1.f);
@@ -358,6 +361,9 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
   const int32_t* seq_of_token = Ptr<const int32_t>(op.aux[0], "cca seq_of_token");
   const int32_t* slot_of_seq = Ptr<const int32_t>(op.aux[1], "cca slot_of_seq");
   const int32_t* position = Ptr<const int32_t>(op.aux[2], "cca position");
+  if (Elements(op.aux[0]) < t || Elements(op.aux[2]) < t) {
+    Fail("cca: seq_of_token and position need one entry per token");
+  }
   const int64_t n_seq = Elements(op.aux[1]);
   const float eps = op.f[1] > 0 ? op.f[1] : std::numeric_limits<float>::epsilon();
   const float sqrt_hd = std::sqrt(static_cast<float>(hd));
@@ -508,6 +514,13 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   const int32_t* seq_of_token = Ptr<const int32_t>(op.aux[0], "attention seq_of_token");
   const int32_t* table = Ptr<const int32_t>(op.aux[1], "attention block table");
   const int32_t* position = Ptr<const int32_t>(op.aux[2], "attention position");
+  if (Elements(op.aux[0]) < t || Elements(op.aux[2]) < t) {
+    Fail("attention: seq_of_token and position need one entry per token");
+  }
+  if (op.aux[1].ndim != 2) {
+    Fail("attention: block table must be [S, max_blocks], not " +
+         backend_common::ShapeText(op.aux[1]));
+  }
   const int64_t n_seq = Dim(op.aux[1], 0), max_blocks = Cols(op.aux[1]);
   const int64_t row = nkv * hd;
 
@@ -637,6 +650,8 @@ void OpMoe(zaya_backend* b, const zaya_op& op) {
   const float* x = Ptr<const float>(op.src[0], "moe x");
   const int32_t* expert = Ptr<const int32_t>(op.src[3], "moe expert");
   const float* weight = Ptr<const float>(op.src[4], "moe weight");
+  if (Elements(op.src[3]) < t || Elements(op.src[4]) < t)
+    Fail("moe: expert and weight must be [T]");
   float* out = Ptr<float>(op.dst[0], "moe output");
   if (Elements(op.dst[0]) != t * h) Fail("moe output must be [T,H]");
   Weights gu_all = WeightsOf(gu, op.src[5], h, "moe gate_up");

@@ -239,6 +239,9 @@ void OpEmbed(zaya_backend* b, const zaya_op& op) {
   ExpectDType(op.src[0], ZAYA_DTYPE_I32, "embed ids");
   std::vector<std::byte> storage;
   const int32_t* ids = HostIn<int32_t>(b, op.src[0], "embed ids", storage);
+  if (op.src[1].ndim != 2) {
+    Fail("embed: the table must be [V, H], not " + backend_common::ShapeText(op.src[1]));
+  }
   const int64_t v = Dim(op.src[1], 0), h = Cols(op.src[1]);
   const DevVec bias = VecOf(op.src[2], h, "embed bias");
   const DevVec scale = VecOf(op.src[3], h, "embed scale");
@@ -437,6 +440,10 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   const int32_t* position = HostIn<int32_t>(b, op.aux[2], "attention position", s2);
   if (Elements(op.aux[0]) < t || Elements(op.aux[2]) < t) {
     Fail("attention: seq_of_token and position need one entry per token");
+  }
+  if (op.aux[1].ndim != 2) {
+    Fail("attention: block table must be [S, max_blocks], not " +
+         backend_common::ShapeText(op.aux[1]));
   }
   const int64_t n_seq = Dim(op.aux[1], 0), max_blocks = Cols(op.aux[1]);
   // Every block a token reads or writes must exist: positions 0..position[t] of its sequence.

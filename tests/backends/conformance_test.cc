@@ -979,6 +979,82 @@ TEST_P(Conformance, AttentionRejectsAShortOutput) {
   ExpectInvalid(dev_->Run(op), "attention: output must be [T, nh*hd]");
 }
 
+// Index tensors shorter than T were read past their end, and a block table that is not
+// [S, max_blocks] was indexed as if it were.
+TEST_P(Conformance, AttentionRejectsIndexTensorsThatDoNotFitT) {
+  zaya_op op = SmallAttention(*dev_, 3);
+  ASSERT_TRUE(dev_->Run(op).ok());
+  zaya_op bad = op;
+  bad.aux[0] = dev_->I32({0}, {1});
+  ExpectInvalid(dev_->Run(bad), "attention: seq_of_token and position need one entry per token");
+  bad = op;
+  bad.aux[2] = dev_->I32({0, 1}, {2});
+  ExpectInvalid(dev_->Run(bad), "attention: seq_of_token and position need one entry per token");
+  bad = op;
+  bad.aux[1] = dev_->I32({0, 1}, {2});
+  ExpectInvalid(dev_->Run(bad), "attention: block table must be [S, max_blocks]");
+}
+
+TEST_P(Conformance, CcaRejectsIndexTensorsShorterThanT) {
+  const int64_t nh = 2, nkv = 2, hd = 4, t = 2, c = (nh + nkv) * hd, vh = nkv * hd / 2;
+  Rng rng(23);
+  zaya_op op = Op(ZAYA_OP_CCA);
+  op.src[0] = dev_->F32(rng.Normals(t * nh * hd), {t, nh * hd});
+  op.src[1] = dev_->F32(rng.Normals(t * nkv * hd), {t, nkv * hd});
+  op.src[2] = dev_->F32(rng.Normals(t * vh), {t, vh});
+  op.src[3] = dev_->F32(rng.Normals(t * vh), {t, vh});
+  op.src[4] = dev_->F32(rng.Normals(c * 2), {c, 1, 2});
+  op.src[6] = dev_->F32(rng.Normals(c * hd * 2), {c, hd, 2});
+  op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {t, nh * hd});
+  op.dst[1] = dev_->Zeros(ZAYA_DTYPE_F32, {t, nkv * hd});
+  op.dst[2] = dev_->Zeros(ZAYA_DTYPE_F32, {t, nkv * hd});
+  op.dst[3] = dev_->Zeros(ZAYA_DTYPE_F32, {1, 2, c});
+  op.dst[4] = dev_->Zeros(ZAYA_DTYPE_F32, {1, vh});
+  op.aux[0] = dev_->I32({0, 0}, {t});
+  op.aux[1] = dev_->I32({0}, {1});
+  op.aux[2] = dev_->I32({0, 1}, {t});
+  op.i[0] = nh;
+  op.i[1] = nkv;
+  op.i[2] = hd;
+  op.f[0] = 10000.f;
+  ASSERT_TRUE(dev_->Run(op).ok());
+  zaya_op bad = op;
+  bad.aux[0] = dev_->I32({0}, {1});
+  ExpectInvalid(dev_->Run(bad), "cca: seq_of_token and position need one entry per token");
+  bad = op;
+  bad.aux[2] = dev_->I32({0}, {1});
+  ExpectInvalid(dev_->Run(bad), "cca: seq_of_token and position need one entry per token");
+}
+
+TEST_P(Conformance, MoeRejectsExpertsAndWeightsShorterThanT) {
+  const int64_t e = 2, h = 8, inter = 4, t = 2;
+  Rng rng(24);
+  zaya_op op = Op(ZAYA_OP_MOE);
+  op.src[0] = dev_->F32(rng.Normals(t * h), {t, h});
+  op.src[1] = dev_->F32(rng.Normals(e * 2 * inter * h), {e, 2 * inter, h});
+  op.src[2] = dev_->F32(rng.Normals(e * h * inter), {e, h, inter});
+  op.src[3] = dev_->I32({0, 1}, {t});
+  op.src[4] = dev_->F32({1.f, 1.f}, {t});
+  op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {t, h});
+  op.i[0] = e;
+  ASSERT_TRUE(dev_->Run(op).ok());
+  zaya_op bad = op;
+  bad.src[3] = dev_->I32({0}, {1});
+  ExpectInvalid(dev_->Run(bad), "moe: expert and weight must be [T]");
+  bad = op;
+  bad.src[4] = dev_->F32({1.f}, {1});
+  ExpectInvalid(dev_->Run(bad), "moe: expert and weight must be [T]");
+}
+
+// A 1-D table was read as [V, V].
+TEST_P(Conformance, EmbedRejectsATableThatIsNotAMatrix) {
+  zaya_op op = Op(ZAYA_OP_EMBED);
+  op.src[0] = dev_->I32({3}, {1});
+  op.src[1] = dev_->F32(std::vector<float>(16, 1.f), {16});
+  op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {1, 16});
+  ExpectInvalid(dev_->Run(op), "embed: the table must be [V, H]");
+}
+
 // Operands were read with the element size of the dtype the op expects, while their bounds were
 // checked with the size of the dtype they have: an i8 gather read and wrote 4 bytes per element.
 TEST_P(Conformance, OperandsOfAnotherDtypeAreRefused) {
