@@ -132,6 +132,9 @@ Weights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, co
     case ZAYA_DTYPE_I8: {
       out.type = WType::kI8;
       out.data = Ptr<const int8_t>(w, what);
+      // Rows are counted by K and scales come per 32 of K: K = 0 would divide by zero.
+      if (k <= 0)
+        Fail(std::string(what) + ": int8 weights need K > 0, not K = " + std::to_string(k));
       const int64_t rows = Elements(w) / k;
       if (!Present(scales) || Elements(scales) != rows * ((k + 31) / 32)) {
         Fail(std::string(what) + ": int8 weights need an f32 scale per 32 values");

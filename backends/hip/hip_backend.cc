@@ -211,7 +211,10 @@ DevWeights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k,
       break;
     case ZAYA_DTYPE_I8: {
       out.dtype = kI8;
-      const int64_t rows = Elements(w) / std::max<int64_t>(k, 1);
+      // Rows are counted by K and scales come per 32 of K (as the CPU backend, which divides by K).
+      if (k <= 0)
+        Fail(std::string(what) + ": int8 weights need K > 0, not K = " + std::to_string(k));
+      const int64_t rows = Elements(w) / k;
       if (!Present(scales) || Elements(scales) != rows * ((k + 31) / 32)) {
         Fail(std::string(what) + ": int8 weights need an f32 scale per 32 values");
       }

@@ -1094,6 +1094,42 @@ TEST_P(Conformance, TensorsTooLargeToCountAreRefused) {
   ExpectInvalid(dev_->Run(r), "shape [4294967296, 4294967296] has more elements than");
 }
 
+// int8 weights of K = 0 divided their element count by K (SIGFPE).
+TEST_P(Conformance, Int8WeightsWithoutColumnsAreRefused) {
+  const auto i8 = [&](std::vector<int64_t> shape) {
+    return dev_->Upload(std::vector<int8_t>{}, ZAYA_DTYPE_I8, std::move(shape),
+                        ZAYA_BUFFER_WEIGHTS);
+  };
+  const zaya_tensor scales = dev_->Upload(std::vector<float>{}, ZAYA_DTYPE_F32, {4, 0});
+  zaya_op m = Op(ZAYA_OP_MATMUL);
+  m.src[0] = dev_->F32({}, {1, 0});
+  m.src[1] = i8({1, 0});
+  m.src[3] = Reshaped(scales, {1, 0});
+  m.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {0, 1});  // Rows() of an empty x is 0
+  ExpectInvalid(dev_->Run(m), "matmul W: int8 weights need K > 0");
+  zaya_op e = Op(ZAYA_OP_EMBED);
+  e.src[0] = dev_->I32({0}, {1});
+  e.src[1] = i8({4, 0});
+  e.src[4] = scales;
+  e.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {1, 0});
+  ExpectInvalid(dev_->Run(e), "embedding table: int8 weights need K > 0");
+  zaya_op moe = Op(ZAYA_OP_MOE);
+  moe.src[0] = dev_->F32({}, {1, 0});
+  moe.src[1] = i8({1, 2, 0});
+  moe.src[2] = i8({1, 0, 1});
+  moe.src[3] = dev_->I32({0}, {1});
+  moe.src[4] = dev_->F32({1.f}, {1});
+  moe.src[5] = Reshaped(scales, {1, 2, 0});
+  moe.src[6] = dev_->Zeros(ZAYA_DTYPE_F32, {1, 0, 1});
+  moe.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {1, 0});
+  moe.i[0] = 1;
+  ExpectInvalid(dev_->Run(moe), "moe gate_up: int8 weights need K > 0");
+  if (HasWeightPrepare(*backend_)) {
+    ExpectInvalid(backend_->PrepareWeight(i8({4, 0}), scales),
+                  "weight_prepare weight: int8 weights need K > 0");
+  }
+}
+
 // weight_prepare (ABI 1.1) lets a backend rearrange weights (the CPU backend's int8 and bf16 tile
 // layouts), but every op must read the values as written: the embedding gives bitwise what
 // unprepared copies of the same weights give, and so do the matmuls and the MoE with int8 or f32
