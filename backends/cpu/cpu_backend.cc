@@ -808,6 +808,13 @@ zaya_status DeviceInfo(zaya_backend* b, zaya_device_info* out) {
 zaya_status BufferAlloc(zaya_backend* b, zaya_buffer_kind kind, uint64_t bytes, zaya_buffer** out) {
   if (b == nullptr || out == nullptr) return ZAYA_STATUS_INVALID_ARGUMENT;
   return Guard(b, [&] {
+    // Rounding up to whole 64-byte lines must not wrap past 2^64 to a tiny allocation that
+    // claims `bytes`.
+    if (bytes > std::numeric_limits<uint64_t>::max() - 63) {
+      b->last_error = "cannot allocate " + std::to_string(bytes) +
+                      " bytes: more than the address space holds; check the requested size";
+      return ZAYA_STATUS_OUT_OF_MEMORY;
+    }
     auto buf = std::make_unique<zaya_buffer>();
     const uint64_t rounded = (std::max<uint64_t>(bytes, 1) + 63) / 64 * 64;
     buf->data = static_cast<std::byte*>(std::aligned_alloc(64, rounded));

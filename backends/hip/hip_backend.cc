@@ -717,6 +717,13 @@ zaya_status BufferAlloc(zaya_backend* b, zaya_buffer_kind kind, uint64_t bytes, 
   return Guard(b, [&] {
     if (kind < ZAYA_BUFFER_WEIGHTS || kind > ZAYA_BUFFER_HOST) Fail("unknown buffer kind");
     Check(hipSetDevice(b->device), "hipSetDevice");
+    // Rounding up to whole 256-byte blocks must not wrap past 2^64 to a tiny allocation that
+    // claims `bytes`.
+    if (bytes > std::numeric_limits<uint64_t>::max() - 255) {
+      b->last_error = "cannot allocate " + std::to_string(bytes) +
+                      " bytes: more than the address space holds; check the requested size";
+      return ZAYA_STATUS_OUT_OF_MEMORY;
+    }
     auto buf = std::make_unique<zaya_buffer>();
     const uint64_t rounded = (std::max<uint64_t>(bytes, 1) + 255) / 256 * 256;
     void* p = nullptr;

@@ -1130,6 +1130,28 @@ TEST_P(Conformance, Int8WeightsWithoutColumnsAreRefused) {
   }
 }
 
+// (bytes + 63) / 64 * 64 wrapped to 0 for sizes near 2^64: the allocation "succeeded" and the
+// buffer claimed 2^64 - 1 bytes, so every later bounds check passed.
+TEST_P(Conformance, BufferSizesThatCannotBeRoundedUpAreOutOfMemory) {
+  const zaya_backend_api* api = backend_->api();
+  zaya_backend* b = nullptr;
+  zaya_backend_options options{};
+  options.struct_size = sizeof(options);
+  options.threads = 1;
+  ASSERT_EQ(api->create(&options, &b), ZAYA_STATUS_OK);
+  for (const uint64_t bytes : {~uint64_t{0}, ~uint64_t{0} - 62, ~uint64_t{0} - 200}) {
+    zaya_buffer* buf = nullptr;
+    EXPECT_EQ(api->buffer_alloc(b, ZAYA_BUFFER_SCRATCH, bytes, &buf), ZAYA_STATUS_OUT_OF_MEMORY)
+        << bytes;
+    EXPECT_EQ(buf, nullptr);
+    EXPECT_NE(std::string(api->last_error(b)).find("cannot allocate " + std::to_string(bytes)),
+              std::string::npos)
+        << api->last_error(b);
+    api->buffer_free(b, buf);
+  }
+  api->destroy(b);
+}
+
 // weight_prepare (ABI 1.1) lets a backend rearrange weights (the CPU backend's int8 and bf16 tile
 // layouts), but every op must read the values as written: the embedding gives bitwise what
 // unprepared copies of the same weights give, and so do the matmuls and the MoE with int8 or f32
