@@ -16,6 +16,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include <cblas.h>
@@ -757,7 +758,8 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
   *out = nullptr;
   return Guard(static_cast<zaya_backend*>(nullptr), [&] {
     int threads = 0;
-    auto* b = new zaya_backend();
+    // Owned here until it is complete, so that a failure part-way frees it.
+    auto b = std::make_unique<zaya_backend>();
     if (options != nullptr && options->struct_size >= offsetof(zaya_backend_options, log_user)) {
       threads = options->threads;
       b->log = options->log;
@@ -766,7 +768,15 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
     if (threads <= 0) threads = std::max(1, get_nprocs());
     // OpenBLAS runs single-threaded inside our own pool's chunks.
     openblas_set_num_threads(1);
-    b->pool = std::make_unique<ThreadPool>(threads);
+    try {
+      b->pool = std::make_unique<ThreadPool>(threads);
+    } catch (const std::system_error& e) {
+      // create() has no instance for last_error: the log is the only place for the reason.
+      const std::string m = "cpu backend: cannot start " + std::to_string(threads) + " threads (" +
+                            e.what() + "); set backend.threads lower";
+      if (b->log != nullptr) b->log(b->log_user, 3, m.c_str());
+      throw OpError(ZAYA_STATUS_OUT_OF_MEMORY, m);
+    }
     if (b->log != nullptr) {
       if (*IsaEnvError() != '\0') b->log(b->log_user, 4, IsaEnvError());
       static constexpr const char* kTiles[] = {"portable", "AVX2+FMA",
@@ -775,7 +785,7 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
                             kTiles[static_cast<int>(MatVecIsa())] + " matvec tiles";
       b->log(b->log_user, 6, m.c_str());
     }
-    *out = b;
+    *out = b.release();
     return ZAYA_STATUS_OK;
   });
 }

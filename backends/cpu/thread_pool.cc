@@ -15,10 +15,20 @@ uint32_t Generation(uint64_t state) { return static_cast<uint32_t>(state >> 32);
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+  try {
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+  } catch (...) {
+    // A thread that cannot start (thread or address-space limits) throws with the ones before it
+    // running; no destructor runs for a half-built pool, and destroying workers_ with joinable
+    // threads would call std::terminate.
+    StopWorkers();
+    throw;
+  }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { StopWorkers(); }
+
+void ThreadPool::StopWorkers() {
   {
     std::lock_guard lock(mu_);
     stop_ = true;

@@ -25,7 +25,8 @@ namespace zaya::cpu {
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int threads);  // threads >= 1, including the caller
+  // threads >= 1, including the caller. Throws std::system_error when a thread cannot start.
+  explicit ThreadPool(int threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -39,6 +40,8 @@ class ThreadPool {
 
  private:
   void WorkerLoop(int index);
+  // Tells the workers to return and joins them.
+  void StopWorkers();
   // Runs chunks of job `generation` until none is left.
   void RunChunks(uint32_t generation, int index);
 

@@ -10,11 +10,16 @@
 // the only difference is f32 rounding in the backend's accumulation. Each check bounds the error by
 // kRel * (sum of |terms|) + kAbs, which holds for any summation order.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -1362,6 +1367,42 @@ TEST_P(Conformance, PreparedWeightsAreReadOnlyAndNamedAsPrepared) {
 
 INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::Values("cpu", "hip"),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
+
+// Bytes this process has mapped now (/proc/self/statm counts pages).
+uint64_t MappedBytes() {
+  uint64_t pages = 0;
+  std::ifstream("/proc/self/statm") >> pages;
+  return pages * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+// In a death test's child: creates a backend of 256 threads with room for a few 8 MiB thread
+// stacks only, and exits 0 when create() failed with OUT_OF_MEMORY and returned no instance.
+[[noreturn]] void CreateWithoutRoomForItsThreads(const zaya_backend_api* api) {
+  const rlimit limit{MappedBytes() + (64 << 20), RLIM_INFINITY};
+  if (setrlimit(RLIMIT_AS, &limit) != 0) std::_Exit(2);
+  zaya_backend_options options{};
+  options.struct_size = sizeof(options);
+  options.threads = 256;
+  options.log = [](void*, int, const char* m) { std::fprintf(stderr, "%s\n", m); };
+  zaya_backend* b = nullptr;
+  const zaya_status s = api->create(&options, &b);
+  std::fprintf(stderr, "create: status %d\n", static_cast<int>(s));
+  std::_Exit(s == ZAYA_STATUS_OUT_OF_MEMORY && b == nullptr ? 0 : 1);
+}
+
+// A worker thread that cannot start (here: no address space left for its stack; RLIMIT_NPROC
+// would not bind a test run as root) makes create() fail with a status. The pool used to throw
+// with the threads it had started still joinable, and std::terminate ended the process.
+TEST(CpuBackend, CreateFailsCleanlyWhenAWorkerThreadCannotStart) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "ASan's runtime dies itself when its mappings fail under an address-space limit";
+#endif
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto plugin = LoadBackendPlugin(ResolvePluginDir("") + "/libzaya-backend-cpu.so");
+  ASSERT_TRUE(plugin.ok()) << plugin.status().ToString();
+  EXPECT_EXIT(CreateWithoutRoomForItsThreads(plugin->api), ::testing::ExitedWithCode(0),
+              "cannot start 256 threads");
+}
 
 }  // namespace
 }  // namespace zaya
