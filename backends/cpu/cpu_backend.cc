@@ -760,10 +760,17 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
     int threads = 0;
     // Owned here until it is complete, so that a failure part-way frees it.
     auto b = std::make_unique<zaya_backend>();
-    if (options != nullptr && options->struct_size >= offsetof(zaya_backend_options, log_user)) {
-      threads = options->threads;
-      b->log = options->log;
-      b->log_user = options->log_user;
+    // A member exists in the host's struct only where struct_size covers all of it; log is of
+    // no use without its log_user.
+    if (options != nullptr) {
+      const uint32_t size = options->struct_size;
+      if (size >= offsetof(zaya_backend_options, threads) + sizeof(options->threads)) {
+        threads = options->threads;
+      }
+      if (size >= offsetof(zaya_backend_options, log_user) + sizeof(options->log_user)) {
+        b->log = options->log;
+        b->log_user = options->log_user;
+      }
     }
     if (threads <= 0) threads = std::max(1, get_nprocs());
     // OpenBLAS runs single-threaded inside our own pool's chunks.

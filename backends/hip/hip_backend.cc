@@ -630,10 +630,17 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
   auto b = std::make_unique<zaya_backend>();
   b->tables.pinned = true;
   const zaya_status s = Guard(b.get(), [&] {
-    if (options != nullptr && options->struct_size >= offsetof(zaya_backend_options, log_user)) {
-      b->device = options->device_index;
-      b->log = options->log;
-      b->log_user = options->log_user;
+    // A member exists in the host's struct only where struct_size covers all of it; log is of
+    // no use without its log_user.
+    if (options != nullptr) {
+      const uint32_t size = options->struct_size;
+      if (size >= offsetof(zaya_backend_options, device_index) + sizeof(options->device_index)) {
+        b->device = options->device_index;
+      }
+      if (size >= offsetof(zaya_backend_options, log_user) + sizeof(options->log_user)) {
+        b->log = options->log;
+        b->log_user = options->log_user;
+      }
     }
     int count = 0;
     Check(hipGetDeviceCount(&count), "hipGetDeviceCount");

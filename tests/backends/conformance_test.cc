@@ -1157,6 +1157,28 @@ TEST_P(Conformance, BufferSizesThatCannotBeRoundedUpAreOutOfMemory) {
   api->destroy(b);
 }
 
+int g_log_calls = 0;
+
+// zaya_backend_options is read only as far as its struct_size: log_user lies past a struct that
+// ends where it starts, and log is not called without it.
+TEST_P(Conformance, CreateReadsOnlyTheOptionsItsStructSizeCovers) {
+  const zaya_backend_api* api = backend_->api();
+  zaya_backend_options options{};
+  options.struct_size = offsetof(zaya_backend_options, log_user);
+  options.threads = 1;
+  options.log = [](void*, int, const char*) { ++g_log_calls; };
+  options.log_user = &g_log_calls;
+  g_log_calls = 0;
+  zaya_backend* b = nullptr;
+  ASSERT_EQ(api->create(&options, &b), ZAYA_STATUS_OK);
+  api->destroy(b);
+  EXPECT_EQ(g_log_calls, 0) << "logged through a log_user beyond struct_size";
+  options.struct_size = sizeof(options);
+  ASSERT_EQ(api->create(&options, &b), ZAYA_STATUS_OK);
+  api->destroy(b);
+  EXPECT_GT(g_log_calls, 0) << "a whole options struct's log is used";
+}
+
 // weight_prepare (ABI 1.1) lets a backend rearrange weights (the CPU backend's int8 and bf16 tile
 // layouts), but every op must read the values as written: the embedding gives bitwise what
 // unprepared copies of the same weights give, and so do the matmuls and the MoE with int8 or f32
