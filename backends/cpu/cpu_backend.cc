@@ -732,6 +732,13 @@ void OpCopy(zaya_backend*, const zaya_op& op) {
       n > d.buffer->bytes - d.offset) {
     Fail("copy of " + std::to_string(n) + " bytes runs outside a buffer");
   }
+  // As buffer_write: a prepared weight's bytes are in the backend's layout, and read-only.
+  uint64_t at = 0;
+  if (PreparedOverlap(d.buffer, d.offset, n, &at) != nullptr) {
+    Fail("copy of " + std::to_string(n) + " bytes to offset " + std::to_string(d.offset) +
+         " overlaps the weight prepared at offset " + std::to_string(at) +
+         " (weight_prepare); a prepared weight is read-only, copy into it before preparing");
+  }
   std::memmove(d.buffer->data + d.offset, s.buffer->data + s.offset, n);
 }
 

@@ -1387,6 +1387,26 @@ TEST_P(Conformance, PreparedWeightsAreReadOnlyAndNamedAsPrepared) {
   }
 }
 
+// COPY wrote into a prepared weight, which buffer_write refuses: its bytes are in the backend's
+// layout and read-only.
+TEST_P(Conformance, CopyIntoAPreparedWeightIsRefused) {
+  if (!HasWeightPrepare(*backend_)) GTEST_SKIP() << GetParam() << " has no weight_prepare";
+  Rng rng(25);
+  const int64_t n = 8, k = 512;
+  const auto prepared = dev_->Weights(rng.Weights(ZAYA_DTYPE_I8, n, k), {n, k});
+  ASSERT_TRUE(dev_->Prepare(prepared).ok());
+  zaya_op c = Op(ZAYA_OP_COPY);
+  c.src[0] = dev_->Zeros(ZAYA_DTYPE_F32, {4});
+  c.dst[0] = prepared.first;
+  c.dst[0].offset = 100;
+  c.i[0] = 16;
+  ExpectInvalid(dev_->Run(c), "overlaps the weight prepared at offset 0");
+  // Reading it stays allowed, as buffer_read of it is.
+  c.src[0] = prepared.first;
+  c.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {4});
+  EXPECT_TRUE(dev_->Run(c).ok());
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::Values("cpu", "hip"),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
