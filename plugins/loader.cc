@@ -71,11 +71,13 @@ Result<BackendPlugin> LoadBackendPlugin(const std::string& path) {
         "." + std::to_string(api->abi_minor) + " but this zayad needs ABI " +
         std::to_string(ZAYA_BACKEND_ABI_MAJOR) + ".x; install the plugin built with this zayad");
   }
-  if (api->struct_size < offsetof(zaya_backend_api, execute) + sizeof(api->execute)) {
+  // ABI 1.0 ends at execute; later members are optional, read where struct_size covers them.
+  const size_t abi_1_0_size = offsetof(zaya_backend_api, execute) + sizeof(api->execute);
+  if (api->struct_size < abi_1_0_size) {
     return FailedPrecondition("backend plugin " + path + " has a function table of " +
-                              std::to_string(api->struct_size) + " bytes, smaller than ABI " +
-                              std::to_string(ZAYA_BACKEND_ABI_MAJOR) + ".0 requires (" +
-                              std::to_string(sizeof(zaya_backend_api)) + ")");
+                              std::to_string(api->struct_size) + " bytes, smaller than the " +
+                              std::to_string(abi_1_0_size) + " bytes ABI " +
+                              std::to_string(ZAYA_BACKEND_ABI_MAJOR) + ".0 requires; it is broken");
   }
   const void* required[] = {reinterpret_cast<const void*>(api->create),
                             reinterpret_cast<const void*>(api->destroy),

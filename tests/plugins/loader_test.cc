@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstddef>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -47,6 +48,11 @@ TEST(LoaderTest, RefusesANullName) {
 TEST(LoaderTest, RefusesATooSmallFunctionTable) {
   ExpectRefused("fake_short_table.so", StatusCode::kFailedPrecondition,
                 "function table of 16 bytes");
+  // ABI 1.0 ends at execute; the message once named sizeof(zaya_backend_api), which a 1.1 table
+  // only reaches.
+  ExpectRefused("fake_short_table.so", StatusCode::kFailedPrecondition,
+                "smaller than the " + std::to_string(offsetof(zaya_backend_api, weight_prepare)) +
+                    " bytes ABI 1.0 requires");
 }
 
 TEST(LoaderTest, RefusesAFileThatIsNotASharedObject) {
