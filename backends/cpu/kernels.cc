@@ -127,6 +127,17 @@ __attribute__((always_inline)) inline float ExpNonPositive(float x) {
   return p * __builtin_bit_cast(float, e << 23);
 }
 
+// silu(g) u through ExpNonPositive: e = exp(-|g|) never overflows, and silu(g) = g / (1 + e) for
+// g >= 0, g e / (1 + e) below (the same function, each form where exp stays <= 1). Past |g| = 87
+// e is 0: ExpNonPositive would stop at ~1e-38, and g e for g = -3e38 would be -5, not ~0.
+ZAYA_CLONES void SiluMulImpl(const float* g, const float* u, int64_t n, float* out) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = g[i], ax = std::fabs(x), e = ax > 87.f ? 0.f : ExpNonPositive(-ax);
+    out[i] = (x >= 0.f ? x : x * e) / (1.f + e) * u[i];
+  }
+}
+
 ZAYA_CLONES float ExpShiftedImpl(float* s, int64_t n, float shift) {
   float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
@@ -149,6 +160,7 @@ void DotRows(const float* q, const uint16_t* rows, int64_t stride, int64_t n, in
   DotRowsBf16Impl(q, rows, stride, n, hd, out);
 }
 float ExpShifted(float* s, int64_t n, float shift) { return ExpShiftedImpl(s, n, shift); }
+void SiluMul(const float* g, const float* u, int64_t n, float* out) { SiluMulImpl(g, u, n, out); }
 
 void AxpyRows(const float* w, const float* rows, int64_t stride, int64_t n, int64_t hd, float* acc) {
   AxpyRowsF32Impl(w, rows, stride, n, hd, acc);

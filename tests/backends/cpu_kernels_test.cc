@@ -1,10 +1,13 @@
-// The CPU kernels' batch invariance beyond the conformance suite's 63 tokens: where MatMul runs
+// Properties of the CPU plugin's kernel library that the ABI-level conformance suite cannot see.
+//
+// Batch invariance beyond the conformance suite's 63 tokens: where MatMul runs
 // the tiles at every batch (kernels.h TilesAtEveryBatch: bf16 and int8 weights on the AVX-512
 // tiles), a row's output is bitwise the same at 1, 70 and 130 tokens, through the row-major and
 // the tile layouts. The engine mixes decode tokens with prompt chunks in one step, so without
 // this a seeded request's tokens would change when another client's long prompt shares its step.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -65,6 +68,29 @@ TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
   if (checked == 0) {
     GTEST_SKIP() << "the " << IsaName(MatVecIsa())
                  << " tiles leave 64 tokens and more to OpenBLAS (batch-invariant below 64 only)";
+  }
+}
+
+// SiluMul (the MoE's SwiGLU) against silu in double precision, over the whole float range the
+// gate can take, into the same array as its input as the backend may: relative error within
+// 1e-6 (its exp is ~1e-7), and no overflow or NaN at the extremes (below g = -87 it gives 0 for
+// values under ~1e-36: an absolute 1e-35).
+TEST(SiluMul, MatchesSiluTimesUpInDoubleAcrossTheRange) {
+  std::vector<float> g, u;
+  for (float x = -120.f; x <= 120.f; x += 0.0137f) g.push_back(x);
+  for (float x :
+       {0.f, -0.f, -87.5f, -88.f, -89.f, -103.9f, 88.5f, 89.f, 1e-30f, -1e-30f, 3e38f, -3e38f}) {
+    g.push_back(x);
+  }
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> up(-3.f, 3.f);
+  for (size_t i = 0; i < g.size(); ++i) u.push_back(up(rng));
+  std::vector<float> out = g;
+  SiluMul(out.data(), u.data(), static_cast<int64_t>(out.size()), out.data());
+  for (size_t i = 0; i < g.size(); ++i) {
+    const double x = g[i], want = x / (1.0 + std::exp(-x)) * u[i];
+    ASSERT_TRUE(std::isfinite(out[i])) << "g " << g[i];
+    ASSERT_LE(std::fabs(out[i] - want), 1e-6 * std::fabs(want) + 1e-35) << "g " << g[i];
   }
 }
 
