@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -834,8 +835,9 @@ zaya_status BufferAlloc(zaya_backend* b, zaya_buffer_kind kind, uint64_t bytes, 
   if (b == nullptr || out == nullptr) return ZAYA_STATUS_INVALID_ARGUMENT;
   return Guard(b, [&] {
     // Rounding up to whole 64-byte lines must not wrap past 2^64 to a tiny allocation that
-    // claims `bytes`.
-    if (bytes > std::numeric_limits<uint64_t>::max() - 63) {
+    // claims `bytes`; and no object is larger than PTRDIFF_MAX, so such a size is refused here
+    // rather than handed to aligned_alloc (whose failure ASan reports as an error, not NULL).
+    if (bytes > static_cast<uint64_t>(std::numeric_limits<std::ptrdiff_t>::max())) {
       b->last_error = "cannot allocate " + std::to_string(bytes) +
                       " bytes: more than the address space holds; check the requested size";
       return ZAYA_STATUS_OUT_OF_MEMORY;
