@@ -819,6 +819,14 @@ void ReadSections(Problems& problems, const toml::value* const tables[7], Config
   const auto i2s = [](int64_t x) { return std::to_string(x); };
 
   const MemoryConfig& m = config.memory;
+  // The key is accepted so that files written for a later zayad that pages experts still load with
+  // false, but true would promise a memory saving that nothing delivers.
+  if (m.experts_offload) {
+    problems.Add(memory.Line("experts_offload"),
+                 "[memory] experts_offload = true is not implemented: every expert stays resident; "
+                 "set it to false, and if the weights do not fit in memory.weights raise "
+                 "memory.weights or set model.weights_dtype = \"int8\"");
+  }
   if (m.request > m.state) {
     relation(memory, "request", Quote(FormatSize(m.request)), memory, "state", FormatSize(m.state),
              "is larger than",

@@ -38,7 +38,7 @@ struct MemoryConfig {
   uint64_t state = 1ull << 30;      // KV block pool + CCA state for all sequences
   uint64_t request = 512ull << 20;  // most one request (a whole RSA population) may hold
   int kv_block_tokens = 16;         // tokens per KV block
-  bool experts_offload = false;     // page expert weights in through an LRU instead of keeping them
+  bool experts_offload = false;     // not implemented: only false is accepted
   friend bool operator==(const MemoryConfig&, const MemoryConfig&) = default;
 };
 

@@ -92,7 +92,6 @@ TEST(FormatConfig, RoundTripsUnusualValues) {
   c.memory.weights = 1536ull << 20;  // 1.5GiB -> "1536MiB"
   c.memory.state = (3ull << 30) + 12345;
   c.memory.request = 1ull << 30;
-  c.memory.experts_offload = true;
   c.scheduler.drain_timeout = milliseconds(1500);
   c.rsa.temperature = 0.1 + 0.2;  // not exactly representable in few digits
   c.rsa.top_p = 0.95;
@@ -130,6 +129,21 @@ TEST(ParseConfig, AcceptsSizesAsIntegersAndFloatsForTemperature) {
   EXPECT_EQ(config->memory.state, 2ull << 30);
   EXPECT_EQ(config->memory.request, 3ull << 29);
   EXPECT_DOUBLE_EQ(config->rsa.temperature, 1.0);
+}
+
+TEST(ParseConfig, RefusesExpertsOffloadUntilItIsImplemented) {
+  // Nothing pages experts: a file asking for it must not load as if it did.
+  auto on = ParseConfig("[memory]\nexperts_offload = true\n", "x.toml");
+  ASSERT_FALSE(on.ok());
+  EXPECT_NE(on.status().message().find("experts_offload = true is not implemented"),
+            std::string::npos)
+      << on.status().message();
+  EXPECT_NE(on.status().message().find("raise memory.weights or set model.weights_dtype"),
+            std::string::npos)
+      << on.status().message();
+  auto off = ParseConfig("[memory]\nexperts_offload = false\n", "x.toml");
+  ASSERT_TRUE(off.ok()) << off.status().ToString();
+  EXPECT_FALSE(off->memory.experts_offload);
 }
 
 TEST(ParseConfig, DottedKeysAndInlineTablesWork) {
