@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include "config/aggregation_template.h"
+
 namespace zaya {
 namespace {
 
@@ -904,6 +906,15 @@ void ReadSections(Problems& problems, const toml::value* const tables[7], Config
         problems.Add(rsa.Line("answer_regex"),
                      "[rsa] answer_regex = " + Quote(r.answer_regex) + " " + problem);
       }
+    }
+  }
+  // The same parser the engine renders from: a typo such as {txet} would otherwise pass here and
+  // on reload, then fail every solve as if the client had sent something wrong.
+  if (!rsa.Failed("aggregation_template") && !r.aggregation_template.empty()) {
+    if (auto parsed = ParseAggregationTemplate(r.aggregation_template); !parsed.ok()) {
+      problems.Add(rsa.Line("aggregation_template"),
+                   "[rsa] aggregation_template = " + Quote(r.aggregation_template) +
+                       " is invalid: " + parsed.status().message());
     }
   }
   if (!ipc.Failed("endpoint")) {

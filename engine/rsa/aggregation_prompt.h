@@ -1,17 +1,8 @@
 // The text of an RSA aggregation prompt (the user message; the chat template wraps it later).
 //
-// Template syntax (RsaConfig::aggregation_template; empty = the built-in kDefaultAggregationTemplate):
-//   {question}                     the problem, verbatim
-//   {count}                        the number of candidates
-//   {candidates} ... {/candidates} the text between is repeated once per candidate, with
-//       {index}             1-based candidate number
-//       {text}              the candidate's tail text
-//       {truncated_marker}  kTruncatedMarker when the tail was cut, else nothing
-//   {{ and }}                      literal { and }
-// Any other {name} (letters, digits, '_' or '/') is an error at load, so a typo in a placeholder is
-// caught when the config is read, not silently sent to the model; braces not forming such a name
-// (e.g. \boxed{}) are literal. Required: {question} once or more, exactly one {candidates} block
-// containing {text}; {index}/{text}/{truncated_marker} only inside it.
+// Template syntax: config/aggregation_template.h (RsaConfig::aggregation_template; empty = the
+// built-in kDefaultAggregationTemplate). The config loader parses it with the same function, so a
+// typo in a placeholder is caught when the config is read, not silently sent to the model.
 //
 // Thread safety: AggregationTemplate is immutable after Parse; Render may run on several threads.
 #pragma once
@@ -22,6 +13,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "config/aggregation_template.h"
 
 namespace zaya {
 
@@ -46,18 +38,12 @@ class AggregationTemplate {
                      std::span<const AggregationCandidate> candidates) const;
 
  private:
-  enum class Kind { kLiteral, kQuestion, kCount, kIndex, kText, kTruncatedMarker };
-  struct Piece {
-    Kind kind;
-    std::string literal;
-  };
+  using Piece = AggregationTemplatePiece;
   static void RenderPieces(const std::vector<Piece>& pieces, std::string_view question,
                            size_t count, size_t index, const AggregationCandidate* candidate,
                            std::string& out);
 
-  std::vector<Piece> head_;       // before {candidates}
-  std::vector<Piece> candidate_;  // between {candidates} and {/candidates}
-  std::vector<Piece> tail_;       // after {/candidates}
+  AggregationTemplateParts parts_;
 };
 
 }  // namespace zaya

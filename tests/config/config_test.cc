@@ -97,7 +97,9 @@ TEST(FormatConfig, RoundTripsUnusualValues) {
   c.rsa.top_p = 0.95;
   c.rsa.answer_extractor = "regex";
   c.rsa.answer_regex = R"(Answer:\s*(\S+))";
-  c.rsa.aggregation_template = "Probl\u00e8me \U0001F642:\n{question}\n\tCandidates:\n{candidates}\n";
+  c.rsa.aggregation_template =
+      "Probl\u00e8me \U0001F642:\n{question}\n\tCandidates:\n{candidates}{index}: "
+      "{text}\n{/candidates}";
   c.ipc.endpoint = "tcp://127.0.0.1:5555";
   c.ipc.heartbeat_interval = milliseconds(250);
   c.ipc.heartbeat_timeout = std::chrono::hours(1);
