@@ -732,6 +732,17 @@ std::string ResolvePath(const std::string& path, const std::string& config_name)
   return (dir / p).lexically_normal().string();
 }
 
+// Which rule the [rsa] defaults break in a context of `context` tokens, shared by the loader
+// (model.max_context) and CheckRsaFitsContext (the loaded model's context). A trace needs the
+// question (at least one token) plus budget; an aggregation prompt subset tails plus budget.
+enum class RsaMisfit { kNone, kBudget, kAggregation };
+RsaMisfit RsaContextMisfit(const RsaConfig& r, int64_t context, int64_t* aggregation) {
+  *aggregation = static_cast<int64_t>(r.subset) * r.tail + r.budget;
+  if (r.budget >= context) return RsaMisfit::kBudget;
+  if (r.mode == "rsa" && r.rounds > 0 && *aggregation >= context) return RsaMisfit::kAggregation;
+  return RsaMisfit::kNone;
+}
+
 using KeyList = std::vector<std::pair<std::string_view, std::vector<std::string_view>>>;
 
 // Reads every section into `config`; `sections` gives each [name] its table (or null).
@@ -873,20 +884,20 @@ void ReadSections(Problems& problems, const toml::value* const tables[7], Config
              "the tail is cut from a trace of at most budget tokens: lower tail or raise budget");
   }
   const int64_t context = config.model.max_context;
-  if (context > 0) {
-    const int64_t aggregation = static_cast<int64_t>(r.subset) * r.tail + r.budget;
-    if (r.budget >= context) {
-      relation(rsa, "budget", i2s(r.budget), model, "max_context", i2s(context), "does not fit in",
-               "a trace needs the question plus budget tokens: lower budget or "
-               "raise max_context");
-    } else if (r.mode == "rsa" && r.rounds > 0 && aggregation >= context) {
-      relation(rsa, "subset",
-               i2s(r.subset) + " (with tail " + i2s(r.tail) + " and budget " + i2s(r.budget) +
-                   ": " + i2s(aggregation) + " tokens)",
-               model, "max_context", i2s(context), "does not fit in",
-               "an aggregation prompt holds subset * tail tokens plus budget generated tokens: "
-               "lower subset, tail or budget");
-    }
+  int64_t aggregation = 0;
+  const RsaMisfit misfit =
+      context > 0 ? RsaContextMisfit(r, context, &aggregation) : RsaMisfit::kNone;
+  if (misfit == RsaMisfit::kBudget) {
+    relation(rsa, "budget", i2s(r.budget), model, "max_context", i2s(context), "does not fit in",
+             "a trace needs the question plus budget tokens: lower budget or "
+             "raise max_context");
+  } else if (misfit == RsaMisfit::kAggregation) {
+    relation(rsa, "subset",
+             i2s(r.subset) + " (with tail " + i2s(r.tail) + " and budget " + i2s(r.budget) + ": " +
+                 i2s(aggregation) + " tokens)",
+             model, "max_context", i2s(context), "does not fit in",
+             "an aggregation prompt holds subset * tail tokens plus budget generated tokens: "
+             "lower subset, tail or budget");
   }
   if (!rsa.Failed("answer_extractor") && !rsa.Failed("answer_regex")) {
     if (r.answer_extractor == "regex" && r.answer_regex.empty()) {
@@ -962,6 +973,30 @@ Result<uint64_t> ParseSize(std::string_view text) {
   auto r = ParseSizeReason(text);
   if (!r.ok()) return InvalidArgument("size " + Quote(text) + " " + r.status().message());
   return r;
+}
+
+Status CheckRsaFitsContext(const RsaConfig& r, int64_t context, std::string_view origin) {
+  int64_t aggregation = 0;
+  const std::string in_context = " does not fit in the model's context of " +
+                                 std::to_string(context) + " tokens (" + std::string(origin) + ")";
+  switch (RsaContextMisfit(r, context, &aggregation)) {
+    case RsaMisfit::kNone:
+      return Status::Ok();
+    case RsaMisfit::kBudget:
+      return InvalidArgument(
+          "rsa.budget = " + std::to_string(r.budget) + in_context +
+          ": a trace needs the question plus budget tokens, so every solve using the default "
+          "would be refused; lower rsa.budget below " +
+          std::to_string(context) + " (and rsa.tail with it: subset * tail + budget must fit too)");
+    case RsaMisfit::kAggregation:
+      return InvalidArgument(
+          "rsa.subset * rsa.tail + rsa.budget = " + std::to_string(r.subset) + " * " +
+          std::to_string(r.tail) + " + " + std::to_string(r.budget) + " = " +
+          std::to_string(aggregation) + " tokens" + in_context +
+          ": an aggregation prompt holds subset tails plus budget generated tokens, so every "
+          "solve using the defaults would be refused; lower rsa.tail, rsa.subset or rsa.budget");
+  }
+  return Status::Ok();
 }
 
 Result<milliseconds> ParseDuration(std::string_view text) {

@@ -114,6 +114,13 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& name);
 
 inline constexpr std::size_t kMaxConfigBytes = 1u << 20;
 
+// Whether a solve with the [rsa] defaults fits a model context of `context` tokens (rsa.budget, and
+// in rsa mode with rounds subset * tail + budget, must be below it). The loader applies the same
+// rule to model.max_context when it is set; with 0 the context is the checkpoint's, known only once
+// the model is loaded, so the engine checks it then and on reload. `origin` says where the context
+// comes from, for the message.
+Status CheckRsaFitsContext(const RsaConfig& rsa, int64_t context, std::string_view origin);
+
 // The keys ("memory.state", ...) that differ between `current` and `next` and only take effect on a
 // restart. Live on reload (SIGHUP): log.level, every rsa.* key, scheduler.max_queue and the ipc
 // per-client limits (max_message, max_json_depth, max_requests_per_client). The daemon applies the

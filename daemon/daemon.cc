@@ -273,9 +273,15 @@ class Daemon {
       notifier_.Ready("reload refused, running config kept; " + last_status_);
       return;
     }
+    // The engine checks the new [rsa] defaults against the loaded model's context (which the
+    // file alone cannot know) before anything is applied, so a refusal leaves everything as it was.
+    if (const Status engine = ReconfigureEngine(*engine_, plan.applied); !engine.ok()) {
+      ZAYA_LOG(kErr, "reload refused, running configuration kept: " + engine.message());
+      notifier_.Ready("reload refused, running config kept; " + last_status_);
+      return;
+    }
     config_ = std::move(plan.applied);
     ConfigureLogging(config_.log, args_.foreground);
-    ReconfigureEngine(*engine_, config_);
     server_->UpdateLimits(ipc::ProtocolLimits::FromConfig(config_),
                           config_.ipc.max_requests_per_client);
     for (const auto& key : plan.need_restart) {

@@ -10,9 +10,13 @@
 
 namespace zaya {
 
+// Also refuses [rsa] defaults that do not fit the loaded model's context: with model.max_context
+// = 0 that context comes from the checkpoint, which the config loader never sees, and every solve
+// using the defaults would fail with out_of_range.
 Result<std::unique_ptr<Engine>> CreateEngine(const Config& config);
 
-// Applies the live-reloadable settings of `config` to an engine made by CreateEngine (SIGHUP).
-void ReconfigureEngine(Engine& engine, const Config& config);
+// Applies the live-reloadable settings of `config` to an engine made by CreateEngine (SIGHUP),
+// after the same [rsa] check against the running model; on an error nothing is applied.
+Status ReconfigureEngine(Engine& engine, const Config& config);
 
 }  // namespace zaya

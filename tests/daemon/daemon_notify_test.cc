@@ -168,5 +168,56 @@ TEST(DaemonNotifyTest, StartupFailureIsReportedAndExitsOne) {
   EXPECT_NE(d.Log().find("cannot start"), std::string::npos) << d.Log();
 }
 
+// Rewrites `from` to `to` once in the config file.
+void EditConfig(const DaemonProcess& d, const std::string& from, const std::string& to) {
+  std::string text;
+  {
+    std::ifstream in(d.config_path());
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const auto pos = text.find(from);
+  ASSERT_NE(pos, std::string::npos) << from;
+  text.replace(pos, from.size(), to);
+  std::ofstream(d.config_path()) << text;
+}
+
+// model.max_context = 0 leaves the context to the checkpoint (4096 tokens for the tiny one), which
+// the config loader never sees: an rsa.budget beyond it passed, and every default solve then failed
+// with out_of_range. Start-up now fails saying so, and a reload to such a budget is refused.
+TEST(DaemonNotifyTest, RsaBudgetBeyondTheModelsContextFailsStartAndIsRefusedOnReload) {
+  DaemonProcess d;
+  d.WriteConfig();
+  EditConfig(d, "budget = 16\n", "budget = 5000\n");
+  d.Start();
+  EXPECT_EQ(d.WaitExit(30s), 1) << d.Log();
+  for (const auto& m : d.messages()) {
+    EXPECT_EQ(m.find("READY=1"), std::string::npos) << "ready with unusable rsa defaults: " << m;
+  }
+  EXPECT_NE(d.Log().find("cannot start: invalid_argument: rsa.budget = 5000 does not fit in the "
+                         "model's context of 4096 tokens"),
+            std::string::npos)
+      << d.Log();
+
+  d.WriteConfig();
+  d.Start();
+  ASSERT_TRUE(d.WaitForNotify("READY=1")) << d.Log();
+  EditConfig(d, "budget = 16\n", "budget = 5000\n");
+  d.Signal(SIGHUP);
+  ASSERT_TRUE(d.WaitForNotify("RELOADING=1", 10s)) << d.Log();
+  ASSERT_TRUE(d.WaitForNotify("READY=1", 10s)) << d.Log();
+  EXPECT_NE(d.Log().find("reload refused, running configuration kept: rsa.budget = 5000 does not "
+                         "fit in the model's context of 4096 tokens"),
+            std::string::npos)
+      << d.Log();
+  // The running defaults still serve.
+  auto client = ipc::Client::Connect(d.endpoint());
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  auto solved = (*client)->Request({{"op", "solve"}, {"prompt", "1+1="}, {"seed", 1}});
+  ASSERT_TRUE(solved.ok()) << solved.status().ToString();
+  EXPECT_EQ((*solved)["event"], "done") << solved->dump();
+  d.Signal(SIGTERM);
+  EXPECT_EQ(d.WaitExit(60s), 0) << d.Log();
+}
+
 }  // namespace
 }  // namespace zaya

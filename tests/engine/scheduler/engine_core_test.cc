@@ -345,5 +345,45 @@ TEST(EngineCoreTest, WeightsOverBudgetRefusesToStartWithNumbers) {
   EXPECT_NE(e.status().message().find("int8"), std::string::npos);
 }
 
+TEST(EngineCoreTest, FactoryRefusesRsaDefaultsBeyondTheModelsContext) {
+  // model.max_context = 0 leaves the context to the checkpoint (4096 tokens here), so only the
+  // engine can tell that the built-in budget of 16384 would make every default solve fail.
+  Config c = testing::TinyEngineConfig();
+  ASSERT_EQ(c.model.max_context, 0);
+  auto e = CreateEngine(c);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument);
+  const std::string& m = e.status().message();
+  EXPECT_NE(m.find("rsa.budget = 16384 does not fit in the model's context of 4096 tokens"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("max_position_embeddings"), std::string::npos) << m;
+}
+
+TEST(EngineCoreTest, ReconfigureRefusesRsaDefaultsBeyondTheModelsContextAndAppliesNothing) {
+  auto engine = CreateEngine(TinyConfig());
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  Config next = TinyConfig();
+  next.rsa.tail = 1024;  // 2 * 1024 + 2048 = 4096 tokens of aggregation prompt: one too many
+  next.rsa.budget = 2048;
+  next.rsa.max_population = 2;  // would refuse the population of 4 below if it were applied
+  const Status s = ReconfigureEngine(**engine, next);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("rsa.subset * rsa.tail + rsa.budget = 2 * 1024 + 2048 = 4096 tokens "
+                             "does not fit in the model's context of 4096 tokens"),
+            std::string::npos)
+      << s.message();
+  auto rec = std::make_shared<Recorder>();
+  EngineRequest solve = Solve("s", "1+1=", 1);
+  solve.solve.population = 4;
+  solve.solve.budget = 4;
+  EXPECT_TRUE((*engine)->Submit(solve, rec).ok());
+  rec->Wait("s");
+  next.rsa.tail = 8;
+  next.rsa.budget = 16;
+  EXPECT_TRUE(ReconfigureEngine(**engine, next).ok());
+  EXPECT_EQ((*engine)->Submit(solve, rec).code(), StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace zaya
