@@ -31,8 +31,9 @@ struct BackendPlugin {
 // plugin's reason.
 Result<BackendPlugin> LoadBackendPlugin(const std::string& path);
 
-// The folder plugins are looked up in: `configured` when non-empty, else $ZAYA_PLUGIN_DIR, else
-// <dir of this executable>/../plugins (a build tree), else the install dir.
+// The folder plugins are looked up in: `configured` when non-empty, else $ZAYA_PLUGIN_DIR, else the
+// first plugins/ holding libzaya-backend-cpu.so in a folder above this executable (a build tree),
+// else the install dir.
 std::string ResolvePluginDir(const std::string& configured);
 
 class Backend;
