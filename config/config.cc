@@ -943,8 +943,32 @@ void ReadSections(Problems& problems, const toml::value* const tables[7], Config
             "\"ipc:///run/zayad/zayad.sock\"");
       }
     } else if (e.rfind("tcp://", 0) == 0) {
-      if (e.size() == 6 || e.find(':', 6) == std::string::npos) {
-        fail_endpoint("needs a host and port, e.g. \"tcp://127.0.0.1:5555\"");
+      // Checked here because a bad one otherwise shows only when zmq_bind fails, after the model
+      // has loaded (minutes for a large one).
+      const std::string example =
+          "e.g. \"tcp://127.0.0.1:5555\" (host \"*\" binds every interface)";
+      const size_t colon = e.rfind(':');
+      const std::string host = colon > 6 ? e.substr(6, colon - 6) : "";
+      const std::string port = colon > 6 ? e.substr(colon + 1) : "";
+      const bool port_digits =
+          !port.empty() && port.size() <= 5 &&
+          std::all_of(port.begin(), port.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+      const bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
+      if (colon == std::string::npos || colon < 6) {
+        fail_endpoint("needs a host and port, " + example);
+      } else if (host.empty()) {
+        fail_endpoint("has no host before the port; " + example);
+      } else if (host.find_first_of(" \t/") != std::string::npos) {
+        fail_endpoint("has host " + Quote(host) + ", which is not a host name or address; " +
+                      example);
+      } else if (host.find(':') != std::string::npos && !bracketed) {
+        fail_endpoint("has an IPv6 address without brackets; write it as tcp://[" + host +
+                      "]:" + port);
+      } else if (!port_digits || std::stoi(port) < 1 || std::stoi(port) > 65535) {
+        fail_endpoint("has port " + Quote(port) +
+                      ", which is not a number from 1 to 65535 (clients need a fixed port, so "
+                      "\"*\" is refused too); " +
+                      example);
       }
     } else {
       fail_endpoint("must start with ipc:// (a local socket, the default) or tcp://");

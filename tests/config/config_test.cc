@@ -148,6 +148,24 @@ TEST(ParseConfig, RefusesExpertsOffloadUntilItIsImplemented) {
   EXPECT_FALSE(off->memory.experts_offload);
 }
 
+TEST(ParseConfig, ChecksTcpEndpointsHostAndPort) {
+  // What zmq_bind takes for a daemon clients can find: any host (or "*"), a fixed port.
+  for (const char* good : {"tcp://*:5555", "tcp://127.0.0.1:1", "tcp://localhost:65535",
+                           "tcp://[::1]:5555", "tcp://eth0:8080"}) {
+    auto c = ParseConfig(std::string("[ipc]\nendpoint = \"") + good + "\"\n", "x.toml");
+    EXPECT_TRUE(c.ok()) << good << ": " << c.status().ToString();
+  }
+  for (const char* bad : {"tcp://", "tcp://:", "tcp://:5555", "tcp://host", "tcp://host:",
+                          "tcp://host:0", "tcp://host:65536", "tcp://host:*", "tcp://host:+80",
+                          "tcp://host:5555x", "tcp://::1:5555", "tcp://a b:5555"}) {
+    auto c = ParseConfig(std::string("[ipc]\nendpoint = \"") + bad + "\"\n", "x.toml");
+    ASSERT_FALSE(c.ok()) << bad;
+    EXPECT_NE(c.status().message().find(std::string("endpoint = \"") + bad + "\""),
+              std::string::npos)
+        << c.status().message();
+  }
+}
+
 TEST(ParseConfig, DottedKeysAndInlineTablesWork) {
   auto config = ParseConfig("memory.state = \"2GiB\"\nlog = { level = \"debug\" }\n", "x.toml");
   ASSERT_TRUE(config.ok()) << config.status().ToString();
