@@ -782,7 +782,7 @@ void ReadSections(Problems& problems, const toml::value* const tables[7], Config
   rsa.Integer("rounds", &r.rounds, 0, 1024, "T; 0 = parallel sampling only");
   rsa.Integer("tail", &r.tail, 1, 1 << 24, "tau, tokens");
   rsa.Integer("budget", &r.budget, 1, 1 << 24, "beta, tokens per trace");
-  rsa.Float("temperature", &r.temperature, 0.0, 10.0, false);
+  rsa.Float("temperature", &r.temperature, 0.0, kMaxTemperature, false);
   rsa.Float("top_p", &r.top_p, 0.0, 1.0, true);
   rsa.Integer("max_population", &r.max_population, 1, 4096);
   rsa.Integer("max_rounds", &r.max_rounds, 0, 1024);

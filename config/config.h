@@ -51,6 +51,12 @@ struct SchedulerConfig {
   friend bool operator==(const SchedulerConfig&, const SchedulerConfig&) = default;
 };
 
+// Highest sampling temperature accepted anywhere: rsa.temperature, a solve's or a generate's
+// temperature. Beyond it sampling is close to uniform noise, almost surely a mistake; the protocol
+// set 5 first (docs/protocol.md), and the config and the RSA resolver agree with it so that a
+// default is never one a request could not send.
+inline constexpr double kMaxTemperature = 5.0;
+
 struct RsaConfig {
   // Defaults for `solve`; each has a per-request override bounded by the max_* limits.
   std::string mode = "rsa";  // "single" | "parallel" | "rsa"

@@ -227,7 +227,7 @@ std::optional<Error> ParseGenerate(const Fields& f, const ProtocolLimits& limits
   ZAYA_IPC_CHECK(f.Int("max_tokens", 1, limits.max_tokens, &i));
   if (i) s.max_tokens = static_cast<int>(*i);
   i.reset();
-  ZAYA_IPC_CHECK(f.Number("temperature", 0.0, 5.0, false, &d));
+  ZAYA_IPC_CHECK(f.Number("temperature", 0.0, kMaxTemperature, false, &d));
   if (d) s.temperature = *d;
   d.reset();
   ZAYA_IPC_CHECK(f.Int("top_k", 0, std::numeric_limits<int>::max(), &i));
@@ -305,7 +305,7 @@ std::optional<Error> ParseSolve(const Fields& f, const ProtocolLimits& limits, E
   s.budget = to_int(i);
   i.reset();
   std::optional<double> d;
-  ZAYA_IPC_CHECK(f.Number("temperature", 0.0, 5.0, false, &d));
+  ZAYA_IPC_CHECK(f.Number("temperature", 0.0, kMaxTemperature, false, &d));
   s.temperature = d;
   d.reset();
   ZAYA_IPC_CHECK(f.Number("top_p", 0.0, 1.0, true, &d));

@@ -2,13 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 namespace zaya {
 namespace {
-
-// Upper bound on temperature: beyond it sampling is uniform noise, almost surely a client mistake.
-constexpr double kMaxTemperature = 10.0;
 
 Status CheckRange(const char* field, int value, int lo, int hi, const char* limit_name) {
   if (value < lo || value > hi) {
@@ -87,8 +85,10 @@ Result<RsaParams> ResolveRsaParams(const SolveParams& req, const RsaConfig& cfg,
     p.tail = std::min(p.tail, p.budget);
   }
   if (!std::isfinite(p.temperature) || p.temperature < 0 || p.temperature > kMaxTemperature) {
-    return InvalidArgument("temperature = " + std::to_string(p.temperature) +
-                           " is out of range; allowed 0..10 (0 = greedy)");
+    char allowed[64];
+    std::snprintf(allowed, sizeof allowed, " is out of range; allowed 0..%g (0 = greedy)",
+                  kMaxTemperature);
+    return InvalidArgument("temperature = " + std::to_string(p.temperature) + allowed);
   }
   if (!(p.top_p > 0 && p.top_p <= 1)) {
     return InvalidArgument("top_p = " + std::to_string(p.top_p) +

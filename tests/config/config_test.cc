@@ -166,6 +166,16 @@ TEST(ParseConfig, ChecksTcpEndpointsHostAndPort) {
   }
 }
 
+TEST(ParseConfig, TemperatureStopsAtTheProtocolsLimit) {
+  auto edge = ParseConfig("[rsa]\ntemperature = 5.0\n", "x.toml");
+  ASSERT_TRUE(edge.ok()) << edge.status().ToString();
+  EXPECT_DOUBLE_EQ(edge->rsa.temperature, kMaxTemperature);
+  auto over = ParseConfig("[rsa]\ntemperature = 5.01\n", "x.toml");
+  ASSERT_FALSE(over.ok());
+  EXPECT_NE(over.status().message().find("allowed: from 0.0 to 5.0"), std::string::npos)
+      << over.status().message();
+}
+
 TEST(ParseConfig, DottedKeysAndInlineTablesWork) {
   auto config = ParseConfig("memory.state = \"2GiB\"\nlog = { level = \"debug\" }\n", "x.toml");
   ASSERT_TRUE(config.ok()) << config.status().ToString();

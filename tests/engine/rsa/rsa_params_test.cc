@@ -126,6 +126,21 @@ TEST(RsaParamsTest, ContradictionsAndLimitsNameTheField) {
   ExpectError(s, "top_p");
 }
 
+TEST(RsaParamsTest, TemperatureLimitIsTheProtocolsFive) {
+  // One limit everywhere (kMaxTemperature): the protocol refuses above 5, so the resolver did not
+  // let 5..10 through from the config either.
+  SolveParams s;
+  s.temperature = kMaxTemperature;
+  auto edge = ResolveRsaParams(s, {}, 0);
+  ASSERT_TRUE(edge.ok()) << edge.status().ToString();
+  EXPECT_DOUBLE_EQ(edge->temperature, 5.0);
+  s.temperature = 5.01;
+  ExpectError(s, "temperature = 5.010000 is out of range; allowed 0..5 (0 = greedy)");
+  RsaConfig hot;
+  hot.temperature = 7.0;
+  ExpectError({}, "temperature = 7.000000 is out of range; allowed 0..5", hot);
+}
+
 TEST(RsaParamsTest, TailIsClampedToBudget) {
   SolveParams s;
   s.tail = 8000;
