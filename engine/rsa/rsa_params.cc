@@ -80,6 +80,9 @@ Result<RsaParams> ResolveRsaParams(const SolveParams& req, const RsaConfig& cfg,
     p.subset = 0;
     p.tail = std::clamp(p.tail, 0, p.budget);
   } else {
+    // A subset the request did not send is the config's, chosen for the config's population: a
+    // smaller --population alone must not be refused over a value the client never gave.
+    if (!req.subset) p.subset = std::min(p.subset, p.population);
     ZAYA_RETURN_IF_ERROR(CheckRange("subset", p.subset, 1, p.population, "at most population"));
     ZAYA_RETURN_IF_ERROR(CheckRange("tail", p.tail, 1, cfg.max_tail, "rsa.max_tail"));
     p.tail = std::min(p.tail, p.budget);

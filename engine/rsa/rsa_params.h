@@ -7,7 +7,8 @@
 //   - mode "single": N = 1, T = 0; mode "parallel": T = 0 (plain parallel sampling + vote);
 //     an explicit override contradicting the mode (population != 1 for single, rounds != 0 for
 //     single/parallel) is an error rather than silently ignored;
-//   - T = 0 sets C = 0 (no aggregation prompt is ever built); otherwise 1 <= C <= N;
+//   - T = 0 sets C = 0 (no aggregation prompt is ever built); otherwise 1 <= C <= N, where a C
+//     taken from the config is lowered to N and only an explicit C above N is an error;
 //   - tau is clamped to beta (a tail cannot be longer than the trace it is cut from);
 //   - seed: the override, else `fallback_seed` (the engine's choice, e.g. random per request).
 //

@@ -141,6 +141,33 @@ TEST(RsaParamsTest, TemperatureLimitIsTheProtocolsFive) {
   ExpectError({}, "temperature = 7.000000 is out of range; allowed 0..5", hot);
 }
 
+TEST(RsaParamsTest, DefaultSubsetIsLoweredToTheRequestedPopulation) {
+  // `zaya solve "q" --population 2` with the shipped subset = 4 was refused with "subset = 4 is
+  // out of range; allowed 1..2" although the user never sent a subset.
+  RsaConfig cfg;
+  cfg.population = 8;
+  cfg.subset = 4;
+  SolveParams s;
+  s.population = 2;
+  auto r = ResolveRsaParams(s, cfg, 0);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->population, 2);
+  EXPECT_EQ(r->subset, 2);
+  s.population = 1;
+  r = ResolveRsaParams(s, cfg, 0);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->subset, 1);
+  // A subset at or below the population is kept as it is.
+  s.population = 6;
+  r = ResolveRsaParams(s, cfg, 0);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->subset, 4);
+  // One the request sends is still checked.
+  s.population = 2;
+  s.subset = 3;
+  ExpectError(s, "subset = 3 is out of range; allowed 1..2 (at most population)", cfg);
+}
+
 TEST(RsaParamsTest, TailIsClampedToBudget) {
   SolveParams s;
   s.tail = 8000;
