@@ -115,12 +115,27 @@ std::string_view TypeName(const toml::value& v) {
   }
 }
 
+// An integer as the file spells it when toml11 saturated it: one that does not fit 64 bits reads as
+// INT64_MAX or INT64_MIN, and a message quoting that would name a number the file does not hold.
+std::string RenderInteger(const toml::value& v) {
+  const int64_t x = v.as_integer();
+  if (x == INT64_MAX || x == INT64_MIN) {
+    const toml::source_location loc = v.location();
+    const std::string& line = loc.line_str();
+    const size_t start = loc.column() - 1;
+    if (loc.column() >= 1 && loc.region() >= 1 && start + loc.region() <= line.size()) {
+      return line.substr(start, loc.region());
+    }
+  }
+  return std::to_string(x);
+}
+
 std::string Render(const toml::value& v) {
   switch (v.type()) {
     case toml::value_t::string:
       return Quote(v.as_string().str);
     case toml::value_t::integer:
-      return std::to_string(v.as_integer());
+      return RenderInteger(v);
     case toml::value_t::floating:
       return FormatDouble(v.as_floating());
     case toml::value_t::boolean:
