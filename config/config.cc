@@ -992,8 +992,8 @@ void ReadSections(Problems& problems, const toml::value* const tables[7], Config
   if (c.heartbeat_timeout <= c.heartbeat_interval) {
     relation(ipc, "heartbeat_timeout", Quote(FormatDuration(c.heartbeat_timeout)), ipc,
              "heartbeat_interval", FormatDuration(c.heartbeat_interval), "is not longer than",
-             "a client must be allowed to miss a heartbeat: make heartbeat_timeout at least "
-             "twice heartbeat_interval");
+             "a client must get longer than one heartbeat interval to answer: make "
+             "heartbeat_timeout longer than heartbeat_interval (the defaults are 5s and 15s)");
   }
 }
 

@@ -176,6 +176,23 @@ TEST(ParseConfig, TemperatureStopsAtTheProtocolsLimit) {
       << over.status().message();
 }
 
+TEST(ParseConfig, HeartbeatAdviceMatchesTheRule) {
+  // The rule is "longer than the interval"; the advice used to ask for twice it while 10s/11s
+  // loaded fine.
+  auto close =
+      ParseConfig("[ipc]\nheartbeat_interval = \"10s\"\nheartbeat_timeout = \"11s\"\n", "x.toml");
+  ASSERT_TRUE(close.ok()) << close.status().ToString();
+  auto equal =
+      ParseConfig("[ipc]\nheartbeat_interval = \"10s\"\nheartbeat_timeout = \"10s\"\n", "x.toml");
+  ASSERT_FALSE(equal.ok());
+  EXPECT_NE(
+      equal.status().message().find(
+          "make heartbeat_timeout longer than heartbeat_interval (the defaults are 5s and 15s)"),
+      std::string::npos)
+      << equal.status().message();
+  EXPECT_EQ(equal.status().message().find("twice"), std::string::npos) << equal.status().message();
+}
+
 TEST(ParseConfig, DottedKeysAndInlineTablesWork) {
   auto config = ParseConfig("memory.state = \"2GiB\"\nlog = { level = \"debug\" }\n", "x.toml");
   ASSERT_TRUE(config.ok()) << config.status().ToString();
