@@ -111,9 +111,12 @@ ZAYA_CLONES void AxpyRowsBf16Impl(const float* w, const uint16_t* rows, int64_t 
 // whole file): x = n ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact n ln2), exp(r) by its
 // degree-7 Taylor polynomial (truncation < 1e-8 relative), 2^n through the exponent bits. Inputs
 // below -87 give ~1e-38 instead of underflowing to 0, which a softmax sum does not notice.
+// n is rounded by adding and subtracting 1.5 x 2^23 (exact for |x log2 e| < 2^22): GCC 12 does
+// not vectorize std::floor, and until session 12 that left this function, and the softmax and
+// SwiGLU loops around it, scalar (-fopt-info-vec: "no vectype" for the loop's loads).
 __attribute__((always_inline)) inline float ExpNonPositive(float x) {
   x = std::max(x, -87.0f);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
   const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
   float p = 1.f / 5040;
   p = p * r + 1.f / 720;
