@@ -87,11 +87,19 @@ struct Bf16Blocks {
   float* y;
 };
 
+// What a token pass prefetches (BlockRows): the first pass of a group fetches each stream's line
+// kStreamAheadBytes on into L1; with `next` (bytes on to the same line of the next group, 0 for
+// none), pass `pass` of `passes` also fetches into L2 the next group's lines of every passes-th
+// column pair, so that DRAM streams through all the passes of a group. Until session 12's head
+// measurements the later passes fetched all of the next group and the first none: DRAM then
+// idled through each first pass, which found its group in L2.
+struct BlockFetch {
+  int64_t next = 0, pass = 0, passes = 1;
+};
+
 // Blocks b .. b + R - 1 (adjacent: R streams one block apart) x tokens i0 .. i0 + T - 1.
-// ahead: bytes on to the line this tile's line will be read at next (the next group, fetched into
-// L2 by the later token passes), or 0 (the stream's own prefetch into L1).
 template <int R, int T>
-ZAYA_INLINE void BlockTile(const Bf16Blocks& a, int64_t b, int64_t i0, int64_t ahead) {
+ZAYA_INLINE void BlockTile(const Bf16Blocks& a, int64_t b, int64_t i0, const BlockFetch& f) {
   const int64_t bs = a.kh * 32;  // uint16 per block
   const uint16_t* w = a.w + b * bs;
   const uint32_t* x = a.xt + i0;
@@ -104,8 +112,9 @@ ZAYA_INLINE void BlockTile(const Bf16Blocks& a, int64_t b, int64_t i0, int64_t a
     __m512bh wv[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const uint16_t* line = w + r * bs + p * 32;
-      PrefetchWeights<FarFetch::kNone>(line, ahead);
+      const char* line = reinterpret_cast<const char*>(w + r * bs + p * 32);
+      if (f.pass == 0) _mm_prefetch(line + kStreamAheadBytes, _MM_HINT_T0);
+      if (f.next != 0 && p % f.passes == f.pass) _mm_prefetch(line + f.next, _MM_HINT_T1);
       wv[r] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(line));
     }
 #pragma GCC unroll 16
@@ -138,31 +147,34 @@ ZAYA_INLINE void BlockTile(const Bf16Blocks& a, int64_t b, int64_t i0, int64_t a
 // The last `rest` (<= T) tokens from i0 on, as one tile of exactly that many.
 template <int R, int T>
 ZAYA_INLINE void BlockRest(const Bf16Blocks& a, int64_t b, int64_t i0, int64_t rest,
-                           int64_t ahead) {
+                           const BlockFetch& f) {
   if constexpr (T >= 1) {
     if (rest == T) {
-      BlockTile<R, T>(a, b, i0, ahead);
+      BlockTile<R, T>(a, b, i0, f);
     } else {
-      BlockRest<R, T - 1>(a, b, i0, rest, ahead);
+      BlockRest<R, T - 1>(a, b, i0, rest, f);
     }
   }
 }
 
 // Blocks [b0, b1) in groups of R, each group passed over once per TT tokens (tile_driver.h's
-// chunks: the later passes read the group from L2 and fetch the next group's lines meanwhile),
-// the blocks past the last whole group one at a time.
+// chunks: the later passes read the group from L2), the next group's lines fetched across the
+// passes (BlockFetch); the blocks past the last whole group one at a time.
 template <int R, int TT>
 void BlockRows(const Bf16Blocks& a, int64_t b0, int64_t b1) {
   const int64_t passes = (a.t + TT - 1) / TT, group_bytes = R * a.kh * 64;
   int64_t b = b0;
   for (; b + R <= b1; b += R) {
+    const int64_t next = passes > 1 && b + 2 * R <= b1 ? group_bytes : 0;
     for (int64_t p = 0; p < passes; ++p) {
-      const int64_t i = p * TT, ahead = p > 0 && b + 2 * R <= b1 ? group_bytes : 0;
-      BlockRest<R, TT>(a, b, i, a.t - i < TT ? a.t - i : TT, ahead);
+      const int64_t i = p * TT;
+      BlockRest<R, TT>(a, b, i, a.t - i < TT ? a.t - i : TT, BlockFetch{next, p, passes});
     }
   }
   for (; b < b1; ++b) {
-    for (int64_t i = 0; i < a.t; i += TT) BlockRest<1, TT>(a, b, i, a.t - i < TT ? a.t - i : TT, 0);
+    for (int64_t i = 0; i < a.t; i += TT) {
+      BlockRest<1, TT>(a, b, i, a.t - i < TT ? a.t - i : TT, BlockFetch{0, i / TT, 1});
+    }
   }
 }
 
