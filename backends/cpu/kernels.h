@@ -66,8 +66,9 @@ void PackI8Tiles(int8_t* w, int64_t n, int64_t k);
 // blocks of kBf16TileRows; block b holds the value of row 16b + r, column j at element
 // 16bK + 32(j / 2) + 2r + j % 2. Values are unchanged, only their places.
 //
-// Only matrices whose row count (per expert, for [E, rows, K]) is a multiple of kBf16TileRows and
-// whose K is even are packed, and ops must then name them from a block boundary in whole blocks.
+// The backend packs only matrices whose row count (per expert, for [E, rows, K]) is a multiple of
+// kBf16TileRows and whose K is even and at least 32 (cpu_backend.cc WeightPrepare says why), and
+// ops must then name them from a block boundary in whole blocks.
 // True when this process's tiles read the layout (MatVecIsa() is kAvx512), as for int8.
 constexpr int64_t kBf16TileRows = 16;
 bool Bf16TilesLayoutUsed();
@@ -96,8 +97,9 @@ void AxpyRows(const float* w, const uint16_t* rows, int64_t stride, int64_t n, i
 // into SIMD lanes).
 float ExpShifted(float* s, int64_t n, float shift);
 // out[i] = silu(g[i]) * u[i] for i < n (the MoE's SwiGLU), SIMD per ISA clone, with exp to within
-// ~1e-7 relative (ApplyAct's std::exp per element cost ~20 us per ZAYA1 token on one core, 4-6%
-// of a batch-16 decode step and more of a prefill). out may alias g or u.
+// ~1e-7 relative. ApplyAct's std::exp per element cost ~20 us per ZAYA1 token on one core; this
+// gained the 8B shape's 512-token prefill 3-4% (docs/performance.md, session 12). out may alias
+// g or u.
 void SiluMul(const float* g, const float* u, int64_t n, float* out);
 
 // Converts row n of W into f32 (length K), from any layout.

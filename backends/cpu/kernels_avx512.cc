@@ -74,9 +74,10 @@ struct Bf16 : Bf16Weights {
 // then one (row, token) sum: no horizontal sums, 16 outputs stored at once, and x (4 bytes per
 // token and pair) is read from L1 instead of the row-major tile's 64 bytes per token and 32
 // columns, whose x for 6-16 tokens (24-64 KiB at K = 2048) the streaming weights kept evicting.
-// Session 12 (docs/performance.md), one Zen 5 core in cache, GMAC/s, row-major tile -> this:
-// 4 tokens 141 -> 215, 16 tokens 177 -> 252 (vdpbf16ps's peak is ~253); two cores from DRAM,
-// 4096 x 2048: 4 tokens 41 -> 48 GB/s, 6 tokens 41 -> 47, 1 token 48-49 either way.
+// Session 12 (docs/performance.md; this tile in a throwaway harness against cpu_kernel_bench on
+// the row-major one), one Zen 5 core in cache, GMAC/s: 4 tokens 141 -> 215, 16 tokens 177 -> 252
+// (vdpbf16ps's peak is ~253); two cores from DRAM, 4096 x 2048: 4 tokens 41 -> 48 GB/s, 6 tokens
+// 41 -> 47, 1 token 48-49 either way. The 8B model at batch 16: ~70% -> ~76% of local.
 struct Bf16Blocks {
   const uint16_t* w;   // [N / 16][K / 2][16][2]
   int64_t kh;          // K / 2: a block is kh 64-byte lines
