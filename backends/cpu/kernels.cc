@@ -474,7 +474,7 @@ struct XScratch {
       p.xb = xb.data();
     }
     if (any_bf16_tiles) {  // only packed where the AVX-512 tiles run, and K even
-      xt.resize(static_cast<size_t>(t * k));
+      xt.resize(static_cast<size_t>(t * (k / 2)));
       avx512::PairX(x, t, k, xt.data());
       p.xt = xt.data();
     }
