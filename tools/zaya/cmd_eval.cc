@@ -139,8 +139,8 @@ std::optional<std::string> ParseSettings(const Args& args, Settings* s) {
       s->modes.push_back(m);
     }
   }
-  if (auto x = NumberFlag(args, "temperature", s->temperature, 0,
-                          std::numeric_limits<double>::infinity(), &error)) {
+  // The daemon's limit (protocol.cc): above it every problem would come back invalid_argument.
+  if (auto x = NumberFlag(args, "temperature", s->temperature, 0, kMaxTemperature, &error)) {
     s->temperature = *x;
   } else {
     return error;

@@ -185,7 +185,8 @@ TEST(EvalNoDaemonTest, SaysTheDaemonIsNotRunning) {
 TEST(EvalUsageTest, BadFlagsAreUsageErrors) {
   for (const char* args :
        {"--mode single,foo", "--mode rsa,rsa", "--n-lo 5 --n-hi 3", "--problems 0",
-        "--concurrency x", "--top-p 2", "--seed -1", "--seed 18446744073709551616", "--details",
+        "--concurrency x", "--top-p 2", "--temperature 7", "--seed -1",
+        "--seed 18446744073709551616", "--details",
         "--frobnicate 1", "positional"}) {
     ShellResult r = Shell(std::string(ZAYA_BINARY_DIR) + "/tools/zaya/zaya eval " + args +
                           " --endpoint ipc:///nonexistent/zayad.sock");
