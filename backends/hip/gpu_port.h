@@ -4,7 +4,7 @@
 // This header maps them, for the handful of calls the backend uses, onto one of three runtimes:
 //   - HIP (the default): AMD GPUs through Debian's hipcc / ROCm.
 //   - CUDA (ZAYA_GPU_CUDA): NVIDIA GPUs through nvcc. HIP's own NVIDIA-platform headers do not
-//     compile with CUDA 13 (DESIGN.md "HIP build facts"), hence these few macros instead.
+//     compile with CUDA 13 (docs/hip.md), hence these few macros instead.
 //   - Emulator (ZAYA_GPU_EMULATE): a host-only implementation for tests on machines without a GPU.
 //     Each kernel launch runs its blocks one after another on blockDim.x host threads, with
 //     __syncthreads() as a barrier and __shared__ as function statics (safe because only one block

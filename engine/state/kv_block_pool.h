@@ -1,6 +1,6 @@
-// Accounting for the sequence-state memory of all running sequences (DESIGN.md "Memory model"):
-// a pool of fixed-size, reference-counted KV blocks plus one fixed-size CCA state slot per sequence,
-// carved from one byte budget (memory.state).
+// Accounting for the sequence-state memory of all running sequences (docs/architecture.md,
+// budgets): a pool of fixed-size, reference-counted KV blocks plus one fixed-size CCA state slot
+// per sequence, carved from one byte budget (memory.state).
 //
 // The pool hands out indices; it owns no memory. The backend owns two arenas and addresses them by
 // these indices:

@@ -1,5 +1,5 @@
 // `zaya bench`: this machine's read bandwidth and GEMM rate, then the model's decode and prefill
-// speed against the memory-bandwidth roofline (DESIGN.md "Performance method"). Runs the model
+// speed against the memory-bandwidth roofline (docs/performance.md, "Method"). Runs the model
 // in-process like `zaya generate`. Progress goes to stderr, the table (or JSON) to stdout.
 //
 // Bytes of weights read per decode step: the dense weights once (every matrix but the experts; the
