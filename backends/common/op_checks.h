@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -87,6 +88,20 @@ inline int64_t Elements(const zaya_tensor& t) {
   }
   return n;
 }
+
+// True when t has exactly as many elements as the product of dims, which may be op parameters
+// (op.i) and so anything: a product past int64 is no match, never a wrapped one.
+inline bool ElementsAre(const zaya_tensor& t, std::initializer_list<int64_t> dims) {
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    if (d < 0 || __builtin_mul_overflow(n, d, &n)) return false;
+  }
+  return Elements(t) == n;
+}
+
+// ATTENTION's and CCA's head counts, head_dim and block_tokens (op.i) are at most this, so that
+// the sizes built from them (nh * hd, C * hd * 2, ...) fit an int64 (ZAYA1's are 8-32 and 128).
+inline constexpr int64_t kMaxHeadParam = int64_t{1} << 20;
 
 inline int64_t Dim(const zaya_tensor& t, int i) { return i < t.ndim ? t.shape[i] : 1; }
 // The last dimension, and the product of the others.

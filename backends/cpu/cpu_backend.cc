@@ -92,9 +92,11 @@ using backend_common::Cols;
 using backend_common::Dim;
 using backend_common::DTypeSize;
 using backend_common::Elements;
+using backend_common::ElementsAre;
 using backend_common::ExpectDType;
 using backend_common::Fail;
 using backend_common::Guard;
+using backend_common::kMaxHeadParam;
 using backend_common::OpError;
 using backend_common::Present;
 using backend_common::Rows;
@@ -326,18 +328,21 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
       rope_dims > hd || rope_dims % 2 != 0) {
     Fail("cca: bad head configuration");
   }
+  if (nh > kMaxHeadParam || hd > kMaxHeadParam) {
+    Fail("cca: head counts and head_dim must be at most " + std::to_string(kMaxHeadParam));
+  }
   const int64_t qd = nh * hd, kd = nkv * hd, c = qd + kd, vh = kd / 2, t = Rows(op.src[0]);
-  if (Elements(op.src[0]) != t * qd || Elements(op.src[1]) != t * kd) {
+  if (!ElementsAre(op.src[0], {t, qd}) || !ElementsAre(op.src[1], {t, kd})) {
     Fail("cca: q0 must be [T,nh*hd] and k0 [T,nkv*hd]");
   }
   const float* q0_all = Ptr<const float>(op.src[0], "cca q0");
   const float* k0_all = Ptr<const float>(op.src[1], "cca k0");
   const float* vcur = Ptr<const float>(op.src[2], "cca vcur");
   const float* vdel = Ptr<const float>(op.src[3], "cca vdel");
-  if (Elements(op.src[2]) != t * vh || Elements(op.src[3]) != t * vh) {
+  if (!ElementsAre(op.src[2], {t, vh}) || !ElementsAre(op.src[3], {t, vh})) {
     Fail("cca: vcur and vdel must be [T, nkv*hd/2]");
   }
-  if (Elements(op.src[4]) != c * 2 || Elements(op.src[6]) != c * hd * 2) {
+  if (!ElementsAre(op.src[4], {c, 2}) || !ElementsAre(op.src[6], {c, hd, 2})) {
     Fail("cca: conv weight shapes must be [C,1,2] and [C,hd,2]");
   }
   const auto dw = VecF32(op.src[4], c * 2, "cca depthwise weight", 0.f);
@@ -353,8 +358,8 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
   float* q_out = Ptr<float>(op.dst[0], "cca q");
   float* k_out = Ptr<float>(op.dst[1], "cca k");
   float* v_out = Ptr<float>(op.dst[2], "cca v");
-  if (Elements(op.dst[0]) != t * qd || Elements(op.dst[1]) != t * kd ||
-      Elements(op.dst[2]) != t * kd) {
+  if (!ElementsAre(op.dst[0], {t, qd}) || !ElementsAre(op.dst[1], {t, kd}) ||
+      !ElementsAre(op.dst[2], {t, kd})) {
     Fail("cca: output shapes must be [T,nh*hd], [T,nkv*hd], [T,nkv*hd]");
   }
   float* conv_state = Ptr<float>(op.dst[3], "cca conv state");
@@ -488,17 +493,21 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
 void OpAttention(zaya_backend* b, const zaya_op& op) {
   const int64_t nh = op.i[0], nkv = op.i[1], hd = op.i[2], bt = op.i[3];
   if (nh <= 0 || nkv <= 0 || hd <= 0 || bt <= 0 || nh % nkv != 0) Fail("attention: bad heads");
+  if (nh > kMaxHeadParam || hd > kMaxHeadParam || bt > kMaxHeadParam) {
+    Fail("attention: head counts, head_dim and block_tokens must be at most " +
+         std::to_string(kMaxHeadParam));
+  }
   const int64_t t = Rows(op.src[0]);
   const float* q = Ptr<const float>(op.src[0], "attention q");
   const float* k = Ptr<const float>(op.src[1], "attention k");
   const float* v = Ptr<const float>(op.src[2], "attention v");
-  if (Elements(op.src[0]) != t * nh * hd || Elements(op.src[1]) != t * nkv * hd ||
-      Elements(op.src[2]) != t * nkv * hd) {
+  if (!ElementsAre(op.src[0], {t, nh, hd}) || !ElementsAre(op.src[1], {t, nkv, hd}) ||
+      !ElementsAre(op.src[2], {t, nkv, hd})) {
     Fail("attention: q/k/v shapes");
   }
-  if (Elements(op.dst[0]) != t * nh * hd) {
-    Fail("attention: output must be [T, nh*hd] (" + std::to_string(t * nh * hd) + " values), not " +
-         std::to_string(Elements(op.dst[0])));
+  if (!ElementsAre(op.dst[0], {t, nh, hd})) {
+    Fail("attention: output must be [T, nh*hd] ([" + std::to_string(t) + ", " +
+         std::to_string(nh * hd) + "] values), not " + std::to_string(Elements(op.dst[0])));
   }
   float* out = Ptr<float>(op.dst[0], "attention output");
   const zaya_tensor& kc = op.dst[1];
@@ -508,7 +517,7 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   }
   const bool bf16 = kc.dtype == ZAYA_DTYPE_BF16;
   const int64_t blocks = Dim(kc, 0);
-  if (Elements(kc) != blocks * bt * nkv * hd || Elements(vc) != Elements(kc)) {
+  if (!ElementsAre(kc, {blocks, bt, nkv, hd}) || Elements(vc) != Elements(kc)) {
     Fail("attention: cache shape must be [blocks, block_tokens, nkv, hd]");
   }
   std::byte* kbase = bf16 ? reinterpret_cast<std::byte*>(Ptr<uint16_t>(kc, "K cache"))

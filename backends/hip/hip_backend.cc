@@ -59,9 +59,11 @@ using backend_common::Cols;
 using backend_common::Dim;
 using backend_common::DTypeSize;
 using backend_common::Elements;
+using backend_common::ElementsAre;
 using backend_common::ExpectDType;
 using backend_common::Fail;
 using backend_common::Guard;
+using backend_common::kMaxHeadParam;
 using backend_common::OpError;
 using backend_common::Present;
 using backend_common::Rows;
@@ -317,13 +319,16 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
       rope_dims > hd || rope_dims % 2 != 0) {
     Fail("cca: bad head configuration");
   }
+  if (nh > kMaxHeadParam || hd > kMaxHeadParam) {
+    Fail("cca: head counts and head_dim must be at most " + std::to_string(kMaxHeadParam));
+  }
   if (hd > kMaxHeadDim) {
     throw OpError(ZAYA_STATUS_UNSUPPORTED, "cca: head_dim " + std::to_string(hd) + " above the " +
                                                std::to_string(kMaxHeadDim) +
                                                " this backend's kernel supports");
   }
   const int64_t qd = nh * hd, kd = nkv * hd, c = qd + kd, vh = kd / 2, t = Rows(op.src[0]);
-  if (Elements(op.src[0]) != t * qd || Elements(op.src[1]) != t * kd) {
+  if (!ElementsAre(op.src[0], {t, qd}) || !ElementsAre(op.src[1], {t, kd})) {
     Fail("cca: q0 must be [T,nh*hd] and k0 [T,nkv*hd]");
   }
   CcaArgs a{};
@@ -331,10 +336,10 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
   a.k0 = DevIn<float>(op.src[1], "cca k0");
   a.vcur = DevIn<float>(op.src[2], "cca vcur");
   a.vdel = DevIn<float>(op.src[3], "cca vdel");
-  if (Elements(op.src[2]) != t * vh || Elements(op.src[3]) != t * vh) {
+  if (!ElementsAre(op.src[2], {t, vh}) || !ElementsAre(op.src[3], {t, vh})) {
     Fail("cca: vcur and vdel must be [T, nkv*hd/2]");
   }
-  if (Elements(op.src[4]) != c * 2 || Elements(op.src[6]) != c * hd * 2) {
+  if (!ElementsAre(op.src[4], {c, 2}) || !ElementsAre(op.src[6], {c, hd, 2})) {
     Fail("cca: conv weight shapes must be [C,1,2] and [C,hd,2]");
   }
   a.dw = VecOf(op.src[4], c * 2, "cca depthwise weight");
@@ -345,8 +350,8 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
   a.q = Dev<float>(b, op.dst[0], "cca q");
   a.k = Dev<float>(b, op.dst[1], "cca k");
   a.v = Dev<float>(b, op.dst[2], "cca v");
-  if (Elements(op.dst[0]) != t * qd || Elements(op.dst[1]) != t * kd ||
-      Elements(op.dst[2]) != t * kd) {
+  if (!ElementsAre(op.dst[0], {t, qd}) || !ElementsAre(op.dst[1], {t, kd}) ||
+      !ElementsAre(op.dst[2], {t, kd})) {
     Fail("cca: output shapes must be [T,nh*hd], [T,nkv*hd], [T,nkv*hd]");
   }
   a.conv_state = Dev<float>(b, op.dst[3], "cca conv state");
@@ -406,6 +411,10 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
 void OpAttention(zaya_backend* b, const zaya_op& op) {
   const int64_t nh = op.i[0], nkv = op.i[1], hd = op.i[2], bt = op.i[3];
   if (nh <= 0 || nkv <= 0 || hd <= 0 || bt <= 0 || nh % nkv != 0) Fail("attention: bad heads");
+  if (nh > kMaxHeadParam || hd > kMaxHeadParam || bt > kMaxHeadParam) {
+    Fail("attention: head counts, head_dim and block_tokens must be at most " +
+         std::to_string(kMaxHeadParam));
+  }
   if (hd > kMaxHeadDim) {
     throw OpError(ZAYA_STATUS_UNSUPPORTED, "attention: head_dim " + std::to_string(hd) +
                                                " above the " + std::to_string(kMaxHeadDim) +
@@ -416,13 +425,13 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   a.q = DevIn<float>(op.src[0], "attention q");
   a.k = DevIn<float>(op.src[1], "attention k");
   a.v = DevIn<float>(op.src[2], "attention v");
-  if (Elements(op.src[0]) != t * nh * hd || Elements(op.src[1]) != t * nkv * hd ||
-      Elements(op.src[2]) != t * nkv * hd) {
+  if (!ElementsAre(op.src[0], {t, nh, hd}) || !ElementsAre(op.src[1], {t, nkv, hd}) ||
+      !ElementsAre(op.src[2], {t, nkv, hd})) {
     Fail("attention: q/k/v shapes");
   }
-  if (Elements(op.dst[0]) != t * nh * hd) {
-    Fail("attention: output must be [T, nh*hd] (" + std::to_string(t * nh * hd) + " values), not " +
-         std::to_string(Elements(op.dst[0])));
+  if (!ElementsAre(op.dst[0], {t, nh, hd})) {
+    Fail("attention: output must be [T, nh*hd] ([" + std::to_string(t) + ", " +
+         std::to_string(nh * hd) + "] values), not " + std::to_string(Elements(op.dst[0])));
   }
   a.out = Dev<float>(b, op.dst[0], "attention output");
   const zaya_tensor& kc = op.dst[1];
@@ -432,7 +441,7 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   }
   a.bf16_cache = kc.dtype == ZAYA_DTYPE_BF16;
   const int64_t blocks = Dim(kc, 0);
-  if (Elements(kc) != blocks * bt * nkv * hd || Elements(vc) != Elements(kc)) {
+  if (!ElementsAre(kc, {blocks, bt, nkv, hd}) || Elements(vc) != Elements(kc)) {
     Fail("attention: cache shape must be [blocks, block_tokens, nkv, hd]");
   }
   a.k_cache = Dev<std::byte>(b, kc, "K cache");

@@ -1029,6 +1029,23 @@ TEST_P(Conformance, CcaRejectsIndexTensorsShorterThanT) {
   bad = op;
   bad.aux[2] = dev_->I32({0}, {1});
   ExpectInvalid(dev_->Run(bad), "cca: seq_of_token and position need one entry per token");
+  // Head parameters whose products pass int64 (2^40 x 2^40) were multiplied unchecked (signed
+  // overflow: UBSan stops the process; elsewhere a wrapped size could match a tensor).
+  bad = op;
+  bad.i[0] = bad.i[1] = bad.i[2] = int64_t{1} << 40;
+  bad.i[3] = 0;
+  ExpectInvalid(dev_->Run(bad), "cca: head counts and head_dim must be at most");
+}
+
+TEST_P(Conformance, AttentionRejectsHeadParametersWhoseSizesOverflow) {
+  zaya_op op = SmallAttention(*dev_, 1);
+  ASSERT_TRUE(dev_->Run(op).ok());
+  for (const int which : {0, 2, 3}) {  // nh (and nkv with it), hd, block_tokens
+    zaya_op bad = op;
+    if (which == 0) bad.i[0] = bad.i[1] = int64_t{1} << 40;
+    if (which != 0) bad.i[which] = int64_t{1} << 40;
+    ExpectInvalid(dev_->Run(bad), "attention: head counts, head_dim and block_tokens must be at");
+  }
 }
 
 TEST_P(Conformance, MoeRejectsExpertsAndWeightsShorterThanT) {
