@@ -918,14 +918,8 @@ zaya_status WeightPrepare(zaya_backend* b, const zaya_tensor* weight, const zaya
     const Weights checked =
         WeightsOf(w, scales != nullptr ? *scales : zaya_tensor{}, k, "weight_prepare weight");
     PreparedWeight p{bytes, k, w.dtype, false, false};
-    // Rows per matrix: an [E, rows, K] stack is read expert by expert. Below 32 columns the
-    // row-major tiles keep x in f32 (no whole 32-column vector to round), the tile layout would
-    // round it to bf16, and such a matrix is too small for its speed to matter. Packed, the tiny
-    // test model's 16-wide router MLP moved its logits by up to 1.4 (its test allows 6e-2; with
-    // them as written every position stays within it), so those stay as written.
-    const int64_t rows_each = w.shape[w.ndim - 2];
-    if (checked.type == WType::kBF16 && Bf16TilesLayoutUsed() && k % 2 == 0 && k >= 32 &&
-        rows_each % kBf16TileRows == 0) {
+    // Rows per matrix: an [E, rows, K] stack is read expert by expert.
+    if (checked.type == WType::kBF16 && Bf16TilesFit(w.shape[w.ndim - 2], k)) {
       auto* rows = reinterpret_cast<uint16_t*>(w.buffer->data + w.offset);
       const int64_t blocks = Elements(w) / k / kBf16TileRows;
       b->pool->ParallelFor(

@@ -217,6 +217,9 @@ void RowToF32(const Weights& w, int64_t n, int64_t k, float* out) {
 
 bool I8TilesLayoutUsed() { return MatVecIsa() == Isa::kAvx512; }
 bool Bf16TilesLayoutUsed() { return MatVecIsa() == Isa::kAvx512; }
+bool Bf16TilesFit(int64_t rows_each, int64_t k) {
+  return Bf16TilesLayoutUsed() && k % 2 == 0 && k >= 32 && rows_each % kBf16TileRows == 0;
+}
 
 void PackBf16Tiles(uint16_t* w, int64_t n, int64_t k) {
   std::vector<uint16_t> rows(static_cast<size_t>(kBf16TileRows * k));

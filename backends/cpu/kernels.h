@@ -66,12 +66,17 @@ void PackI8Tiles(int8_t* w, int64_t n, int64_t k);
 // blocks of kBf16TileRows; block b holds the value of row 16b + r, column j at element
 // 16bK + 32(j / 2) + 2r + j % 2. Values are unchanged, only their places.
 //
-// The backend packs only matrices whose row count (per expert, for [E, rows, K]) is a multiple of
-// kBf16TileRows and whose K is even and at least 32 (cpu_backend.cc WeightPrepare says why), and
-// ops must then name them from a block boundary in whole blocks.
+// Ops must name a packed matrix from a block boundary in whole blocks.
 // True when this process's tiles read the layout (MatVecIsa() is kAvx512), as for int8.
 constexpr int64_t kBf16TileRows = 16;
 bool Bf16TilesLayoutUsed();
+// Whether a bf16 matrix of rows_each rows (per expert, for [E, rows, K]) and K columns is packed:
+// the layout is used, rows come in whole blocks, and K is even and at least 32. Below 32 columns
+// the row-major tiles keep x in f32 (no whole 32-column vector to round) where the layout would
+// round it to bf16, and such a matrix is too small for its speed to matter: packed, the tiny test
+// model's 16-wide router MLP moved its logits by up to 1.4 (its test allows 6e-2; as written every
+// position stays within it).
+bool Bf16TilesFit(int64_t rows_each, int64_t k);
 // Rearranges rows [0, n) of w [N, K] in place into the layout; n % 16 == 0, K even. Requires
 // Bf16TilesLayoutUsed().
 void PackBf16Tiles(uint16_t* w, int64_t n, int64_t k);

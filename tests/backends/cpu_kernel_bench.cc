@@ -93,10 +93,8 @@ int main(int argc, char** argv) {
   if (i8_tiles) {
     zaya::cpu::PackI8Tiles(reinterpret_cast<int8_t*>(w.data()), matrices * rows, k);
   }
-  // The backend's rule (cpu_backend.cc WeightPrepare).
-  const bool bf16_tiles = type == WType::kBF16 && layout == "tiles" &&
-                          zaya::cpu::Bf16TilesLayoutUsed() && k % 2 == 0 && k >= 32 &&
-                          rows % zaya::cpu::kBf16TileRows == 0;
+  const bool bf16_tiles =
+      type == WType::kBF16 && layout == "tiles" && zaya::cpu::Bf16TilesFit(rows, k);
   if (bf16_tiles) {
     zaya::cpu::PackBf16Tiles(reinterpret_cast<uint16_t*>(w.data()), matrices * rows, k);
   }
