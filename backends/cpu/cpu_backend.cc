@@ -33,14 +33,20 @@
 #endif
 
 // A matrix the host handed to weight_prepare: rows of k values of `dtype` from its offset on.
-// i8_tiles / bf16_tiles: its bytes were rearranged into the int8 tile layout (kernels.h
-// PackI8Tiles) or the bf16 one (PackBf16Tiles).
+// i8_tiles / bf16_tiles / i8_blocks: its bytes were rearranged into the int8 group layout
+// (kernels.h PackI8Tiles), the bf16 one (PackBf16Tiles) or the int8 block one (PackI8Blocks),
+// which rearranges its scales too: those are at scales_offset of scales_buffer, and are
+// themselves an entry (scales_of_weight, with k = K / 32) so that nothing writes them.
 struct PreparedWeight {
   uint64_t bytes = 0;
   int64_t k = 0;
   int32_t dtype = 0;
   bool i8_tiles = false;
   bool bf16_tiles = false;
+  bool i8_blocks = false;
+  const zaya_buffer* scales_buffer = nullptr;
+  uint64_t scales_offset = 0;
+  bool scales_of_weight = false;
 };
 
 struct zaya_buffer {
@@ -66,6 +72,13 @@ const PreparedWeight* PreparedOverlap(const zaya_buffer* buf, uint64_t offset, u
   if (it->first + it->second.bytes <= offset) return nullptr;
   *at = it->first;
   return &it->second;
+}
+
+// How messages name a prepared entry.
+std::string PreparedName(const PreparedWeight& p, uint64_t at) {
+  return (p.scales_of_weight ? "the int8 scales prepared with a weight at offset "
+                             : "the weight prepared at offset ") +
+         std::to_string(at);
 }
 
 }  // namespace
@@ -162,15 +175,33 @@ Weights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, co
            ") is not whole rows of the weight prepared at offset " + std::to_string(at) + " (K " +
            std::to_string(p->k) + "); name prepared weights as they were prepared");
     }
-    if (p->bf16_tiles &&
+    if (p->scales_of_weight) {
+      Fail(std::string(what) + " (" + std::to_string(bytes) + " bytes at offset " +
+           std::to_string(w.offset) + ") are the scales of an int8 weight prepared with them, " +
+           "kept in the backend's layout; name that weight with them instead");
+    }
+    // Block layouts (kBf16TileRows == kI8TileRows rows a block).
+    if ((p->bf16_tiles || p->i8_blocks) &&
         ((w.offset - at) % (kBf16TileRows * row) != 0 || (bytes / row) % kBf16TileRows != 0)) {
       Fail(std::string(what) + " (" + std::to_string(bytes / row) + " rows from row " +
            std::to_string((w.offset - at) / row) + " of the weight prepared at offset " +
            std::to_string(at) + ") is not whole blocks of " + std::to_string(kBf16TileRows) +
-           " rows, the layout this backend keeps prepared bf16 weights in; name whole blocks");
+           " rows, the layout this backend keeps prepared " + (p->i8_blocks ? "int8" : "bf16") +
+           " weights in; name whole blocks");
+    }
+    if (p->i8_blocks) {
+      // The scales were rearranged with the weight: only the same rows of those scales match.
+      const uint64_t want =
+          p->scales_offset + (w.offset - at) / row * static_cast<uint64_t>(k / 32) * 4;
+      if (scales.buffer != p->scales_buffer || scales.offset != want) {
+        Fail(std::string(what) + ": its int8 scales (offset " + std::to_string(scales.offset) +
+             ") are not the ones it was prepared with (offset " + std::to_string(want) +
+             " for these rows), which this backend rearranged with it; name those");
+      }
     }
     out.i8_tiles = p->i8_tiles;
     out.bf16_tiles = p->bf16_tiles;
+    out.i8_blocks = p->i8_blocks;
   }
   return out;
 }
@@ -745,9 +776,9 @@ void OpCopy(zaya_backend*, const zaya_op& op) {
   }
   // As buffer_write: a prepared weight's bytes are in the backend's layout, and read-only.
   uint64_t at = 0;
-  if (PreparedOverlap(d.buffer, d.offset, n, &at) != nullptr) {
+  if (const PreparedWeight* p = PreparedOverlap(d.buffer, d.offset, n, &at)) {
     Fail("copy of " + std::to_string(n) + " bytes to offset " + std::to_string(d.offset) +
-         " overlaps the weight prepared at offset " + std::to_string(at) +
+         " overlaps " + PreparedName(*p, at) +
          " (weight_prepare); a prepared weight is read-only, copy into it before preparing");
   }
   std::memmove(d.buffer->data + d.offset, s.buffer->data + s.offset, n);
@@ -883,9 +914,9 @@ zaya_status BufferWrite(zaya_backend* b, zaya_buffer* buf, uint64_t offset, cons
     return ZAYA_STATUS_INVALID_ARGUMENT;
   }
   uint64_t at = 0;
-  if (PreparedOverlap(buf, offset, bytes, &at) != nullptr) {
+  if (const PreparedWeight* p = PreparedOverlap(buf, offset, bytes, &at)) {
     b->last_error = "write of " + std::to_string(bytes) + " bytes at " + std::to_string(offset) +
-                    " overlaps the weight prepared at offset " + std::to_string(at) +
+                    " overlaps " + PreparedName(*p, at) +
                     " (weight_prepare); a prepared weight is read-only, write it before preparing";
     return ZAYA_STATUS_INVALID_ARGUMENT;
   }
@@ -908,16 +939,17 @@ zaya_status WeightPrepare(zaya_backend* b, const zaya_tensor* weight, const zaya
     const uint64_t bytes = static_cast<uint64_t>(Elements(w)) * DTypeSize(w.dtype);
     uint64_t at = 0;
     if (const PreparedWeight* p = PreparedOverlap(w.buffer, w.offset, bytes, &at)) {
-      if (at == w.offset && p->bytes == bytes && p->k == k && p->dtype == w.dtype) {
+      if (at == w.offset && p->bytes == bytes && p->k == k && p->dtype == w.dtype &&
+          !p->scales_of_weight) {
         return ZAYA_STATUS_OK;  // prepared before: nothing to do
       }
       Fail("weight_prepare: " + std::to_string(bytes) + " bytes at offset " +
-           std::to_string(w.offset) + " overlap the weight prepared at offset " +
-           std::to_string(at) + " with another shape");
+           std::to_string(w.offset) + " overlap " + PreparedName(*p, at) +
+           (p->scales_of_weight ? "" : " with another shape"));
     }
     const Weights checked =
         WeightsOf(w, scales != nullptr ? *scales : zaya_tensor{}, k, "weight_prepare weight");
-    PreparedWeight p{bytes, k, w.dtype, false, false};
+    PreparedWeight p{bytes, k, w.dtype};
     // Rows per matrix: an [E, rows, K] stack is read expert by expert.
     if (checked.type == WType::kBF16 && Bf16TilesFit(w.shape[w.ndim - 2], k)) {
       auto* rows = reinterpret_cast<uint16_t*>(w.buffer->data + w.offset);
@@ -928,7 +960,30 @@ zaya_status WeightPrepare(zaya_backend* b, const zaya_tensor* weight, const zaya
           });
       p.bf16_tiles = true;
     }
-    if (checked.type == WType::kI8 && I8TilesLayoutUsed() && k >= 256) {
+    // The int8 block layout rearranges the scales too, so they must be a weights buffer's and no
+    // prepared weight's (else the weight keeps the group layout below, which leaves them alone).
+    const uint64_t sbytes =
+        checked.type == WType::kI8 ? static_cast<uint64_t>(Elements(*scales)) * 4 : 0;
+    if (checked.type == WType::kI8 && I8BlocksFit(w.shape[w.ndim - 2], k) &&
+        scales->buffer->kind == ZAYA_BUFFER_WEIGHTS &&
+        PreparedOverlap(scales->buffer, scales->offset, sbytes, &at) == nullptr &&
+        (scales->buffer != w.buffer || scales->offset + sbytes <= w.offset ||
+         w.offset + bytes <= scales->offset)) {
+      auto* rows = reinterpret_cast<int8_t*>(w.buffer->data + w.offset);
+      auto* sc = reinterpret_cast<float*>(scales->buffer->data + scales->offset);
+      const int64_t blocks = Elements(w) / k / kI8TileRows;
+      b->pool->ParallelFor(
+          blocks, std::max<int64_t>(1, (int64_t{1} << 16) / k), [&](int64_t b0, int64_t b1, int) {
+            PackI8Blocks(rows + b0 * kI8TileRows * k, sc + b0 * kI8TileRows * (k / 32),
+                         (b1 - b0) * kI8TileRows, k);
+          });
+      p.i8_blocks = true;
+      p.scales_buffer = scales->buffer;
+      p.scales_offset = scales->offset;
+      PreparedWeight of_scales{sbytes, k / 32, ZAYA_DTYPE_F32};
+      of_scales.scales_of_weight = true;
+      scales->buffer->prepared.emplace(scales->offset, of_scales);
+    } else if (checked.type == WType::kI8 && I8TilesLayoutUsed() && k >= 256) {
       auto* rows = reinterpret_cast<int8_t*>(w.buffer->data + w.offset);
       const int64_t n = Elements(w) / k;
       b->pool->ParallelFor(

@@ -193,6 +193,17 @@ void RowToF32(const Weights& w, int64_t n, int64_t k, float* out) {
       return;
     }
     case WType::kI8: {
+      if (w.i8_blocks) {
+        const int64_t r = n % kI8TileRows, nb = k / 32;
+        const auto* block = static_cast<const uint8_t*>(w.data) + (n - r) * k;
+        const float* sc = w.scales + (n - r) * nb;
+        for (int64_t i = 0; i < k; ++i) {
+          const auto v =
+              static_cast<int8_t>(block[(i & ~int64_t{3}) * 16 + 4 * r + (i & 3)] ^ 0x80);
+          out[i] = static_cast<float>(v) * sc[(i >> 5) * 16 + r];
+        }
+        return;
+      }
       const int8_t* src = static_cast<const int8_t*>(w.data) + n * k;
       const float* sc = w.scales + n * ((k + 31) / 32);
       int64_t from = 0;
@@ -229,6 +240,29 @@ void PackBf16Tiles(uint16_t* w, int64_t n, int64_t k) {
     for (int64_t r = 0; r < kBf16TileRows; ++r) {
       for (int64_t j = 0; j < k; ++j)
         block[(j & ~int64_t{1}) * 16 + 2 * r + (j & 1)] = rows[r * k + j];
+    }
+  }
+}
+
+bool I8BlocksFit(int64_t rows_each, int64_t k) {
+  return MatVecIsa() == Isa::kAvx512 && k > 0 && k % 32 == 0 && rows_each % kI8TileRows == 0;
+}
+
+void PackI8Blocks(int8_t* w, float* scales, int64_t n, int64_t k) {
+  const int64_t nb = k / 32;
+  std::vector<int8_t> rows(static_cast<size_t>(kI8TileRows * k));
+  std::vector<float> rs(static_cast<size_t>(kI8TileRows * nb));
+  for (int64_t b = 0; b < n; b += kI8TileRows) {
+    auto* block = reinterpret_cast<uint8_t*>(w + b * k);
+    std::copy(w + b * k, w + (b + kI8TileRows) * k, rows.begin());
+    float* sb = scales + b * nb;
+    std::copy(sb, sb + kI8TileRows * nb, rs.begin());
+    for (int64_t r = 0; r < kI8TileRows; ++r) {
+      for (int64_t j = 0; j < k; ++j) {
+        block[(j & ~int64_t{3}) * 16 + 4 * r + (j & 3)] =
+            static_cast<uint8_t>(rows[r * k + j]) ^ 0x80;
+      }
+      for (int64_t q = 0; q < nb; ++q) sb[q * 16 + r] = rs[r * nb + q];
     }
   }
 }
@@ -441,6 +475,21 @@ struct PreparedX {
   const float* xs = nullptr;
   const uint16_t* xb = nullptr;  // bf16 weights, AVX-512 tiles: [T, K & ~31]
   const uint32_t* xt = nullptr;  // bf16 weights in the tile layout: [K / 2, T] (PairX)
+  // int8 weights in the block layout: [K / 4, T], [K / 32, T] twice (QuantizeXQuads)
+  const uint32_t* x4 = nullptr;
+  const float* x4s = nullptr;
+  const int32_t* x4c = nullptr;
+};
+
+// Which of those forms a set of matmuls on one x needs.
+struct XForms {
+  bool bf16 = false, bf16_tiles = false, i8 = false, i8_blocks = false;
+  void Add(const Weights& w) {
+    bf16 |= w.type == WType::kBF16 && !w.bf16_tiles;
+    bf16_tiles |= w.bf16_tiles;
+    i8 |= w.type == WType::kI8 && !w.i8_blocks;
+    i8_blocks |= w.i8_blocks;
+  }
 };
 
 // Scratch of one caller; the prepared pointers stay valid until its next Prepare.
@@ -450,14 +499,15 @@ struct XScratch {
   AlignedVector<float> xs;  // 64-byte aligned: the AVX-512 int8 tiles load 16 scales at a time
   AlignedVector<uint16_t> xb;
   AlignedVector<uint32_t> xt;
+  AlignedVector<uint32_t> x4;
+  AlignedVector<float> x4s;
+  AlignedVector<int32_t> x4c;
 
-  // any_bf16: row-major bf16 weights among the jobs; any_bf16_tiles: bf16 in the tile layout.
-  PreparedX Prepare(const float* x, int64_t t, int64_t k, bool any_bf16, bool any_bf16_tiles,
-                    bool any_i8) {
+  PreparedX Prepare(const float* x, int64_t t, int64_t k, const XForms& need) {
     PreparedX p;
     p.x = x;
     const Isa isa = MatVecIsa();
-    if (any_i8 && isa >= Isa::kAvx2) {
+    if (need.i8 && isa >= Isa::kAvx2) {
       if (isa == Isa::kAvx512) {
         xq8.resize(static_cast<size_t>(t * (k & ~int64_t{31})));
         xs.resize(static_cast<size_t>(t * avx512::X8ScaleStride(k)));
@@ -471,12 +521,21 @@ struct XScratch {
       }
       p.xs = xs.data();
     }
-    if (any_bf16 && isa == Isa::kAvx512) {
+    if (need.i8_blocks) {  // only packed where the AVX-512 tiles run, and K % 32 == 0
+      x4.resize(static_cast<size_t>(t * (k / 4)));
+      x4s.resize(static_cast<size_t>(t * (k / 32)));
+      x4c.resize(static_cast<size_t>(t * (k / 32)));
+      avx512::QuantizeXQuads(x, t, k, x4.data(), x4s.data(), x4c.data());
+      p.x4 = x4.data();
+      p.x4s = x4s.data();
+      p.x4c = x4c.data();
+    }
+    if (need.bf16 && isa == Isa::kAvx512) {
       xb.resize(static_cast<size_t>(t * (k & ~int64_t{31})));
       avx512::RoundX(x, t, k, xb.data());
       p.xb = xb.data();
     }
-    if (any_bf16_tiles) {  // only packed where the AVX-512 tiles run, and K even
+    if (need.bf16_tiles) {  // only packed where the AVX-512 tiles run, and K even
       xt.resize(static_cast<size_t>(t * (k / 2)));
       avx512::PairX(x, t, k, xt.data());
       p.xt = xt.data();
@@ -489,6 +548,10 @@ void MatVecRowsPrepared(const Weights& w, int64_t r0, int64_t r1, int64_t k, con
                         int64_t t, int64_t n, const float* bias, Act act, float* y) {
   const float* x = px.x;
   const Isa isa = MatVecIsa();
+  if (w.i8_blocks) {
+    return avx512::MatVecI8Blocks(static_cast<const int8_t*>(w.data), w.scales, r0, r1, k, px.x4,
+                                  px.x4s, px.x4c, t, n, bias, act, y);
+  }
   if (w.bf16_tiles) {
     return avx512::MatVecBf16Tiles(static_cast<const uint16_t*>(w.data), r0, r1, k, px.xt, t, n,
                                    bias, act, y);
@@ -541,8 +604,9 @@ const char* IsaName(Isa isa) {
 void MatVecRows(const Weights& w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
                 int64_t n, const float* bias, Act act, float* y) {
   thread_local XScratch scratch;  // callers run on several threads at once
-  const PreparedX px = scratch.Prepare(x, t, k, w.type == WType::kBF16 && !w.bf16_tiles,
-                                       w.bf16_tiles, w.type == WType::kI8);
+  XForms need;
+  need.Add(w);
+  const PreparedX px = scratch.Prepare(x, t, k, need);
   MatVecRowsPrepared(w, r0, r1, k, px, t, n, bias, act, y);
 }
 
@@ -592,19 +656,17 @@ void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weight
 void MatVecShared(ThreadPool& pool, const float* x, int64_t t, int64_t k, const MatVecJob* jobs,
                   int64_t count) {
   // x's int16 / bf16 forms once, here, before the threads start (their tiles only read them).
-  bool any_bf16 = false, any_bf16_tiles = false, any_i8 = false;
-  for (int64_t j = 0; j < count; ++j) {
-    any_bf16 |= jobs[j].w.type == WType::kBF16 && !jobs[j].w.bf16_tiles;
-    any_bf16_tiles |= jobs[j].w.bf16_tiles;
-    any_i8 |= jobs[j].w.type == WType::kI8;
-  }
+  XForms need;
+  for (int64_t j = 0; j < count; ++j) need.Add(jobs[j].w);
   thread_local XScratch scratch;
-  const PreparedX px = scratch.Prepare(x, t, k, any_bf16, any_bf16_tiles, any_i8);
-  // Units of 4 rows (16 for weights in the bf16 tile layout, its blocks) numbered across the jobs,
+  const PreparedX px = scratch.Prepare(x, t, k, need);
+  // Units of 4 rows (16 for weights in the bf16 or int8 block layouts) numbered across the jobs,
   // in chunks of at least ~64 KiB of weights so that a thread's wakeup pays off; a chunk walks the
   // jobs its range covers. (The units only split the work: the row-major tiles then read a chunk's
   // rows as 4 slices, not as adjacent 4-row blocks.)
-  auto unit = [](const MatVecJob& job) -> int64_t { return job.w.bf16_tiles ? kBf16TileRows : 4; };
+  auto unit = [](const MatVecJob& job) -> int64_t {
+    return job.w.bf16_tiles ? kBf16TileRows : job.w.i8_blocks ? kI8TileRows : 4;
+  };
   int64_t tiles = 0;
   for (int64_t j = 0; j < count; ++j) tiles += (jobs[j].n + unit(jobs[j]) - 1) / unit(jobs[j]);
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1));

@@ -44,6 +44,8 @@ struct Weights {
   bool i8_tiles = false;
   // bf16 only: the bytes are in the 16-row tile layout (PackBf16Tiles below), not row-major.
   bool bf16_tiles = false;
+  // i8 only: the bytes and the scales are in the 16-row block layout (PackI8Blocks below).
+  bool i8_blocks = false;
 };
 
 // The int8 tile layout: int8 weights rearranged once, when the host prepares them after loading
@@ -80,6 +82,25 @@ bool Bf16TilesFit(int64_t rows_each, int64_t k);
 // Rearranges rows [0, n) of w [N, K] in place into the layout; n % 16 == 0, K even. Requires
 // Bf16TilesLayoutUsed().
 void PackBf16Tiles(uint16_t* w, int64_t n, int64_t k);
+
+// The int8 block layout: what the bf16 layout above does for bf16, for int8 weights with a scale
+// per 32 columns (kernels_avx512.cc, I8Blocks; docs/performance.md, session 13). Rows are taken in
+// blocks of kI8TileRows; block b holds the weight of row 16b + r, column j at byte
+// 16bK + 64(j / 4) + 4r + j % 4, as an unsigned byte, w + 128, and its scale (block q = j / 32)
+// at 16b(K / 32) + 16q + r of the scales: one 64-byte load is 16 rows x 4 columns, which
+// vpdpbusd multiplies by a broadcast 4 bytes of x per token (signed, as its second operand must
+// be), and one 64-byte load is the 16 rows' scales of a 32-column block. Values are unchanged,
+// only their places (and the weights' offset).
+//
+// Ops must name a packed matrix from a block boundary in whole blocks, with its own scales.
+constexpr int64_t kI8TileRows = 16;
+// Whether an int8 matrix of rows_each rows (per expert) and K columns is kept in the block layout:
+// the AVX-512 tiles run (MatVecIsa() is kAvx512), rows come in whole blocks and K in whole
+// 32-column blocks (every ZAYA1 matrix but the router's last layer, E + 1 = 17 rows, fits).
+bool I8BlocksFit(int64_t rows_each, int64_t k);
+// Rearranges rows [0, n) of w [N, K] and their scales [N, K / 32] in place into the layout;
+// n % 16 == 0, K % 32 == 0. Requires I8BlocksFit.
+void PackI8Blocks(int8_t* w, float* scales, int64_t n, int64_t k);
 
 inline float Bf16ToF32(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;

@@ -78,14 +78,28 @@ struct Bf16 : Bf16Weights {
 // the row-major one), one Zen 5 core in cache, GMAC/s: 4 tokens 141 -> 215, 16 tokens 177 -> 252
 // (vdpbf16ps's peak is ~253); two cores from DRAM, 4096 x 2048: 4 tokens 41 -> 48 GB/s, 6 tokens
 // 41 -> 47, 1 token 48-49 either way. The 8B model at batch 16: ~70% -> ~76% of local.
-struct Bf16Blocks {
-  const uint16_t* w;   // [N / 16][K / 2][16][2]
-  int64_t kh;          // K / 2: a block is kh 64-byte lines
-  const uint32_t* xt;  // [K / 2][T] (PairX)
+// What every block layout's tiles share: the outputs, and `lines`, the 64-byte lines of weights
+// per block.
+struct BlockOut {
+  int64_t lines;
   int64_t t, n;
   const float* bias;
   Act act;
   float* y;
+
+  // acc's 16 lanes are rows row .. row + 15 of token i.
+  ZAYA_INLINE void Store(int64_t row, int64_t i, __m512 acc) const {
+    float* out = y + i * n + row;
+    const __m512 v =
+        _mm512_add_ps(acc, bias != nullptr ? _mm512_loadu_ps(bias + row) : _mm512_setzero_ps());
+    if (act == Act::kNone) {
+      _mm512_storeu_ps(out, v);
+    } else {
+      alignas(64) float lanes[16];
+      _mm512_store_ps(lanes, v);
+      for (int l = 0; l < 16; ++l) out[l] = ApplyAct(act, lanes[l]);
+    }
+  }
 };
 
 // What a token pass prefetches (BlockRows): the first pass of a group fetches each stream's line
@@ -96,62 +110,142 @@ struct Bf16Blocks {
 // idled through each first pass, which found its group in L2.
 struct BlockFetch {
   int64_t next = 0, pass = 0, passes = 1;
+
+  // Line p of a stream at `line`.
+  ZAYA_INLINE void Line(const char* line, int64_t p) const {
+    if (pass == 0) _mm_prefetch(line + kStreamAheadBytes, _MM_HINT_T0);
+    if (next != 0 && p % passes == pass) _mm_prefetch(line + next, _MM_HINT_T1);
+  }
 };
 
-// Blocks b .. b + R - 1 (adjacent: R streams one block apart) x tokens i0 .. i0 + T - 1.
-template <int R, int T>
-ZAYA_INLINE void BlockTile(const Bf16Blocks& a, int64_t b, int64_t i0, const BlockFetch& f) {
-  const int64_t bs = a.kh * 32;  // uint16 per block
-  const uint16_t* w = a.w + b * bs;
-  const uint32_t* x = a.xt + i0;
-  __m512 acc[R][T];
+struct Bf16Blocks : BlockOut {
+  const uint16_t* w;   // [N / 16][K / 2][16][2]; lines = K / 2
+  const uint32_t* xt;  // [K / 2][T] (PairX)
+
+  // Blocks b .. b + R - 1 (adjacent: R streams one block apart) x tokens i0 .. i0 + T - 1.
+  template <int R, int T>
+  ZAYA_INLINE void Tile(int64_t b, int64_t i0, const BlockFetch& f) const {
+    const int64_t bs = lines * 32;  // uint16 per block
+    const uint16_t* wb = w + b * bs;
+    const uint32_t* x = xt + i0;
+    __m512 acc[R][T];
 #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
+    for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
-    for (int i = 0; i < T; ++i) acc[r][i] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < a.kh; ++p) {
-    __m512bh wv[R];
+      for (int i = 0; i < T; ++i) acc[r][i] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < lines; ++p) {
+      __m512bh wv[R];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const char* line = reinterpret_cast<const char*>(w + r * bs + p * 32);
-      if (f.pass == 0) _mm_prefetch(line + kStreamAheadBytes, _MM_HINT_T0);
-      if (f.next != 0 && p % f.passes == f.pass) _mm_prefetch(line + f.next, _MM_HINT_T1);
-      wv[r] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(line));
-    }
+      for (int r = 0; r < R; ++r) {
+        const char* line = reinterpret_cast<const char*>(wb + r * bs + p * 32);
+        f.Line(line, p);
+        wv[r] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(line));
+      }
 #pragma GCC unroll 16
-    for (int i = 0; i < T; ++i) {
-      const __m512bh xv =
-          reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(x[p * a.t + i])));
+      for (int i = 0; i < T; ++i) {
+        const __m512bh xv =
+            reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(x[p * t + i])));
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[r][i] = _mm512_dpbf16_ps(acc[r][i], wv[r], xv);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    const int64_t row = (b + r) * kBf16TileRows;
-    const __m512 bias = a.bias != nullptr ? _mm512_loadu_ps(a.bias + row) : _mm512_setzero_ps();
-#pragma GCC unroll 16
-    for (int i = 0; i < T; ++i) {
-      float* out = a.y + (i0 + i) * a.n + row;
-      const __m512 v = _mm512_add_ps(acc[r][i], bias);
-      if (a.act == Act::kNone) {
-        _mm512_storeu_ps(out, v);
-      } else {
-        alignas(64) float lanes[16];
-        _mm512_store_ps(lanes, v);
-        for (int l = 0; l < 16; ++l) out[l] = ApplyAct(a.act, lanes[l]);
+        for (int r = 0; r < R; ++r) acc[r][i] = _mm512_dpbf16_ps(acc[r][i], wv[r], xv);
       }
     }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+      for (int i = 0; i < T; ++i) Store((b + r) * kBf16TileRows, i0 + i, acc[r][i]);
   }
-}
+};
+
+// int8 weights in the block layout (kernels.h PackI8Blocks): one 64-byte load is 16 rows x 4
+// columns as unsigned bytes (w + 128), and vpdpbusd multiplies it by a broadcast 4 signed bytes
+// of x per token, so each int32 lane sums one (row, token)'s products: 8 instructions per 32-column
+// block (512 products), then one conversion, one multiply by x's block scale and one FMA by the 16
+// rows' scales (one 64-byte load). The offset comes out per token, not per row: sum (w + 128) x =
+// sum w x + 128 sum x, and -128 sum x of each block (QuantizeXQuads) starts the lane's integer
+// sum. The row-major tiles (I8 below) spend 4 vpdpbusd and 4 more instructions per 256 products
+// and row, plus a correction per row and a horizontal sum per (row, token), and read x as 4
+// vectors per token and group: session 13 (docs/performance.md) has what this gained.
+//
+// Per (row, token): acc += (float(integer sum of block q) * x scale) * w scale over q in order,
+// in one lane; the integer sums are exact, so the order of the float steps, fixed, is the only
+// rounding, and a row's output is bitwise independent of the batch.
+struct I8Blocks : BlockOut {
+  const uint8_t* w;  // [N / 16][K / 4][16][4]; lines = K / 4
+  const float* ws;   // [N / 16][K / 32][16]
+  // x by token pass (QuantizeXQuads): the pass from token i0, of T tokens, at x + i0 K / 4 as
+  // [K / 4][T], and its scales and offsets at xs + i0 K / 32 and xc + i0 K / 32 as [K / 32][T].
+  const uint32_t* x;
+  const float* xs;
+  const int32_t* xc;
+
+  template <int R, int T>
+  ZAYA_INLINE void Tile(int64_t b, int64_t i0, const BlockFetch& f) const {
+    const int64_t bs = lines * 64, kq = lines / 8;  // bytes per block; 32-column blocks
+    const uint8_t* wb = w + b * bs;
+    const float* sb = ws + b * kq * 16;
+    const uint32_t* xp = x + i0 * lines;
+    const float* xsp = xs + i0 * kq;
+    const int32_t* xcp = xc + i0 * kq;
+    // The f32 sums live in memory (L1): each is touched once per 8 vpdpbusd, and the registers
+    // go to the integer sums, so a pass can take more tokens.
+    alignas(64) float acc[R][T][16];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+      for (int i = 0; i < T; ++i) _mm512_store_ps(acc[r][i], _mm512_setzero_ps());
+    for (int64_t q = 0; q < kq; ++q) {
+      __m512i s[R][T];
+#pragma GCC unroll 16
+      for (int i = 0; i < T; ++i) {
+        const __m512i c = _mm512_set1_epi32(xcp[q * T + i]);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) s[r][i] = c;
+      }
+#pragma GCC unroll 8
+      for (int c = 0; c < 8; ++c) {
+        const int64_t p = q * 8 + c;
+        __m512i wv[R];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const char* line = reinterpret_cast<const char*>(wb + r * bs + p * 64);
+          f.Line(line, p);
+          wv[r] = _mm512_loadu_si512(line);
+        }
+#pragma GCC unroll 16
+        for (int i = 0; i < T; ++i) {
+          const __m512i xv = _mm512_set1_epi32(static_cast<int>(xp[p * T + i]));
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r) s[r][i] = _mm512_dpbusd_epi32(s[r][i], wv[r], xv);
+        }
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        // The scales: a line per 8 weight lines, fetched as those are at an eighth the distance.
+        const char* sline = reinterpret_cast<const char*>(sb + r * kq * 16 + q * 16);
+        if (f.pass == 0) _mm_prefetch(sline + kStreamAheadBytes / 8, _MM_HINT_T0);
+        if (f.next != 0 && q % f.passes == f.pass) _mm_prefetch(sline + f.next / 8, _MM_HINT_T1);
+        const __m512 wsv = _mm512_loadu_ps(sline);
+#pragma GCC unroll 16
+        for (int i = 0; i < T; ++i) {
+          const __m512 v =
+              _mm512_mul_ps(_mm512_cvtepi32_ps(s[r][i]), _mm512_set1_ps(xsp[q * T + i]));
+          _mm512_store_ps(acc[r][i], _mm512_fmadd_ps(v, wsv, _mm512_load_ps(acc[r][i])));
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+      for (int i = 0; i < T; ++i) Store((b + r) * kI8TileRows, i0 + i, _mm512_load_ps(acc[r][i]));
+  }
+};
 
 // The last `rest` (<= T) tokens from i0 on, as one tile of exactly that many.
-template <int R, int T>
-ZAYA_INLINE void BlockRest(const Bf16Blocks& a, int64_t b, int64_t i0, int64_t rest,
-                           const BlockFetch& f) {
+template <int R, int T, class A>
+ZAYA_INLINE void BlockRest(const A& a, int64_t b, int64_t i0, int64_t rest, const BlockFetch& f) {
   if constexpr (T >= 1) {
     if (rest == T) {
-      BlockTile<R, T>(a, b, i0, f);
+      a.template Tile<R, T>(b, i0, f);
     } else {
       BlockRest<R, T - 1>(a, b, i0, rest, f);
     }
@@ -161,9 +255,9 @@ ZAYA_INLINE void BlockRest(const Bf16Blocks& a, int64_t b, int64_t i0, int64_t r
 // Blocks [b0, b1) in groups of R, each group passed over once per TT tokens (tile_driver.h's
 // chunks: the later passes read the group from L2), the next group's lines fetched across the
 // passes (BlockFetch); the blocks past the last whole group one at a time.
-template <int R, int TT>
-void BlockRows(const Bf16Blocks& a, int64_t b0, int64_t b1) {
-  const int64_t passes = (a.t + TT - 1) / TT, group_bytes = R * a.kh * 64;
+template <int R, int TT, class A>
+void BlockRows(const A& a, int64_t b0, int64_t b1) {
+  const int64_t passes = (a.t + TT - 1) / TT, group_bytes = R * a.lines * 64;
   int64_t b = b0;
   for (; b + R <= b1; b += R) {
     const int64_t next = passes > 1 && b + 2 * R <= b1 ? group_bytes : 0;
@@ -364,7 +458,7 @@ void PairX(const float* x, int64_t t, int64_t k, uint32_t* xt) {
 // (512 x 2048, GMAC/s): 4 x 4 215, 4 x 6 257, 3 x 8 at 8 and 16 tokens 250-252.
 void MatVecBf16Tiles(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xt,
                      int64_t t, int64_t n, const float* bias, Act act, float* y) {
-  const Bf16Blocks a{w, k / 2, xt, t, n, bias, act, y};
+  const Bf16Blocks a{{k / 2, t, n, bias, act, y}, w, xt};
   const int64_t b0 = r0 / kBf16TileRows, b1 = r1 / kBf16TileRows;
   if (t == 1) return BlockRows<4, 1>(a, b0, b1);
   if ((t + 7) / 8 < (t + 5) / 6) return BlockRows<3, 8>(a, b0, b1);
@@ -419,6 +513,59 @@ void MatVecI8(const int8_t* w, bool tile_layout, const float* scales, int64_t r0
   const QuantX8 qx{xq, xs, x, k & ~int64_t{31}, X8ScaleStride(k)};
   if (tile_layout) return TileRows(I8<true>{iw, qx}, r0, r1, t, n, bias, act, y);
   TileRows(I8<false>{iw, qx}, r0, r1, t, n, bias, act, y);
+}
+
+int64_t I8BlockPassTokens(int64_t t) {
+  if (t == 1) return 1;
+  if (t <= 6) return 6;
+  if (t <= 8 || (t > 12 && t <= 16)) return 8;
+  return 12;
+}
+
+void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* xs, int32_t* xc) {
+  const int64_t tt = I8BlockPassTokens(t);
+  for (int64_t i = 0; i < t; ++i) {
+    const float* xi = x + i * k;
+    // Token i's place in its pass: the pass from i0, of w tokens.
+    const int64_t i0 = i - i % tt, w = t - i0 < tt ? t - i0 : tt, at = i - i0;
+    uint32_t* xqp = xq + i0 * (k / 4);
+    float* xsp = xs + i0 * (k / 32);
+    int32_t* xcp = xc + i0 * (k / 32);
+    for (int64_t q = 0; q < k / 32; ++q) {
+      const __m512 lo = _mm512_loadu_ps(xi + 32 * q), hi = _mm512_loadu_ps(xi + 32 * q + 16);
+      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+      const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+      // Round to nearest even, as QuantizeX8 does (|q| <= 127).
+      const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(lo, inv));
+      const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(hi, inv));
+      xsp[q * w + at] = amax / 127.f;
+      xcp[q * w + at] = -128 * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+      alignas(64) uint32_t quads[8];
+      _mm_store_si128(reinterpret_cast<__m128i*>(quads), _mm512_cvtsepi32_epi8(q0));
+      _mm_store_si128(reinterpret_cast<__m128i*>(quads + 4), _mm512_cvtsepi32_epi8(q1));
+      for (int64_t c = 0; c < 8; ++c) xqp[(8 * q + c) * w + at] = quads[c];
+    }
+  }
+}
+
+// Tile shapes (32 zmm: R x T integer sums and as many f32 accumulators, R weight vectors, one x
+// broadcast): one token 4 blocks (bound by memory); more tokens 2 blocks x 6 tokens.
+void MatVecI8Blocks(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
+                    const uint32_t* xq, const float* xs, const int32_t* xc, int64_t t, int64_t n,
+                    const float* bias, Act act, float* y) {
+  const I8Blocks a{
+      {k / 4, t, n, bias, act, y}, reinterpret_cast<const uint8_t*>(w), scales, xq, xs, xc};
+  const int64_t b0 = r0 / kI8TileRows, b1 = r1 / kI8TileRows;
+  switch (I8BlockPassTokens(t)) {
+    case 1:
+      return BlockRows<4, 1>(a, b0, b1);
+    case 6:
+      return BlockRows<2, 6>(a, b0, b1);
+    case 8:
+      return BlockRows<3, 8>(a, b0, b1);
+    default:
+      return BlockRows<2, 12>(a, b0, b1);
+  }
 }
 
 }  // namespace zaya::cpu::avx512

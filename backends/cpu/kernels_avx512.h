@@ -58,4 +58,22 @@ void MatVecI8(const int8_t* w, bool tile_layout, const float* scales, int64_t r0
               int64_t k, const float* x, const uint8_t* xq, const float* xs, int64_t t, int64_t n,
               const float* bias, Act act, float* y);
 
+// int8 weights in the 16-row block layout (kernels.h PackI8Blocks). x [T,K] (K % 32 == 0) is
+// rounded as QuantizeX8 rounds it, 8 bits per 32-column block, but kept signed, and stored by
+// the token passes the tiles take, I8BlockPassTokens(T) tokens each (the last one fewer), so
+// that a pass reads its x in order (a [K / 4][T] layout had a 512-token prefill read 4 bytes
+// per 2 KiB from L3): for the pass of w tokens from i0, xq[i0 K / 4 + p w + i] = the 4 bytes of
+// columns 4p .. 4p + 3 of token i0 + i, xs[i0 K / 32 + q w + i] its block q's scale and
+// xc[i0 K / 32 + q w + i] = -128 x the sum of block q's bytes (the layout's offset, see
+// kernels_avx512.cc I8Blocks). Each array holds T K / 4 or T K / 32 values. Each (row, token) sum
+// runs in one f32 lane over the blocks in order, whatever the tile or T: a row's output is bitwise
+// independent of the batch; it is not the row-major tiles' order, so the two layouts differ within
+// float rounding.
+int64_t I8BlockPassTokens(int64_t t);
+void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* xs, int32_t* xc);
+// Rows [r0, r1), both multiples of kI8TileRows (or r1 = N, itself one).
+void MatVecI8Blocks(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
+                    const uint32_t* xq, const float* xs, const int32_t* xc, int64_t t, int64_t n,
+                    const float* bias, Act act, float* y);
+
 }  // namespace zaya::cpu::avx512

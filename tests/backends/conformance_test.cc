@@ -310,15 +310,17 @@ TEST_P(Conformance, MatMulAllShapeClasses) {
 
 // The same through prepared weights, with row counts that the CPU backend keeps in its bf16 tile
 // layout (multiples of 16 rows with an even K of at least 32: 16, 48; 19 rows, K = 7 and 257 stay
-// row-major; K = 34 and 600 have columns past the last multiple of 32) and the token
-// counts of each of that layout's tiles (1; 2-6 and 9-12, 17 the 4-block tile; 7-8, 13-16 the
-// 3-block one) and of the GEMM path (70).
+// row-major; K = 34 and 600 have columns past the last multiple of 32) and its int8 block layout
+// (16 and 48 rows with K = 32 and 288; K = 600 keeps the 256-column group layout), and the token
+// counts of each of the bf16 layout's tiles (1; 2-6 and 9-12, 17 the 4-block tile; 7-8, 13-16 the
+// 3-block one), of the int8 block layout's (1; 2-6; 7-8 and 13-16; 9-12 and 17 on) and of the
+// GEMM path (70).
 TEST_P(Conformance, MatMulPreparedWeightsAllShapeClasses) {
   if (!HasWeightPrepare(*backend_)) GTEST_SKIP() << GetParam() << " has no weight_prepare";
   Rng rng(14);
   int case_index = 0;
   for (int32_t dtype : kWeightTypes) {
-    for (int64_t k : {7, 32, 34, 257, 600}) {
+    for (int64_t k : {7, 32, 34, 257, 288, 600}) {
       for (int64_t n : {16, 19, 48}) {
         for (int64_t t : {1, 2, 5, 6, 7, 8, 12, 13, 16, 17, 70}) {
           ++case_index;
@@ -1198,28 +1200,33 @@ TEST_P(Conformance, CreateReadsOnlyTheOptionsItsStructSizeCovers) {
 
 // weight_prepare (ABI 1.1) lets a backend rearrange weights (the CPU backend's int8 and bf16 tile
 // layouts), but every op must read the values as written: the embedding gives bitwise what
-// unprepared copies of the same weights give, and so do the matmuls and the MoE with int8 or f32
-// weights, through every tile and the GEMM path (70 tokens, where the backend has one). The bf16
-// tile layout sums each (row, token) in another order than the row-major bf16 tiles (one lane
+// unprepared copies of the same weights give, and so do the matmuls and the MoE with f32 weights
+// or int8 ones that keep a row's order of sums (the CPU backend's 256-column group layout: K =
+// 257 and 600), through every tile and the GEMM path (70 tokens, where the backend has one). The
+// bf16 tile layout sums each (row, token) in another order than the row-major bf16 tiles (one lane
 // over the column pairs) and rounds all of x to bf16, where the row-major tiles keep the columns
 // past the last multiple of 32 in f32; backend.h allows both. So bf16 rows may differ by up to
 // the two results' allowed rounding, 2 x 2^-8 of sum |x w|, and
-// MatMulPreparedWeightsAllShapeClasses checks them against the reference. K = 600 and 2048 have
-// whole 256-column groups (int8's layout); 48 rows are three 16-row blocks (bf16's).
+// MatMulPreparedWeightsAllShapeClasses checks them against the reference. The int8 block layout
+// (48 rows, K = 2048) rounds x as the row-major tiles do, so its integer sums per 32-column block
+// are the same, but adds them up in one lane, in order, where those sum 16 lanes and then across:
+// only float rounding tells them apart, 2^-16 of sum |x w| bounds it with a wide margin, and a
+// misplaced weight or scale moves a row by far more. K = 600 and 2048 have whole 256-column groups
+// (int8's group layout); 48 rows are three 16-row blocks (the block layouts').
 TEST_P(Conformance, PreparedWeightsGiveTheSameValues) {
   if (!HasWeightPrepare(*backend_)) GTEST_SKIP() << GetParam() << " has no weight_prepare";
   Rng rng(21);
-  // Bitwise, or for bf16 below 64 tokens within the bound above.
+  // Bitwise (exact), or within `rel` of sum |x w|.
   auto expect_same = [](const std::vector<float>& plain, const std::vector<float>& prepared,
-                        const std::vector<double>& mag, bool exact, const std::string& what) {
+                        const std::vector<double>& mag, bool exact, double rel,
+                        const std::string& what) {
     ASSERT_EQ(plain.size(), prepared.size());
     if (exact) {
       ASSERT_EQ(std::memcmp(plain.data(), prepared.data(), plain.size() * 4), 0) << what;
       return;
     }
     for (size_t i = 0; i < plain.size(); ++i) {
-      ASSERT_LE(std::fabs(static_cast<double>(plain[i]) - prepared[i]),
-                mag[i] * std::ldexp(1.0, -7) + 1e-30)
+      ASSERT_LE(std::fabs(static_cast<double>(plain[i]) - prepared[i]), mag[i] * rel + 1e-30)
           << what << " element " << i;
     }
   };
@@ -1250,7 +1257,10 @@ TEST_P(Conformance, PreparedWeightsGiveTheSameValues) {
             }
           }
         }
-        expect_same(out[0], out[1], mag, dtype != ZAYA_DTYPE_BF16,
+        const bool i8_blocks = dtype == ZAYA_DTYPE_I8 && k % 32 == 0;
+        expect_same(out[0], out[1], mag,
+                    dtype == ZAYA_DTYPE_F32 || (dtype == ZAYA_DTYPE_I8 && !i8_blocks),
+                    std::ldexp(1.0, dtype == ZAYA_DTYPE_BF16 ? -7 : -16),
                     "matmul dtype " + std::to_string(dtype) + " K=" + std::to_string(k) +
                         " T=" + std::to_string(t));
       }
@@ -1300,11 +1310,12 @@ TEST_P(Conformance, PreparedWeightsGiveTheSameValues) {
       // bf16: each expert gets fewer than 64 tokens here, so its rows run through the tiles,
       // whose x rounding and sum order differ between the layouts (above); K = 512 and 288 are
       // multiples of 32, so only the order of each sum moves the outputs, then SwiGLU: 2^-8 of
-      // the largest output bounds it with a wide margin.
+      // the largest output bounds it with a wide margin. int8: both matrices fit the block
+      // layout, whose sums differ by float rounding only (above): 2^-14 of the largest output.
       double largest = 0;
       for (float v : out[0]) largest = std::max(largest, std::fabs(static_cast<double>(v)));
       expect_same(out[0], out[1], std::vector<double>(out[0].size(), largest),
-                  dtype != ZAYA_DTYPE_BF16,
+                  dtype == ZAYA_DTYPE_F32, std::ldexp(1.0, dtype == ZAYA_DTYPE_BF16 ? -8 : -14),
                   "moe dtype " + std::to_string(dtype) + " T=" + std::to_string(t));
     }
   }
@@ -1401,6 +1412,69 @@ TEST_P(Conformance, PreparedWeightsAreReadOnlyAndNamedAsPrepared) {
       EXPECT_EQ(std::memcmp(&ball[i * bn + first], &got[i * rows], rows * 4), 0)
           << "bf16 rows from " << first << ", token " << i;
     }
+  }
+}
+
+// A layout may rearrange an int8 weight's scales with it (the CPU backend's int8 block layout:
+// 16-row blocks, K a multiple of 32). Then the scales are read-only too, a view of the weight must
+// come with the same rows of those scales, and other scales or the scales named as a weight are
+// refused with what to do; where the scales stayed as written (other backends, other layouts)
+// each of these works as it would unprepared.
+TEST_P(Conformance, PreparedInt8WeightsKeepTheScalesTheyWerePreparedWith) {
+  if (!HasWeightPrepare(*backend_)) GTEST_SKIP() << GetParam() << " has no weight_prepare";
+  Rng rng(26);
+  const int64_t n = 32, k = 64;
+  HostWeights w = rng.Weights(ZAYA_DTYPE_I8, n, k);
+  const auto prepared = dev_->Weights(w, {n, k});
+  // The same scales, unprepared, elsewhere.
+  const auto copy = dev_->Weights(w, {n, k});
+  ASSERT_TRUE(dev_->Prepare(prepared).ok());
+  const zaya_tensor x = dev_->F32(rng.Normals(3 * k), {3, k});
+  zaya_op whole = Op(ZAYA_OP_MATMUL);
+  whole.src[0] = x;
+  std::tie(whole.src[1], whole.src[3]) = prepared;
+  whole.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {3, n});
+  ASSERT_TRUE(dev_->Run(whole).ok());
+  const std::vector<float> all = dev_->Read<float>(whole.dst[0]);
+
+  const std::vector<float> ones(4, 1.f);
+  const Status write = dev_->Write(prepared.second, 0, ones.data(), 16);
+  const bool rearranged = !write.ok();
+  if (rearranged) {
+    EXPECT_NE(write.ToString().find("int8 scales prepared with a weight"), std::string::npos)
+        << write.ToString();
+  }
+  // Rows 16..31 with their scales: those rows of the whole.
+  zaya_op part = whole;
+  part.src[1].offset += 16 * k;
+  part.src[1].shape[0] = 16;
+  part.src[3].offset += 16 * (k / 32) * 4;
+  part.src[3].shape[0] = 16;
+  part.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {3, 16});
+  ASSERT_TRUE(dev_->Run(part).ok());
+  const std::vector<float> got = dev_->Read<float>(part.dst[0]);
+  for (int64_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(std::memcmp(&all[i * n + 16], &got[i * 16], 16 * 4), 0) << "token " << i;
+  }
+  // Rows 16..31 with the first 16 rows' scales, and the whole with an unprepared copy of them.
+  zaya_op shifted = part;
+  shifted.src[3] = prepared.second;
+  shifted.src[3].shape[0] = 16;
+  zaya_op other = whole;
+  other.src[3] = copy.second;
+  // The scales as an f32 weight of their own.
+  zaya_op scales_as_weight = Op(ZAYA_OP_MATMUL);
+  scales_as_weight.src[0] = dev_->F32(rng.Normals(3 * (k / 32)), {3, k / 32});
+  scales_as_weight.src[1] = prepared.second;
+  scales_as_weight.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {3, n});
+  if (rearranged) {
+    ExpectInvalid(dev_->Run(shifted), "not the ones it was prepared with");
+    ExpectInvalid(dev_->Run(other), "not the ones it was prepared with");
+    ExpectInvalid(dev_->Run(scales_as_weight), "are the scales of an int8 weight");
+  } else {
+    EXPECT_TRUE(dev_->Run(shifted).ok());
+    EXPECT_TRUE(dev_->Run(other).ok());
+    EXPECT_TRUE(dev_->Run(scales_as_weight).ok());
   }
 }
 

@@ -5,9 +5,10 @@
 // distance in backends/cpu/kernels_avx2.cc (docs/performance.md has the numbers).
 //
 //   cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] [--mib M]
-//                    [--reps R] [--threads P] [--layout tiles|rows]
+//                    [--reps R] [--threads P] [--layout tiles|groups|rows]
 //     --layout: int8 and bf16 weights rearranged as the backend prepares them (tiles, the default
-//     where the AVX-512 tiles run and the shape allows: kernels.h) or row-major as written;
+//     where the AVX-512 tiles run and the shape allows: kernels.h), int8 in the 256-column group
+//     layout that matrices outside the block layout keep (groups), or row-major as written;
 //     --i8-layout is its old name
 //   cpu_kernel_bench --fma-peak [--threads P]     the AVX2 FMA ceiling, GMAC/s
 //   cpu_kernel_bench --isa-loops                  the tiles' instructions, per cycle on one core
@@ -34,7 +35,7 @@ using zaya::cpu::WType;
 int Usage() {
   std::fprintf(stderr,
                "usage: cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] "
-               "[--mib M] [--reps R] [--threads P] [--layout tiles|rows] | cpu_kernel_bench "
+               "[--mib M] [--reps R] [--threads P] [--layout tiles|groups|rows] | cpu_kernel_bench "
                "--fma-peak [--threads P] | cpu_kernel_bench --isa-loops\n");
   return 2;
 }
@@ -78,7 +79,7 @@ int main(int argc, char** argv) {
   }
   if (argc % 2 == 0 || rows < 1 || k < 1 || tokens < 1 || mib < 1 || reps < 1 || threads < 1 ||
       (dtype != "bf16" && dtype != "int8" && dtype != "f32") ||
-      (layout != "tiles" && layout != "rows")) {
+      (layout != "tiles" && layout != "rows" && layout != "groups")) {
     return Usage();
   }
   const WType type = dtype == "bf16" ? WType::kBF16 : dtype == "int8" ? WType::kI8 : WType::kF32;
@@ -89,7 +90,14 @@ int main(int argc, char** argv) {
   std::vector<uint8_t> w(static_cast<size_t>(matrices * rows * k) * wsz);
   std::mt19937 rng(7);
   for (auto& b : w) b = static_cast<uint8_t>(rng() & 0x3f);  // small finite bf16/f32 values
-  const bool i8_tiles = type == WType::kI8 && layout == "tiles" && zaya::cpu::I8TilesLayoutUsed();
+  const int64_t blocks = (k + 31) / 32;
+  std::vector<float> scales(static_cast<size_t>(matrices * rows * blocks), 0.01f);
+  const bool i8_blocks = type == WType::kI8 && layout == "tiles" && zaya::cpu::I8BlocksFit(rows, k);
+  if (i8_blocks) {
+    zaya::cpu::PackI8Blocks(reinterpret_cast<int8_t*>(w.data()), scales.data(), matrices * rows, k);
+  }
+  const bool i8_tiles = type == WType::kI8 && !i8_blocks &&
+                        (layout == "tiles" || layout == "groups") && zaya::cpu::I8TilesLayoutUsed();
   if (i8_tiles) {
     zaya::cpu::PackI8Tiles(reinterpret_cast<int8_t*>(w.data()), matrices * rows, k);
   }
@@ -98,8 +106,6 @@ int main(int argc, char** argv) {
   if (bf16_tiles) {
     zaya::cpu::PackBf16Tiles(reinterpret_cast<uint16_t*>(w.data()), matrices * rows, k);
   }
-  const int64_t blocks = (k + 31) / 32;
-  std::vector<float> scales(static_cast<size_t>(matrices * rows * blocks), 0.01f);
   // x aligned like the backend's activation buffers.
   zaya::cpu::AlignedVector<float> x(static_cast<size_t>(tokens * k));
   std::vector<float> y(static_cast<size_t>(tokens * rows));
@@ -117,6 +123,7 @@ int main(int argc, char** argv) {
         wt.data = w.data() + static_cast<size_t>(m * rows * k) * wsz;
         wt.scales = scales.data() + m * rows * blocks;
         wt.i8_tiles = i8_tiles;
+        wt.i8_blocks = i8_blocks;
         wt.bf16_tiles = bf16_tiles;
         zaya::cpu::MatMul(pool, x.data(), tokens, k, wt, rows, nullptr, zaya::cpu::Act::kNone,
                           y.data());
@@ -133,8 +140,10 @@ int main(int argc, char** argv) {
       "%s %s%s rows %lld k %lld tokens %lld working set %.1f MiB threads %d: %.2f GB/s, "
       "%.1f GMAC/s (median of %d)\n",
       zaya::cpu::IsaName(zaya::cpu::MatVecIsa()), dtype.c_str(),
-      i8_tiles || bf16_tiles ? " (tile layout)" : "", static_cast<long long>(rows),
-      static_cast<long long>(k), static_cast<long long>(tokens),
+      i8_blocks                ? " (block layout)"
+      : i8_tiles || bf16_tiles ? " (tile layout)"
+                               : "",
+      static_cast<long long>(rows), static_cast<long long>(k), static_cast<long long>(tokens),
       static_cast<double>(matrices * matrix_bytes) / (1 << 20), threads, gbs, gmacs, reps);
   return 0;
 }

@@ -3,8 +3,9 @@
 // Batch invariance beyond the conformance suite's 63 tokens: where MatMul runs
 // the tiles at every batch (kernels.h TilesAtEveryBatch: bf16 and int8 weights on the AVX-512
 // tiles), a row's output is bitwise the same at 1, 70 and 130 tokens, through the row-major and
-// the tile layouts. The engine mixes decode tokens with prompt chunks in one step, so without
-// this a seeded request's tokens would change when another client's long prompt shares its step.
+// the tile and block layouts. The engine mixes decode tokens with prompt chunks in one step, so
+// without this a seeded request's tokens would change when another client's long prompt shares its
+// step.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -38,7 +39,14 @@ TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
   const bool layout = Bf16TilesLayoutUsed();
   if (layout) PackBf16Tiles(packed.data(), n, k);
 
-  Weights cases[3];
+  std::vector<int8_t> i8_packed = i8;
+  std::vector<float> scales_packed(scales.size());
+  for (float& v : scales_packed) v = 0.005f + 0.01f * static_cast<float>(rng() % 100) / 100.f;
+  std::vector<float> scales_packed_copy = scales_packed;
+  const bool i8_layout = I8BlocksFit(n, k);
+  if (i8_layout) PackI8Blocks(i8_packed.data(), scales_packed.data(), n, k);
+
+  Weights cases[4];
   cases[0].type = WType::kBF16;
   cases[0].data = bf16.data();
   cases[1] = cases[0];
@@ -47,6 +55,10 @@ TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
   cases[2].type = WType::kI8;
   cases[2].data = i8.data();
   cases[2].scales = scales.data();
+  cases[3] = cases[2];
+  cases[3].data = i8_packed.data();
+  cases[3].scales = i8_layout ? scales_packed.data() : scales_packed_copy.data();
+  cases[3].i8_blocks = i8_layout;
   ThreadPool pool(2);
   int checked = 0;
   for (const Weights& w : cases) {
@@ -58,8 +70,10 @@ TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
       y[i].resize(static_cast<size_t>(ts[i] * n));
       MatMul(pool, x.data(), ts[i], k, w, n, nullptr, Act::kNone, y[i].data());
     }
-    const auto what = [&] { return "dtype " + std::to_string(static_cast<int>(w.type)) +
-                                   (w.bf16_tiles ? " (tile layout)" : ""); };
+    const auto what = [&] {
+      return "dtype " + std::to_string(static_cast<int>(w.type)) +
+             (w.bf16_tiles ? " (tile layout)" : "") + (w.i8_blocks ? " (block layout)" : "");
+    };
     EXPECT_EQ(std::memcmp(y[0].data(), y[1].data(), n * 4), 0) << what() << ": token 0 at 1 / 70";
     EXPECT_EQ(std::memcmp(y[0].data(), y[2].data(), n * 4), 0) << what() << ": token 0 at 1 / 130";
     EXPECT_EQ(std::memcmp(y[1].data() + 69 * n, y[2].data() + 69 * n, n * 4), 0)

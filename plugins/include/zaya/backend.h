@@ -213,15 +213,17 @@ typedef struct zaya_backend_api {
    * buffer; f32, bf16 or i8 with its `scales`, else scales may be NULL or absent) is written in
    * full and will only be read by ops from now on, so that the backend may rearrange its bytes
    * in place into a layout of its own that its ops read faster (the role of ggml's repacking
-   * buffer types: buffer_write knows no shapes). The layout never needs more bytes.
+   * buffer types: buffer_write knows no shapes); for i8, if `scales` is in a
+   * ZAYA_BUFFER_WEIGHTS buffer too, the scales' bytes with them. The layout never needs more bytes.
    * After the call: buffer_read of those bytes returns the backend's layout; buffer_write into
    * them fails with ZAYA_STATUS_INVALID_ARGUMENT; ops must name the weight (as a matmul's, MoE's
    * or embedding's weights) with its K and from a row boundary inside it (a layout may group
-   * rows: the CPU backend's bf16 one takes blocks of 16, and a view must then be whole blocks),
-   * else they fail with INVALID_ARGUMENT. A layout may change the order of a matmul's sums
-   * (within the rounding the op allows), never a row's independence of T. Preparing the same tensor again is a no-op; a tensor that overlaps another
-   * prepared one differently is INVALID_ARGUMENT. The host calls it during loading, on the
-   * scheduler's thread, like every other call. */
+   * rows: the CPU backend's bf16 and int8 ones take blocks of 16, and a view must then be whole
+   * blocks), and, where the scales were rearranged, with the same rows of those scales, else
+   * they fail with INVALID_ARGUMENT. A layout may change the order of a matmul's sums
+   * (within the rounding the op allows), never a row's independence of T. Preparing the same tensor
+   * again is a no-op; a tensor that overlaps another prepared one differently is INVALID_ARGUMENT.
+   * The host calls it during loading, on the scheduler's thread, like every other call. */
   zaya_status (*weight_prepare)(zaya_backend* backend, const zaya_tensor* weight,
                                 const zaya_tensor* scales);
 } zaya_backend_api;
