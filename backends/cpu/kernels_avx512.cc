@@ -120,14 +120,15 @@ struct BlockFetch {
 
 struct Bf16Blocks : BlockOut {
   const uint16_t* w;   // [N / 16][K / 2][16][2]; lines = K / 2
-  const uint32_t* xt;  // [K / 2][T] (PairX)
+  // x by token pass (PairX): the pass from token i0, of T tokens, at xt + i0 K / 2 as [K / 2][T].
+  const uint32_t* xt;
 
   // Blocks b .. b + R - 1 (adjacent: R streams one block apart) x tokens i0 .. i0 + T - 1.
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t b, int64_t i0, const BlockFetch& f) const {
     const int64_t bs = lines * 32;  // uint16 per block
     const uint16_t* wb = w + b * bs;
-    const uint32_t* x = xt + i0;
+    const uint32_t* x = xt + i0 * lines;
     __m512 acc[R][T];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r)
@@ -144,7 +145,7 @@ struct Bf16Blocks : BlockOut {
 #pragma GCC unroll 16
       for (int i = 0; i < T; ++i) {
         const __m512bh xv =
-            reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(x[p * t + i])));
+            reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(x[p * T + i])));
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) acc[r][i] = _mm512_dpbf16_ps(acc[r][i], wv[r], xv);
       }
@@ -433,9 +434,18 @@ void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const floa
   TileRows(Bf16{{w, k}, k & ~int64_t{31}, xb, x}, r0, r1, t, n, bias, act, y);
 }
 
+int64_t Bf16BlockPassTokens(int64_t t) {
+  if (t == 1) return 1;
+  return (t + 7) / 8 < (t + 5) / 6 ? 8 : 6;
+}
+
 void PairX(const float* x, int64_t t, int64_t k, uint32_t* xt) {
+  const int64_t tt = Bf16BlockPassTokens(t);
   for (int64_t i = 0; i < t; ++i) {
     const float* xi = x + i * k;
+    // Token i's place in its pass: the pass from i0, of w tokens.
+    const int64_t i0 = i - i % tt, w = t - i0 < tt ? t - i0 : tt, at = i - i0;
+    uint32_t* xp = xt + i0 * (k / 2);
     for (int64_t j = 0; j < k; j += 32) {
       // k is even, so the last piece holds whole pairs; the lanes past it load zeros.
       const int64_t left = k - j < 32 ? k - j : 32;
@@ -447,7 +457,7 @@ void PairX(const float* x, int64_t t, int64_t k, uint32_t* xt) {
                                              _mm512_maskz_loadu_ps(lo, xi + j));
       alignas(64) uint32_t pairs[16];
       _mm512_store_si512(pairs, reinterpret_cast<const __m512i&>(b));
-      for (int64_t q = 0; q < left / 2; ++q) xt[(j / 2 + q) * t + i] = pairs[q];
+      for (int64_t q = 0; q < left / 2; ++q) xp[(j / 2 + q) * w + at] = pairs[q];
     }
   }
 }
@@ -460,9 +470,14 @@ void MatVecBf16Tiles(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const
                      int64_t t, int64_t n, const float* bias, Act act, float* y) {
   const Bf16Blocks a{{k / 2, t, n, bias, act, y}, w, xt};
   const int64_t b0 = r0 / kBf16TileRows, b1 = r1 / kBf16TileRows;
-  if (t == 1) return BlockRows<4, 1>(a, b0, b1);
-  if ((t + 7) / 8 < (t + 5) / 6) return BlockRows<3, 8>(a, b0, b1);
-  BlockRows<4, 6>(a, b0, b1);
+  switch (Bf16BlockPassTokens(t)) {
+    case 1:
+      return BlockRows<4, 1>(a, b0, b1);
+    case 8:
+      return BlockRows<3, 8>(a, b0, b1);
+    default:
+      return BlockRows<4, 6>(a, b0, b1);
+  }
 }
 
 int64_t X8ScaleStride(int64_t k) {

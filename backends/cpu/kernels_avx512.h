@@ -40,7 +40,11 @@ void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const floa
 // the tile shape or T, so a row's output is bitwise independent of the batch here too; it is not
 // the row-major tiles' order (16 lanes, then a horizontal sum), so the two layouts differ within
 // the rounding of x to bf16.
-// x [T,K] (K even) -> xt[p * T + i] = the bf16 pair (x[i][2p], x[i][2p + 1]), rounded as RoundX.
+// x [T,K] (K even) -> bf16 pairs rounded as RoundX, by the token passes the tiles take,
+// Bf16BlockPassTokens(T) tokens each (the last one fewer; as QuantizeXQuads below, so that a
+// pass reads its x in order): for the pass of w tokens from i0, xt[i0 K / 2 + p w + i] = the
+// pair (x[i0 + i][2p], x[i0 + i][2p + 1]). T K / 2 values.
+int64_t Bf16BlockPassTokens(int64_t t);
 void PairX(const float* x, int64_t t, int64_t k, uint32_t* xt);
 // Rows [r0, r1), both multiples of kBf16TileRows (or r1 = N, itself one).
 void MatVecBf16Tiles(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xt,
