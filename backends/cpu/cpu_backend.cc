@@ -326,13 +326,23 @@ void OpMerge(zaya_backend*, const zaya_op& op) {
 
 // cos/sin of one position for the rope_dims/2 frequencies theta^(-2i/rope_dims), in double as the
 // reference computes them; shared by every head of the token.
-void RopeAngles(int64_t rope_dims, int32_t pos, float theta, float* cos_out, float* sin_out) {
-  const int64_t half = rope_dims / 2;
-  for (int64_t i = 0; i < half; ++i) {
-    const double inv_freq = std::pow(static_cast<double>(theta), -2.0 * i / rope_dims);
-    const double angle = static_cast<double>(pos) * inv_freq;
-    cos_out[i] = static_cast<float>(std::cos(angle));
-    sin_out[i] = static_cast<float>(std::sin(angle));
+// inv_freq[i] = theta^(-2i / rope_dims) for i < rope_dims / 2: the same for every token of an op,
+// so computed once per op (a pow per value and token was half of RopeAngles' ~1.5 us a token).
+std::vector<double> RopeFrequencies(int64_t rope_dims, float theta) {
+  std::vector<double> inv_freq(static_cast<size_t>(rope_dims / 2));
+  for (int64_t i = 0; i < rope_dims / 2; ++i) {
+    inv_freq[i] = std::pow(static_cast<double>(theta), -2.0 * static_cast<double>(i) / rope_dims);
+  }
+  return inv_freq;
+}
+
+void RopeAngles(const std::vector<double>& inv_freq, int32_t pos, float* cos_out, float* sin_out) {
+  for (size_t i = 0; i < inv_freq.size(); ++i) {
+    // In double: positions reach 10^5 and more, where a float angle has lost its fraction.
+    double s = 0, c = 0;
+    ::sincos(static_cast<double>(pos) * inv_freq[i], &s, &c);
+    cos_out[i] = static_cast<float>(c);
+    sin_out[i] = static_cast<float>(s);
   }
 }
 
@@ -351,6 +361,20 @@ void L2Scale(float* x, int64_t n, float target, float eps) {
   const float norm = std::max(static_cast<float>(std::sqrt(ss)), eps);
   const float f = target / norm;
   for (int64_t i = 0; i < n; ++i) x[i] *= f;
+}
+
+// Depthwise k=2 over a CCA stream, one head group of hd channels: d_{i-1} from s_{i-2}, s_{i-1};
+// d_i from s_{i-1}, s_i; interleaved into x to match the grouped weight's [hd, 2] rows. w: hd
+// (w0, w1) pairs. The restrict qualifiers let GCC vectorize it (as written in OpCca it stayed
+// scalar: x might have aliased the stream).
+void DepthwisePair(const float* __restrict p2, const float* __restrict p1,
+                   const float* __restrict p0, const float* __restrict w,
+                   const float* __restrict bias, int64_t hd, float* __restrict x) {
+  for (int64_t j = 0; j < hd; ++j) {
+    const float w0 = w[2 * j], w1 = w[2 * j + 1];
+    x[2 * j] = w0 * p2[j] + w1 * p1[j] + bias[j];
+    x[2 * j + 1] = w0 * p1[j] + w1 * p0[j] + bias[j];
+  }
 }
 
 void OpCca(zaya_backend* b, const zaya_op& op) {
@@ -452,26 +476,21 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
         const float* p2 = stream(i - 2, begin_of[i], g);
         const float* p1 = stream(i - 1, begin_of[i], g);
         const float* p0 = stream(i, begin_of[i], g);
-        float* xi = x.data() + (i - i0) * 2 * hd;
-        // Depthwise k=2 over the stream: d_{i-1} from s_{i-2}, s_{i-1}; d_i from s_{i-1}, s_i;
-        // interleaved to match the grouped weight's [hd, 2] rows.
-        for (int64_t j = 0; j < hd; ++j) {
-          const float w0 = dw[(base + j) * 2], w1 = dw[(base + j) * 2 + 1], bias = db[base + j];
-          xi[2 * j] = w0 * p2[j] + w1 * p1[j] + bias;
-          xi[2 * j + 1] = w0 * p1[j] + w1 * p0[j] + bias;
-        }
+        DepthwisePair(p2, p1, p0, dw.data() + base * 2, db.data() + base, hd,
+                      x.data() + (i - i0) * 2 * hd);
       }
       MatVecRows(gw, base, base + hd, 2 * hd, x.data(), i1 - i0, c, gb.data(), Act::kNone,
                  g_all.data() + i0 * c);
     }
   });
+  const std::vector<double> inv_freq = RopeFrequencies(rope_dims, op.f[0]);
   b->pool->ParallelFor(t, 4, [&](int64_t i0, int64_t i1, int) {
     std::vector<float> cs(static_cast<size_t>(rope_dims / 2 + 1)), sn(cs.size());
     for (int64_t i = i0; i < i1; ++i) {
       const float* q0 = q0_all + i * qd;
       const float* k0 = k0_all + i * kd;
       const float* g = g_all.data() + i * c;
-      RopeAngles(rope_dims, position[i], op.f[0], cs.data(), sn.data());
+      RopeAngles(inv_freq, position[i], cs.data(), sn.data());
       float* q = q_out + i * qd;
       float* k = k_out + i * kd;
       for (int64_t hq = 0; hq < nh; ++hq) {

@@ -48,8 +48,10 @@ struct Weights {
   bool i8_blocks = false;
 };
 
-// The int8 tile layout: int8 weights rearranged once, when the host prepares them after loading
-// (zaya/backend.h weight_prepare), into the order in which the AVX-512 tiles multiply them. Read
+// The int8 tile (group) layout: int8 weights rearranged once, when the host prepares them after
+// loading (zaya/backend.h weight_prepare), into the order in which the AVX-512 row-major tiles
+// multiply them; since session 13 only for matrices outside the block layout (I8BlocksFit below),
+// which is faster for every batch of two or more tokens. Read
 // row-major, the tiles must shuffle every row's 256-column groups (8 instructions per row and
 // group); docs/performance.md (session 9) has what that cost. In each row, a whole 256-column
 // group starting at column g holds at byte g + 64c + 8L + b (c < 4, L < 8, b < 8) the weight of

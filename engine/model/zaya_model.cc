@@ -387,6 +387,16 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
     // Follows the matrices' dtype (bf16 for int8 models): decode reads it every step.
     ZAYA_RETURN_IF_ERROR(
         vec(qkv + "conv_qk_grouped.weight", C * D * 2, &L.gw_w, wdtype != ZAYA_DTYPE_F32));
+    {
+      // The CCA op multiplies it as C rows of [D, 2] (a matvec per head group of D rows), so it
+      // may be kept in a layout like the matrices': the CPU backend's bf16 block layout halved
+      // the grouped convolution's time at 16 tokens (docs/performance.md, session 13).
+      zaya_tensor rows = L.gw_w;
+      rows.ndim = 2;
+      rows.shape[0] = C;
+      rows.shape[1] = 2 * D;
+      ZAYA_RETURN_IF_ERROR(backend->PrepareWeight(rows, zaya_tensor{}));
+    }
     ZAYA_RETURN_IF_ERROR(vec(qkv + "conv_qk_grouped.bias", C, &L.gw_b));
     ZAYA_RETURN_IF_ERROR(vec(a + "qk_norm.temp", c.num_kv_heads, &L.temp));
     ZAYA_RETURN_IF_ERROR(mat(a + "o_proj.weight", {H, c.q_dim()}, &L.o));
