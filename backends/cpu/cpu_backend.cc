@@ -171,9 +171,9 @@ Weights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, co
     if (w.offset < at || p->dtype != w.dtype || p->k != k || (w.offset - at) % row != 0 ||
         w.offset + bytes > at + p->bytes) {
       Fail(std::string(what) + " (" + std::to_string(bytes) + " bytes at offset " +
-           std::to_string(w.offset) + ", K " + std::to_string(k) +
-           ") is not whole rows of the weight prepared at offset " + std::to_string(at) + " (K " +
-           std::to_string(p->k) + "); name prepared weights as they were prepared");
+           std::to_string(w.offset) + ", K " + std::to_string(k) + ") is not whole rows of " +
+           PreparedName(*p, at) + " (K " + std::to_string(p->k) +
+           "); name prepared weights as they were prepared");
     }
     if (p->scales_of_weight) {
       Fail(std::string(what) + " (" + std::to_string(bytes) + " bytes at offset " +
@@ -202,6 +202,17 @@ Weights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, co
     out.i8_tiles = p->i8_tiles;
     out.bf16_tiles = p->bf16_tiles;
     out.i8_blocks = p->i8_blocks;
+  }
+  // Scales that the block layout rearranged belong to their weight (checked above); with any other
+  // weight they would be read in the wrong order.
+  if (out.type == WType::kI8 && !out.i8_blocks) {
+    uint64_t sat = 0;
+    const uint64_t sbytes = static_cast<uint64_t>(Elements(scales)) * 4;
+    if (const PreparedWeight* sp = PreparedOverlap(scales.buffer, scales.offset, sbytes, &sat)) {
+      Fail(std::string(what) + ": its int8 scales (offset " + std::to_string(scales.offset) +
+           ") overlap " + PreparedName(*sp, sat) +
+           ", rearranged with that weight; give this weight scales of its own");
+    }
   }
   return out;
 }
@@ -408,6 +419,13 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
     Fail("cca grouped weight must be f32 or bf16");
   }
   const Weights gw = WeightsOf(op.src[6], zaya_tensor{}, hd * 2, "cca grouped weight");
+  // Each head group's hd rows are multiplied on their own: in a layout of 16-row blocks they must
+  // be whole blocks (prepared as [C / hd, hd, 2 hd], a weight is only kept so where they are).
+  if (gw.bf16_tiles && hd % kBf16TileRows != 0) {
+    Fail("cca grouped weight: prepared as rows in blocks of " + std::to_string(kBf16TileRows) +
+         ", which head groups of head_dim " + std::to_string(hd) +
+         " rows split; prepare it as [C / head_dim, head_dim, 2 head_dim]");
+  }
   const auto gb = VecF32(op.src[7], c, "cca grouped bias", 0.f);
   const auto temp = VecF32(op.src[8], nkv, "cca temp", 1.f);
   float* q_out = Ptr<float>(op.dst[0], "cca q");
@@ -979,13 +997,13 @@ zaya_status WeightPrepare(zaya_backend* b, const zaya_tensor* weight, const zaya
           });
       p.bf16_tiles = true;
     }
-    // The int8 block layout rearranges the scales too, so they must be a weights buffer's and no
-    // prepared weight's (else the weight keeps the group layout below, which leaves them alone).
+    // The int8 block layout rearranges the scales too, so they must be a weights buffer's (else the
+    // weight keeps the group layout below, which leaves them alone). Scales that overlap a
+    // prepared entry never get here: WeightsOf refused them above.
     const uint64_t sbytes =
         checked.type == WType::kI8 ? static_cast<uint64_t>(Elements(*scales)) * 4 : 0;
     if (checked.type == WType::kI8 && I8BlocksFit(w.shape[w.ndim - 2], k) &&
         scales->buffer->kind == ZAYA_BUFFER_WEIGHTS &&
-        PreparedOverlap(scales->buffer, scales->offset, sbytes, &at) == nullptr &&
         (scales->buffer != w.buffer || scales->offset + sbytes <= w.offset ||
          w.offset + bytes <= scales->offset)) {
       auto* rows = reinterpret_cast<int8_t*>(w.buffer->data + w.offset);

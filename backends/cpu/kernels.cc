@@ -474,8 +474,8 @@ struct PreparedX {
   const uint8_t* xq8 = nullptr;  // int8 weights, AVX-512 tiles: [T, K & ~31], see QuantizeX8
   const float* xs = nullptr;
   const uint16_t* xb = nullptr;  // bf16 weights, AVX-512 tiles: [T, K & ~31]
-  const uint32_t* xt = nullptr;  // bf16 weights in the tile layout: [K / 2, T] (PairX)
-  // int8 weights in the block layout: [K / 4, T], [K / 32, T] twice (QuantizeXQuads)
+  const uint32_t* xt = nullptr;  // bf16 weights in the tile layout: T K / 2 by token pass (PairX)
+  // int8 weights in the block layout: T K / 4, then T K / 32 twice, by token pass (QuantizeXQuads)
   const uint32_t* x4 = nullptr;
   const float* x4s = nullptr;
   const int32_t* x4c = nullptr;

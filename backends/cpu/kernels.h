@@ -96,6 +96,7 @@ void PackBf16Tiles(uint16_t* w, int64_t n, int64_t k);
 //
 // Ops must name a packed matrix from a block boundary in whole blocks, with its own scales.
 constexpr int64_t kI8TileRows = 16;
+static_assert(kI8TileRows == kBf16TileRows, "the backend checks views of both layouts alike");
 // Whether an int8 matrix of rows_each rows (per expert) and K columns is kept in the block layout:
 // the AVX-512 tiles run (MatVecIsa() is kAvx512), rows come in whole blocks and K in whole
 // 32-column blocks (every ZAYA1 matrix but the router's last layer, E + 1 = 17 rows, fits).

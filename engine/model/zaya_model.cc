@@ -391,10 +391,13 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
       // The CCA op multiplies it as C rows of [D, 2] (a matvec per head group of D rows), so it
       // may be kept in a layout like the matrices': the CPU backend's bf16 block layout halved
       // the grouped convolution's time at 16 tokens (docs/performance.md, session 13).
+      // As [C / D, D, 2D]: the op takes each head group's D rows on their own, so a layout of
+      // row blocks may only be used where a group is whole blocks.
       zaya_tensor rows = L.gw_w;
-      rows.ndim = 2;
-      rows.shape[0] = C;
-      rows.shape[1] = 2 * D;
+      rows.ndim = 3;
+      rows.shape[0] = C / D;
+      rows.shape[1] = D;
+      rows.shape[2] = 2 * D;
       ZAYA_RETURN_IF_ERROR(backend->PrepareWeight(rows, zaya_tensor{}));
     }
     ZAYA_RETURN_IF_ERROR(vec(qkv + "conv_qk_grouped.bias", C, &L.gw_b));
