@@ -1407,6 +1407,18 @@ TEST_P(Conformance, PreparedWeightsGiveTheSameValues) {
   }
 }
 
+// The matmul `whole` (x [T, K], an int8 weight with its scales) narrowed to rows [first, first +
+// rows) of the weight and their scales, into a new output [T, rows].
+zaya_op Int8RowsOf(Device& dev, const zaya_op& whole, int64_t first, int64_t rows, int64_t k) {
+  zaya_op part = whole;
+  part.src[1].offset += first * k;
+  part.src[1].shape[0] = rows;
+  part.src[3].offset += first * (k / 32) * 4;
+  part.src[3].shape[0] = rows;
+  part.dst[0] = dev.Zeros(ZAYA_DTYPE_F32, {whole.src[0].shape[0], rows});
+  return part;
+}
+
 // What a host may and may not do with a prepared weight, each misuse a clear error.
 TEST_P(Conformance, PreparedWeightsAreReadOnlyAndNamedAsPrepared) {
   if (!HasWeightPrepare(*backend_)) GTEST_SKIP() << GetParam() << " has no weight_prepare";
@@ -1441,12 +1453,7 @@ TEST_P(Conformance, PreparedWeightsAreReadOnlyAndNamedAsPrepared) {
   std::tie(whole.src[1], whole.src[3]) = prepared;
   whole.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {3, n});
   ASSERT_TRUE(dev_->Run(whole).ok());
-  zaya_op half = whole;
-  half.src[1].offset += 4 * k;
-  half.src[1].shape[0] = 4;
-  half.src[3].offset += 4 * (k / 32) * 4;
-  half.src[3].shape[0] = 4;
-  half.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {3, 4});
+  zaya_op half = Int8RowsOf(*dev_, whole, 4, 4, k);
   ASSERT_TRUE(dev_->Run(half).ok());
   const std::vector<float> a = dev_->Read<float>(whole.dst[0]), b = dev_->Read<float>(half.dst[0]);
   for (int64_t i = 0; i < 3; ++i) {
@@ -1533,12 +1540,7 @@ TEST_P(Conformance, PreparedInt8WeightsKeepTheScalesTheyWerePreparedWith) {
     ASSERT_TRUE(dev_->Write(prepared.second, 0, w.scales.data(), 16).ok());
   }
   // Rows 16..31 with their scales: those rows of the whole.
-  zaya_op part = whole;
-  part.src[1].offset += 16 * k;
-  part.src[1].shape[0] = 16;
-  part.src[3].offset += 16 * (k / 32) * 4;
-  part.src[3].shape[0] = 16;
-  part.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {3, 16});
+  zaya_op part = Int8RowsOf(*dev_, whole, 16, 16, k);
   ASSERT_TRUE(dev_->Run(part).ok());
   const std::vector<float> got = dev_->Read<float>(part.dst[0]);
   for (int64_t i = 0; i < 3; ++i) {
