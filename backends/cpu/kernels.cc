@@ -481,6 +481,11 @@ struct PreparedX {
   const int32_t* x4c = nullptr;
 };
 
+// From this many tokens XScratch::Prepare splits the block layouts' x forms between the pool's
+// threads: one thread took ~15 ns per token and 32 columns, 0.5 ms for a 512-token chunk at K =
+// 2048 while the other thread waited (docs/performance.md, session 13).
+constexpr int64_t kParallelPrepareTokens = 32;
+
 // Which of those forms a set of matmuls on one x needs.
 struct XForms {
   bool bf16 = false, bf16_tiles = false, i8 = false, i8_blocks = false;
@@ -503,7 +508,18 @@ struct XScratch {
   AlignedVector<float> x4s;
   AlignedVector<int32_t> x4c;
 
-  PreparedX Prepare(const float* x, int64_t t, int64_t k, const XForms& need) {
+  // pool: where x is prepared for many tokens at once (a prompt chunk), the pool's threads split
+  // the block layouts' forms by token; null where the caller is a pool thread already.
+  PreparedX Prepare(const float* x, int64_t t, int64_t k, const XForms& need,
+                    ThreadPool* pool = nullptr) {
+    const auto by_token = [&](const auto& fn) {
+      if (pool != nullptr && t >= kParallelPrepareTokens) {
+        pool->ParallelFor(t, kParallelPrepareTokens / 2,
+                          [&](int64_t i0, int64_t i1, int) { fn(i0, i1); });
+      } else {
+        fn(0, t);
+      }
+    };
     PreparedX p;
     p.x = x;
     const Isa isa = MatVecIsa();
@@ -525,7 +541,9 @@ struct XScratch {
       x4.resize(static_cast<size_t>(t * (k / 4)));
       x4s.resize(static_cast<size_t>(t * (k / 32)));
       x4c.resize(static_cast<size_t>(t * (k / 32)));
-      avx512::QuantizeXQuads(x, t, k, x4.data(), x4s.data(), x4c.data());
+      by_token([&](int64_t i0, int64_t i1) {
+        avx512::QuantizeXQuads(x, t, k, x4.data(), x4s.data(), x4c.data(), i0, i1);
+      });
       p.x4 = x4.data();
       p.x4s = x4s.data();
       p.x4c = x4c.data();
@@ -537,7 +555,7 @@ struct XScratch {
     }
     if (need.bf16_tiles) {  // only packed where the AVX-512 tiles run, and K even
       xt.resize(static_cast<size_t>(t * (k / 2)));
-      avx512::PairX(x, t, k, xt.data());
+      by_token([&](int64_t i0, int64_t i1) { avx512::PairX(x, t, k, xt.data(), i0, i1); });
       p.xt = xt.data();
     }
     return p;
@@ -659,7 +677,7 @@ void MatVecShared(ThreadPool& pool, const float* x, int64_t t, int64_t k, const 
   XForms need;
   for (int64_t j = 0; j < count; ++j) need.Add(jobs[j].w);
   thread_local XScratch scratch;
-  const PreparedX px = scratch.Prepare(x, t, k, need);
+  const PreparedX px = scratch.Prepare(x, t, k, need, &pool);
   // Units of 4 rows (16 for weights in the bf16 or int8 block layouts) numbered across the jobs,
   // in chunks of at least ~64 KiB of weights so that a thread's wakeup pays off; a chunk walks the
   // jobs its range covers. (The units only split the work: the row-major tiles then read a chunk's

@@ -439,9 +439,9 @@ int64_t Bf16BlockPassTokens(int64_t t) {
   return (t + 7) / 8 < (t + 5) / 6 ? 8 : 6;
 }
 
-void PairX(const float* x, int64_t t, int64_t k, uint32_t* xt) {
+void PairX(const float* x, int64_t t, int64_t k, uint32_t* xt, int64_t i_begin, int64_t i_end) {
   const int64_t tt = Bf16BlockPassTokens(t);
-  for (int64_t i = 0; i < t; ++i) {
+  for (int64_t i = i_begin; i < i_end; ++i) {
     const float* xi = x + i * k;
     // Token i's place in its pass: the pass from i0, of w tokens.
     const int64_t i0 = i - i % tt, w = t - i0 < tt ? t - i0 : tt, at = i - i0;
@@ -537,9 +537,10 @@ int64_t I8BlockPassTokens(int64_t t) {
   return 12;
 }
 
-void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* xs, int32_t* xc) {
+void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* xs, int32_t* xc,
+                    int64_t i_begin, int64_t i_end) {
   const int64_t tt = I8BlockPassTokens(t);
-  for (int64_t i = 0; i < t; ++i) {
+  for (int64_t i = i_begin; i < i_end; ++i) {
     const float* xi = x + i * k;
     // Token i's place in its pass: the pass from i0, of w tokens.
     const int64_t i0 = i - i % tt, w = t - i0 < tt ? t - i0 : tt, at = i - i0;

@@ -45,7 +45,9 @@ void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const floa
 // pass reads its x in order): for the pass of w tokens from i0, xt[i0 K / 2 + p w + i] = the
 // pair (x[i0 + i][2p], x[i0 + i][2p + 1]). T K / 2 values.
 int64_t Bf16BlockPassTokens(int64_t t);
-void PairX(const float* x, int64_t t, int64_t k, uint32_t* xt);
+// Tokens [i_begin, i_end) of the T only (each token's values are its own: ranges may run on
+// different threads at once).
+void PairX(const float* x, int64_t t, int64_t k, uint32_t* xt, int64_t i_begin, int64_t i_end);
 // Rows [r0, r1), both multiples of kBf16TileRows (or r1 = N, itself one).
 void MatVecBf16Tiles(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xt,
                      int64_t t, int64_t n, const float* bias, Act act, float* y);
@@ -74,7 +76,9 @@ void MatVecI8(const int8_t* w, bool tile_layout, const float* scales, int64_t r0
 // independent of the batch; it is not the row-major tiles' order, so the two layouts differ within
 // float rounding.
 int64_t I8BlockPassTokens(int64_t t);
-void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* xs, int32_t* xc);
+// Tokens [i_begin, i_end) of the T only, as PairX.
+void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* xs, int32_t* xc,
+                    int64_t i_begin, int64_t i_end);
 // Rows [r0, r1), both multiples of kI8TileRows (or r1 = N, itself one).
 void MatVecI8Blocks(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
                     const uint32_t* xq, const float* xs, const int32_t* xc, int64_t t, int64_t n,
