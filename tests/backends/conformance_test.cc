@@ -313,8 +313,8 @@ TEST_P(Conformance, MatMulAllShapeClasses) {
 // row-major; K = 34 and 600 have columns past the last multiple of 32) and its int8 block layout
 // (16 and 48 rows with K = 32 and 288; K = 600 keeps the 256-column group layout), and the token
 // counts of each of the bf16 layout's tiles (1; 2-6 and 9-12, 17 the 4-block tile; 7-8, 13-16 the
-// 3-block one), of the int8 block layout's (1; 2-6; 7-8 and 13-16; 9-12 and 17 on) and of the
-// GEMM path (70).
+// 3-block one), of the int8 block layout's (1; 2-6; 7-8 and 13-16; 9-12 and 17 on), every count
+// from 1 to 17 (each tile's rest tiles), and the GEMM path's (70).
 TEST_P(Conformance, MatMulPreparedWeightsAllShapeClasses) {
   if (!HasWeightPrepare(*backend_)) GTEST_SKIP() << GetParam() << " has no weight_prepare";
   Rng rng(14);
@@ -322,10 +322,11 @@ TEST_P(Conformance, MatMulPreparedWeightsAllShapeClasses) {
   for (int32_t dtype : kWeightTypes) {
     for (int64_t k : {7, 32, 34, 257, 288, 600}) {
       for (int64_t n : {16, 19, 48}) {
-        for (int64_t t : {1, 2, 5, 6, 7, 8, 12, 13, 16, 17, 70}) {
+        for (int64_t t = 1; t <= 18; ++t) {
           ++case_index;
-          CheckMatMul(*backend_, *dev_, rng, dtype, k, n, t, case_index % 3, case_index % 2 == 0,
-                      true);
+          const int64_t tokens = t == 18 ? 70 : t;
+          CheckMatMul(*backend_, *dev_, rng, dtype, k, n, tokens, case_index % 3,
+                      case_index % 2 == 0, true);
           if (HasFailure()) return;
         }
       }
