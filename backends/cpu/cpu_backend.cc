@@ -211,7 +211,8 @@ Weights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, co
     if (const PreparedWeight* sp = PreparedOverlap(scales.buffer, scales.offset, sbytes, &sat)) {
       Fail(std::string(what) + ": its int8 scales (offset " + std::to_string(scales.offset) +
            ") overlap " + PreparedName(*sp, sat) +
-           ", rearranged with that weight; give this weight scales of its own");
+           (sp->scales_of_weight ? ", rearranged with that weight" : "") +
+           "; give this weight scales of its own");
     }
   }
   return out;

@@ -512,10 +512,12 @@ struct XScratch {
   // the block layouts' forms by token; null where the caller is a pool thread already.
   PreparedX Prepare(const float* x, int64_t t, int64_t k, const XForms& need,
                     ThreadPool* pool = nullptr) {
-    const auto by_token = [&](const auto& fn) {
+    // fn(i0, i1) over tokens, split at the tiles' token passes of tt tokens (whose x share cache
+    // lines: split inside one, two threads would write the same lines).
+    const auto by_token = [&](int64_t tt, const auto& fn) {
       if (pool != nullptr && t >= kParallelPrepareTokens) {
-        pool->ParallelFor(t, kParallelPrepareTokens / 2,
-                          [&](int64_t i0, int64_t i1, int) { fn(i0, i1); });
+        pool->ParallelFor((t + tt - 1) / tt, std::max<int64_t>(1, kParallelPrepareTokens / 2 / tt),
+                          [&](int64_t p0, int64_t p1, int) { fn(p0 * tt, std::min(t, p1 * tt)); });
       } else {
         fn(0, t);
       }
@@ -541,7 +543,7 @@ struct XScratch {
       x4.resize(static_cast<size_t>(t * (k / 4)));
       x4s.resize(static_cast<size_t>(t * (k / 32)));
       x4c.resize(static_cast<size_t>(t * (k / 32)));
-      by_token([&](int64_t i0, int64_t i1) {
+      by_token(avx512::I8BlockPassTokens(t), [&](int64_t i0, int64_t i1) {
         avx512::QuantizeXQuads(x, t, k, x4.data(), x4s.data(), x4c.data(), i0, i1);
       });
       p.x4 = x4.data();
@@ -555,7 +557,8 @@ struct XScratch {
     }
     if (need.bf16_tiles) {  // only packed where the AVX-512 tiles run, and K even
       xt.resize(static_cast<size_t>(t * (k / 2)));
-      by_token([&](int64_t i0, int64_t i1) { avx512::PairX(x, t, k, xt.data(), i0, i1); });
+      by_token(avx512::Bf16BlockPassTokens(t),
+               [&](int64_t i0, int64_t i1) { avx512::PairX(x, t, k, xt.data(), i0, i1); });
       p.xt = xt.data();
     }
     return p;
@@ -673,7 +676,7 @@ void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weight
 
 void MatVecShared(ThreadPool& pool, const float* x, int64_t t, int64_t k, const MatVecJob* jobs,
                   int64_t count) {
-  // x's int16 / bf16 forms once, here, before the threads start (their tiles only read them).
+  // x's forms for the tiles once, here, before the rows' region starts (the tiles only read them).
   XForms need;
   for (int64_t j = 0; j < count; ++j) need.Add(jobs[j].w);
   thread_local XScratch scratch;

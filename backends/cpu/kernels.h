@@ -177,7 +177,8 @@ struct MatVecJob {
 };
 
 // Runs `count` matmuls that share x[T,K] through the matvec tiles as one parallel region over all
-// their rows (MatMul's small-batch path is this with one job). y must not overlap x.
+// their rows (MatMul's small-batch path is this with one job), after x's forms for the tiles
+// (from 32 tokens on also on all threads, a region of their own). y must not overlap x.
 void MatVecShared(ThreadPool& pool, const float* x, int64_t t, int64_t k, const MatVecJob* jobs,
                   int64_t count);
 
