@@ -416,6 +416,21 @@ struct I8 : I8Weights {
   }
 };
 
+// x[0, 32) rounded to 8 bits with one scale, max |x| / 127, to nearest even: the values as int32
+// in q0 (columns 0-15) and q1 (16-31), |q| <= 127. Both int8 forms of x (QuantizeX8 and
+// QuantizeXQuads) round through this, so the two layouts' integer sums agree.
+struct Block8 {
+  __m512i q0, q1;
+  float scale;
+};
+ZAYA_INLINE Block8 RoundBlock8(const float* x) {
+  const __m512 lo = _mm512_loadu_ps(x), hi = _mm512_loadu_ps(x + 16);
+  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+  const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+  return {_mm512_cvtps_epi32(_mm512_mul_ps(lo, inv)), _mm512_cvtps_epi32(_mm512_mul_ps(hi, inv)),
+          amax / 127.f};
+}
+
 }  // namespace
 
 void RoundX(const float* x, int64_t t, int64_t k, uint16_t* xb) {
@@ -492,15 +507,11 @@ void QuantizeX8(const float* x, int64_t t, int64_t k, uint8_t* xq, float* xs) {
     uint8_t* qi = xq + i * k32;
     float* si = xs + i * ss;
     for (int64_t j = 0; j < k32; j += 32) {
-      const __m512 lo = _mm512_loadu_ps(xi + j), hi = _mm512_loadu_ps(xi + j + 16);
-      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
-      const float scale = amax / 127.f;
-      const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
-      // Round to nearest even, narrow with saturation (|q| <= 127 anyway), then + 128 as a byte.
-      const __m128i q0 = _mm_xor_si128(
-          _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(lo, inv))), _mm_set1_epi8(-128));
-      const __m128i q1 = _mm_xor_si128(
-          _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(hi, inv))), _mm_set1_epi8(-128));
+      const Block8 r = RoundBlock8(xi + j);
+      const float scale = r.scale;
+      // Narrowed with saturation (|q| <= 127 anyway), then + 128 as a byte.
+      const __m128i q0 = _mm_xor_si128(_mm512_cvtsepi32_epi8(r.q0), _mm_set1_epi8(-128));
+      const __m128i q1 = _mm_xor_si128(_mm512_cvtsepi32_epi8(r.q1), _mm_set1_epi8(-128));
       if (j < k256) {
         // Block L of its group: bytes 8c .. 8c + 7 go to qword L of the group's vector c, and the
         // scale to lanes 2L, 2L + 1 (the weights' order after LoadGroupI8).
@@ -548,13 +559,9 @@ void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* x
     float* xsp = xs + i0 * (k / 32);
     int32_t* xcp = xc + i0 * (k / 32);
     for (int64_t q = 0; q < k / 32; ++q) {
-      const __m512 lo = _mm512_loadu_ps(xi + 32 * q), hi = _mm512_loadu_ps(xi + 32 * q + 16);
-      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
-      const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
-      // Round to nearest even, as QuantizeX8 does (|q| <= 127).
-      const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(lo, inv));
-      const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(hi, inv));
-      xsp[q * w + at] = amax / 127.f;
+      const Block8 r = RoundBlock8(xi + 32 * q);
+      const __m512i q0 = r.q0, q1 = r.q1;
+      xsp[q * w + at] = r.scale;
       xcp[q * w + at] = -128 * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
       alignas(64) uint32_t quads[8];
       _mm_store_si128(reinterpret_cast<__m128i*>(quads), _mm512_cvtsepi32_epi8(q0));
