@@ -35,8 +35,9 @@
 // A matrix the host handed to weight_prepare: rows of k values of `dtype` from its offset on.
 // i8_tiles / bf16_tiles / i8_blocks: its bytes were rearranged into the int8 group layout
 // (kernels.h PackI8Tiles), the bf16 one (PackBf16Tiles) or the int8 block one (PackI8Blocks),
-// which rearranges its scales too: those are at scales_offset of scales_buffer, and are
-// themselves an entry (scales_of_weight, with k = K / 32) so that nothing writes them.
+// which takes in its scales, right after it in the same buffer (at scales_offset): the layout's
+// blocks then fill the weight's bytes and the scales' from the weight's offset on, and the scales
+// are an entry of their own (scales_of_weight, with k = K / 32) so that nothing writes them.
 struct PreparedWeight {
   uint64_t bytes = 0;
   int64_t k = 0;
@@ -44,7 +45,6 @@ struct PreparedWeight {
   bool i8_tiles = false;
   bool bf16_tiles = false;
   bool i8_blocks = false;
-  const zaya_buffer* scales_buffer = nullptr;
   uint64_t scales_offset = 0;
   bool scales_of_weight = false;
 };
@@ -191,13 +191,15 @@ Weights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, co
     }
     if (p->i8_blocks) {
       // The scales were rearranged with the weight: only the same rows of those scales match.
-      const uint64_t want =
-          p->scales_offset + (w.offset - at) / row * static_cast<uint64_t>(k / 32) * 4;
-      if (scales.buffer != p->scales_buffer || scales.offset != want) {
+      const uint64_t first = (w.offset - at) / row;
+      const uint64_t want = p->scales_offset + first * static_cast<uint64_t>(k / 32) * 4;
+      if (scales.buffer != w.buffer || scales.offset != want) {
         Fail(std::string(what) + ": its int8 scales (offset " + std::to_string(scales.offset) +
              ") are not the ones it was prepared with (offset " + std::to_string(want) +
              " for these rows), which this backend rearranged with it; name those");
       }
+      out.data = w.buffer->data + at + first / kI8TileRows * I8BlockBytes(k);
+      out.scales = nullptr;
     }
     out.i8_tiles = p->i8_tiles;
     out.bf16_tiles = p->bf16_tiles;
@@ -752,8 +754,13 @@ void OpMoe(zaya_backend* b, const zaya_op& op) {
       case WType::kF32: w.data = static_cast<const float*>(all.data) + elems; break;
       case WType::kBF16: w.data = static_cast<const uint16_t*>(all.data) + elems; break;
       case WType::kI8:
-        w.data = static_cast<const int8_t*>(all.data) + elems;
-        w.scales = all.scales + ex * rows * ((k + 31) / 32);
+        if (all.i8_blocks) {  // blocks of 16 rows with their scales (kernels.h PackI8Blocks)
+          w.data =
+              static_cast<const uint8_t*>(all.data) + ex * rows / kI8TileRows * I8BlockBytes(k);
+        } else {
+          w.data = static_cast<const int8_t*>(all.data) + elems;
+          w.scales = all.scales + ex * rows * ((k + 31) / 32);
+        }
         break;
     }
     return w;
@@ -998,25 +1005,28 @@ zaya_status WeightPrepare(zaya_backend* b, const zaya_tensor* weight, const zaya
           });
       p.bf16_tiles = true;
     }
-    // The int8 block layout rearranges the scales too, so they must be a weights buffer's (else the
-    // weight keeps the group layout below, which leaves them alone). Scales that overlap a
+    // The int8 block layout interleaves the scales with the weight (kernels.h PackI8Blocks), in
+    // place, so the scales must follow the weight in its buffer (as the model writes them); else
+    // the weight keeps the group layout below, which leaves them alone. Scales that overlap a
     // prepared entry never get here: WeightsOf refused them above.
     const uint64_t sbytes =
         checked.type == WType::kI8 ? static_cast<uint64_t>(Elements(*scales)) * 4 : 0;
     if (checked.type == WType::kI8 && I8BlocksFit(w.shape[w.ndim - 2], k) &&
-        scales->buffer->kind == ZAYA_BUFFER_WEIGHTS &&
-        (scales->buffer != w.buffer || scales->offset + sbytes <= w.offset ||
-         w.offset + bytes <= scales->offset)) {
-      auto* rows = reinterpret_cast<int8_t*>(w.buffer->data + w.offset);
-      auto* sc = reinterpret_cast<float*>(scales->buffer->data + scales->offset);
+        scales->buffer == w.buffer && scales->offset == w.offset + bytes) {
+      std::byte* region = w.buffer->data + w.offset;
+      // The blocks outgrow the rows they come from (18 K bytes from 16 K): pack from a copy.
+      // Transient: at most one matrix (the 8B shape's embedding, ~600 MB) at a time.
+      std::vector<std::byte> from(region, region + bytes + sbytes);
+      const auto* rows = reinterpret_cast<const int8_t*>(from.data());
+      const auto* sc = reinterpret_cast<const float*>(from.data() + bytes);
       const int64_t blocks = Elements(w) / k / kI8TileRows;
       b->pool->ParallelFor(
           blocks, std::max<int64_t>(1, (int64_t{1} << 16) / k), [&](int64_t b0, int64_t b1, int) {
             PackI8Blocks(rows + b0 * kI8TileRows * k, sc + b0 * kI8TileRows * (k / 32),
-                         (b1 - b0) * kI8TileRows, k);
+                         (b1 - b0) * kI8TileRows, k,
+                         reinterpret_cast<uint8_t*>(region) + b0 * I8BlockBytes(k));
           });
       p.i8_blocks = true;
-      p.scales_buffer = scales->buffer;
       p.scales_offset = scales->offset;
       PreparedWeight of_scales{sbytes, k / 32, ZAYA_DTYPE_F32};
       of_scales.scales_of_weight = true;

@@ -194,13 +194,14 @@ void RowToF32(const Weights& w, int64_t n, int64_t k, float* out) {
     }
     case WType::kI8: {
       if (w.i8_blocks) {
-        const int64_t r = n % kI8TileRows, nb = k / 32;
-        const auto* block = static_cast<const uint8_t*>(w.data) + (n - r) * k;
-        const float* sc = w.scales + (n - r) * nb;
+        const int64_t r = n % kI8TileRows;
+        const auto* block = static_cast<const uint8_t*>(w.data) + n / kI8TileRows * I8BlockBytes(k);
         for (int64_t i = 0; i < k; ++i) {
-          const auto v =
-              static_cast<int8_t>(block[(i & ~int64_t{3}) * 16 + 4 * r + (i & 3)] ^ 0x80);
-          out[i] = static_cast<float>(v) * sc[(i >> 5) * 16 + r];
+          const uint8_t* q = block + (i >> 5) * 576;
+          const auto v = static_cast<int8_t>(q[((i & 31) >> 2) * 64 + 4 * r + (i & 3)] ^ 0x80);
+          float scale;
+          std::memcpy(&scale, q + 512 + 4 * r, 4);
+          out[i] = static_cast<float>(v) * scale;
         }
         return;
       }
@@ -248,21 +249,19 @@ bool I8BlocksFit(int64_t rows_each, int64_t k) {
   return MatVecIsa() == Isa::kAvx512 && k > 0 && k % 32 == 0 && rows_each % kI8TileRows == 0;
 }
 
-void PackI8Blocks(int8_t* w, float* scales, int64_t n, int64_t k) {
+void PackI8Blocks(const int8_t* w, const float* scales, int64_t n, int64_t k, uint8_t* dst) {
   const int64_t nb = k / 32;
-  std::vector<int8_t> rows(static_cast<size_t>(kI8TileRows * k));
-  std::vector<float> rs(static_cast<size_t>(kI8TileRows * nb));
   for (int64_t b = 0; b < n; b += kI8TileRows) {
-    auto* block = reinterpret_cast<uint8_t*>(w + b * k);
-    std::copy(w + b * k, w + (b + kI8TileRows) * k, rows.begin());
-    float* sb = scales + b * nb;
-    std::copy(sb, sb + kI8TileRows * nb, rs.begin());
+    uint8_t* block = dst + b / kI8TileRows * I8BlockBytes(k);
     for (int64_t r = 0; r < kI8TileRows; ++r) {
+      const int8_t* row = w + (b + r) * k;
       for (int64_t j = 0; j < k; ++j) {
-        block[(j & ~int64_t{3}) * 16 + 4 * r + (j & 3)] =
-            static_cast<uint8_t>(rows[r * k + j]) ^ 0x80;
+        block[(j >> 5) * 576 + ((j & 31) >> 2) * 64 + 4 * r + (j & 3)] =
+            static_cast<uint8_t>(row[j]) ^ 0x80;
       }
-      for (int64_t q = 0; q < nb; ++q) sb[q * 16 + r] = rs[r * nb + q];
+      for (int64_t q = 0; q < nb; ++q) {
+        std::memcpy(block + q * 576 + 512 + 4 * r, scales + (b + r) * nb + q, 4);
+      }
     }
   }
 }
@@ -570,8 +569,8 @@ void MatVecRowsPrepared(const Weights& w, int64_t r0, int64_t r1, int64_t k, con
   const float* x = px.x;
   const Isa isa = MatVecIsa();
   if (w.i8_blocks) {
-    return avx512::MatVecI8Blocks(static_cast<const int8_t*>(w.data), w.scales, r0, r1, k, px.x4,
-                                  px.x4s, px.x4c, t, n, bias, act, y);
+    return avx512::MatVecI8Blocks(static_cast<const uint8_t*>(w.data), r0, r1, k, px.x4, px.x4s,
+                                  px.x4c, t, n, bias, act, y);
   }
   if (w.bf16_tiles) {
     return avx512::MatVecBf16Tiles(static_cast<const uint16_t*>(w.data), r0, r1, k, px.xt, t, n,

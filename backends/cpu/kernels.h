@@ -44,7 +44,8 @@ struct Weights {
   bool i8_tiles = false;
   // bf16 only: the bytes are in the 16-row tile layout (PackBf16Tiles below), not row-major.
   bool bf16_tiles = false;
-  // i8 only: the bytes and the scales are in the 16-row block layout (PackI8Blocks below).
+  // i8 only: `data` is in the 16-row block layout (PackI8Blocks below), the scales within it;
+  // `scales` is unused.
   bool i8_blocks = false;
 };
 
@@ -86,24 +87,34 @@ bool Bf16TilesFit(int64_t rows_each, int64_t k);
 void PackBf16Tiles(uint16_t* w, int64_t n, int64_t k);
 
 // The int8 block layout: what the bf16 layout above does for bf16, for int8 weights with a scale
-// per 32 columns (kernels_avx512.cc, I8Blocks; docs/performance.md, session 13). Rows are taken in
-// blocks of kI8TileRows; block b holds the weight of row 16b + r, column j at byte
-// 16bK + 64(j / 4) + 4r + j % 4, as an unsigned byte, w + 128, and its scale (block q = j / 32)
-// at 16b(K / 32) + 16q + r of the scales: one 64-byte load is 16 rows x 4 columns, which
-// vpdpbusd multiplies by a broadcast 4 bytes of x per token (signed, as its second operand must
-// be), and one 64-byte load is the 16 rows' scales of a 32-column block. Values are unchanged,
-// only their places (and the weights' offset).
+// per 32 columns (kernels_avx512.cc, I8Blocks; docs/performance.md, sessions 13 and 14). Rows are
+// taken in blocks of kI8TileRows, each I8BlockBytes(K) bytes: per 32-column block q, 8 lines of
+// weights (line c holds columns 32q + 4c .. 32q + 4c + 3 of the 16 rows: row r, column j at byte
+// 4r + j % 4, as an unsigned byte, w + 128), then one line of the 16 rows' f32 scales of block q
+// (row r at float r). So block b, 32-column block q starts at byte b I8BlockBytes(K) + 576q. One
+// 64-byte load is 16 rows x 4 columns, which vpdpbusd multiplies by a broadcast 4 bytes of x per
+// token (signed, as its second operand must be), and one 64-byte load is their scales. Values are
+// unchanged, only their places (and the weights' offset).
+//
+// The scales sit in the weights' stream (session 14): with them in an array of their own, each
+// row block was two streams, and a 4-block tile read 8 at once; one Zen 5 core pair streamed
+// 2-8 tokens 2-9% and one token 3-4% faster with one stream per block (cpu_kernel_bench,
+// interleaved in one process). The host therefore has to place the scales right after the weight
+// (the model does: zaya/backend.h weight_prepare); else the weight keeps the group layout.
 //
 // Ops must name a packed matrix from a block boundary in whole blocks, with its own scales.
 constexpr int64_t kI8TileRows = 16;
 static_assert(kI8TileRows == kBf16TileRows, "the backend checks views of both layouts alike");
-// Whether an int8 matrix of rows_each rows (per expert) and K columns is kept in the block layout:
-// the AVX-512 tiles run (MatVecIsa() is kAvx512), rows come in whole blocks and K in whole
-// 32-column blocks (every ZAYA1 matrix but the router's last layer, E + 1 = 17 rows, fits).
+// Bytes of one block of kI8TileRows rows: 16 K weights and 16 K / 32 scales.
+constexpr int64_t I8BlockBytes(int64_t k) { return k / 32 * 576; }
+// Whether an int8 matrix of rows_each rows (per expert) and K columns fits the block layout: the
+// AVX-512 tiles run (MatVecIsa() is kAvx512), rows come in whole blocks and K in whole 32-column
+// blocks (every ZAYA1 matrix but the router's last layer, E + 1 = 17 rows, fits).
 bool I8BlocksFit(int64_t rows_each, int64_t k);
-// Rearranges rows [0, n) of w [N, K] and their scales [N, K / 32] in place into the layout;
-// n % 16 == 0, K % 32 == 0. Requires I8BlocksFit.
-void PackI8Blocks(int8_t* w, float* scales, int64_t n, int64_t k);
+// Writes rows [0, n) of w [n, K] with their scales [n, K / 32] into dst (n / 16 blocks of
+// I8BlockBytes(K) bytes) in the block layout; n % 16 == 0, K % 32 == 0, dst overlaps neither.
+// Requires I8BlocksFit.
+void PackI8Blocks(const int8_t* w, const float* scales, int64_t n, int64_t k, uint8_t* dst);
 
 inline float Bf16ToF32(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;

@@ -78,10 +78,10 @@ struct Bf16 : Bf16Weights {
 // the row-major one), one Zen 5 core in cache, GMAC/s: 4 tokens 141 -> 215, 16 tokens 177 -> 252
 // (vdpbf16ps's peak is ~253); two cores from DRAM, 4096 x 2048: 4 tokens 41 -> 48 GB/s, 6 tokens
 // 41 -> 47, 1 token 48-49 either way. The 8B model at batch 16: ~70% -> ~76% of local.
-// What every block layout's tiles share: the outputs, and `lines`, the 64-byte lines of weights
-// per block.
+// What every block layout's tiles share: the outputs, `lines`, the 64-byte lines of weights per
+// block, and `block_bytes`, the bytes from one block to the next (the int8 layout's scales too).
 struct BlockOut {
-  int64_t lines;
+  int64_t lines, block_bytes;
   int64_t t, n;
   const float* bias;
   Act act;
@@ -107,19 +107,23 @@ struct BlockOut {
 // none), pass `pass` of `passes` also fetches into L2 the next group's lines of every passes-th
 // column pair, so that DRAM streams through all the passes of a group. Until session 12's head
 // measurements the later passes fetched all of the next group and the first none: DRAM then
-// idled through each first pass, which found its group in L2.
+// idled through each first pass, which found its group in L2. With `far` (bytes, 0 for none) a
+// pass also fetches each line that far on with prefetchnta (I8Blocks::kFarBytes says where).
 struct BlockFetch {
-  int64_t next = 0, pass = 0, passes = 1;
+  int64_t next = 0, pass = 0, passes = 1, far = 0;
 
   // Line p of a stream at `line`.
   ZAYA_INLINE void Line(const char* line, int64_t p) const {
     if (pass == 0) _mm_prefetch(line + kStreamAheadBytes, _MM_HINT_T0);
     if (next != 0 && p % passes == pass) _mm_prefetch(line + next, _MM_HINT_T1);
+    if (far != 0) _mm_prefetch(line + far, _MM_HINT_NTA);
   }
 };
 
 struct Bf16Blocks : BlockOut {
-  const uint16_t* w;   // [N / 16][K / 2][16][2]; lines = K / 2
+  // Session 14 measured the far fetch (BlockFetch) with this tile too: no gain at 1-6 tokens.
+  static constexpr int64_t kFarBytes = 0;
+  const uint16_t* w;  // [N / 16][K / 2][16][2]; lines = K / 2, block_bytes = 64 lines
   // x by token pass (PairX): the pass from token i0, of T tokens, at xt + i0 K / 2 as [K / 2][T].
   const uint32_t* xt;
 
@@ -161,18 +165,21 @@ struct Bf16Blocks : BlockOut {
 // columns as unsigned bytes (w + 128), and vpdpbusd multiplies it by a broadcast 4 signed bytes
 // of x per token, so each int32 lane sums one (row, token)'s products: 8 instructions per 32-column
 // block (512 products), then one conversion, one multiply by x's block scale and one FMA by the 16
-// rows' scales (one 64-byte load). The offset comes out per token, not per row: sum (w + 128) x =
-// sum w x + 128 sum x, and -128 sum x of each block (QuantizeXQuads) starts the lane's integer
-// sum. The row-major tiles (I8 below) spend 4 vpdpbusd and 4 more instructions per 256 products
-// and row, plus a correction per row and a horizontal sum per (row, token), and read x as 4
-// vectors per token and group: session 13 (docs/performance.md) has what this gained.
+// rows' scales (the line after the block's 8). The offset comes out per token, not per row:
+// sum (w + 128) x = sum w x + 128 sum x, and -128 sum x of each block (QuantizeXQuads) starts the
+// lane's integer sum. The row-major tiles (I8 below) spend 4 vpdpbusd and 4 more instructions per
+// 256 products and row, plus a correction per row and a horizontal sum per (row, token), and read
+// x as 4 vectors per token and group: session 13 (docs/performance.md) has what this gained.
 //
 // Per (row, token): acc += (float(integer sum of block q) * x scale) * w scale over q in order,
 // in one lane; the integer sums are exact, so the order of the float steps, fixed, is the only
 // rounding, and a row's output is bitwise independent of the batch.
 struct I8Blocks : BlockOut {
-  const uint8_t* w;  // [N / 16][K / 4][16][4]; lines = K / 4
-  const float* ws;   // [N / 16][K / 32][16]
+  // A single pass of 2-12 tokens also fetches each line 2 KiB on with prefetchnta (BlockFetch):
+  // two Zen 5 cores from DRAM (cpu_kernel_bench, 4096 x 2048, interleaved in one process), 2-8
+  // tokens +1-5% on top of the scales in the stream; one token lost 2-4% with it.
+  static constexpr int64_t kFarBytes = 2048;
+  const uint8_t* w;  // per block, per 32-column block q: 8 lines [8][16][4], then 16 f32 scales
   // x by token pass (QuantizeXQuads): the pass from token i0, of T tokens, at x + i0 K / 4 as
   // [K / 4][T], and its scales and offsets at xs + i0 K / 32 and xc + i0 K / 32 as [K / 32][T].
   const uint32_t* x;
@@ -181,9 +188,8 @@ struct I8Blocks : BlockOut {
 
   template <int R, int T>
   ZAYA_INLINE void Tile(int64_t b, int64_t i0, const BlockFetch& f) const {
-    const int64_t bs = lines * 64, kq = lines / 8;  // bytes per block; 32-column blocks
-    const uint8_t* wb = w + b * bs;
-    const float* sb = ws + b * kq * 16;
+    const int64_t kq = lines / 8;  // 32-column blocks
+    const uint8_t* wb = w + b * block_bytes;
     const uint32_t* xp = x + i0 * lines;
     const float* xsp = xs + i0 * kq;
     const int32_t* xcp = xc + i0 * kq;
@@ -208,7 +214,7 @@ struct I8Blocks : BlockOut {
         __m512i wv[R];
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
-          const char* line = reinterpret_cast<const char*>(wb + r * bs + p * 64);
+          const char* line = reinterpret_cast<const char*>(wb + r * block_bytes + q * 576 + c * 64);
           f.Line(line, p);
           wv[r] = _mm512_loadu_si512(line);
         }
@@ -221,10 +227,8 @@ struct I8Blocks : BlockOut {
       }
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        // The scales: a line per 8 weight lines, fetched as those are at an eighth the distance.
-        const char* sline = reinterpret_cast<const char*>(sb + r * kq * 16 + q * 16);
-        if (f.pass == 0) _mm_prefetch(sline + kStreamAheadBytes / 8, _MM_HINT_T0);
-        if (f.next != 0 && q % f.passes == f.pass) _mm_prefetch(sline + f.next / 8, _MM_HINT_T1);
+        const char* sline = reinterpret_cast<const char*>(wb + r * block_bytes + q * 576 + 512);
+        f.Line(sline, q);
         const __m512 wsv = _mm512_loadu_ps(sline);
 #pragma GCC unroll 16
         for (int i = 0; i < T; ++i) {
@@ -255,21 +259,23 @@ ZAYA_INLINE void BlockRest(const A& a, int64_t b, int64_t i0, int64_t rest, cons
 
 // Blocks [b0, b1) in groups of R, each group passed over once per TT tokens (tile_driver.h's
 // chunks: the later passes read the group from L2), the next group's lines fetched across the
-// passes (BlockFetch); the blocks past the last whole group one at a time.
+// passes (BlockFetch), or A::kFarBytes on where one pass of several tokens takes the group; the
+// blocks past the last whole group one at a time.
 template <int R, int TT, class A>
 void BlockRows(const A& a, int64_t b0, int64_t b1) {
-  const int64_t passes = (a.t + TT - 1) / TT, group_bytes = R * a.lines * 64;
+  const int64_t passes = (a.t + TT - 1) / TT, group_bytes = R * a.block_bytes;
+  const int64_t far = passes == 1 && TT > 1 ? A::kFarBytes : 0;
   int64_t b = b0;
   for (; b + R <= b1; b += R) {
     const int64_t next = passes > 1 && b + 2 * R <= b1 ? group_bytes : 0;
     for (int64_t p = 0; p < passes; ++p) {
       const int64_t i = p * TT;
-      BlockRest<R, TT>(a, b, i, a.t - i < TT ? a.t - i : TT, BlockFetch{next, p, passes});
+      BlockRest<R, TT>(a, b, i, a.t - i < TT ? a.t - i : TT, BlockFetch{next, p, passes, far});
     }
   }
   for (; b < b1; ++b) {
     for (int64_t i = 0; i < a.t; i += TT) {
-      BlockRest<1, TT>(a, b, i, a.t - i < TT ? a.t - i : TT, BlockFetch{0, i / TT, 1});
+      BlockRest<1, TT>(a, b, i, a.t - i < TT ? a.t - i : TT, BlockFetch{0, i / TT, 1, far});
     }
   }
 }
@@ -483,7 +489,7 @@ void PairX(const float* x, int64_t t, int64_t k, uint32_t* xt, int64_t i_begin, 
 // (512 x 2048, GMAC/s): 4 x 4 215, 4 x 6 257, 3 x 8 at 8 and 16 tokens 250-252.
 void MatVecBf16Tiles(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xt,
                      int64_t t, int64_t n, const float* bias, Act act, float* y) {
-  const Bf16Blocks a{{k / 2, t, n, bias, act, y}, w, xt};
+  const Bf16Blocks a{{k / 2, k / 2 * 64, t, n, bias, act, y}, w, xt};
   const int64_t b0 = r0 / kBf16TileRows, b1 = r1 / kBf16TileRows;
   switch (Bf16BlockPassTokens(t)) {
     case 1:
@@ -576,11 +582,10 @@ void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* x
 // blocks x T; 7-8 and 13-16 tokens 3 blocks x 8 (one or two passes); 9-12 and from 17 on 2 blocks
 // x 12. One Zen 5 core in cache, 512 x 2048, GMAC/s (session 13): 2 x 6 at 6 tokens 335, 3 x 8 at
 // 8 330, 2 x 12 at 12 329 (2 x 6: 323), at 16 tokens 3 x 8 309, 2 x 12 288.
-void MatVecI8Blocks(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
-                    const uint32_t* xq, const float* xs, const int32_t* xc, int64_t t, int64_t n,
-                    const float* bias, Act act, float* y) {
-  const I8Blocks a{
-      {k / 4, t, n, bias, act, y}, reinterpret_cast<const uint8_t*>(w), scales, xq, xs, xc};
+void MatVecI8Blocks(const uint8_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xq,
+                    const float* xs, const int32_t* xc, int64_t t, int64_t n, const float* bias,
+                    Act act, float* y) {
+  const I8Blocks a{{k / 4, I8BlockBytes(k), t, n, bias, act, y}, w, xq, xs, xc};
   const int64_t b0 = r0 / kI8TileRows, b1 = r1 / kI8TileRows;
   switch (I8BlockPassTokens(t)) {
     case 1:

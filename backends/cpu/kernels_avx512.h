@@ -80,8 +80,9 @@ int64_t I8BlockPassTokens(int64_t t);
 void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* xs, int32_t* xc,
                     int64_t i_begin, int64_t i_end);
 // Rows [r0, r1), both multiples of kI8TileRows (or r1 = N, itself one).
-void MatVecI8Blocks(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
-                    const uint32_t* xq, const float* xs, const int32_t* xc, int64_t t, int64_t n,
-                    const float* bias, Act act, float* y);
+// w: the block layout with its scales (kernels.h PackI8Blocks).
+void MatVecI8Blocks(const uint8_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xq,
+                    const float* xs, const int32_t* xc, int64_t t, int64_t n, const float* bias,
+                    Act act, float* y);
 
 }  // namespace zaya::cpu::avx512

@@ -349,6 +349,8 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
     out->w = w;
     cursor += AlignUp(vbytes);
     if (wdtype == ZAYA_DTYPE_I8) {
+      // Right after the weight (AlignUp adds nothing to a matrix of whole 64-byte rows): the CPU
+      // backend then interleaves the two into its int8 block layout (backend.h weight_prepare).
       const uint64_t sbytes = scales.size() * 4;
       ZAYA_RETURN_IF_ERROR(backend->Write(weights, cursor, scales.data(), sbytes));
       out->scales = MakeTensor(weights.get(), cursor, ZAYA_DTYPE_F32,

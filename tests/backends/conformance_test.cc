@@ -133,8 +133,10 @@ class Device {
     for (int64_t d : shape) n *= d;
     return Upload(std::vector<std::byte>(static_cast<size_t>(n) * elem), dtype, std::move(shape));
   }
-  // Weights and (i8) scales.
-  std::pair<zaya_tensor, zaya_tensor> Weights(const HostWeights& w, std::vector<int64_t> shape) {
+  // Weights and (i8) scales. int8 scales follow their weight in one buffer (from the next 64-byte
+  // boundary), as the model places them, unless scales_apart gives them a buffer of their own.
+  std::pair<zaya_tensor, zaya_tensor> Weights(const HostWeights& w, std::vector<int64_t> shape,
+                                              bool scales_apart = false) {
     zaya_tensor scales{};
     if (w.dtype == ZAYA_DTYPE_F32)
       return {Upload(w.f32, w.dtype, shape, ZAYA_BUFFER_WEIGHTS), scales};
@@ -143,8 +145,22 @@ class Device {
     }
     const int64_t cols = shape.back();
     const int64_t rows = static_cast<int64_t>(w.i8.size()) / cols;
-    scales = Upload(w.scales, ZAYA_DTYPE_F32, {rows, (cols + 31) / 32}, ZAYA_BUFFER_WEIGHTS);
-    return {Upload(w.i8, w.dtype, shape, ZAYA_BUFFER_WEIGHTS), scales};
+    if (scales_apart) {
+      scales = Upload(w.scales, ZAYA_DTYPE_F32, {rows, (cols + 31) / 32}, ZAYA_BUFFER_WEIGHTS);
+      return {Upload(w.i8, w.dtype, shape, ZAYA_BUFFER_WEIGHTS), scales};
+    }
+    const size_t at = (w.i8.size() + 63) & ~size_t{63};
+    std::vector<std::byte> both(at + w.scales.size() * 4);
+    std::memcpy(both.data(), w.i8.data(), w.i8.size());
+    std::memcpy(both.data() + at, w.scales.data(), w.scales.size() * 4);
+    zaya_tensor weight = Upload(both, w.dtype, shape, ZAYA_BUFFER_WEIGHTS);
+    scales = weight;
+    scales.offset = at;
+    scales.dtype = ZAYA_DTYPE_F32;
+    scales.ndim = 2;
+    scales.shape[0] = rows;
+    scales.shape[1] = (cols + 31) / 32;
+    return {weight, scales};
   }
   template <typename T>
   std::vector<T> Read(const zaya_tensor& t) {
@@ -1588,6 +1604,63 @@ TEST_P(Conformance, PreparedInt8WeightsKeepTheScalesTheyWerePreparedWith) {
     ASSERT_TRUE(b.ok()) << b.ToString();
     const std::vector<float> got_b = dev_->Read<float>(borrowed.dst[0]);
     EXPECT_EQ(std::memcmp(got_b.data(), all.data(), all.size() * 4), 0);
+  }
+}
+
+// Whether the CPU backend runs its AVX-512 tiles here (kernels.cc's choice: the same features,
+// and ZAYA_CPU_ISA not capping it), and so keeps fitting int8 weights in its block layout.
+bool CpuRunsAvx512Tiles() {
+  const char* env = std::getenv("ZAYA_CPU_ISA");
+  if (env != nullptr && std::string(env) != "avx512") return false;
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
+}
+
+// The CPU backend's int8 block layout holds the scales inside the weight's blocks, in place, so it
+// is only used where the scales follow the weight in its buffer (as the model writes them);
+// scales elsewhere leave the weight in another layout, with its scales untouched. Either way a
+// prepared weight gives the values of the unprepared one, within the float rounding that the
+// layouts' sum orders differ by (2^-16 of sum |x w|, as in PreparedWeightsGiveTheSameValues).
+TEST_P(Conformance, Int8ScalesAfterTheWeightOrApartBothWork) {
+  if (!HasWeightPrepare(*backend_)) GTEST_SKIP() << GetParam() << " has no weight_prepare";
+  Rng rng(27);
+  const int64_t n = 48, k = 256, t = 5;
+  HostWeights w = rng.Weights(ZAYA_DTYPE_I8, n, k);
+  const auto plain = dev_->Weights(w, {n, k});
+  const auto after = dev_->Weights(w, {n, k});
+  const auto apart = dev_->Weights(w, {n, k}, /*scales_apart=*/true);
+  ASSERT_TRUE(dev_->Prepare(after).ok());
+  ASSERT_TRUE(dev_->Prepare(apart).ok());
+  const std::vector<float> xs = rng.Normals(t * k);
+  const zaya_tensor x = dev_->F32(xs, {t, k});
+  std::vector<float> out[3];
+  const std::pair<zaya_tensor, zaya_tensor>* weights[3] = {&plain, &after, &apart};
+  for (int p = 0; p < 3; ++p) {
+    zaya_op op = Op(ZAYA_OP_MATMUL);
+    op.src[0] = x;
+    std::tie(op.src[1], op.src[3]) = *weights[p];
+    op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {t, n});
+    ASSERT_TRUE(dev_->Run(op).ok());
+    out[p] = dev_->Read<float>(op.dst[0]);
+  }
+  for (int64_t i = 0; i < t; ++i) {
+    for (int64_t r = 0; r < n; ++r) {
+      double mag = 0;
+      for (int64_t j = 0; j < k; ++j) mag += std::fabs(xs[i * k + j] * w.value[r * k + j]);
+      for (int p = 1; p < 3; ++p) {
+        ASSERT_NEAR(out[p][i * n + r], out[0][i * n + r], std::ldexp(mag, -16))
+            << (p == 1 ? "scales after the weight" : "scales apart") << ", token " << i << " row "
+            << r;
+      }
+    }
+  }
+  if (GetParam() == std::string("cpu")) {
+    const std::vector<float> ones(4, 1.f);
+    EXPECT_EQ(dev_->Write(after.second, 0, ones.data(), 16).ok(), !CpuRunsAvx512Tiles())
+        << "scales right after the weight are taken into the block layout where it runs";
+    EXPECT_TRUE(dev_->Write(apart.second, 0, ones.data(), 16).ok())
+        << "scales elsewhere stay as written";
   }
 }
 

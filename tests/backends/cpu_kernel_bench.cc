@@ -93,8 +93,14 @@ int main(int argc, char** argv) {
   const int64_t blocks = (k + 31) / 32;
   std::vector<float> scales(static_cast<size_t>(matrices * rows * blocks), 0.01f);
   const bool i8_blocks = type == WType::kI8 && layout == "tiles" && zaya::cpu::I8BlocksFit(rows, k);
+  // The block layout holds each matrix's scales in its blocks (kernels.h PackI8Blocks).
+  std::vector<uint8_t> blocks_w;
   if (i8_blocks) {
-    zaya::cpu::PackI8Blocks(reinterpret_cast<int8_t*>(w.data()), scales.data(), matrices * rows, k);
+    blocks_w.resize(
+        static_cast<size_t>(matrices * rows / zaya::cpu::kI8TileRows * zaya::cpu::I8BlockBytes(k)));
+    zaya::cpu::PackI8Blocks(reinterpret_cast<const int8_t*>(w.data()), scales.data(),
+                            matrices * rows, k, blocks_w.data());
+    std::vector<uint8_t>().swap(w);
   }
   const bool i8_tiles = type == WType::kI8 && !i8_blocks &&
                         (layout == "tiles" || layout == "groups") && zaya::cpu::I8TilesLayoutUsed();
@@ -120,8 +126,9 @@ int main(int argc, char** argv) {
       for (int64_t m = 0; m < matrices; ++m) {
         zaya::cpu::Weights wt;
         wt.type = type;
-        wt.data = w.data() + static_cast<size_t>(m * rows * k) * wsz;
-        wt.scales = scales.data() + m * rows * blocks;
+        wt.data = i8_blocks ? blocks_w.data() + static_cast<size_t>(matrix_bytes * m)
+                            : w.data() + static_cast<size_t>(m * rows * k) * wsz;
+        wt.scales = i8_blocks ? nullptr : scales.data() + m * rows * blocks;
         wt.i8_tiles = i8_tiles;
         wt.i8_blocks = i8_blocks;
         wt.bf16_tiles = bf16_tiles;

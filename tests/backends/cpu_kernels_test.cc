@@ -39,12 +39,18 @@ TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
   const bool layout = Bf16TilesLayoutUsed();
   if (layout) PackBf16Tiles(packed.data(), n, k);
 
-  std::vector<int8_t> i8_packed = i8;
-  std::vector<float> scales_packed(scales.size());
-  for (float& v : scales_packed) v = 0.005f + 0.01f * static_cast<float>(rng() % 100) / 100.f;
-  std::vector<float> scales_packed_copy = scales_packed;
+  // The block layout's rows with other scales than the row-major case's, so that a scale read
+  // from the wrong row or block shows.
+  std::vector<float> scales_varied(scales.size());
+  for (float& v : scales_varied) v = 0.005f + 0.01f * static_cast<float>(rng() % 100) / 100.f;
   const bool i8_layout = I8BlocksFit(n, k);
-  if (i8_layout) PackI8Blocks(i8_packed.data(), scales_packed.data(), n, k);
+  std::vector<uint8_t> i8_packed(i8_layout ? static_cast<size_t>(n / kI8TileRows * I8BlockBytes(k))
+                                           : i8.size());
+  if (i8_layout) {
+    PackI8Blocks(i8.data(), scales_varied.data(), n, k, i8_packed.data());
+  } else {
+    std::memcpy(i8_packed.data(), i8.data(), i8.size());
+  }
 
   Weights cases[4];
   cases[0].type = WType::kBF16;
@@ -57,7 +63,7 @@ TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
   cases[2].scales = scales.data();
   cases[3] = cases[2];
   cases[3].data = i8_packed.data();
-  cases[3].scales = i8_layout ? scales_packed.data() : scales_packed_copy.data();
+  cases[3].scales = i8_layout ? nullptr : scales_varied.data();
   cases[3].i8_blocks = i8_layout;
   ThreadPool pool(2);
   int checked = 0;

@@ -214,7 +214,9 @@ typedef struct zaya_backend_api {
    * full and will only be read by ops from now on, so that the backend may rearrange its bytes
    * in place into a layout of its own that its ops read faster (the role of ggml's repacking
    * buffer types: buffer_write knows no shapes); for i8, if `scales` is in a
-   * ZAYA_BUFFER_WEIGHTS buffer too, the scales' bytes with them. The layout never needs more bytes.
+   * ZAYA_BUFFER_WEIGHTS buffer too, the scales' bytes with them (a layout may interleave the two
+   * where the scales start right where the weight ends, in the same buffer: the CPU backend's
+   * int8 block layout; hosts should place them so). The layout never needs more bytes.
    * After the call: buffer_read of those bytes returns the backend's layout; buffer_write into
    * them fails with ZAYA_STATUS_INVALID_ARGUMENT; ops must name the weight (as a matmul's, MoE's
    * or embedding's weights) with its K and from a row boundary inside it (a layout may group
