@@ -141,6 +141,41 @@ ZAYA_CLONES void SiluMulImpl(const float* g, const float* u, int64_t n, float* o
   }
 }
 
+// GELU (erf form) and SiLU in place, through ExpNonPositive. gelu(v) = v (1 + erf(v / sqrt 2)) / 2,
+// with erfc(z), z = |v| / sqrt 2 >= 0, from Numerical Recipes' erfcc (Chebyshev fit, < 1.2e-7
+// relative everywhere): erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z / 2); then 1 + erf(v / sqrt 2)
+// is 2 - erfc(z) for v >= 0 and erfc(z) below, so the result keeps its relative accuracy where it
+// is tiny (v << 0). std::erf per element cost the 8B shape's router MLP ~45 us per 16-token
+// matmul, ~4 ms of a batch-16 step (docs/performance.md, session 14).
+ZAYA_CLONES void ApplyActImpl(Act act, float* v, int64_t n) {
+  if (act == Act::kSilu) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      const float x = v[i], ax = std::fabs(x), e = ax > 87.f ? 0.f : ExpNonPositive(-ax);
+      v[i] = (x >= 0.f ? x : x * e) / (1.f + e);
+    }
+  } else if (act == Act::kGelu) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      const float x = v[i], z = std::fabs(x) * 0.70710678118654752f;
+      const float t = 1.f / (1.f + 0.5f * z);
+      float p = 0.17087277f;
+      p = p * t - 0.82215223f;
+      p = p * t + 1.48851587f;
+      p = p * t - 1.13520398f;
+      p = p * t + 0.27886807f;
+      p = p * t - 0.18628806f;
+      p = p * t + 0.09678418f;
+      p = p * t + 0.37409196f;
+      p = p * t + 1.00002368f;
+      p = p * t - 1.26551223f;
+      // At z = 0 the exponent is +3e-8, which ExpNonPositive takes as well (n = 0).
+      const float c = t * ExpNonPositive(p - z * z);
+      v[i] = 0.5f * x * (x >= 0.f ? 2.f - c : c);
+    }
+  }
+}
+
 ZAYA_CLONES float ExpShiftedImpl(float* s, int64_t n, float shift) {
   float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
@@ -164,6 +199,9 @@ void DotRows(const float* q, const uint16_t* rows, int64_t stride, int64_t n, in
 }
 float ExpShifted(float* s, int64_t n, float shift) { return ExpShiftedImpl(s, n, shift); }
 void SiluMul(const float* g, const float* u, int64_t n, float* out) { SiluMulImpl(g, u, n, out); }
+void ApplyActInPlace(Act act, float* v, int64_t n) {
+  if (act != Act::kNone) ApplyActImpl(act, v, n);
+}
 
 void AxpyRows(const float* w, const float* rows, int64_t stride, int64_t n, int64_t hd, float* acc) {
   AxpyRowsF32Impl(w, rows, stride, n, hd, acc);
@@ -564,8 +602,20 @@ struct XScratch {
   }
 };
 
+void MatVecRowsTiles(const Weights& w, int64_t r0, int64_t r1, int64_t k, const PreparedX& px,
+                     int64_t t, int64_t n, const float* bias, Act act, float* y);
+
+// The tiles write x w + bias; the activation follows over each token's rows [r0, r1) while they
+// are in L1, in SIMD (ApplyActInPlace), not per element in the tiles' stores.
 void MatVecRowsPrepared(const Weights& w, int64_t r0, int64_t r1, int64_t k, const PreparedX& px,
                         int64_t t, int64_t n, const float* bias, Act act, float* y) {
+  MatVecRowsTiles(w, r0, r1, k, px, t, n, bias, Act::kNone, y);
+  if (act == Act::kNone) return;
+  for (int64_t i = 0; i < t; ++i) ApplyActInPlace(act, y + i * n + r0, r1 - r0);
+}
+
+void MatVecRowsTiles(const Weights& w, int64_t r0, int64_t r1, int64_t k, const PreparedX& px,
+                     int64_t t, int64_t n, const float* bias, Act act, float* y) {
   const float* x = px.x;
   const Isa isa = MatVecIsa();
   if (w.i8_blocks) {
@@ -664,9 +714,10 @@ void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weight
       if (bias != nullptr || act != Act::kNone) {
         for (int64_t i = 0; i < t; ++i) {
           float* row = y + i * n + r0;
-          for (int64_t r = 0; r < rows; ++r) {
-            row[r] = ApplyAct(act, row[r] + (bias != nullptr ? bias[r0 + r] : 0.f));
+          if (bias != nullptr) {
+            for (int64_t r = 0; r < rows; ++r) row[r] += bias[r0 + r];
           }
+          ApplyActInPlace(act, row, rows);
         }
       }
     }

@@ -201,5 +201,8 @@ void RmsNorm(ThreadPool& pool, const float* x, const float* w_f32, const uint16_
              int64_t t, int64_t n, float eps, float* y);
 
 float ApplyAct(Act act, float v);
+// v[i] = act(v[i]) for i < n, SIMD per ISA clone: within 1e-6 relative of ApplyAct's (std::erf,
+// std::exp), and the same value for an element wherever it sits in v.
+void ApplyActInPlace(Act act, float* v, int64_t n);
 
 }  // namespace zaya::cpu

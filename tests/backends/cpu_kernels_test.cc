@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels.h"
@@ -112,6 +113,43 @@ TEST(SiluMul, MatchesSiluTimesUpInDoubleAcrossTheRange) {
     ASSERT_TRUE(std::isfinite(out[i])) << "g " << g[i];
     ASSERT_LE(std::fabs(out[i] - want), 1e-6 * std::fabs(want) + 1e-35) << "g " << g[i];
   }
+}
+
+// The activations the matmuls apply after their tiles (ApplyActInPlace), against GELU and SiLU in
+// double across the range an activation can take: relative error within 1e-6 (an absolute 1e-35
+// where the exact value underflows float), finite at the extremes, and each element the same
+// value alone as inside a long array (the SIMD body and the remainder agree), so a row's output
+// still does not depend on where a chunk of rows starts. GELU's tail below x = -3 is exp(-x^2 /
+// 2 + ...) times a fit, and that argument in float carries rounding of ~1e-7 of x^2 / 2 (and
+// half an ulp from the sum), so there the bound grows by 3e-7 x^2 / 2 relative (2.6e-5 at x =
+// -13, where the value is 1e-38; ApplyAct's std::erf gives 0 from x = -8 on).
+TEST(ApplyActInPlace, MatchesGeluAndSiluInDoubleAcrossTheRange) {
+  std::vector<float> v;
+  for (float x = -120.f; x <= 120.f; x += 0.0137f) v.push_back(x);
+  for (float x : {0.f, -0.f, -5.f, -9.f, -13.2f, -14.f, -87.5f, -89.f, 88.5f, 1e-30f, -1e-30f,
+                  1e-40f, 3e38f, -3e38f}) {
+    v.push_back(x);
+  }
+  for (Act act : {Act::kGelu, Act::kSilu}) {
+    std::vector<float> out = v;
+    ApplyActInPlace(act, out.data(), static_cast<int64_t>(out.size()));
+    for (size_t i = 0; i < v.size(); ++i) {
+      const double x = v[i];
+      const double want =
+          act == Act::kGelu ? 0.5 * x * std::erfc(-x / std::sqrt(2.0)) : x / (1.0 + std::exp(-x));
+      const std::string what =
+          std::string(act == Act::kGelu ? "gelu" : "silu") + " of " + std::to_string(v[i]);
+      ASSERT_TRUE(std::isfinite(out[i])) << what;
+      const double rel = act == Act::kGelu && x < -3 ? 1e-6 + 3e-7 * x * x / 2 : 1e-6;
+      ASSERT_LE(std::fabs(out[i] - want), rel * std::fabs(want) + 1e-35) << what;
+      float alone = v[i];
+      ApplyActInPlace(act, &alone, 1);
+      ASSERT_EQ(std::memcmp(&alone, &out[i], 4), 0) << what << ": alone and in the array";
+    }
+  }
+  std::vector<float> none = v;
+  ApplyActInPlace(Act::kNone, none.data(), static_cast<int64_t>(none.size()));
+  EXPECT_EQ(std::memcmp(none.data(), v.data(), v.size() * 4), 0);
 }
 
 }  // namespace
