@@ -107,16 +107,20 @@ struct BlockOut {
 // none), pass `pass` of `passes` also fetches into L2 the next group's lines of every passes-th
 // column pair, so that DRAM streams through all the passes of a group. Until session 12's head
 // measurements the later passes fetched all of the next group and the first none: DRAM then
-// idled through each first pass, which found its group in L2. With `far` (bytes, 0 for none) a
-// pass also fetches each line that far on with prefetchnta (I8Blocks::kFarBytes says where).
+// idled through each first pass, which found its group in L2. With kFar a pass also fetches each
+// line kFarBytes on with prefetchnta (I8Blocks::kFarBytes says where), a template argument: a
+// run-time test of it per line cost the 16-token tile 15% of its rate in cache (session 14).
+template <bool kFar, int64_t kFarBytes = 0>
 struct BlockFetch {
-  int64_t next = 0, pass = 0, passes = 1, far = 0;
+  int64_t next = 0, pass = 0, passes = 1;
 
-  // Line p of a stream at `line`.
+  // Line p of a stream (its 64-byte line from the block's start, so that each pass takes every
+  // passes-th line of memory: counting the int8 layout's weight lines only, the 16-token head
+  // read 6% slower, session 14) at `line`.
   ZAYA_INLINE void Line(const char* line, int64_t p) const {
     if (pass == 0) _mm_prefetch(line + kStreamAheadBytes, _MM_HINT_T0);
     if (next != 0 && p % passes == pass) _mm_prefetch(line + next, _MM_HINT_T1);
-    if (far != 0) _mm_prefetch(line + far, _MM_HINT_NTA);
+    if constexpr (kFar) _mm_prefetch(line + kFarBytes, _MM_HINT_NTA);
   }
 };
 
@@ -128,8 +132,8 @@ struct Bf16Blocks : BlockOut {
   const uint32_t* xt;
 
   // Blocks b .. b + R - 1 (adjacent: R streams one block apart) x tokens i0 .. i0 + T - 1.
-  template <int R, int T>
-  ZAYA_INLINE void Tile(int64_t b, int64_t i0, const BlockFetch& f) const {
+  template <int R, int T, class F>
+  ZAYA_INLINE void Tile(int64_t b, int64_t i0, const F& f) const {
     const int64_t bs = lines * 32;  // uint16 per block
     const uint16_t* wb = w + b * bs;
     const uint32_t* x = xt + i0 * lines;
@@ -186,8 +190,8 @@ struct I8Blocks : BlockOut {
   const float* xs;
   const int32_t* xc;
 
-  template <int R, int T>
-  ZAYA_INLINE void Tile(int64_t b, int64_t i0, const BlockFetch& f) const {
+  template <int R, int T, class F>
+  ZAYA_INLINE void Tile(int64_t b, int64_t i0, const F& f) const {
     const int64_t kq = lines / 8;  // 32-column blocks
     const uint8_t* wb = w + b * block_bytes;
     const uint32_t* xp = x + i0 * lines;
@@ -215,7 +219,7 @@ struct I8Blocks : BlockOut {
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
           const char* line = reinterpret_cast<const char*>(wb + r * block_bytes + q * 576 + c * 64);
-          f.Line(line, p);
+          f.Line(line, q * 9 + c);
           wv[r] = _mm512_loadu_si512(line);
         }
 #pragma GCC unroll 16
@@ -228,7 +232,7 @@ struct I8Blocks : BlockOut {
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const char* sline = reinterpret_cast<const char*>(wb + r * block_bytes + q * 576 + 512);
-        f.Line(sline, q);
+        f.Line(sline, q * 9 + 8);
         const __m512 wsv = _mm512_loadu_ps(sline);
 #pragma GCC unroll 16
         for (int i = 0; i < T; ++i) {
@@ -246,8 +250,8 @@ struct I8Blocks : BlockOut {
 };
 
 // The last `rest` (<= T) tokens from i0 on, as one tile of exactly that many.
-template <int R, int T, class A>
-ZAYA_INLINE void BlockRest(const A& a, int64_t b, int64_t i0, int64_t rest, const BlockFetch& f) {
+template <int R, int T, class A, class F>
+ZAYA_INLINE void BlockRest(const A& a, int64_t b, int64_t i0, int64_t rest, const F& f) {
   if constexpr (T >= 1) {
     if (rest == T) {
       a.template Tile<R, T>(b, i0, f);
@@ -261,23 +265,31 @@ ZAYA_INLINE void BlockRest(const A& a, int64_t b, int64_t i0, int64_t rest, cons
 // chunks: the later passes read the group from L2), the next group's lines fetched across the
 // passes (BlockFetch), or A::kFarBytes on where one pass of several tokens takes the group; the
 // blocks past the last whole group one at a time.
-template <int R, int TT, class A>
-void BlockRows(const A& a, int64_t b0, int64_t b1) {
+template <int R, int TT, class A, bool kFar>
+void BlockRowsFetching(const A& a, int64_t b0, int64_t b1) {
+  using Fetch = BlockFetch<kFar, A::kFarBytes>;
   const int64_t passes = (a.t + TT - 1) / TT, group_bytes = R * a.block_bytes;
-  const int64_t far = passes == 1 && TT > 1 ? A::kFarBytes : 0;
   int64_t b = b0;
   for (; b + R <= b1; b += R) {
     const int64_t next = passes > 1 && b + 2 * R <= b1 ? group_bytes : 0;
     for (int64_t p = 0; p < passes; ++p) {
       const int64_t i = p * TT;
-      BlockRest<R, TT>(a, b, i, a.t - i < TT ? a.t - i : TT, BlockFetch{next, p, passes, far});
+      BlockRest<R, TT>(a, b, i, a.t - i < TT ? a.t - i : TT, Fetch{next, p, passes});
     }
   }
   for (; b < b1; ++b) {
     for (int64_t i = 0; i < a.t; i += TT) {
-      BlockRest<1, TT>(a, b, i, a.t - i < TT ? a.t - i : TT, BlockFetch{0, i / TT, 1, far});
+      BlockRest<1, TT>(a, b, i, a.t - i < TT ? a.t - i : TT, Fetch{0, i / TT, 1});
     }
   }
+}
+
+template <int R, int TT, class A>
+void BlockRows(const A& a, int64_t b0, int64_t b1) {
+  if constexpr (A::kFarBytes != 0 && TT > 1) {
+    if (a.t <= TT) return BlockRowsFetching<R, TT, A, true>(a, b0, b1);
+  }
+  BlockRowsFetching<R, TT, A, false>(a, b0, b1);
 }
 
 // int8 weights with VNNI's byte dot product, vpdpbusd: 64 products per instruction, twice
