@@ -317,8 +317,7 @@ void OpMulAdd(zaya_backend*, const zaya_op& op) {
   const float* a = Ptr<const float>(op.src[0], "mul_add a");
   const float* c = Ptr<const float>(op.src[1], "mul_add b");
   float* out = Ptr<float>(op.dst[0], "mul_add output");
-  for (int64_t i = 0; i < t; ++i)
-    for (int64_t j = 0; j < n; ++j) out[i * n + j] = a[i * n + j] + c[i * n + j] * s[j];
+  MulAddRows(a, c, s.data(), t, n, out);
 }
 
 void OpMerge(zaya_backend*, const zaya_op& op) {
@@ -330,12 +329,7 @@ void OpMerge(zaya_backend*, const zaya_op& op) {
   const auto sr = VecF32(op.src[4], n, "merge residual scale", 1.f);
   const float* x = Ptr<const float>(op.src[0], "merge branch");
   float* h = Ptr<float>(op.dst[0], "merge residual");
-  for (int64_t i = 0; i < t; ++i) {
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t ij = i * n + j;
-      h[ij] = (x[ij] + bh[j]) * sh[j] + (h[ij] + br[j]) * sr[j];
-    }
-  }
+  MergeRows(x, bh.data(), sh.data(), br.data(), sr.data(), t, n, h);
 }
 
 // cos/sin of one position for the rope_dims/2 frequencies theta^(-2i/rope_dims), in double as the

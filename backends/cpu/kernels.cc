@@ -756,21 +756,63 @@ void MatVecShared(ThreadPool& pool, const float* x, int64_t t, int64_t k, const 
   });
 }
 
+namespace {
+
+// The small per-element ops of a step, in SIMD per ISA clone: the plugin's op code is built for
+// baseline x86-64, where these loops ran as SSE2 or scalar (the sum of squares in double). On the
+// 8B shape at 16 tokens an RMSNorm took ~13 us, now ~4 (docs/performance.md, session 14); a
+// merge stayed at ~14 us, which its arithmetic is not (perf puts ~1 us of CPU in it). The sum of
+// squares stays in double, its lanes summed in an order that depends only on n, so a row's
+// result does not depend on the batch.
+ZAYA_CLONES void RmsNormRow(const float* x, const float* w_f32, const uint16_t* w_bf16, int64_t n,
+                            float eps, float* y) {
+  double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t j = 0; j < n; ++j) ss += static_cast<double>(x[j]) * x[j];
+  const float inv = 1.f / std::sqrt(static_cast<float>(ss / static_cast<double>(n)) + eps);
+  if (w_f32 != nullptr) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] = x[j] * inv * w_f32[j];
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] = x[j] * inv * AsF32(w_bf16[j]);
+  }
+}
+
+ZAYA_CLONES void MergeRowsImpl(const float* x, const float* bh, const float* sh, const float* br,
+                               const float* sr, int64_t t, int64_t n, float* h) {
+  for (int64_t i = 0; i < t; ++i) {
+    const float* xi = x + i * n;
+    float* hi = h + i * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) hi[j] = (xi[j] + bh[j]) * sh[j] + (hi[j] + br[j]) * sr[j];
+  }
+}
+
+ZAYA_CLONES void MulAddRowsImpl(const float* a, const float* b, const float* s, int64_t t,
+                                int64_t n, float* out) {
+  for (int64_t i = 0; i < t; ++i) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) out[i * n + j] = a[i * n + j] + b[i * n + j] * s[j];
+  }
+}
+
+}  // namespace
+
 void RmsNorm(ThreadPool& pool, const float* x, const float* w_f32, const uint16_t* w_bf16,
              int64_t t, int64_t n, float eps, float* y) {
   pool.ParallelFor(t, 4, [&](int64_t begin, int64_t end, int) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float* xi = x + i * n;
-      float* yi = y + i * n;
-      double ss = 0.0;
-      for (int64_t j = 0; j < n; ++j) ss += static_cast<double>(xi[j]) * xi[j];
-      const float inv = 1.f / std::sqrt(static_cast<float>(ss / static_cast<double>(n)) + eps);
-      for (int64_t j = 0; j < n; ++j) {
-        const float wj = w_f32 != nullptr ? w_f32[j] : Bf16ToF32(w_bf16[j]);
-        yi[j] = xi[j] * inv * wj;
-      }
-    }
+    for (int64_t i = begin; i < end; ++i) RmsNormRow(x + i * n, w_f32, w_bf16, n, eps, y + i * n);
   });
+}
+
+void MergeRows(const float* x, const float* bh, const float* sh, const float* br, const float* sr,
+               int64_t t, int64_t n, float* h) {
+  MergeRowsImpl(x, bh, sh, br, sr, t, n, h);
+}
+
+void MulAddRows(const float* a, const float* b, const float* s, int64_t t, int64_t n, float* out) {
+  MulAddRowsImpl(a, b, s, t, n, out);
 }
 
 }  // namespace zaya::cpu
