@@ -520,8 +520,10 @@ struct PreparedX {
 
 // From this many tokens XScratch::Prepare splits the block layouts' x forms between the pool's
 // threads: one thread took ~15 ns per token and 32 columns, 0.5 ms for a 512-token chunk at K =
-// 2048 while the other thread waited (docs/performance.md, session 13).
-constexpr int64_t kParallelPrepareTokens = 32;
+// 2048 while the other thread waited (docs/performance.md, session 13). From 32 until session 14,
+// which found a batch-16 step's dense matmuls waiting on it: 16 tokens (two passes of 8) split
+// in two, int8 1536 x 2048 +3-7%, 2048 x 1024 +9-12%, 256 x 2048 +12-16%, bf16 1536 x 2048 +3-5%.
+constexpr int64_t kParallelPrepareTokens = 16;
 
 // Which of those forms a set of matmuls on one x needs.
 struct XForms {
