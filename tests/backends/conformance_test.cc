@@ -325,9 +325,10 @@ TEST_P(Conformance, MatMulAllShapeClasses) {
 }
 
 // The same through prepared weights, with row counts that the CPU backend keeps in its bf16 tile
-// layout (multiples of 16 rows with an even K of at least 32: 16, 48; 19 rows, K = 7 and 257 stay
-// row-major; K = 34 and 600 have columns past the last multiple of 32) and its int8 block layout
-// (16 and 48 rows with K = 32 and 288; K = 600 keeps the 256-column group layout), and the token
+// layout (multiples of 16 rows with an even K of at least 32: 16, 48, 80; 19 rows, K = 7 and 257
+// stay row-major; K = 34 and 600 have columns past the last multiple of 32) and its int8 block
+// layout (16, 48 and 80 rows with K = 32 and 288; K = 600 keeps the 256-column group layout; 80
+// rows are 5 blocks, which leave 1 or 2 past each tile's whole groups of 2, 3 or 4), and the token
 // counts of each of the bf16 layout's tiles (1; 2-6 and 9-12, 17 the 4-block tile; 7-8, 13-16 the
 // 3-block one), of the int8 block layout's (1; 2-6; 7-8 and 13-16; 9-12 and 17 on), every count
 // from 1 to 17 (each tile's rest tiles), and 70 (the GEMM path where a backend sends many tokens
@@ -339,7 +340,7 @@ TEST_P(Conformance, MatMulPreparedWeightsAllShapeClasses) {
   int case_index = 0;
   for (int32_t dtype : kWeightTypes) {
     for (int64_t k : {7, 32, 34, 257, 288, 600}) {
-      for (int64_t n : {16, 19, 48}) {
+      for (int64_t n : {16, 19, 48, 80}) {
         for (int64_t t = 1; t <= 18; ++t) {
           ++case_index;
           const int64_t tokens = t == 18 ? 70 : t;
