@@ -318,15 +318,6 @@ void PackI8Tiles(int8_t* w, int64_t n, int64_t k) {
   }
 }
 
-float ApplyAct(Act act, float v) {
-  switch (act) {
-    case Act::kNone: return v;
-    case Act::kGelu: return 0.5f * v * (1.f + std::erf(v * 0.70710678118654752f));
-    case Act::kSilu: return v / (1.f + std::exp(-v));
-  }
-  return v;
-}
-
 namespace {
 
 // Small-batch matmul tiles. GCC vector extensions (8 x f32 = one AVX2 register) compiled once per
@@ -422,47 +413,47 @@ ZAYA_INLINE void Tile(const Rows& w, int64_t row0, int64_t k, const float* x, fl
 
 template <int R, int T, class Rows>
 ZAYA_INLINE void TileStore(const Rows& w, int64_t row0, int64_t k, const float* x, int64_t i0,
-                           int64_t n, const float* bias, Act act, float* y) {
+                           int64_t n, const float* bias, float* y) {
   float out[R][T];
   Tile<R, T>(w, row0, k, x + i0 * k, out);
   for (int r = 0; r < R; ++r) {
     const float b = bias != nullptr ? bias[row0 + r] : 0.f;
-    for (int i = 0; i < T; ++i) y[(i0 + i) * n + row0 + r] = ApplyAct(act, out[r][i] + b);
+    for (int i = 0; i < T; ++i) y[(i0 + i) * n + row0 + r] = out[r][i] + b;
   }
 }
 
 // Rows [r0, r1) for all t tokens: tiles of 4 rows x 3 tokens; the weights of a 4-row tile stay in
 // L1 while every token passes over them, so each weight byte comes from memory once per call.
 template <int R, class Rows>
-ZAYA_INLINE void RowBlock(const Rows& w, int64_t r, int64_t k, const float* x, int64_t t,
-                          int64_t n, const float* bias, Act act, float* y) {
+ZAYA_INLINE void RowBlock(const Rows& w, int64_t r, int64_t k, const float* x, int64_t t, int64_t n,
+                          const float* bias, float* y) {
   int64_t i = 0;
-  for (; i + 3 <= t; i += 3) TileStore<R, 3>(w, r, k, x, i, n, bias, act, y);
-  if (t - i == 2) TileStore<R, 2>(w, r, k, x, i, n, bias, act, y);
-  if (t - i == 1) TileStore<R, 1>(w, r, k, x, i, n, bias, act, y);
+  for (; i + 3 <= t; i += 3) TileStore<R, 3>(w, r, k, x, i, n, bias, y);
+  if (t - i == 2) TileStore<R, 2>(w, r, k, x, i, n, bias, y);
+  if (t - i == 1) TileStore<R, 1>(w, r, k, x, i, n, bias, y);
 }
 
 template <class Rows>
 ZAYA_INLINE void MatVecRowsImpl(const Rows& w, int64_t r0, int64_t r1, int64_t k, const float* x,
-                                int64_t t, int64_t n, const float* bias, Act act, float* y) {
+                                int64_t t, int64_t n, const float* bias, float* y) {
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) {
-    RowBlock<4>(w, r, k, x, t, n, bias, act, y);
+    RowBlock<4>(w, r, k, x, t, n, bias, y);
   }
-  for (; r < r1; ++r) RowBlock<1>(w, r, k, x, t, n, bias, act, y);
+  for (; r < r1; ++r) RowBlock<1>(w, r, k, x, t, n, bias, y);
 }
 
 ZAYA_CLONES void MatVecF32(const F32Rows& w, int64_t r0, int64_t r1, int64_t k, const float* x,
-                           int64_t t, int64_t n, const float* bias, Act act, float* y) {
-  MatVecRowsImpl(w, r0, r1, k, x, t, n, bias, act, y);
+                           int64_t t, int64_t n, const float* bias, float* y) {
+  MatVecRowsImpl(w, r0, r1, k, x, t, n, bias, y);
 }
 ZAYA_CLONES void MatVecBf16(const Bf16Rows& w, int64_t r0, int64_t r1, int64_t k, const float* x,
-                            int64_t t, int64_t n, const float* bias, Act act, float* y) {
-  MatVecRowsImpl(w, r0, r1, k, x, t, n, bias, act, y);
+                            int64_t t, int64_t n, const float* bias, float* y) {
+  MatVecRowsImpl(w, r0, r1, k, x, t, n, bias, y);
 }
 ZAYA_CLONES void MatVecI8(const I8Rows& w, int64_t r0, int64_t r1, int64_t k, const float* x,
-                          int64_t t, int64_t n, const float* bias, Act act, float* y) {
-  MatVecRowsImpl(w, r0, r1, k, x, t, n, bias, act, y);
+                          int64_t t, int64_t n, const float* bias, float* y) {
+  MatVecRowsImpl(w, r0, r1, k, x, t, n, bias, y);
 }
 
 struct IsaChoice {
@@ -605,55 +596,53 @@ struct XScratch {
 };
 
 void MatVecRowsTiles(const Weights& w, int64_t r0, int64_t r1, int64_t k, const PreparedX& px,
-                     int64_t t, int64_t n, const float* bias, Act act, float* y);
+                     int64_t t, int64_t n, const float* bias, float* y);
 
 // The tiles write x w + bias; the activation follows over each token's rows [r0, r1) while they
 // are in L1, in SIMD (ApplyActInPlace), not per element in the tiles' stores.
 void MatVecRowsPrepared(const Weights& w, int64_t r0, int64_t r1, int64_t k, const PreparedX& px,
                         int64_t t, int64_t n, const float* bias, Act act, float* y) {
-  MatVecRowsTiles(w, r0, r1, k, px, t, n, bias, Act::kNone, y);
+  MatVecRowsTiles(w, r0, r1, k, px, t, n, bias, y);
   if (act == Act::kNone) return;
   for (int64_t i = 0; i < t; ++i) ApplyActInPlace(act, y + i * n + r0, r1 - r0);
 }
 
 void MatVecRowsTiles(const Weights& w, int64_t r0, int64_t r1, int64_t k, const PreparedX& px,
-                     int64_t t, int64_t n, const float* bias, Act act, float* y) {
+                     int64_t t, int64_t n, const float* bias, float* y) {
   const float* x = px.x;
   const Isa isa = MatVecIsa();
   if (w.i8_blocks) {
     return avx512::MatVecI8Blocks(static_cast<const uint8_t*>(w.data), r0, r1, k, px.x4, px.x4s,
-                                  px.x4c, t, n, bias, act, y);
+                                  px.x4c, t, n, bias, y);
   }
   if (w.bf16_tiles) {
     return avx512::MatVecBf16Tiles(static_cast<const uint16_t*>(w.data), r0, r1, k, px.xt, t, n,
-                                   bias, act, y);
+                                   bias, y);
   }
   if (w.type == WType::kBF16 && isa == Isa::kAvx512) {
-    return avx512::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, px.xb, t, n,
-                              bias, act, y);
+    return avx512::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, px.xb, t, n, bias,
+                              y);
   }
   if (w.type == WType::kBF16 && isa >= Isa::kAvx2) {
-    return avx2::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, t, n, bias, act,
-                            y);
+    return avx2::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, t, n, bias, y);
   }
   if (w.type == WType::kI8 && isa == Isa::kAvx512) {
-    return avx512::MatVecI8(static_cast<const int8_t*>(w.data), w.i8_tiles, w.scales, r0, r1, k,
-                            x, px.xq8, px.xs, t, n, bias, act, y);
+    return avx512::MatVecI8(static_cast<const int8_t*>(w.data), w.i8_tiles, w.scales, r0, r1, k, x,
+                            px.xq8, px.xs, t, n, bias, y);
   }
   if (w.type == WType::kI8 && isa >= Isa::kAvx2) {
-    return avx2::MatVecI8(static_cast<const int8_t*>(w.data), w.scales, r0, r1, k, x, px.xq,
-                          px.xs, t, n, bias, act, y);
+    return avx2::MatVecI8(static_cast<const int8_t*>(w.data), w.scales, r0, r1, k, x, px.xq, px.xs,
+                          t, n, bias, y);
   }
   switch (w.type) {
     case WType::kF32:
-      return MatVecF32(F32Rows{static_cast<const float*>(w.data), k}, r0, r1, k, x, t, n, bias, act,
-                       y);
+      return MatVecF32(F32Rows{static_cast<const float*>(w.data), k}, r0, r1, k, x, t, n, bias, y);
     case WType::kBF16:
-      return MatVecBf16(Bf16Rows{static_cast<const uint16_t*>(w.data), k}, r0, r1, k, x, t, n,
-                        bias, act, y);
+      return MatVecBf16(Bf16Rows{static_cast<const uint16_t*>(w.data), k}, r0, r1, k, x, t, n, bias,
+                        y);
     case WType::kI8:
       return MatVecI8(I8Rows{static_cast<const int8_t*>(w.data), w.scales, k, (k + 31) / 32}, r0,
-                      r1, k, x, t, n, bias, act, y);
+                      r1, k, x, t, n, bias, y);
   }
 }
 

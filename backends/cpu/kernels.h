@@ -137,9 +137,9 @@ void AxpyRows(const float* w, const uint16_t* rows, int64_t stride, int64_t n, i
 // into SIMD lanes).
 float ExpShifted(float* s, int64_t n, float shift);
 // out[i] = silu(g[i]) * u[i] for i < n (the MoE's SwiGLU), SIMD per ISA clone, with exp to within
-// ~1e-7 relative. ApplyAct's std::exp per element cost ~20 us per ZAYA1 token on one core; this
-// gained the 8B shape's 512-token prefill 3-4% (docs/performance.md, session 12). out may alias
-// g or u.
+// ~1e-7 relative. std::exp per element (the tiles' scalar activation then) cost ~20 us per ZAYA1
+// token on one core; this gained the 8B shape's 512-token prefill 3-4% (docs/performance.md,
+// session 12). out may alias g or u.
 void SiluMul(const float* g, const float* u, int64_t n, float* out);
 
 // Converts row n of W into f32 (length K), from any layout.
@@ -206,9 +206,10 @@ void MergeRows(const float* x, const float* bh, const float* sh, const float* br
 // out[T, N] = a + b * s (s per column); out may alias a or b.
 void MulAddRows(const float* a, const float* b, const float* s, int64_t t, int64_t n, float* out);
 
-float ApplyAct(Act act, float v);
-// v[i] = act(v[i]) for i < n, SIMD per ISA clone: within 1e-6 relative of ApplyAct's (std::erf,
-// std::exp), and the same value for an element wherever it sits in v.
+// v[i] = act(v[i]) for i < n, SIMD per ISA clone: within 1e-6 relative of the activation in
+// double (more in GELU's far negative tail, see kernels.cc), and the same value for an element
+// wherever it sits in v. Matmuls apply their activation with it after the tiles, which compute
+// x W^T + bias only.
 void ApplyActInPlace(Act act, float* v, int64_t n);
 
 }  // namespace zaya::cpu

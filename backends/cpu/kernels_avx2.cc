@@ -171,8 +171,8 @@ struct I8 : I8Weights {
 }  // namespace
 
 void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const float* x, int64_t t,
-                int64_t n, const float* bias, Act act, float* y) {
-  TileRows(Bf16{{w, k}, x}, r0, r1, t, n, bias, act, y);
+                int64_t n, const float* bias, float* y) {
+  TileRows(Bf16{{w, k}, x}, r0, r1, t, n, bias, y);
 }
 
 // x [T,K] -> int16 [T,K16] and one scale per token, K16 = K & ~15.
@@ -202,9 +202,9 @@ void QuantizeX(const float* x, int64_t t, int64_t k, int16_t* q, float* s) {
 
 void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
               const float* x, const int16_t* xq, const float* xs, int64_t t, int64_t n,
-              const float* bias, Act act, float* y) {
+              const float* bias, float* y) {
   TileRows(I8{{w, scales, k, (k + 31) / 32}, QuantX{xq, xs, x, k & ~int64_t{15}}}, r0, r1, t, n,
-           bias, act, y);
+           bias, y);
 }
 
 }  // namespace zaya::cpu::avx2

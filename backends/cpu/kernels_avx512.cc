@@ -84,21 +84,13 @@ struct BlockOut {
   int64_t lines, block_bytes;
   int64_t t, n;
   const float* bias;
-  Act act;
   float* y;
 
   // acc's 16 lanes are rows row .. row + 15 of token i.
   ZAYA_INLINE void Store(int64_t row, int64_t i, __m512 acc) const {
-    float* out = y + i * n + row;
-    const __m512 v =
-        _mm512_add_ps(acc, bias != nullptr ? _mm512_loadu_ps(bias + row) : _mm512_setzero_ps());
-    if (act == Act::kNone) {
-      _mm512_storeu_ps(out, v);
-    } else {
-      alignas(64) float lanes[16];
-      _mm512_store_ps(lanes, v);
-      for (int l = 0; l < 16; ++l) out[l] = ApplyAct(act, lanes[l]);
-    }
+    _mm512_storeu_ps(
+        y + i * n + row,
+        _mm512_add_ps(acc, bias != nullptr ? _mm512_loadu_ps(bias + row) : _mm512_setzero_ps()));
   }
 };
 
@@ -463,8 +455,8 @@ void RoundX(const float* x, int64_t t, int64_t k, uint16_t* xb) {
 }
 
 void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const float* x,
-                const uint16_t* xb, int64_t t, int64_t n, const float* bias, Act act, float* y) {
-  TileRows(Bf16{{w, k}, k & ~int64_t{31}, xb, x}, r0, r1, t, n, bias, act, y);
+                const uint16_t* xb, int64_t t, int64_t n, const float* bias, float* y) {
+  TileRows(Bf16{{w, k}, k & ~int64_t{31}, xb, x}, r0, r1, t, n, bias, y);
 }
 
 int64_t Bf16BlockPassTokens(int64_t t) {
@@ -500,8 +492,8 @@ void PairX(const float* x, int64_t t, int64_t k, uint32_t* xt, int64_t i_begin, 
 // 6); 3 blocks x 8 where that takes fewer passes (7, 8 and 13-16 tokens). One Zen 5 core in cache
 // (512 x 2048, GMAC/s): 4 x 4 215, 4 x 6 257, 3 x 8 at 8 and 16 tokens 250-252.
 void MatVecBf16Tiles(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xt,
-                     int64_t t, int64_t n, const float* bias, Act act, float* y) {
-  const Bf16Blocks a{{k / 2, k / 2 * 64, t, n, bias, act, y}, w, xt};
+                     int64_t t, int64_t n, const float* bias, float* y) {
+  const Bf16Blocks a{{k / 2, k / 2 * 64, t, n, bias, y}, w, xt};
   const int64_t b0 = r0 / kBf16TileRows, b1 = r1 / kBf16TileRows;
   switch (Bf16BlockPassTokens(t)) {
     case 1:
@@ -552,11 +544,11 @@ void QuantizeX8(const float* x, int64_t t, int64_t k, uint8_t* xq, float* xs) {
 
 void MatVecI8(const int8_t* w, bool tile_layout, const float* scales, int64_t r0, int64_t r1,
               int64_t k, const float* x, const uint8_t* xq, const float* xs, int64_t t, int64_t n,
-              const float* bias, Act act, float* y) {
+              const float* bias, float* y) {
   const I8Weights iw{w, scales, k, (k + 31) / 32};
   const QuantX8 qx{xq, xs, x, k & ~int64_t{31}, X8ScaleStride(k)};
-  if (tile_layout) return TileRows(I8<true>{iw, qx}, r0, r1, t, n, bias, act, y);
-  TileRows(I8<false>{iw, qx}, r0, r1, t, n, bias, act, y);
+  if (tile_layout) return TileRows(I8<true>{iw, qx}, r0, r1, t, n, bias, y);
+  TileRows(I8<false>{iw, qx}, r0, r1, t, n, bias, y);
 }
 
 int64_t I8BlockPassTokens(int64_t t) {
@@ -596,8 +588,8 @@ void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* x
 // 8 330, 2 x 12 at 12 329 (2 x 6: 323), at 16 tokens 3 x 8 309, 2 x 12 288.
 void MatVecI8Blocks(const uint8_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xq,
                     const float* xs, const int32_t* xc, int64_t t, int64_t n, const float* bias,
-                    Act act, float* y) {
-  const I8Blocks a{{k / 4, I8BlockBytes(k), t, n, bias, act, y}, w, xq, xs, xc};
+                    float* y) {
+  const I8Blocks a{{k / 4, I8BlockBytes(k), t, n, bias, y}, w, xq, xs, xc};
   const int64_t b0 = r0 / kI8TileRows, b1 = r1 / kI8TileRows;
   switch (I8BlockPassTokens(t)) {
     case 1:

@@ -14,11 +14,12 @@
 // int16 forms; the price is x rounded to 8 bits per 32-column block (backend.h allows it; the
 // error it adds is in docs/performance.md "int8 against bf16").
 //
-// Contract (same as MatVecRows in kernels.h): rows [r0, r1) of y[T,N] = act(x[T,K] W^T + bias), W
-// bf16 or int8 (+ f32 scales per 32 values) row-major [N,K]. Each (row, token) sum runs in one
-// fixed order whatever the tile shape or T: 16 lanes over the multiples of 32 columns (bf16 x; for
-// int8, exact integer sums per block scaled into the lanes), a fixed horizontal sum, then the
-// remaining columns in f32 and in order. A row's output is bitwise independent of the batch.
+// Contract (MatVecRows in kernels.h, less the activation, which its caller applies after): rows
+// [r0, r1) of y[T,N] = x[T,K] W^T + bias, W bf16 or int8 (+ f32 scales per 32 values) row-major
+// [N,K]. Each (row, token) sum runs in one fixed order whatever the tile shape or T: 16 lanes over
+// the multiples of 32 columns (bf16 x; for int8, exact integer sums per block scaled into the
+// lanes), a fixed horizontal sum, then the remaining columns in f32 and in order. A row's output
+// is bitwise independent of the batch.
 // Thread safety: pure apart from y (and the outputs of RoundX and QuantizeX8); callers split rows
 // between threads. No standard-library templates here, for the reason kernels_avx2.h gives.
 #pragma once
@@ -33,7 +34,7 @@ namespace zaya::cpu::avx512 {
 void RoundX(const float* x, int64_t t, int64_t k, uint16_t* xb);
 // xb from RoundX; x itself for the columns past the last multiple of 32.
 void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const float* x,
-                const uint16_t* xb, int64_t t, int64_t n, const float* bias, Act act, float* y);
+                const uint16_t* xb, int64_t t, int64_t n, const float* bias, float* y);
 
 // bf16 weights in the 16-row tile layout (kernels.h PackBf16Tiles), x as PairX makes it.
 // Each (row, token) sum runs in one f32 lane over the column pairs in order (vdpbf16ps), whatever
@@ -50,7 +51,7 @@ int64_t Bf16BlockPassTokens(int64_t t);
 void PairX(const float* x, int64_t t, int64_t k, uint32_t* xt, int64_t i_begin, int64_t i_end);
 // Rows [r0, r1), both multiples of kBf16TileRows (or r1 = N, itself one).
 void MatVecBf16Tiles(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xt,
-                     int64_t t, int64_t n, const float* bias, Act act, float* y);
+                     int64_t t, int64_t n, const float* bias, float* y);
 
 // int8 weights through VNNI (vpdpbusd): x rounded to 8 bits with one scale per 32-column block
 // (each value off by at most 2^-7 of its block's largest |x|; backend.h allows it), offset by 128
@@ -62,7 +63,7 @@ void QuantizeX8(const float* x, int64_t t, int64_t k, uint8_t* xq, float* xs);
 // tile_layout: w is in the tile layout (kernels.h PackI8Tiles), not row-major.
 void MatVecI8(const int8_t* w, bool tile_layout, const float* scales, int64_t r0, int64_t r1,
               int64_t k, const float* x, const uint8_t* xq, const float* xs, int64_t t, int64_t n,
-              const float* bias, Act act, float* y);
+              const float* bias, float* y);
 
 // int8 weights in the 16-row block layout (kernels.h PackI8Blocks). x [T,K] (K % 32 == 0) is
 // rounded as QuantizeX8 rounds it, 8 bits per 32-column block, but kept signed, and stored by
@@ -83,6 +84,6 @@ void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* x
 // w: the block layout with its scales (kernels.h PackI8Blocks).
 void MatVecI8Blocks(const uint8_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xq,
                     const float* xs, const int32_t* xc, int64_t t, int64_t n, const float* bias,
-                    Act act, float* y);
+                    float* y);
 
 }  // namespace zaya::cpu::avx512

@@ -159,32 +159,32 @@ struct I8Weights {
 // Tile row r is output row row0 + r * m.
 template <int R, int T>
 ZAYA_TILE_INLINE void StoreTile(const float out[R][T], int64_t row0, int64_t m, int64_t i0,
-                                int64_t n, const float* bias, Act act, float* y) {
+                                int64_t n, const float* bias, float* y) {
   for (int r = 0; r < R; ++r) {
     const int64_t row = row0 + r * m;
     const float b = bias != nullptr ? bias[row] : 0.f;
-    for (int i = 0; i < T; ++i) y[(i0 + i) * n + row] = ApplyAct(act, out[r][i] + b);
+    for (int i = 0; i < T; ++i) y[(i0 + i) * n + row] = out[r][i] + b;
   }
 }
 
 // `ahead`: rows on from each tile row to prefetch into L2 (0: none, the streams' own prefetch).
 template <int R, int T, class W>
 ZAYA_TILE_INLINE void TileAt(const W& w, int64_t row0, int64_t m, int64_t i0, int64_t n,
-                             const float* bias, Act act, float* y, int64_t ahead = 0) {
+                             const float* bias, float* y, int64_t ahead = 0) {
   float out[R][T];
   w.template Tile<R, T>(row0, m, i0, out, ahead);
-  StoreTile<R, T>(out, row0, m, i0, n, bias, act, y);
+  StoreTile<R, T>(out, row0, m, i0, n, bias, y);
 }
 
 // The last `rest` (< T + 1) tokens from i0 on, as one tile of exactly that many.
 template <int R, int T, class W>
 ZAYA_TILE_INLINE void RestTile(const W& w, int64_t row0, int64_t m, int64_t i0, int64_t rest,
-                               int64_t n, const float* bias, Act act, float* y, int64_t ahead = 0) {
+                               int64_t n, const float* bias, float* y, int64_t ahead = 0) {
   if constexpr (T >= 1) {
     if (rest == T) {
-      TileAt<R, T>(w, row0, m, i0, n, bias, act, y, ahead);
+      TileAt<R, T>(w, row0, m, i0, n, bias, y, ahead);
     } else {
-      RestTile<R, T - 1>(w, row0, m, i0, rest, n, bias, act, y, ahead);
+      RestTile<R, T - 1>(w, row0, m, i0, rest, n, bias, y, ahead);
     }
   }
 }
@@ -214,7 +214,7 @@ constexpr int64_t kChunkBytes = 256 << 10;
 
 template <int R, int TT, class W>
 ZAYA_TILE_INLINE void Slices(const W& w, int64_t r0, int64_t r1, int64_t t, int64_t n,
-                             const float* bias, Act act, float* y) {
+                             const float* bias, float* y) {
   const int64_t m = (r1 - r0) / R;
   const int64_t row_bytes = w.RowBytes();
   const int64_t fit = row_bytes > 0 ? kChunkBytes / (R * row_bytes) : m;
@@ -230,17 +230,17 @@ ZAYA_TILE_INLINE void Slices(const W& w, int64_t r0, int64_t r1, int64_t t, int6
       for (int64_t q = q0; q < q1; ++q) {
         const int64_t a = p > 0 && q + chunk < m ? chunk : 0;  // rows on to the next chunk's row
         if (i + TT <= t) {
-          TileAt<R, TT>(w, r0 + q, m, i, n, bias, act, y, a);
+          TileAt<R, TT>(w, r0 + q, m, i, n, bias, y, a);
         } else {
-          RestTile<R, TT - 1>(w, r0 + q, m, i, t - i, n, bias, act, y, a);
+          RestTile<R, TT - 1>(w, r0 + q, m, i, t - i, n, bias, y, a);
         }
       }
     }
   }
   for (int64_t r = r0 + R * m; r < r1; ++r) {
     int64_t i = 0;
-    for (; i + TT <= t; i += TT) TileAt<1, TT>(w, r, 1, i, n, bias, act, y);
-    RestTile<1, TT - 1>(w, r, 1, i, t - i, n, bias, act, y);
+    for (; i + TT <= t; i += TT) TileAt<1, TT>(w, r, 1, i, n, bias, y);
+    RestTile<1, TT - 1>(w, r, 1, i, t - i, n, bias, y);
   }
 }
 
@@ -250,7 +250,7 @@ concept HasWideTile = requires {
   W::kTokensWide;
 };
 
-// Rows [r0, r1) of y[T,N] = act(x W^T + bias) with W's tiles.
+// Rows [r0, r1) of y[T,N] = x W^T + bias with W's tiles.
 //
 // A policy with a wide tile uses it where it passes over each chunk fewer times than the many
 // tile: every pass reads the chunk's weights again (from L2) and refills the accumulators, and a
@@ -258,20 +258,20 @@ concept HasWideTile = requires {
 // no bit of it (each (row, token) sums in the same order in every tile).
 template <class W>
 ZAYA_TILE_INLINE void TileRows(const W& w, int64_t r0, int64_t r1, int64_t t, int64_t n,
-                               const float* bias, Act act, float* y) {
+                               const float* bias, float* y) {
   if (t == 1) {
-    Slices<W::kRowsOne, 1>(w, r0, r1, t, n, bias, act, y);
+    Slices<W::kRowsOne, 1>(w, r0, r1, t, n, bias, y);
     return;
   }
   if constexpr (HasWideTile<W>) {
     const int64_t wide = (t + W::kTokensWide - 1) / W::kTokensWide;
     const int64_t many = (t + W::kTokens - 1) / W::kTokens;
     if (wide < many) {
-      Slices<W::kRowsWide, W::kTokensWide>(w, r0, r1, t, n, bias, act, y);
+      Slices<W::kRowsWide, W::kTokensWide>(w, r0, r1, t, n, bias, y);
       return;
     }
   }
-  Slices<W::kRowsMany, W::kTokens>(w, r0, r1, t, n, bias, act, y);
+  Slices<W::kRowsMany, W::kTokens>(w, r0, r1, t, n, bias, y);
 }
 
 }  // namespace

@@ -122,7 +122,7 @@ TEST(SiluMul, MatchesSiluTimesUpInDoubleAcrossTheRange) {
 // still does not depend on where a chunk of rows starts. GELU's tail below x = -3 is exp(-x^2 /
 // 2 + ...) times a fit, and that argument in float carries rounding of ~1e-7 of x^2 / 2 (and
 // half an ulp from the sum), so there the bound grows by 3e-7 x^2 / 2 relative (2.6e-5 at x =
-// -13, where the value is 1e-38; ApplyAct's std::erf gives 0 from x = -8 on).
+// -13, where the value is 1e-38; the std::erf form gives 0 from x = -8 on).
 TEST(ApplyActInPlace, MatchesGeluAndSiluInDoubleAcrossTheRange) {
   std::vector<float> v;
   for (float x = -120.f; x <= 120.f; x += 0.0137f) v.push_back(x);
