@@ -598,7 +598,7 @@ struct XScratch {
 void MatVecRowsTiles(const Weights& w, int64_t r0, int64_t r1, int64_t k, const PreparedX& px,
                      int64_t t, int64_t n, const float* bias, float* y);
 
-// The tiles write x w + bias; the activation follows over each token's rows [r0, r1) while they
+// The tiles write x W^T + bias; the activation follows over each token's rows [r0, r1) while they
 // are in L1, in SIMD (ApplyActInPlace), not per element in the tiles' stores.
 void MatVecRowsPrepared(const Weights& w, int64_t r0, int64_t r1, int64_t k, const PreparedX& px,
                         int64_t t, int64_t n, const float* bias, Act act, float* y) {
