@@ -354,23 +354,6 @@ void RopeAngles(const std::vector<double>& inv_freq, int32_t pos, float* cos_out
   }
 }
 
-void Rope(float* x, int64_t rope_dims, const float* cs, const float* sn) {
-  const int64_t half = rope_dims / 2;
-  for (int64_t i = 0; i < half; ++i) {
-    const float a = x[i], bb = x[i + half];
-    x[i] = a * cs[i] - bb * sn[i];
-    x[i + half] = bb * cs[i] + a * sn[i];
-  }
-}
-
-void L2Scale(float* x, int64_t n, float target, float eps) {
-  double ss = 0.0;
-  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
-  const float norm = std::max(static_cast<float>(std::sqrt(ss)), eps);
-  const float f = target / norm;
-  for (int64_t i = 0; i < n; ++i) x[i] *= f;
-}
-
 // Depthwise k=2 over a CCA stream, one head group of hd channels: d_{i-1} from s_{i-2}, s_{i-1};
 // d_i from s_{i-1}, s_i; interleaved into x to match the grouped weight's [hd, 2] rows. w: hd
 // (w0, w1) pairs. The restrict qualifiers let GCC vectorize it (as written in OpCca it stayed
@@ -513,8 +496,7 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
         for (int64_t j = 0; j < hd; ++j) {
           q[hq * hd + j] = g[hq * hd + j] + 0.5f * (q0[hq * hd + j] + k0[kvh * hd + j]);
         }
-        L2Scale(q + hq * hd, hd, sqrt_hd, eps);
-        Rope(q + hq * hd, rope_dims, cs.data(), sn.data());
+        L2ScaleRope(q + hq * hd, hd, sqrt_hd, eps, rope_dims, cs.data(), sn.data());
       }
       for (int64_t hk = 0; hk < nkv; ++hk) {
         for (int64_t j = 0; j < hd; ++j) {
@@ -523,8 +505,7 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
           mean_q /= static_cast<float>(q_per_kv);
           k[hk * hd + j] = g[qd + hk * hd + j] + 0.5f * (mean_q + k0[hk * hd + j]);
         }
-        L2Scale(k + hk * hd, hd, sqrt_hd * temp[hk], eps);
-        Rope(k + hk * hd, rope_dims, cs.data(), sn.data());
+        L2ScaleRope(k + hk * hd, hd, sqrt_hd * temp[hk], eps, rope_dims, cs.data(), sn.data());
       }
     }
   });

@@ -780,6 +780,24 @@ ZAYA_CLONES void MergeRowsImpl(const float* x, const float* bh, const float* sh,
   }
 }
 
+ZAYA_CLONES void L2ScaleRopeImpl(float* x, int64_t n, float target, float eps, int64_t rope_dims,
+                                 const float* cs, const float* sn) {
+  double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float norm = std::max(static_cast<float>(std::sqrt(ss)), eps);
+  const float f = target / norm;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] *= f;
+  const int64_t half = rope_dims / 2;
+#pragma omp simd
+  for (int64_t i = 0; i < half; ++i) {
+    const float a = x[i], b = x[i + half];
+    x[i] = a * cs[i] - b * sn[i];
+    x[i + half] = b * cs[i] + a * sn[i];
+  }
+}
+
 ZAYA_CLONES void MulAddRowsImpl(const float* a, const float* b, const float* s, int64_t t,
                                 int64_t n, float* out) {
   for (int64_t i = 0; i < t; ++i) {
@@ -804,6 +822,11 @@ void MergeRows(const float* x, const float* bh, const float* sh, const float* br
 
 void MulAddRows(const float* a, const float* b, const float* s, int64_t t, int64_t n, float* out) {
   MulAddRowsImpl(a, b, s, t, n, out);
+}
+
+void L2ScaleRope(float* x, int64_t n, float target, float eps, int64_t rope_dims, const float* cs,
+                 const float* sn) {
+  L2ScaleRopeImpl(x, n, target, eps, rope_dims, cs, sn);
 }
 
 }  // namespace zaya::cpu

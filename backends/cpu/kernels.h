@@ -205,6 +205,11 @@ void MergeRows(const float* x, const float* bh, const float* sh, const float* br
                int64_t t, int64_t n, float* h);
 // out[T, N] = a + b * s (s per column); out may alias a or b.
 void MulAddRows(const float* a, const float* b, const float* s, int64_t t, int64_t n, float* out);
+// One CCA head in place (x [n]): scaled to L2 norm `target` (the norm at least eps, its sum of
+// squares in double), then rotated by RoPE over its first rope_dims values (pairs i, i + half with
+// cos cs[i], sin sn[i]).
+void L2ScaleRope(float* x, int64_t n, float target, float eps, int64_t rope_dims, const float* cs,
+                 const float* sn);
 
 // v[i] = act(v[i]) for i < n, SIMD per ISA clone: within 1e-6 relative of the activation in
 // double (more in GELU's far negative tail, see kernels.cc), and the same value for an element
