@@ -755,11 +755,16 @@ namespace {
 // merge stayed at ~14 us, which its arithmetic is not (perf puts ~1 us of CPU in it). The sum of
 // squares stays in double, its lanes summed in an order that depends only on n, so a row's
 // result does not depend on the batch.
-ZAYA_CLONES void RmsNormRow(const float* x, const float* w_f32, const uint16_t* w_bf16, int64_t n,
-                            float eps, float* y) {
+__attribute__((always_inline)) inline double SumOfSquares(const float* x, int64_t n) {
   double ss = 0.0;
 #pragma omp simd reduction(+ : ss)
   for (int64_t j = 0; j < n; ++j) ss += static_cast<double>(x[j]) * x[j];
+  return ss;
+}
+
+ZAYA_CLONES void RmsNormRow(const float* x, const float* w_f32, const uint16_t* w_bf16, int64_t n,
+                            float eps, float* y) {
+  const double ss = SumOfSquares(x, n);
   const float inv = 1.f / std::sqrt(static_cast<float>(ss / static_cast<double>(n)) + eps);
   if (w_f32 != nullptr) {
 #pragma omp simd
@@ -782,10 +787,7 @@ ZAYA_CLONES void MergeRowsImpl(const float* x, const float* bh, const float* sh,
 
 ZAYA_CLONES void L2ScaleRopeImpl(float* x, int64_t n, float target, float eps, int64_t rope_dims,
                                  const float* cs, const float* sn) {
-  double ss = 0.0;
-#pragma omp simd reduction(+ : ss)
-  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
-  const float norm = std::max(static_cast<float>(std::sqrt(ss)), eps);
+  const float norm = std::max(static_cast<float>(std::sqrt(SumOfSquares(x, n))), eps);
   const float f = target / norm;
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) x[i] *= f;
