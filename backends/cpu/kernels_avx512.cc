@@ -582,10 +582,14 @@ void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* x
 }
 
 // Tile shapes (I8BlockPassTokens; 32 zmm: R x T integer sums, R weight vectors, one x broadcast,
-// one scale vector; the f32 sums stay in L1): one token 4 blocks (bound by memory); 2-6 tokens 2
+// one scale vector; the f32 sums stay in L1): one token 4 blocks (bound by memory); 2-6 tokens 3
 // blocks x T; 7-8 and 13-16 tokens 3 blocks x 8 (one or two passes); 9-12 and from 17 on 2 blocks
 // x 12. One Zen 5 core in cache, 512 x 2048, GMAC/s (session 13): 2 x 6 at 6 tokens 335, 3 x 8 at
-// 8 330, 2 x 12 at 12 329 (2 x 6: 323), at 16 tokens 3 x 8 309, 2 x 12 288.
+// 8 330, 2 x 12 at 12 329 (2 x 6: 323), at 16 tokens 3 x 8 309, 2 x 12 288. The 2-6-token tile
+// streams experts from DRAM, where 3 blocks beat 2 (session 15: two cores, 4096 x 2048, in one
+// process; 4 tokens 61-67 -> 68-74 GB/s, 2 tokens 63-74 -> 72-77 where one token read ~75;
+// level where it read ~50), though in cache 3 x 6 does 9% less than 2 x 6 (309-315 against
+// 341-348 GMAC/s at 6 tokens).
 void MatVecI8Blocks(const uint8_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xq,
                     const float* xs, const int32_t* xc, int64_t t, int64_t n, const float* bias,
                     float* y) {
@@ -595,7 +599,7 @@ void MatVecI8Blocks(const uint8_t* w, int64_t r0, int64_t r1, int64_t k, const u
     case 1:
       return BlockRows<4, 1>(a, b0, b1);
     case 6:
-      return BlockRows<2, 6>(a, b0, b1);
+      return BlockRows<3, 6>(a, b0, b1);
     case 8:
       return BlockRows<3, 8>(a, b0, b1);
     default:
