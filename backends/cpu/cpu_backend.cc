@@ -320,7 +320,7 @@ void OpMulAdd(zaya_backend*, const zaya_op& op) {
   MulAddRows(a, c, s.data(), t, n, out);
 }
 
-void OpMerge(zaya_backend*, const zaya_op& op) {
+void OpMerge(zaya_backend* b, const zaya_op& op) {
   const int64_t n = Cols(op.src[0]), t = Rows(op.src[0]);
   if (Elements(op.dst[0]) != t * n) Fail("merge: residual and branch shapes differ");
   const auto bh = VecF32(op.src[1], n, "merge branch bias", 0.f);
@@ -329,7 +329,7 @@ void OpMerge(zaya_backend*, const zaya_op& op) {
   const auto sr = VecF32(op.src[4], n, "merge residual scale", 1.f);
   const float* x = Ptr<const float>(op.src[0], "merge branch");
   float* h = Ptr<float>(op.dst[0], "merge residual");
-  MergeRows(x, bh.data(), sh.data(), br.data(), sr.data(), t, n, h);
+  MergeRows(*b->pool, x, bh.data(), sh.data(), br.data(), sr.data(), t, n, h);
 }
 
 // cos/sin of one position for the rope_dims/2 frequencies theta^(-2i/rope_dims), in double as the

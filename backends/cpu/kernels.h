@@ -200,9 +200,9 @@ void MatMul(ThreadPool& pool, const float* x, int64_t t, int64_t k, const Weight
 void RmsNorm(ThreadPool& pool, const float* x, const float* w_f32, const uint16_t* w_bf16,
              int64_t t, int64_t n, float eps, float* y);
 // The residual merge, in place on h [T, N]: h = (x + bh) * sh + (h + br) * sr, per column vectors
-// of N.
-void MergeRows(const float* x, const float* bh, const float* sh, const float* br, const float* sr,
-               int64_t t, int64_t n, float* h);
+// of N; rows split between the pool's threads.
+void MergeRows(ThreadPool& pool, const float* x, const float* bh, const float* sh, const float* br,
+               const float* sr, int64_t t, int64_t n, float* h);
 // out[T, N] = a + b * s (s per column); out may alias a or b.
 void MulAddRows(const float* a, const float* b, const float* s, int64_t t, int64_t n, float* out);
 // One CCA head in place (x [n]): scaled to L2 norm `target` (the norm at least eps, its sum of
