@@ -101,8 +101,9 @@ struct BlockOut {
 // measurements the later passes fetched all of the next group and the first none: DRAM then
 // idled through each first pass, which found its group in L2. With kFar a pass also fetches each
 // line kFarBytes on with prefetchnta (I8Blocks::kFarBytes says where), a template argument: a
-// run-time test of it per line cost the 16-token tile 15% of its rate in cache (session 14).
-template <bool kFar, int64_t kFarBytes = 0>
+// run-time test of it per line cost the 16-token tile 15% of its rate in cache (session 14); and
+// with kL2Bytes != 0, the line kL2Bytes on into L2 (the one-block int8 tile of 7-16 tokens).
+template <bool kFar, int64_t kFarBytes = 0, int64_t kL2Bytes = 0>
 struct BlockFetch {
   int64_t next = 0, pass = 0, passes = 1;
 
@@ -113,6 +114,7 @@ struct BlockFetch {
     if (pass == 0) _mm_prefetch(line + kStreamAheadBytes, _MM_HINT_T0);
     if (next != 0 && p % passes == pass) _mm_prefetch(line + next, _MM_HINT_T1);
     if constexpr (kFar) _mm_prefetch(line + kFarBytes, _MM_HINT_NTA);
+    if constexpr (kL2Bytes != 0) _mm_prefetch(line + kL2Bytes, _MM_HINT_T1);
   }
 };
 
@@ -258,9 +260,9 @@ ZAYA_INLINE void BlockRest(const A& a, int64_t b, int64_t i0, int64_t rest, cons
 // passes (BlockFetch), or A::kFarBytes on where one pass of several tokens takes the group; the
 // blocks past the last whole group in smaller groups (one at a time until session 14: a 16-token
 // matmul of 17 blocks, 8 and 9 a thread, ran 6-27% slower).
-template <int R, int TT, class A, bool kFar>
+template <int R, int TT, class A, bool kFar, int64_t kL2Bytes>
 void BlockRowsFetching(const A& a, int64_t b0, int64_t b1) {
-  using Fetch = BlockFetch<kFar, A::kFarBytes>;
+  using Fetch = BlockFetch<kFar, A::kFarBytes, kL2Bytes>;
   const int64_t passes = (a.t + TT - 1) / TT, group_bytes = R * a.block_bytes;
   int64_t b = b0;
   for (; b + R <= b1; b += R) {
@@ -272,16 +274,18 @@ void BlockRowsFetching(const A& a, int64_t b0, int64_t b1) {
   }
   // One block at a time, a tile spends each x broadcast on one block only.
   if constexpr (R > 1) {
-    if (b < b1) BlockRowsFetching<R - 1, TT, A, kFar>(a, b, b1);
+    if (b < b1) BlockRowsFetching<R - 1, TT, A, kFar, kL2Bytes>(a, b, b1);
   }
 }
 
-template <int R, int TT, class A>
+// kL2Bytes: where a single pass also fetches each line into L2 (BlockFetch); not in the passes
+// of more tokens than TT, which fetch the next group into L2 across their passes instead.
+template <int R, int TT, class A, int64_t kL2Bytes = 0>
 void BlockRows(const A& a, int64_t b0, int64_t b1) {
   if constexpr (A::kFarBytes != 0 && TT > 1) {
-    if (a.t <= TT) return BlockRowsFetching<R, TT, A, true>(a, b0, b1);
+    if (a.t <= TT) return BlockRowsFetching<R, TT, A, true, kL2Bytes>(a, b0, b1);
   }
-  BlockRowsFetching<R, TT, A, false>(a, b0, b1);
+  BlockRowsFetching<R, TT, A, false, 0>(a, b0, b1);
 }
 
 // int8 weights with VNNI's byte dot product, vpdpbusd: 64 products per instruction, twice
@@ -554,7 +558,8 @@ void MatVecI8(const int8_t* w, bool tile_layout, const float* scales, int64_t r0
 int64_t I8BlockPassTokens(int64_t t) {
   if (t == 1) return 1;
   if (t <= 6) return 6;
-  if (t <= 8 || (t > 12 && t <= 16)) return 8;
+  if (t <= 8) return 8;
+  if (t <= 16) return 16;
   return 12;
 }
 
@@ -583,13 +588,25 @@ void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* x
 
 // Tile shapes (I8BlockPassTokens; 32 zmm: R x T integer sums, R weight vectors, one x broadcast,
 // one scale vector; the f32 sums stay in L1): one token 4 blocks (bound by memory); 2-6 tokens 3
-// blocks x T; 7-8 and 13-16 tokens 3 blocks x 8 (one or two passes); 9-12 and from 17 on 2 blocks
-// x 12. One Zen 5 core in cache, 512 x 2048, GMAC/s (session 13): 2 x 6 at 6 tokens 335, 3 x 8 at
-// 8 330, 2 x 12 at 12 329 (2 x 6: 323), at 16 tokens 3 x 8 309, 2 x 12 288. The 2-6-token tile
-// streams experts from DRAM, where 3 blocks beat 2 (session 15: two cores, 4096 x 2048, in one
-// process; 4 tokens 61-67 -> 68-74 GB/s, 2 tokens 63-74 -> 72-77 where one token read ~75;
-// level where it read ~50), though in cache 3 x 6 does 9% less than 2 x 6 (309-315 against
-// 341-348 GMAC/s at 6 tokens).
+// blocks x T; 7-8 tokens 3 blocks x 8; 9-16 tokens one block x T in one pass; from 17 on 2 blocks
+// x 12 in passes.
+//
+// Session 13 measured one Zen 5 core in cache, 512 x 2048, GMAC/s: 2 x 6 at 6 tokens 335, 3 x 8
+// at 8 330, 2 x 12 at 12 329, at 16 tokens 3 x 8 (two passes) 309, 2 x 12 288. Session 15 measured
+// the same tiles from DRAM on two cores, variants in turn in one process (docs/performance.md):
+// - 2-6 tokens stream experts, where 3 blocks beat 2 (4096 x 2048; 4 tokens 61-67 -> 68-74 GB/s,
+//   2 tokens 63-74 -> 72-77 where one token read ~75; level where it read ~50), though in cache
+//   3 x 6 does 9% less than 2 x 6 (309-315 against 341-348 GMAC/s at 6 tokens);
+// - 9-16 tokens (the head and the dense matmuls at batch 16, the busier experts): one block of T
+//   in one pass, with each line also fetched 8 KiB on into L2, beat session 13's tiles: 16 tokens
+//   (two passes of 3 x 8 before) 498-606 -> 609-695 GMAC/s, 12 tokens (2 x 12) 455-476 -> 507-625;
+//   in cache, one core, 16 tokens 336-343 -> 362-387. At 8 tokens it won three rounds of four in
+//   one process but lost 4% to 3 x 8 in alternated processes, so 7-8 tokens keep 3 x 8. Without
+//   the L2 fetch one block x 16 read slower than two passes of 3 x 8 (488 against 558), and 24
+//   tokens as one block spill (316 against 596).
+// The L2 fetch's distance for the one-block tile: 8-16 KiB measured alike, 6 KiB less.
+constexpr int64_t kI8OneBlockL2Bytes = 8192;
+
 void MatVecI8Blocks(const uint8_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xq,
                     const float* xs, const int32_t* xc, int64_t t, int64_t n, const float* bias,
                     float* y) {
@@ -602,6 +619,8 @@ void MatVecI8Blocks(const uint8_t* w, int64_t r0, int64_t r1, int64_t k, const u
       return BlockRows<3, 6>(a, b0, b1);
     case 8:
       return BlockRows<3, 8>(a, b0, b1);
+    case 16:
+      return BlockRows<1, 16, I8Blocks, kI8OneBlockL2Bytes>(a, b0, b1);
     default:
       return BlockRows<2, 12>(a, b0, b1);
   }
