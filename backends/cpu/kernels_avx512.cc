@@ -282,11 +282,15 @@ void BlockRowsFetching(const A& a, int64_t b0, int64_t b1) {
 // of more tokens than TT, which fetch the next group into L2 across their passes instead.
 template <int R, int TT, class A, int64_t kL2Bytes = 0>
 void BlockRows(const A& a, int64_t b0, int64_t b1) {
-  if constexpr (A::kFarBytes != 0 && TT > 1) {
-    if (a.t <= TT) return BlockRowsFetching<R, TT, A, true, kL2Bytes>(a, b0, b1);
-  }
+  constexpr bool kFar = A::kFarBytes != 0 && TT > 1;
+  if (a.t <= TT) return BlockRowsFetching<R, TT, A, kFar, kL2Bytes>(a, b0, b1);
   BlockRowsFetching<R, TT, A, false, 0>(a, b0, b1);
 }
+
+// Where the one-block tiles of 9-16 tokens (MatVecBf16Tiles, MatVecI8Blocks) fetch each line into
+// L2: without it one int8 block x 16 read slower from DRAM than two passes of 3 x 8 (488 against
+// 558 GMAC/s); 8-16 KiB measured alike, 6 KiB less (session 15).
+constexpr int64_t kOneBlockL2Bytes = 8192;
 
 // int8 weights with VNNI's byte dot product, vpdpbusd: 64 products per instruction, twice
 // vpdpwssd's 32. Its operands are unsigned x signed bytes, so x is rounded to 8 bits, with one
@@ -465,6 +469,7 @@ void MatVecBf16(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const floa
 
 int64_t Bf16BlockPassTokens(int64_t t) {
   if (t == 1) return 1;
+  if (t > 9 && t <= 16) return 16;
   return (t + 7) / 8 < (t + 5) / 6 ? 8 : 6;
 }
 
@@ -493,8 +498,13 @@ void PairX(const float* x, int64_t t, int64_t k, uint32_t* xt, int64_t i_begin, 
 
 // Tile shapes, as for the row-major tiles (32 zmm: accumulators + R weight vectors + one x
 // broadcast): one token 4 blocks (bound by memory); 2-6 tokens 4 blocks x T (24 accumulators at
-// 6); 3 blocks x 8 where that takes fewer passes (7, 8 and 13-16 tokens). One Zen 5 core in cache
-// (512 x 2048, GMAC/s): 4 x 4 215, 4 x 6 257, 3 x 8 at 8 and 16 tokens 250-252.
+// 6); 10-16 tokens one block x T in one pass with each line also fetched kOneBlockL2Bytes on into
+// L2; otherwise 3 blocks x 8 where that takes fewer passes than 4 x 6 (7-9 tokens, and prefill).
+// One Zen 5 core in cache (512 x 2048, GMAC/s, session 12): 4 x 4 215, 4 x 6 257, 3 x 8 at 8 and
+// 16 tokens 250-252. One block x 16 against two passes of 3 x 8 (session 15, in one process): two
+// cores from DRAM 322 -> 375-377 GMAC/s, one core in cache 207 -> 252; 12 tokens (3 x 8 and 3 x 4
+// before) 252 -> 281 from DRAM. In alternated processes, 4096 x 2048 from DRAM: 10-13 tokens
+// +11-17%, the head (262272 x 2048) at 16 tokens 316-331 -> 375-427; 9 tokens -6% (kept as was).
 void MatVecBf16Tiles(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xt,
                      int64_t t, int64_t n, const float* bias, float* y) {
   const Bf16Blocks a{{k / 2, k / 2 * 64, t, n, bias, y}, w, xt};
@@ -504,6 +514,8 @@ void MatVecBf16Tiles(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const
       return BlockRows<4, 1>(a, b0, b1);
     case 8:
       return BlockRows<3, 8>(a, b0, b1);
+    case 16:
+      return BlockRows<1, 16, Bf16Blocks, kOneBlockL2Bytes>(a, b0, b1);
     default:
       return BlockRows<4, 6>(a, b0, b1);
   }
@@ -601,12 +613,8 @@ void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* x
 //   in one pass, with each line also fetched 8 KiB on into L2, beat session 13's tiles: 16 tokens
 //   (two passes of 3 x 8 before) 498-606 -> 609-695 GMAC/s, 12 tokens (2 x 12) 455-476 -> 507-625;
 //   in cache, one core, 16 tokens 336-343 -> 362-387. At 8 tokens it won three rounds of four in
-//   one process but lost 4% to 3 x 8 in alternated processes, so 7-8 tokens keep 3 x 8. Without
-//   the L2 fetch one block x 16 read slower than two passes of 3 x 8 (488 against 558), and 24
-//   tokens as one block spill (316 against 596).
-// The L2 fetch's distance for the one-block tile: 8-16 KiB measured alike, 6 KiB less.
-constexpr int64_t kI8OneBlockL2Bytes = 8192;
-
+//   one process but lost 4% to 3 x 8 in alternated processes, so 7-8 tokens keep 3 x 8. 24
+//   tokens as one block spill (316 against 596 GMAC/s).
 void MatVecI8Blocks(const uint8_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xq,
                     const float* xs, const int32_t* xc, int64_t t, int64_t n, const float* bias,
                     float* y) {
@@ -620,7 +628,7 @@ void MatVecI8Blocks(const uint8_t* w, int64_t r0, int64_t r1, int64_t k, const u
     case 8:
       return BlockRows<3, 8>(a, b0, b1);
     case 16:
-      return BlockRows<1, 16, I8Blocks, kI8OneBlockL2Bytes>(a, b0, b1);
+      return BlockRows<1, 16, I8Blocks, kOneBlockL2Bytes>(a, b0, b1);
     default:
       return BlockRows<2, 12>(a, b0, b1);
   }
