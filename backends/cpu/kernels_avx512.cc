@@ -571,8 +571,7 @@ int64_t I8BlockPassTokens(int64_t t) {
   if (t == 1) return 1;
   if (t <= 6) return 6;
   if (t <= 8) return 8;
-  if (t <= 16) return 16;
-  return 12;
+  return 16;
 }
 
 void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* xs, int32_t* xc,
@@ -600,8 +599,8 @@ void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* x
 
 // Tile shapes (I8BlockPassTokens; 32 zmm: R x T integer sums, R weight vectors, one x broadcast,
 // one scale vector; the f32 sums stay in L1): one token 4 blocks (bound by memory); 2-6 tokens 3
-// blocks x T; 7-8 tokens 3 blocks x 8; 9-16 tokens one block x T in one pass; from 17 on 2 blocks
-// x 12 in passes.
+// blocks x T; 7-8 tokens 3 blocks x 8; from 9 on one block x 16, in one pass up to 16 tokens
+// (with the L2 fetch, BlockRows) and in passes of 16 beyond.
 //
 // Session 13 measured one Zen 5 core in cache, 512 x 2048, GMAC/s: 2 x 6 at 6 tokens 335, 3 x 8
 // at 8 330, 2 x 12 at 12 329, at 16 tokens 3 x 8 (two passes) 309, 2 x 12 288. Session 15 measured
@@ -614,7 +613,9 @@ void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* x
 //   (two passes of 3 x 8 before) 498-606 -> 609-695 GMAC/s, 12 tokens (2 x 12) 455-476 -> 507-625;
 //   in cache, one core, 16 tokens 336-343 -> 362-387. At 8 tokens it won three rounds of four in
 //   one process but lost 4% to 3 x 8 in alternated processes, so 7-8 tokens keep 3 x 8. 24
-//   tokens as one block spill (316 against 596 GMAC/s).
+//   tokens as one block spill (316 against 596 GMAC/s);
+// - prompts in passes of one block x 16 instead of 2 x 12: 512 tokens, 2048 x 2048, 641-664 ->
+//   669-692 GMAC/s (alternated processes).
 void MatVecI8Blocks(const uint8_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xq,
                     const float* xs, const int32_t* xc, int64_t t, int64_t n, const float* bias,
                     float* y) {
@@ -627,10 +628,8 @@ void MatVecI8Blocks(const uint8_t* w, int64_t r0, int64_t r1, int64_t k, const u
       return BlockRows<3, 6>(a, b0, b1);
     case 8:
       return BlockRows<3, 8>(a, b0, b1);
-    case 16:
-      return BlockRows<1, 16, I8Blocks, kOneBlockL2Bytes>(a, b0, b1);
     default:
-      return BlockRows<2, 12>(a, b0, b1);
+      return BlockRows<1, 16, I8Blocks, kOneBlockL2Bytes>(a, b0, b1);
   }
 }
 
