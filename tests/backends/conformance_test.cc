@@ -756,34 +756,42 @@ struct CcaReference {
 
 // CCA over three steps: several sequences per step, prompt chunks then single tokens, state slots
 // not in sequence order, the state carried in the backend's buffers across steps.
-TEST_P(Conformance, CcaStatefulSeveralSequences) {
-  Rng rng(17);
-  CcaReference ref{4, 2, 12, 8, 10000.0, 1e-6, {}, {}, {}, {}, {}};
-  const int64_t qd = ref.nh * ref.hd, kd = ref.nkv * ref.hd, c = qd + kd, vh = kd / 2;
-  ref.dw = rng.Normals(c * 2, 0.7f);
-  ref.db = rng.Normals(c, 0.1f);
-  ref.gw = rng.Normals(c * ref.hd * 2, 0.3f);
-  ref.gb = rng.Normals(c, 0.1f);
-  for (int64_t i = 0; i < ref.nkv; ++i) ref.temp.push_back(rng.Uniform(0.8f, 1.5f));
-  const int64_t slots = 4;
-  zaya_tensor conv_state = dev_->Zeros(ZAYA_DTYPE_F32, {slots, 2, c});
-  zaya_tensor v_state = dev_->Zeros(ZAYA_DTYPE_F32, {slots, vh});
-  zaya_tensor dw = dev_->F32(ref.dw, {c, 1, 2}), db = dev_->F32(ref.db, {c}),
-              gw = dev_->F32(ref.gw, {c, ref.hd, 2}), gb = dev_->F32(ref.gb, {c}),
-              temp = dev_->F32(ref.temp, {ref.nkv});
-  std::vector<CcaReference::SeqState> states(slots);
-  for (auto& s : states) {
-    s.prev2.assign(c, 0.0);
-    s.prev1.assign(c, 0.0);
-    s.v_last.assign(vh, 0.0);
+// The CCA op's weights and states on a device, with the reference's per-slot states beside them.
+struct CcaRig {
+  CcaReference ref;
+  int64_t slots;
+  zaya_tensor conv_state, v_state, dw, db, gw, gb, temp;
+  std::vector<CcaReference::SeqState> states;
+  std::vector<int32_t> pos_of_slot;
+
+  CcaRig(Device& dev, Rng& rng, CcaReference r, int64_t n_slots)
+      : ref(std::move(r)), slots(n_slots) {
+    const int64_t qd = ref.nh * ref.hd, kd = ref.nkv * ref.hd, c = qd + kd, vh = kd / 2;
+    ref.dw = rng.Normals(c * 2, 0.7f);
+    ref.db = rng.Normals(c, 0.1f);
+    ref.gw = rng.Normals(c * ref.hd * 2, 0.3f);
+    ref.gb = rng.Normals(c, 0.1f);
+    for (int64_t i = 0; i < ref.nkv; ++i) ref.temp.push_back(rng.Uniform(0.8f, 1.5f));
+    conv_state = dev.Zeros(ZAYA_DTYPE_F32, {slots, 2, c});
+    v_state = dev.Zeros(ZAYA_DTYPE_F32, {slots, vh});
+    dw = dev.F32(ref.dw, {c, 1, 2});
+    db = dev.F32(ref.db, {c});
+    gw = dev.F32(ref.gw, {c, ref.hd, 2});
+    gb = dev.F32(ref.gb, {c});
+    temp = dev.F32(ref.temp, {ref.nkv});
+    states.resize(static_cast<size_t>(slots));
+    for (auto& st : states) {
+      st.prev2.assign(c, 0.0);
+      st.prev1.assign(c, 0.0);
+      st.v_last.assign(vh, 0.0);
+    }
+    pos_of_slot.assign(static_cast<size_t>(slots), 0);
   }
-  std::vector<int32_t> pos_of_slot(slots, 0);
-  // Step 1: slot 2 gets 5 tokens, slot 0 gets 3 tokens. Step 2: 1 token each, plus slot 3 new.
-  // Step 3: a 37-token chunk between two decode tokens (the CPU backend convolves up to 32 tokens
-  // at a time: a run across that boundary).
-  const std::vector<std::vector<std::pair<int32_t, int>>> steps = {
-      {{2, 5}, {0, 3}}, {{0, 1}, {3, 2}, {2, 1}}, {{0, 1}, {3, 37}, {2, 1}}};
-  for (const auto& step : steps) {
+
+  // One op over `step` ((slot, tokens) per sequence, in order), with the reference's theta and
+  // rope_dims; checks q, k and v against the reference and advances both sides' states.
+  void Step(Device& dev, Rng& rng, const std::vector<std::pair<int32_t, int>>& step) {
+    const int64_t qd = ref.nh * ref.hd, kd = ref.nkv * ref.hd, vh = kd / 2;
     std::vector<int32_t> seq_of_token, slot_of_seq, position;
     for (size_t s = 0; s < step.size(); ++s) {
       slot_of_seq.push_back(step[s].first);
@@ -795,31 +803,32 @@ TEST_P(Conformance, CcaStatefulSeveralSequences) {
     const int64_t t = static_cast<int64_t>(seq_of_token.size());
     std::vector<float> q0 = rng.Normals(t * qd), k0 = rng.Normals(t * kd),
                        vcur = rng.Normals(t * vh), vdel = rng.Normals(t * vh);
-    zaya_op op = Op(ZAYA_OP_CCA);
-    op.src[0] = dev_->F32(q0, {t, qd});
-    op.src[1] = dev_->F32(k0, {t, kd});
-    op.src[2] = dev_->F32(vcur, {t, vh});
-    op.src[3] = dev_->F32(vdel, {t, vh});
+    zaya_op op{};
+    op.type = ZAYA_OP_CCA;
+    op.src[0] = dev.F32(q0, {t, qd});
+    op.src[1] = dev.F32(k0, {t, kd});
+    op.src[2] = dev.F32(vcur, {t, vh});
+    op.src[3] = dev.F32(vdel, {t, vh});
     op.src[4] = dw;
     op.src[5] = db;
     op.src[6] = gw;
     op.src[7] = gb;
     op.src[8] = temp;
-    op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {t, qd});
-    op.dst[1] = dev_->Zeros(ZAYA_DTYPE_F32, {t, kd});
-    op.dst[2] = dev_->Zeros(ZAYA_DTYPE_F32, {t, kd});
+    op.dst[0] = dev.Zeros(ZAYA_DTYPE_F32, {t, qd});
+    op.dst[1] = dev.Zeros(ZAYA_DTYPE_F32, {t, kd});
+    op.dst[2] = dev.Zeros(ZAYA_DTYPE_F32, {t, kd});
     op.dst[3] = conv_state;
     op.dst[4] = v_state;
-    op.aux[0] = dev_->I32(seq_of_token, {t});
-    op.aux[1] = dev_->I32(slot_of_seq, {static_cast<int64_t>(slot_of_seq.size())});
-    op.aux[2] = dev_->I32(position, {t});
+    op.aux[0] = dev.I32(seq_of_token, {t});
+    op.aux[1] = dev.I32(slot_of_seq, {static_cast<int64_t>(slot_of_seq.size())});
+    op.aux[2] = dev.I32(position, {t});
     op.i[0] = ref.nh;
     op.i[1] = ref.nkv;
     op.i[2] = ref.hd;
     op.i[3] = ref.rope_dims;
     op.f[0] = static_cast<float>(ref.theta);
     op.f[1] = static_cast<float>(ref.eps);
-    ASSERT_TRUE(dev_->Run(op).ok());
+    ASSERT_TRUE(dev.Run(op).ok());
     std::vector<double> rq, rk, rv;
     for (int64_t i = 0; i < t; ++i) {
       std::vector<double> q, k, v;
@@ -830,19 +839,107 @@ TEST_P(Conformance, CcaStatefulSeveralSequences) {
       rv.insert(rv.end(), v.begin(), v.end());
     }
     // q and k are unit-scale vectors times sqrt(hd): an absolute bound of a few ulps of that.
-    ExpectClose(dev_->Read<float>(op.dst[0]), rq, std::vector<double>(rq.size(), 20.0), "cca q",
+    ExpectClose(dev.Read<float>(op.dst[0]), rq, std::vector<double>(rq.size(), 20.0), "cca q",
                 1e-5);
-    ExpectClose(dev_->Read<float>(op.dst[1]), rk, std::vector<double>(rk.size(), 30.0), "cca k",
+    ExpectClose(dev.Read<float>(op.dst[1]), rk, std::vector<double>(rk.size(), 30.0), "cca k",
                 1e-5);
-    ExpectClose(dev_->Read<float>(op.dst[2]), rv, {}, "cca v", 0);
+    ExpectClose(dev.Read<float>(op.dst[2]), rv, {}, "cca v", 0);
   }
+
+  // The device's conv state of `slot` against the reference's.
+  void ExpectConvState(Device& dev, int32_t slot) {
+    const int64_t c = (ref.nh + ref.nkv) * ref.hd;
+    auto cs = dev.Read<float>(conv_state);
+    for (int64_t ch = 0; ch < c; ++ch) {
+      EXPECT_NEAR(cs[(slot * 2 + 1) * c + ch], states[slot].prev1[ch], 1e-6) << "slot " << slot;
+      EXPECT_NEAR(cs[(slot * 2 + 0) * c + ch], states[slot].prev2[ch], 1e-6) << "slot " << slot;
+    }
+  }
+};
+
+TEST_P(Conformance, CcaStatefulSeveralSequences) {
+  Rng rng(17);
+  CcaRig rig(*dev_, rng, CcaReference{4, 2, 12, 8, 10000.0, 1e-6, {}, {}, {}, {}, {}}, 4);
+  // Step 1: slot 2 gets 5 tokens, slot 0 gets 3 tokens. Step 2: 1 token each, plus slot 3 new.
+  // Step 3: a 37-token chunk between two decode tokens (the CPU backend convolves up to 32 tokens
+  // at a time: a run across that boundary).
+  const std::vector<std::vector<std::pair<int32_t, int>>> steps = {
+      {{2, 5}, {0, 3}}, {{0, 1}, {3, 2}, {2, 1}}, {{0, 1}, {3, 37}, {2, 1}}};
+  for (const auto& step : steps) rig.Step(*dev_, rng, step);
   // The backend's conv state equals the reference's for a slot that ran.
-  auto cs = dev_->Read<float>(conv_state);
-  for (int64_t ch = 0; ch < c; ++ch) {
-    EXPECT_NEAR(cs[(2 * 2 + 1) * c + ch], states[2].prev1[ch], 1e-6);
-    EXPECT_NEAR(cs[(2 * 2 + 0) * c + ch], states[2].prev2[ch], 1e-6);
+  rig.ExpectConvState(*dev_, 2);
+  const int64_t c = (rig.ref.nh + rig.ref.nkv) * rig.ref.hd;
+  EXPECT_EQ(dev_->Read<float>(rig.conv_state)[1 * 2 * c], 0.f);  // slot 1 never ran
+}
+
+// A decode step of many one-token sequences (the CPU backend updates their states on all
+// threads), then ops at the same positions as an earlier op but with another RoPE theta or
+// rope_dims (the CPU backend reuses the last op's RoPE angles where all three match: the layers
+// of a step), and two runs in one slot, which is refused.
+TEST_P(Conformance, CcaManySequencesAndRopeParametersChangingBetweenOps) {
+  Rng rng(23);
+  CcaReference base{4, 2, 16, 8, 10000.0, 1e-6, {}, {}, {}, {}, {}};
+  CcaRig rig(*dev_, rng, base, 12);
+  std::vector<std::pair<int32_t, int>> prompt, decode;
+  for (int32_t s = 0; s < 12; ++s) {
+    prompt.push_back({s, 1 + s % 3});
+    decode.push_back({s, 1});
   }
-  EXPECT_EQ(cs[1 * 2 * c], 0.f);  // slot 1 never ran
+  {
+    SCOPED_TRACE("prompt");
+    rig.Step(*dev_, rng, prompt);
+  }
+  {
+    SCOPED_TRACE("decode");
+    rig.Step(*dev_, rng, decode);
+  }
+  for (int32_t s : {0, 5, 11}) rig.ExpectConvState(*dev_, s);
+  // Two rigs at the same positions: one op each with theta 10000 and 500, then rope_dims 8 and 4.
+  for (auto [theta, rope_dims] : {std::pair{10000.0, int64_t{8}}, std::pair{500.0, int64_t{8}},
+                                  std::pair{500.0, int64_t{4}}, std::pair{10000.0, int64_t{8}}}) {
+    Rng same(29);
+    CcaReference r = base;
+    r.theta = theta;
+    r.rope_dims = rope_dims;
+    CcaRig other(*dev_, same, r, 12);
+    SCOPED_TRACE("theta " + std::to_string(theta) + ", rope_dims " + std::to_string(rope_dims));
+    other.Step(*dev_, same, prompt);
+    if (HasFatalFailure()) return;
+  }
+  // Two runs in slot 7: each would read slot 7's state from before the op.
+  {
+    const int64_t qd = base.nh * base.hd, kd = base.nkv * base.hd, vh = kd / 2, t = 3;
+    zaya_op op{};
+    op.type = ZAYA_OP_CCA;
+    op.src[0] = dev_->F32(rng.Normals(t * qd), {t, qd});
+    op.src[1] = dev_->F32(rng.Normals(t * kd), {t, kd});
+    op.src[2] = dev_->F32(rng.Normals(t * vh), {t, vh});
+    op.src[3] = dev_->F32(rng.Normals(t * vh), {t, vh});
+    op.src[4] = rig.dw;
+    op.src[5] = rig.db;
+    op.src[6] = rig.gw;
+    op.src[7] = rig.gb;
+    op.src[8] = rig.temp;
+    op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {t, qd});
+    op.dst[1] = dev_->Zeros(ZAYA_DTYPE_F32, {t, kd});
+    op.dst[2] = dev_->Zeros(ZAYA_DTYPE_F32, {t, kd});
+    op.dst[3] = rig.conv_state;
+    op.dst[4] = rig.v_state;
+    op.aux[0] = dev_->I32({0, 1, 2}, {t});
+    op.aux[1] = dev_->I32({7, 3, 7}, {3});
+    op.aux[2] = dev_->I32({3, 3, 4}, {t});
+    op.i[0] = base.nh;
+    op.i[1] = base.nkv;
+    op.i[2] = base.hd;
+    op.i[3] = base.rope_dims;
+    op.f[0] = static_cast<float>(base.theta);
+    op.f[1] = static_cast<float>(base.eps);
+    const auto before = dev_->Read<float>(rig.conv_state);
+    const Status st = dev_->Run(op);
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("share state slot 7"), std::string::npos) << st.message();
+    EXPECT_EQ(dev_->Read<float>(rig.conv_state), before) << "a refused op changed the state";
+  }
 }
 
 // Paged attention: f32 and bf16 caches, sequences spanning several blocks whose ids are not in

@@ -135,7 +135,9 @@ typedef enum zaya_op_type {
    * State, read and updated in place: dst3 conv state [slots, 2, C] f32 (the two previous s rows,
    * older first; zeros for a new sequence), dst4 value state [slots, nkv*hd/2] f32 (vdel of the
    * previous token). Batch layout: aux0 seq_of_token [T] i32 (index into aux1), aux1 slot_of_seq
-   * [S] i32, aux2 position [T] i32. Tokens of one sequence are contiguous and in order.
+   * [S] i32, aux2 position [T] i32. Tokens of one sequence are contiguous and in order, and no
+   * two runs of tokens share a slot (backends refuse that op: each run reads its slot's state as
+   * it was before the op).
    * i0 = nh, i1 = nkv, i2 = hd, i3 = rope_dims; f0 = rope theta, f1 = L2-norm epsilon. */
   ZAYA_OP_CCA = 6,
   /* Paged causal GQA attention for one layer, after appending this step's k/v to the cache.
