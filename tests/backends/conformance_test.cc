@@ -788,21 +788,13 @@ struct CcaRig {
     pos_of_slot.assign(static_cast<size_t>(slots), 0);
   }
 
-  // One op over `step` ((slot, tokens) per sequence, in order), with the reference's theta and
-  // rope_dims; checks q, k and v against the reference and advances both sides' states.
-  void Step(Device& dev, Rng& rng, const std::vector<std::pair<int32_t, int>>& step) {
+  // The op over these inputs and index tensors, with the reference's parameters.
+  zaya_op MakeOp(Device& dev, const std::vector<float>& q0, const std::vector<float>& k0,
+                 const std::vector<float>& vcur, const std::vector<float>& vdel,
+                 const std::vector<int32_t>& seq_of_token, const std::vector<int32_t>& slot_of_seq,
+                 const std::vector<int32_t>& position) const {
     const int64_t qd = ref.nh * ref.hd, kd = ref.nkv * ref.hd, vh = kd / 2;
-    std::vector<int32_t> seq_of_token, slot_of_seq, position;
-    for (size_t s = 0; s < step.size(); ++s) {
-      slot_of_seq.push_back(step[s].first);
-      for (int i = 0; i < step[s].second; ++i) {
-        seq_of_token.push_back(static_cast<int32_t>(s));
-        position.push_back(pos_of_slot[step[s].first]++);
-      }
-    }
     const int64_t t = static_cast<int64_t>(seq_of_token.size());
-    std::vector<float> q0 = rng.Normals(t * qd), k0 = rng.Normals(t * kd),
-                       vcur = rng.Normals(t * vh), vdel = rng.Normals(t * vh);
     zaya_op op{};
     op.type = ZAYA_OP_CCA;
     op.src[0] = dev.F32(q0, {t, qd});
@@ -828,6 +820,25 @@ struct CcaRig {
     op.i[3] = ref.rope_dims;
     op.f[0] = static_cast<float>(ref.theta);
     op.f[1] = static_cast<float>(ref.eps);
+    return op;
+  }
+
+  // One op over `step` ((slot, tokens) per sequence, in order), with the reference's theta and
+  // rope_dims; checks q, k and v against the reference and advances both sides' states.
+  void Step(Device& dev, Rng& rng, const std::vector<std::pair<int32_t, int>>& step) {
+    const int64_t qd = ref.nh * ref.hd, kd = ref.nkv * ref.hd, vh = kd / 2;
+    std::vector<int32_t> seq_of_token, slot_of_seq, position;
+    for (size_t s = 0; s < step.size(); ++s) {
+      slot_of_seq.push_back(step[s].first);
+      for (int i = 0; i < step[s].second; ++i) {
+        seq_of_token.push_back(static_cast<int32_t>(s));
+        position.push_back(pos_of_slot[step[s].first]++);
+      }
+    }
+    const int64_t t = static_cast<int64_t>(seq_of_token.size());
+    std::vector<float> q0 = rng.Normals(t * qd), k0 = rng.Normals(t * kd),
+                       vcur = rng.Normals(t * vh), vdel = rng.Normals(t * vh);
+    const zaya_op op = MakeOp(dev, q0, k0, vcur, vdel, seq_of_token, slot_of_seq, position);
     ASSERT_TRUE(dev.Run(op).ok());
     std::vector<double> rq, rk, rv;
     for (int64_t i = 0; i < t; ++i) {
@@ -909,31 +920,9 @@ TEST_P(Conformance, CcaManySequencesAndRopeParametersChangingBetweenOps) {
   // Two runs in slot 7: each would read slot 7's state from before the op.
   {
     const int64_t qd = base.nh * base.hd, kd = base.nkv * base.hd, vh = kd / 2, t = 3;
-    zaya_op op{};
-    op.type = ZAYA_OP_CCA;
-    op.src[0] = dev_->F32(rng.Normals(t * qd), {t, qd});
-    op.src[1] = dev_->F32(rng.Normals(t * kd), {t, kd});
-    op.src[2] = dev_->F32(rng.Normals(t * vh), {t, vh});
-    op.src[3] = dev_->F32(rng.Normals(t * vh), {t, vh});
-    op.src[4] = rig.dw;
-    op.src[5] = rig.db;
-    op.src[6] = rig.gw;
-    op.src[7] = rig.gb;
-    op.src[8] = rig.temp;
-    op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {t, qd});
-    op.dst[1] = dev_->Zeros(ZAYA_DTYPE_F32, {t, kd});
-    op.dst[2] = dev_->Zeros(ZAYA_DTYPE_F32, {t, kd});
-    op.dst[3] = rig.conv_state;
-    op.dst[4] = rig.v_state;
-    op.aux[0] = dev_->I32({0, 1, 2}, {t});
-    op.aux[1] = dev_->I32({7, 3, 7}, {3});
-    op.aux[2] = dev_->I32({3, 3, 4}, {t});
-    op.i[0] = base.nh;
-    op.i[1] = base.nkv;
-    op.i[2] = base.hd;
-    op.i[3] = base.rope_dims;
-    op.f[0] = static_cast<float>(base.theta);
-    op.f[1] = static_cast<float>(base.eps);
+    const zaya_op op =
+        rig.MakeOp(*dev_, rng.Normals(t * qd), rng.Normals(t * kd), rng.Normals(t * vh),
+                   rng.Normals(t * vh), {0, 1, 2}, {7, 3, 7}, {3, 3, 4});
     const auto before = dev_->Read<float>(rig.conv_state);
     const Status st = dev_->Run(op);
     EXPECT_FALSE(st.ok());
