@@ -102,7 +102,8 @@ struct BlockOut {
 // idled through each first pass, which found its group in L2. With kFar a pass also fetches each
 // line kFarBytes on with prefetchnta (I8Blocks::kFarBytes says where), a template argument: a
 // run-time test of it per line cost the 16-token tile 15% of its rate in cache (session 14); and
-// with kL2Bytes != 0, the line kL2Bytes on into L2 (the one-block int8 tile of 7-16 tokens).
+// with kL2Bytes != 0, the line kL2Bytes on into L2 (the one-block tiles' single pass: int8 at 9-16
+// tokens, bf16 at 10-16).
 template <bool kFar, int64_t kFarBytes = 0, int64_t kL2Bytes = 0>
 struct BlockFetch {
   int64_t next = 0, pass = 0, passes = 1;
@@ -173,7 +174,7 @@ struct Bf16Blocks : BlockOut {
 // in one lane; the integer sums are exact, so the order of the float steps, fixed, is the only
 // rounding, and a row's output is bitwise independent of the batch.
 struct I8Blocks : BlockOut {
-  // A single pass of 2-12 tokens also fetches each line 2 KiB on with prefetchnta (BlockFetch):
+  // A single pass of 2-16 tokens also fetches each line 2 KiB on with prefetchnta (BlockFetch):
   // two Zen 5 cores from DRAM (cpu_kernel_bench, 4096 x 2048, interleaved in one process), 2-8
   // tokens +1-5% on top of the scales in the stream; one token lost 2-4% with it.
   static constexpr int64_t kFarBytes = 2048;
