@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "zaya/backend.h"
 
@@ -112,6 +113,36 @@ inline int64_t Cols(const zaya_tensor& t) {
 inline int64_t Rows(const zaya_tensor& t) {
   const int64_t c = Cols(t);
   return Elements(t) / (c > 0 ? c : 1);
+}
+
+// CCA's token runs (ZAYA_OP_CCA in backend.h): each sequence's tokens are one contiguous run in a
+// state slot of its own. `begin` holds each run's first token and then T (int32, as the HIP
+// backend hands it to its kernels), `slot` each run's slot. Throws on a seq_of_token or slot out
+// of range and on two runs in one slot (each run reads its slot's state as it was before the op).
+struct CcaRuns {
+  std::vector<int32_t> begin, slot;
+};
+inline CcaRuns CcaTokenRuns(const int32_t* seq_of_token, int64_t t, const int32_t* slot_of_seq,
+                            int64_t n_seq, int64_t slots) {
+  CcaRuns r;
+  std::vector<char> taken(static_cast<size_t>(slots), 0);
+  for (int64_t i = 0; i < t; ++i) {
+    const int32_t s = seq_of_token[i];
+    if (s < 0 || s >= n_seq) Fail("cca: seq_of_token out of range");
+    const int32_t slot = slot_of_seq[s];
+    if (slot < 0 || slot >= slots) Fail("cca: state slot out of range");
+    if (i == 0 || seq_of_token[i - 1] != s) {
+      if (taken[static_cast<size_t>(slot)] != 0) {
+        Fail("cca: two token runs share state slot " + std::to_string(slot) +
+             " (a sequence's tokens must be contiguous, one sequence per slot)");
+      }
+      taken[static_cast<size_t>(slot)] = 1;
+      r.begin.push_back(static_cast<int32_t>(i));
+      r.slot.push_back(slot);
+    }
+  }
+  r.begin.push_back(static_cast<int32_t>(t));
+  return r;
 }
 
 inline void ExpectDType(const zaya_tensor& t, int32_t dtype, const char* what) {

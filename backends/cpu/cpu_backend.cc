@@ -471,27 +471,14 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
   // before its first token b the slot's conv state holds s_{b-2} and s_{b-1}. Every token's
   // convolutions depend only on inputs and the old state, so they run in parallel (phase 1: head
   // group x chunk of tokens, phase 2: token); the state is rewritten last (phase 3).
+  const backend_common::CcaRuns token_runs =
+      backend_common::CcaTokenRuns(seq_of_token, t, slot_of_seq, n_seq, slots);
+  const std::vector<int32_t>& run_start = token_runs.begin;
   std::vector<int64_t>& begin_of = b->cca_begin;
   begin_of.resize(static_cast<size_t>(t));
-  std::vector<int64_t> run_start;
-  // Every run reads its slot's state as it was before the op (phase 1) and writes it after, so
-  // two runs in one slot cannot both see what came before them: refused, as the HIP backend does.
-  std::vector<char> slot_taken(static_cast<size_t>(slots), 0);
-  for (int64_t i = 0; i < t; ++i) {
-    const int32_t s = seq_of_token[i];
-    if (s < 0 || s >= n_seq) Fail("cca: seq_of_token out of range");
-    if (slot_of_seq[s] < 0 || slot_of_seq[s] >= slots) Fail("cca: state slot out of range");
-    if (i == 0 || seq_of_token[i - 1] != s) {
-      if (slot_taken[static_cast<size_t>(slot_of_seq[s])] != 0) {
-        Fail("cca: two token runs share state slot " + std::to_string(slot_of_seq[s]) +
-             " (a sequence's tokens must be contiguous, one sequence per slot)");
-      }
-      slot_taken[static_cast<size_t>(slot_of_seq[s])] = 1;
-      run_start.push_back(i);
-    }
-    begin_of[i] = run_start.back();
+  for (size_t r = 0; r + 1 < run_start.size(); ++r) {
+    std::fill(begin_of.begin() + run_start[r], begin_of.begin() + run_start[r + 1], run_start[r]);
   }
-  run_start.push_back(t);
   const int64_t runs = static_cast<int64_t>(run_start.size()) - 1;
   // Head group g (hd channels, all in q for g < nh, all in k after) of stream value s_j, j >= b-2.
   auto stream = [&](int64_t j, int64_t begin, int64_t g) -> const float* {

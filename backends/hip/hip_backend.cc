@@ -376,23 +376,11 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
   a.hd = hd;
   a.rope_dims = rope_dims;
 
-  // Each sequence's tokens form one contiguous run; runs go to separate blocks in parallel, so two
-  // runs must not share a state slot.
-  std::vector<int32_t> run_begin, run_slot;
-  for (int64_t i = 0; i < t; ++i) {
-    const int32_t s = seq_of_token[i];
-    if (s < 0 || s >= n_seq) Fail("cca: seq_of_token out of range");
-    if (slot_of_seq[s] < 0 || slot_of_seq[s] >= slots) Fail("cca: state slot out of range");
-    if (i == 0 || seq_of_token[i - 1] != s) {
-      if (std::find(run_slot.begin(), run_slot.end(), slot_of_seq[s]) != run_slot.end()) {
-        Fail("cca: two token runs share state slot " + std::to_string(slot_of_seq[s]) +
-             " (a sequence's tokens must be contiguous, one sequence per slot)");
-      }
-      run_begin.push_back(static_cast<int32_t>(i));
-      run_slot.push_back(slot_of_seq[s]);
-    }
-  }
-  run_begin.push_back(static_cast<int32_t>(t));
+  // Runs go to separate blocks in parallel, so two runs must not share a state slot (checked).
+  const backend_common::CcaRuns runs =
+      backend_common::CcaTokenRuns(seq_of_token, t, slot_of_seq, n_seq, slots);
+  const std::vector<int32_t>& run_begin = runs.begin;
+  const std::vector<int32_t>& run_slot = runs.slot;
   a.runs = static_cast<int64_t>(run_slot.size());
   if (a.runs == 0) return;
   std::byte* host = nullptr;

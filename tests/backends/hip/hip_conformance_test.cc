@@ -341,7 +341,7 @@ TEST_P(HipConformance, MulAddAndMerge) {
   ExpectSame(g);
 }
 
-TEST_P(HipConformance, CcaWithStateAcrossTwoSequences) {
+OpSpec CcaSpec(Rng& rng) {
   const int64_t nh = 4, nkv = 2, hd = 8, rope = 4;
   const int64_t qd = nh * hd, kd = nkv * hd, c = qd + kd, vh = kd / 2, slots = 3;
   // Sequence 0 (slot 2) has 3 tokens at positions 5..7, sequence 1 (slot 0) 2 at 0..1.
@@ -354,24 +354,40 @@ TEST_P(HipConformance, CcaWithStateAcrossTwoSequences) {
   s.op.i[3] = rope;
   s.op.f[0] = 10000.f;
   s.op.f[1] = 1.1920929e-07f;
-  s.src[0] = F32({t, qd}, rng_.Uniform(t * qd));
-  s.src[1] = F32({t, kd}, rng_.Uniform(t * kd));
-  s.src[2] = F32({t, vh}, rng_.Uniform(t * vh));
-  s.src[3] = F32({t, vh}, rng_.Uniform(t * vh));
-  s.src[4] = F32({c, 1, 2}, rng_.Uniform(c * 2));
-  s.src[5] = F32({c}, rng_.Uniform(c));
-  s.src[6] = F32({c, hd, 2}, rng_.Uniform(c * hd * 2, -0.3f, 0.3f));
-  s.src[7] = F32({c}, rng_.Uniform(c));
-  s.src[8] = F32({nkv}, rng_.Uniform(nkv, 0.5f, 2.f));
+  s.src[0] = F32({t, qd}, rng.Uniform(t * qd));
+  s.src[1] = F32({t, kd}, rng.Uniform(t * kd));
+  s.src[2] = F32({t, vh}, rng.Uniform(t * vh));
+  s.src[3] = F32({t, vh}, rng.Uniform(t * vh));
+  s.src[4] = F32({c, 1, 2}, rng.Uniform(c * 2));
+  s.src[5] = F32({c}, rng.Uniform(c));
+  s.src[6] = F32({c, hd, 2}, rng.Uniform(c * hd * 2, -0.3f, 0.3f));
+  s.src[7] = F32({c}, rng.Uniform(c));
+  s.src[8] = F32({nkv}, rng.Uniform(nkv, 0.5f, 2.f));
   s.dst[0] = Zeros({t, qd});
   s.dst[1] = Zeros({t, kd});
   s.dst[2] = Zeros({t, kd});
-  s.dst[3] = F32({slots, 2, c}, rng_.Uniform(slots * 2 * c));
-  s.dst[4] = F32({slots, vh}, rng_.Uniform(slots * vh));
+  s.dst[3] = F32({slots, 2, c}, rng.Uniform(slots * 2 * c));
+  s.dst[4] = F32({slots, vh}, rng.Uniform(slots * vh));
   s.aux[0] = I32({t}, {0, 0, 0, 1, 1});
   s.aux[1] = I32({2}, {2, 0});
   s.aux[2] = I32({t}, {5, 6, 7, 0, 1});
-  ExpectSame(s);
+  return s;
+}
+
+TEST_P(HipConformance, CcaWithStateAcrossTwoSequences) { ExpectSame(CcaSpec(rng_)); }
+
+// Two runs in one slot would each read the slot's state from before the op: both backends refuse
+// it with the same words (backend_common::CcaTokenRuns).
+TEST_P(HipConformance, CcaRefusesTwoRunsInOneSlot) {
+  OpSpec s = CcaSpec(rng_);
+  s.aux[0] = I32({5}, {0, 0, 1, 2, 2});
+  s.aux[1] = I32({3}, {2, 0, 2});
+  for (Backend* be : {cpu_.get(), gpu_.get()}) {
+    const OpResult r = RunOp(*be, s);
+    EXPECT_EQ(r.status.code(), StatusCode::kInvalidArgument) << r.status.ToString();
+    EXPECT_NE(r.status.message().find("two token runs share state slot 2"), std::string::npos)
+        << r.status.message();
+  }
 }
 
 OpSpec AttentionSpec(Rng& rng, int32_t cache_dtype, int64_t long_len) {
