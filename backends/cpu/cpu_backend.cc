@@ -548,7 +548,7 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
   // layer's MoE, ~15 us of copies for 16 one-token runs on one thread.
   auto phase3 = [&](int64_t r) {
     const int64_t begin = run_start[r], end = run_start[r + 1];
-    const int32_t slot = slot_of_seq[seq_of_token[begin]];
+    const int32_t slot = token_runs.slot[r];
     float* cst = conv_state + slot * 2 * c;
     float* vs = v_state + slot * vh;
     for (int64_t i = begin; i < end; ++i) {
