@@ -180,6 +180,10 @@ uint64_t ZayaModel::KvBlockBytes(const ZayaConfig& c, int64_t block_tokens,
   return static_cast<uint64_t>(c.num_layers) * 2 * block_tokens * c.kv_dim() * esz;
 }
 
+std::string ZayaModel::KvDtypeFor(const std::string& weights_dtype) {
+  return weights_dtype == "f32" ? "f32" : "bf16";
+}
+
 uint64_t ZayaModel::SlotBytes(const ZayaConfig& c) {
   return static_cast<uint64_t>(c.num_layers) * (2 * c.conv_channels() + c.kv_dim() / 2) * 4;
 }

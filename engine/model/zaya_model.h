@@ -60,6 +60,9 @@ class ZayaModel {
   static uint64_t KvBlockBytes(const ZayaConfig& config, int64_t block_tokens,
                                const std::string& kv_dtype);
   static uint64_t SlotBytes(const ZayaConfig& config);
+  // The KV cache dtype the daemon uses with `weights_dtype` (and `zaya bench`, so that its
+  // attention reads what the daemon's does): f32 with f32 weights, else bf16.
+  static std::string KvDtypeFor(const std::string& weights_dtype);
 
   ~ZayaModel();
 
