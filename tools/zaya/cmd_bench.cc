@@ -7,7 +7,9 @@
 // step's tokens were routed to, counted from the router's real choices (ZayaModel's
 // record_routing, read outside the timing). The JSON also gives the uniform-routing estimate
 // E * (1 - (1 - 1/(E+1))^B) experts per layer for comparison (batch 16 of the 8B shape: ~9.9 of
-// 16).
+// 16). Plus the KV cache a step reads: each token attends to its sequence's K and V rows, one per
+// position so far, in every layer; at the default 8-token context that is <1% of the bytes, at
+// `--context 4096` (what Markovian RSA's candidates decode at) more than the weights.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -210,6 +212,7 @@ int CompareInt8(const Checkpoint& ck, Backend& be, int64_t tokens, bool json) {
 
 struct DecodeResult {
   int64_t batch = 0;
+  double kv_bytes = 0;  // of step_bytes: the KV cache rows the step's attention read
   double tok_s = 0, step_bytes = 0, roofline_tok_s = 0, experts_per_layer = 0, experts_estimate = 0;
   double gmac_s = 0;  // tok_s x multiply-adds per token
   // Against the bandwidth measured just before and after each repetition (0 on a GPU): the median
@@ -219,10 +222,11 @@ struct DecodeResult {
 
 int Bench(const Command& self, const std::vector<std::string>& argv) {
   std::string err;
-  auto args = Args::Parse(argv,
-                          {"model", "threads", "weights-dtype", "backend", "plugin-dir", "steps",
-                           "prefill-tokens", "reps", "batches", "bandwidth-mib", "compare-int8"},
-                          {"json", "skip-gemm"}, &err);
+  auto args =
+      Args::Parse(argv,
+                  {"model", "threads", "weights-dtype", "backend", "plugin-dir", "steps",
+                   "prefill-tokens", "reps", "batches", "bandwidth-mib", "compare-int8", "context"},
+                  {"json", "skip-gemm"}, &err);
   if (!args) return UsageError(self, err);
   if (auto rc = RefusePositionals(self, *args)) return *rc;
   if (!args->Has("model")) return UsageError(self, "--model DIR is required");
@@ -235,6 +239,7 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   const auto bw_mib_flag = IntFlag(*args, "bandwidth-mib", 1024, 16, 1 << 20, &err);
   const auto batches_flag = IntListFlag(*args, "batches", "1,8,16", 1, 65536, &err);
   const auto compare_flag = IntFlag(*args, "compare-int8", 0, 1, 16777216, &err);
+  const auto context_flag = IntFlag(*args, "context", 8, 1, 16777216, &err);
   if (!err.empty()) return UsageError(self, err);
   int threads = static_cast<int>(*threads_flag);
   const int steps = static_cast<int>(*steps_flag), reps = static_cast<int>(*reps_flag);
@@ -297,9 +302,18 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   if (!ck.ok()) return fail(ck.status());
   const ZayaConfig& cfg = (*ck)->config();
   const int64_t max_batch = *std::max_element(batches.begin(), batches.end());
-  const int64_t decode_prompt = 8;
+  // Each decoding sequence starts from a prompt of this many tokens (its context), prefilled
+  // untimed, a few sequences a step (one where the prompts are long).
+  const int64_t decode_prompt = *context_flag;
+  const int64_t prompts_per_step = std::max<int64_t>(1, 128 / decode_prompt);
+  if (decode_prompt + (steps + 1) > cfg.max_position_embeddings) {
+    return UsageError(self, "--context " + std::to_string(decode_prompt) + " plus " +
+                                std::to_string(steps + 1) + " decode steps is beyond the model's " +
+                                std::to_string(cfg.max_position_embeddings) + " positions");
+  }
   ModelOptions mo;
   mo.weights_dtype = wdtype;
+  mo.kv_dtype = ZayaModel::KvDtypeFor(wdtype);
   mo.block_tokens = 16;
   // Each sequence owns a fixed run of blocks: enough for the prefill prompt or prompt + decode.
   const int64_t per_seq =
@@ -308,7 +322,8 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
       1;
   mo.max_blocks_per_sequence = per_seq;
   mo.num_kv_blocks = per_seq * max_batch;
-  mo.max_step_tokens = std::max<int64_t>(prefill, decode_prompt * max_batch);
+  mo.max_step_tokens = std::max<int64_t>(
+      {prefill, decode_prompt * std::min(prompts_per_step, max_batch), max_batch});
   mo.max_step_sequences = max_batch;
   mo.num_slots = max_batch;
   mo.record_routing = true;
@@ -319,6 +334,9 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   if (!model.ok()) return fail(model.status());
   progress("loaded in " + std::to_string(Seconds(load0, Clock::now())) + " s");
   const ByteModel bytes = Bytes(cfg, wdtype);
+  // K and V of one position in every layer, at the cache's dtype.
+  const double kv_position_bytes =
+      2.0 * static_cast<double>(cfg.kv_dim() * cfg.num_layers) * (mo.kv_dtype == "bf16" ? 2 : 4);
 
   std::mt19937 rng(7);
   std::uniform_int_distribution<int32_t> tok(264, static_cast<int32_t>(cfg.vocab_size - 1));
@@ -343,10 +361,10 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   for (int64_t batch : batches) {
     progress("decode at batch " + std::to_string(batch));
     std::vector<double> rates, local_fractions, local_bandwidths;
-    double touched_sum = 0;
+    double touched_sum = 0, kv_sum = 0;
     int64_t touched_steps = 0;
     for (int r = 0; r < reps; ++r) {
-      const double rep_touched0 = touched_sum;
+      const double rep_touched0 = touched_sum, rep_kv0 = kv_sum;
       const int64_t rep_steps0 = touched_steps;
       std::vector<std::vector<int32_t>> toks(static_cast<size_t>(batch));
       std::vector<StepSequence> seqs(static_cast<size_t>(batch));
@@ -359,8 +377,16 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
         seqs[s].start_pos = 0;
         seqs[s].block_table = tables[s];
       }
-      Status st = (*model)->Forward(seqs, &logits);
-      if (!st.ok()) return fail(st);
+      if (decode_prompt > 8) {
+        progress("prefilling " + std::to_string(batch) + " x " + std::to_string(decode_prompt) +
+                 " tokens of context");
+      }
+      Status st;
+      for (int64_t s0 = 0; s0 < batch; s0 += prompts_per_step) {
+        const int64_t n = std::min(prompts_per_step, batch - s0);
+        st = (*model)->Forward(std::span<const StepSequence>(seqs.data() + s0, n), &logits);
+        if (!st.ok()) return fail(st);
+      }
       double local_bw = device_memory ? 0.0 : ReadBandwidthOn(probe, threads, 1);
       double timed = 0;
       for (int i = 0; i <= steps; ++i) {
@@ -374,6 +400,9 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
         if (!st.ok()) return fail(st);
         if (i == 0) continue;  // warm-up step
         timed += Seconds(t0, Clock::now());
+        for (const StepSequence& q : seqs) {  // positions 0 .. start_pos attended to
+          kv_sum += kv_position_bytes * static_cast<double>(q.start_pos + 1);
+        }
         // Outside the timing: which experts this step really read (the skip expert reads none).
         st = (*model)->ReadLastRouting(&routing);
         if (!st.ok()) return fail(st);
@@ -392,7 +421,8 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
         const double experts = (touched_sum - rep_touched0) /
                                static_cast<double>((touched_steps - rep_steps0) * cfg.num_layers);
         const double rep_bytes =
-            bytes.dense + bytes.per_expert * experts * static_cast<double>(cfg.num_layers);
+            bytes.dense + bytes.per_expert * experts * static_cast<double>(cfg.num_layers) +
+            (kv_sum - rep_kv0) / static_cast<double>(touched_steps - rep_steps0);
         local_bandwidths.push_back(local_bw);
         local_fractions.push_back(rates.back() * rep_bytes /
                                   (static_cast<double>(batch) * local_bw));
@@ -404,8 +434,10 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
     d.experts_estimate = bytes.ExpertsTouched(batch);
     d.experts_per_layer =
         touched_sum / static_cast<double>(std::max<int64_t>(1, touched_steps * cfg.num_layers));
-    d.step_bytes =
-        bytes.dense + bytes.per_expert * d.experts_per_layer * static_cast<double>(cfg.num_layers);
+    d.kv_bytes = kv_sum / static_cast<double>(std::max<int64_t>(1, touched_steps));
+    d.step_bytes = bytes.dense +
+                   bytes.per_expert * d.experts_per_layer * static_cast<double>(cfg.num_layers) +
+                   d.kv_bytes;
     d.local_fraction = Median(local_fractions);
     d.local_bandwidth = Median(local_bandwidths);
     decode.push_back(d);
@@ -459,6 +491,8 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
     j["model"] = dir;
     j["weights_dtype"] = wdtype;
     j["threads"] = threads;
+    j["context"] = decode_prompt;
+    j["kv_dtype"] = mo.kv_dtype;
     j["backend"] = kind;
     j["bandwidth_kind"] = device_memory ? "device copy (read + write)" : "host read";
     j["read_bandwidth_gb_s"] = bandwidth / 1e9;
@@ -472,6 +506,7 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
       j["decode"].push_back({{"batch", d.batch},
                              {"tok_s", d.tok_s},
                              {"bytes_per_step", d.step_bytes},
+                             {"kv_bytes_per_step", d.kv_bytes},
                              {"experts_per_layer", d.experts_per_layer},
                              {"experts_per_layer_uniform_estimate", d.experts_estimate},
                              {"roofline_tok_s", d.roofline_tok_s},
@@ -497,16 +532,19 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
     std::printf("GEMM 512x2048x2048   %8.1f GFLOP/s f32 weights, %.1f GFLOP/s bf16 weights\n",
                 gemm_f32, gemm_bf16);
   }
-  std::printf("\n%-7s %10s %12s %14s %12s %9s %9s %8s %8s\n", "batch", "tok/s", "MiB/step",
-              "experts/layer", "roof tok/s", "of roof", "of local", "x b1", "GMAC/s");
+  std::printf("decode from %lld tokens of context, KV cache in %s\n",
+              static_cast<long long>(decode_prompt), mo.kv_dtype.c_str());
+  std::printf("\n%-7s %10s %12s %10s %14s %12s %9s %9s %8s %8s\n", "batch", "tok/s", "MiB/step",
+              "KV MiB", "experts/layer", "roof tok/s", "of roof", "of local", "x b1", "GMAC/s");
   for (const auto& d : decode) {
     char local[32] = "-";
     if (d.local_fraction > 0)
       std::snprintf(local, sizeof(local), "%.1f%%", 100.0 * d.local_fraction);
-    std::printf("%-7lld %10.2f %12.1f %14.2f %12.2f %8.1f%% %9s %8.2f %8.1f\n",
+    std::printf("%-7lld %10.2f %12.1f %10.1f %14.2f %12.2f %8.1f%% %9s %8.2f %8.1f\n",
                 static_cast<long long>(d.batch), d.tok_s, d.step_bytes / (1 << 20),
-                d.experts_per_layer, d.roofline_tok_s, 100.0 * d.tok_s / d.roofline_tok_s, local,
-                batch1 > 0 ? d.tok_s / batch1 : 0.0, d.gmac_s);
+                d.kv_bytes / (1 << 20), d.experts_per_layer, d.roofline_tok_s,
+                100.0 * d.tok_s / d.roofline_tok_s, local, batch1 > 0 ? d.tok_s / batch1 : 0.0,
+                d.gmac_s);
   }
   if (!device_memory) {
     std::printf(
@@ -532,7 +570,8 @@ const CommandRegistrar kBench(Command{
     "bench", "measure bandwidth, decode and prefill speed against the roofline",
     "zaya bench --model DIR [--json] [--threads N] [--weights-dtype bf16|int8|f32] [--backend "
     "cpu|hip] [--plugin-dir DIR] "
-    "[--batches 1,8,16] [--steps N] [--reps N] [--prefill-tokens N] [--bandwidth-mib N] "
+    "[--batches 1,8,16] [--steps N] [--reps N] [--context N] [--prefill-tokens N] "
+    "[--bandwidth-mib N] "
     "[--skip-gemm] | zaya bench --model DIR --compare-int8 TOKENS [--json]",
     [](const std::vector<std::string>& a) { return Bench(Registry().at("bench"), a); }});
 

@@ -29,7 +29,8 @@ ShellResult QuickBench(const std::string& args) {
 }
 
 TEST(BenchIntegration, JsonReportIsConsistent) {
-  ShellResult r = QuickBench("--json --batches 1,3 --steps 2 --reps 2 --prefill-tokens 8");
+  ShellResult r =
+      QuickBench("--json --batches 1,3 --steps 2 --reps 2 --prefill-tokens 8 --context 5");
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
   EXPECT_NE(r.err.find("zaya bench: decode at batch 3"), std::string::npos) << r.err;
   const json j = json::parse(r.out, nullptr, false);
@@ -41,7 +42,13 @@ TEST(BenchIntegration, JsonReportIsConsistent) {
   EXPECT_GT(dense, 0);
   EXPECT_GT(per_expert, 0);
   ASSERT_EQ(j.at("decode").size(), 2u);
-  const int layers = 4, experts = 4;  // models/zaya-tiny-reasoner/config.json
+  const int layers = 4, experts = 4, kv_dim = 2 * 48;  // models/zaya-tiny-reasoner/config.json
+  // The daemon's KV cache for bf16 weights, and the context asked for.
+  EXPECT_EQ(j.at("kv_dtype").get<std::string>(), "bf16");
+  EXPECT_EQ(j.at("context").get<int>(), 5);
+  // A timed step's token sits at position 5 + 1 or 5 + 2 (after the prompt and the warm-up step)
+  // and reads K and V of every position up to its own, in every layer, 2 bytes a value.
+  const double kv_per_token = (7 + 8) / 2.0 * 2 * kv_dim * layers * 2;
   // Multiply-adds per token: the dense weights and one expert per layer, 2 bytes each in bf16
   // (the vectors kept in f32 make the bytes a little larger than twice the elements).
   ASSERT_EQ(j.at("weights_dtype").get<std::string>(), "bf16");
@@ -58,7 +65,9 @@ TEST(BenchIntegration, JsonReportIsConsistent) {
     // Each token routes to one expert or the skip expert: between 0 and min(batch, E) per layer.
     EXPECT_GE(touched, 0);
     EXPECT_LE(touched, std::min(batch, experts) + 1e-9);
-    EXPECT_NEAR(step_bytes, dense + per_expert * touched * layers, 1e-6 * step_bytes);
+    const double kv = d.at("kv_bytes_per_step").get<double>();
+    EXPECT_NEAR(kv, batch * kv_per_token, 1e-9 * kv);
+    EXPECT_NEAR(step_bytes, dense + per_expert * touched * layers + kv, 1e-6 * step_bytes);
     EXPECT_NEAR(d.at("roofline_tok_s").get<double>(), batch * bw / step_bytes,
                 1e-6 * batch * bw / step_bytes);
     EXPECT_NEAR(d.at("roofline_fraction").get<double>(),
@@ -89,6 +98,9 @@ TEST(BenchIntegration, BadArgumentsAreRefusedWithTheReason) {
   r = Bench("--model " + kModel + " --bandwidth-mib 4");
   EXPECT_NE(r.rc, 0);
   EXPECT_NE(r.err.find("--bandwidth-mib"), std::string::npos) << r.err;
+  r = Bench("--model " + kModel + " --skip-gemm --bandwidth-mib 16 --context 4090 --steps 8");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("beyond the model's 4096 positions"), std::string::npos) << r.err;
   r = Bench("--model /nonexistent/model --skip-gemm --bandwidth-mib 16");
   EXPECT_NE(r.rc, 0);
   EXPECT_NE(r.err.find("/nonexistent/model"), std::string::npos) << r.err;
