@@ -1,6 +1,7 @@
 // libzaya-backend-cpu.so: the CPU implementation of the backend ABI (zaya/backend.h).
 // Includes nothing of zayad but the ABI header. Every entry point catches everything: no exception
 // crosses the boundary; failures become a status plus last_error text.
+#include <cblas.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
@@ -20,10 +21,9 @@
 #include <system_error>
 #include <vector>
 
-#include <cblas.h>
-
 #include "../common/op_checks.h"
 #include "../common/op_profile.h"
+#include "attention.h"
 #include "kernels.h"
 #include "thread_pool.h"
 #include "zaya/backend.h"
@@ -94,6 +94,7 @@ struct zaya_backend {
   std::vector<float> attn_scores;
   std::vector<float> cca_g;  // [T, C] grouped-convolution outputs of a CCA op
   std::vector<int64_t> cca_begin;  // first token of each token's run
+  zaya::cpu::AttendScratch attend;  // the attention op's chunk partials
   // The last CCA op's RoPE table: cos and sin [T][rope_dims / 2] of its tokens' positions. Every
   // layer of a step has the same positions, so the later layers reuse it (`sincos` in double for
   // each frequency was ~10 us of a 16-token op, in each of the 8B shape's 40 layers).
@@ -608,7 +609,6 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
                           : reinterpret_cast<std::byte*>(Ptr<float>(kc, "K cache"));
   std::byte* vbase = bf16 ? reinterpret_cast<std::byte*>(Ptr<uint16_t>(vc, "V cache"))
                           : reinterpret_cast<std::byte*>(Ptr<float>(vc, "V cache"));
-  const size_t esz = bf16 ? 2 : 4;
   const int32_t* seq_of_token = Ptr<const int32_t>(op.aux[0], "attention seq_of_token");
   const int32_t* table = Ptr<const int32_t>(op.aux[1], "attention block table");
   const int32_t* position = Ptr<const int32_t>(op.aux[2], "attention position");
@@ -621,12 +621,25 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   }
   const int64_t n_seq = Dim(op.aux[1], 0), max_blocks = Cols(op.aux[1]);
   const int64_t row = nkv * hd;
-
-  auto slot_of = [&](int64_t seq, int64_t pos) -> int64_t {
-    if (pos < 0 || pos / bt >= max_blocks) Fail("attention: position beyond the block table");
-    const int32_t block = table[seq * max_blocks + pos / bt];
-    if (block < 0 || block >= blocks) Fail("attention: block id out of range");
-    return (static_cast<int64_t>(block) * bt + pos % bt) * row;
+  // Every block a token reads, checked here once per sequence (up to its last token's block), so
+  // that the chunks in the pool read only blocks that exist.
+  std::vector<int32_t> last(static_cast<size_t>(n_seq), -1);
+  for (int64_t i = 0; i < t; ++i) {
+    const int32_t s = seq_of_token[i];
+    if (s < 0 || s >= n_seq) Fail("attention: seq_of_token out of range");
+    if (position[i] < 0 || position[i] / bt >= max_blocks) {
+      Fail("attention: position beyond the block table");
+    }
+    last[s] = std::max(last[s], position[i]);
+  }
+  for (int64_t s = 0; s < n_seq; ++s) {
+    for (int64_t blk = 0; last[s] >= 0 && blk <= last[s] / bt; ++blk) {
+      const int32_t block = table[s * max_blocks + blk];
+      if (block < 0 || block >= blocks) Fail("attention: block id out of range");
+    }
+  }
+  auto slot_of = [&](int64_t seq, int64_t pos) {
+    return (static_cast<int64_t>(table[seq * max_blocks + pos / bt]) * bt + pos % bt) * row;
   };
   auto store = [&](std::byte* base, int64_t at, const float* src) {
     if (bf16) {
@@ -642,67 +655,29 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
     }
   };
   for (int64_t i = 0; i < t; ++i) {
-    const int32_t s = seq_of_token[i];
-    if (s < 0 || s >= n_seq) Fail("attention: seq_of_token out of range");
-    const int64_t at = slot_of(s, position[i]);
+    const int64_t at = slot_of(seq_of_token[i], position[i]);
     store(kbase, at, k + i * row);
     store(vbase, at, v + i * row);
   }
-  const float scale = op.f[0];
-  const int64_t q_per_kv = nh / nkv;
-  // One work unit per (token, KV head): its q_per_kv query heads share every K and V row, so a
-  // block of rows is read from memory once for all of them (then from L1) instead of once per
-  // query head. `attend` is instantiated once per cache dtype (float or uint16_t bf16 rows).
-  auto attend = [&](const auto* krows, const auto* vrows) {
-    b->pool->ParallelFor(t * nkv, 1, [&](int64_t begin, int64_t end, int) {
-      std::vector<float> scores, acc, denom(static_cast<size_t>(q_per_kv));
-      for (int64_t w = begin; w < end; ++w) {
-        const int64_t i = w / nkv, kvh = w % nkv;
-        const int32_t s = seq_of_token[i];
-        const int64_t n_pos = position[i] + 1;
-        const float* qg = q + i * nh * hd + kvh * q_per_kv * hd;  // [q_per_kv, hd]
-        scores.resize(static_cast<size_t>(q_per_kv * n_pos));
-        acc.assign(static_cast<size_t>(q_per_kv * hd), 0.f);
-        // Positions go block by block of the table: bt rows `row` elements apart in the cache.
-        auto for_blocks = [&](auto&& fn) {
-          for (int64_t p0 = 0; p0 < n_pos; p0 += bt) {
-            const int64_t at = slot_of(s, p0) + kvh * hd;
-            fn(p0, std::min(bt, n_pos - p0), at);
-          }
-        };
-        for_blocks([&](int64_t p0, int64_t cnt, int64_t at) {
-          for (int64_t m = 0; m < q_per_kv; ++m) {
-            DotRows(qg + m * hd, krows + at, row, cnt, hd, scores.data() + m * n_pos + p0);
-          }
-        });
-        for (int64_t m = 0; m < q_per_kv; ++m) {
-          float* sc = scores.data() + m * n_pos;
-          float mx = -std::numeric_limits<float>::infinity();
-          for (int64_t p = 0; p < n_pos; ++p) {
-            sc[p] *= scale;
-            mx = std::max(mx, sc[p]);
-          }
-          denom[m] = ExpShifted(sc, n_pos, mx);
-        }
-        for_blocks([&](int64_t p0, int64_t cnt, int64_t at) {
-          for (int64_t m = 0; m < q_per_kv; ++m) {
-            AxpyRows(scores.data() + m * n_pos + p0, vrows + at, row, cnt, hd, acc.data() + m * hd);
-          }
-        });
-        for (int64_t m = 0; m < q_per_kv; ++m) {
-          float* o = out + i * nh * hd + (kvh * q_per_kv + m) * hd;
-          const float inv = 1.f / denom[m];
-          for (int64_t j = 0; j < hd; ++j) o[j] = acc[m * hd + j] * inv;
-        }
-      }
-    });
-  };
-  if (bf16) {
-    attend(reinterpret_cast<const uint16_t*>(kbase), reinterpret_cast<const uint16_t*>(vbase));
-  } else {
-    attend(reinterpret_cast<const float*>(kbase), reinterpret_cast<const float*>(vbase));
+  const KvCacheView view{kbase, vbase, bf16, blocks, bt, nkv, hd};
+  static double T_a = 0;
+  static long N_a = 0;
+  static double P_a = 0;
+  static struct PP {
+    ~PP() {
+      if (N_a)
+        fprintf(stderr, "XATT %ld calls %.1f us per call, %.2f GB/s of KV\n", N_a, T_a * 1e6 / N_a,
+                P_a / T_a / 1e9);
+    }
+  } pp_;
+  const double ta = backend_common::OpProfile::Now();
+  Attend(*b->pool, q, t, nh, view, table, max_blocks, seq_of_token, position, op.f[0], out,
+         &b->attend);
+  if (t == 16) {
+    T_a += backend_common::OpProfile::Now() - ta;
+    ++N_a;
+    for (int64_t i = 0; i < t; ++i) P_a += (position[i] + 1.0) * row * 2 * (bf16 ? 2 : 4);
   }
-  (void)esz;
 }
 
 void OpRouterSelect(zaya_backend*, const zaya_op& op) {

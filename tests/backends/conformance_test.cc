@@ -21,6 +21,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -1027,6 +1028,134 @@ TEST_P(Conformance, PagedAttention) {
       auto kcache = dev_->Read<uint16_t>(kc);
       for (int64_t j = 0; j < row; ++j) {
         EXPECT_EQ(FromBf16(kcache[(14 * bt + 1) * row + j]), static_cast<float>(kh[1][5][j]));
+      }
+    }
+  }
+}
+
+// Attention over long contexts, where a token's positions span several chunks of the CPU
+// backend's split (256 positions) and block runs of 16 or of an odd size: the cache is filled
+// directly (as earlier steps would have), then one decode token per sequence attends. Head
+// geometries cover ZAYA1's (8 heads on 2 KV heads of 128), groups of 3 and 1 query heads, head
+// sizes that are and are not multiples of 16, and both cache dtypes. Each token's output must
+// also be the same alone as in the batch (bitwise on the CPU backend, which promises it).
+TEST_P(Conformance, AttentionOverLongContextsMatchesTheReference) {
+  struct Case {
+    int64_t nh, nkv, hd, bt;
+    int32_t dtype;
+  };
+  const std::vector<Case> cases = {
+      {8, 2, 128, 16, ZAYA_DTYPE_BF16}, {8, 2, 128, 16, ZAYA_DTYPE_F32},
+      {6, 2, 48, 5, ZAYA_DTYPE_BF16},   {4, 4, 80, 16, ZAYA_DTYPE_F32},
+      {4, 1, 64, 7, ZAYA_DTYPE_BF16},   {2, 2, 20, 16, ZAYA_DTYPE_BF16}};
+  // Positions of the decode tokens: chunk boundaries at 256 and 512 on both sides.
+  const std::vector<int32_t> positions = {700, 256, 255, 30, 512};
+  for (const Case& cs : cases) {
+    SCOPED_TRACE("nh " + std::to_string(cs.nh) + " nkv " + std::to_string(cs.nkv) + " hd " +
+                 std::to_string(cs.hd) + " bt " + std::to_string(cs.bt) + " dtype " +
+                 std::to_string(cs.dtype));
+    Rng rng(21);
+    const int64_t row = cs.nkv * cs.hd, t = static_cast<int64_t>(positions.size());
+    const int64_t max_blocks = 720 / cs.bt + 1, blocks = t * max_blocks;
+    const bool bf16 = cs.dtype == ZAYA_DTYPE_BF16;
+    const size_t esz = bf16 ? 2 : 4;
+    // Block tables: each sequence's blocks in a shuffled order across the whole cache.
+    std::vector<int32_t> ids(static_cast<size_t>(blocks));
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), std::mt19937(5));
+    // Cache contents, as stored (bf16 rounded or f32), and their values for the reference.
+    const int64_t cache_values = blocks * cs.bt * row;
+    std::vector<float> kval(static_cast<size_t>(cache_values)), vval(kval.size());
+    for (auto* v : {&kval, &vval}) {
+      for (float& x : *v) x = bf16 ? FromBf16(ToBf16(rng.Normal())) : rng.Normal();
+    }
+    auto cache_bytes = [&](const std::vector<float>& v) {
+      std::vector<std::byte> b(v.size() * esz);
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (bf16) {
+          const uint16_t h = ToBf16(v[i]);
+          std::memcpy(b.data() + 2 * i, &h, 2);
+        } else {
+          std::memcpy(b.data() + 4 * i, &v[i], 4);
+        }
+      }
+      return b;
+    };
+    zaya_tensor kc = dev_->Upload(cache_bytes(kval), cs.dtype, {blocks, cs.bt, cs.nkv, cs.hd});
+    zaya_tensor vc = dev_->Upload(cache_bytes(vval), cs.dtype, {blocks, cs.bt, cs.nkv, cs.hd});
+    std::vector<int32_t> table(static_cast<size_t>(t * max_blocks));
+    for (int64_t i = 0; i < t * max_blocks; ++i) table[i] = ids[i];
+    const std::vector<float> q = rng.Normals(t * cs.nh * cs.hd), k = rng.Normals(t * row),
+                             v = rng.Normals(t * row);
+    const float scale = 1.f / std::sqrt(static_cast<float>(cs.hd));
+    // Tokens [first, first + n) of the batch, each its own sequence.
+    auto run = [&](int64_t first, int64_t n) {
+      std::vector<int32_t> seq(static_cast<size_t>(n)), pos, tab;
+      std::iota(seq.begin(), seq.end(), 0);
+      pos.assign(positions.begin() + first, positions.begin() + first + n);
+      tab.assign(table.begin() + first * max_blocks, table.begin() + (first + n) * max_blocks);
+      zaya_op op = Op(ZAYA_OP_ATTENTION);
+      op.src[0] =
+          dev_->F32({q.begin() + first * cs.nh * cs.hd, q.begin() + (first + n) * cs.nh * cs.hd},
+                    {n, cs.nh * cs.hd});
+      op.src[1] = dev_->F32({k.begin() + first * row, k.begin() + (first + n) * row}, {n, row});
+      op.src[2] = dev_->F32({v.begin() + first * row, v.begin() + (first + n) * row}, {n, row});
+      op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {n, cs.nh * cs.hd});
+      op.dst[1] = kc;
+      op.dst[2] = vc;
+      op.aux[0] = dev_->I32(seq, {n});
+      op.aux[1] = dev_->I32(tab, {n, max_blocks});
+      op.aux[2] = dev_->I32(pos, {n});
+      op.i[0] = cs.nh;
+      op.i[1] = cs.nkv;
+      op.i[2] = cs.hd;
+      op.i[3] = cs.bt;
+      op.f[0] = scale;
+      EXPECT_TRUE(dev_->Run(op).ok()) << backend_->name();
+      return dev_->Read<float>(op.dst[0]);
+    };
+    const std::vector<float> got = run(0, t);
+    std::vector<double> ref, mag;
+    for (int64_t i = 0; i < t; ++i) {
+      // Position p's row of sequence i: the token's own at its position, else the cache's.
+      auto at = [&](int32_t p, int64_t j, const std::vector<float>& cache,
+                    const std::vector<float>& own) -> double {
+        if (p == positions[i]) return bf16 ? FromBf16(ToBf16(own[i * row + j])) : own[i * row + j];
+        const int64_t block = table[i * max_blocks + p / cs.bt];
+        return cache[(block * cs.bt + p % cs.bt) * row + j];
+      };
+      for (int64_t h = 0; h < cs.nh; ++h) {
+        const int64_t kvh = h / (cs.nh / cs.nkv);
+        std::vector<double> sc;
+        for (int32_t p = 0; p <= positions[i]; ++p) {
+          double dot = 0;
+          for (int64_t j = 0; j < cs.hd; ++j) {
+            dot += q[(i * cs.nh + h) * cs.hd + j] * at(p, kvh * cs.hd + j, kval, k);
+          }
+          sc.push_back(dot * scale);
+        }
+        const double mx = *std::max_element(sc.begin(), sc.end());
+        double sum = 0;
+        for (double& x : sc) sum += (x = std::exp(x - mx));
+        for (int64_t j = 0; j < cs.hd; ++j) {
+          double o = 0, m = 0;
+          for (size_t p = 0; p < sc.size(); ++p) {
+            const double val = at(static_cast<int32_t>(p), kvh * cs.hd + j, vval, v);
+            o += sc[p] / sum * val;
+            m += sc[p] / sum * std::fabs(val);
+          }
+          ref.push_back(o);
+          mag.push_back(m + 1.0);
+        }
+      }
+    }
+    ExpectClose(got, ref, mag, "long-context attention", 2e-5);
+    if (std::string(backend_->name()) == "cpu") {
+      for (int64_t i = 0; i < t; ++i) {
+        const std::vector<float> alone = run(i, 1);
+        EXPECT_EQ(0, std::memcmp(alone.data(), got.data() + i * cs.nh * cs.hd,
+                                 alone.size() * sizeof(float)))
+            << "token " << i << " (position " << positions[i] << ") alone differs from batched";
       }
     }
   }

@@ -6,14 +6,20 @@
 // the tile and block layouts. The engine mixes decode tokens with prompt chunks in one step, so
 // without this a seeded request's tokens would change when another client's long prompt shares its
 // step.
+//
+// Attention's chunks (attention.h): a token's output is bitwise the same whatever the thread count
+// and however many other tokens (and their chunks) share the call, including a prompt long enough
+// to take several waves.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "attention.h"
 #include "kernels.h"
 #include "thread_pool.h"
 
@@ -96,6 +102,48 @@ TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
 // gate can take, into the same array as its input as the backend may: relative error within
 // 1e-6 (its exp is ~1e-7), and no overflow or NaN at the extremes (below g = -87 it gives 0 for
 // values under ~1e-36: an absolute 1e-35).
+TEST(Attend, OutputsDoNotDependOnThreadsOrOnTheOtherTokens) {
+  const int64_t nh = 8, nkv = 2, hd = 128, bt = 16, row = nkv * hd;
+  // One sequence: a 1,100-token prompt chunk at positions 0 .. 1099 (2,500-odd chunks, several
+  // waves), whose last token is also decoded alone.
+  const int64_t t = 1100, max_blocks = (t + bt - 1) / bt, blocks = max_blocks;
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal;
+  std::vector<uint16_t> kc(static_cast<size_t>(blocks * bt * row)), vc(kc.size());
+  for (auto* c : {&kc, &vc}) {
+    for (uint16_t& v : *c) {
+      const float f = normal(rng);
+      uint32_t bits;
+      std::memcpy(&bits, &f, 4);
+      v = static_cast<uint16_t>(bits >> 16);
+    }
+  }
+  std::vector<int32_t> table(static_cast<size_t>(max_blocks));
+  std::iota(table.rbegin(), table.rend(), 0);  // blocks in reverse order
+  std::vector<float> q(static_cast<size_t>(t * nh * hd));
+  for (float& v : q) v = normal(rng);
+  std::vector<int32_t> seq(static_cast<size_t>(t), 0), pos(static_cast<size_t>(t));
+  std::iota(pos.begin(), pos.end(), 0);
+  const KvCacheView kv{kc.data(), vc.data(), true, blocks, bt, nkv, hd};
+  auto attend = [&](int threads, int64_t first, int64_t n) {
+    ThreadPool pool(threads);
+    AttendScratch scratch;
+    std::vector<float> out(static_cast<size_t>(n * nh * hd));
+    Attend(pool, q.data() + first * nh * hd, n, nh, kv, table.data(), max_blocks,
+           seq.data() + first, pos.data() + first, 0.088f, out.data(), &scratch);
+    return out;
+  };
+  const std::vector<float> all = attend(2, 0, t);
+  for (int threads : {1, 3}) {
+    EXPECT_EQ(attend(threads, 0, t), all) << threads << " threads";
+  }
+  for (int64_t i : {int64_t{0}, int64_t{255}, int64_t{256}, t - 1}) {
+    const std::vector<float> alone = attend(2, i, 1);
+    EXPECT_EQ(0, std::memcmp(alone.data(), all.data() + i * nh * hd, alone.size() * 4))
+        << "token at position " << i;
+  }
+}
+
 TEST(SiluMul, MatchesSiluTimesUpInDoubleAcrossTheRange) {
   std::vector<float> g, u;
   for (float x = -120.f; x <= 120.f; x += 0.0137f) g.push_back(x);

@@ -1,0 +1,193 @@
+#include "attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "kernels.h"
+
+namespace zaya::cpu {
+namespace {
+
+// Chunks of one wave of tokens at most: their partials (nh (hd + 2) floats each, 4 KiB for
+// ZAYA1) stay within a few MiB however long a prompt chunk is.
+constexpr int64_t kMaxChunksPerWave = 1024;
+
+// One chunk: token i over positions [p0, p1), whole cache blocks but the last.
+struct ChunkJob {
+  const float* q;  // [nh][hd], already scaled
+  int64_t p0, p1;
+  const int32_t* blocks;  // the sequence's table row
+};
+
+struct Geometry {
+  int64_t nh, nkv, hd, g, bt, row;  // g query heads per KV head; row = nkv hd
+  bool fast;                        // the AVX-512 block kernels
+};
+
+// Calls fn(rows, n <= 16, offset of the first of them in the chunk) over the chunk's positions in
+// order, 16 rows (or a block's rest) at a time; rows points at KV head 0 of the first row, so the
+// KV heads of a run of rows are one contiguous stretch of the cache.
+// Each run's successor is fetched into L1 while the run computes: the runs of a chunk are
+// adjacent in the cache only within a block, and without the fetch a run of 16 bf16 rows (8 KiB
+// for ZAYA1) waited on DRAM, ~2x its time in cache (session 16).
+template <class Row, class Fn>
+void ForRows(const Geometry& geo, const ChunkJob& c, const Row* base, const Fn& fn) {
+  auto run = [&](int64_t p, int64_t* n) {
+    const int64_t in_block = p % geo.bt;
+    *n = std::min({geo.bt - in_block, c.p1 - p, int64_t{16}});
+    return base + (static_cast<int64_t>(c.blocks[p / geo.bt]) * geo.bt + in_block) * geo.row;
+  };
+  int64_t n = 0;
+  const Row* rows = run(c.p0, &n);
+  for (int64_t p = c.p0; p < c.p1;) {
+    const int64_t next_p = p + n;
+    int64_t next_n = 0;
+    const Row* next = next_p < c.p1 ? run(next_p, &next_n) : nullptr;
+    if (next != nullptr) {
+      const char* from = reinterpret_cast<const char*>(next);
+      const int64_t bytes = next_n * geo.row * static_cast<int64_t>(sizeof(Row));
+      for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(from + o, 0, 3);
+    }
+    fn(rows, n, p - c.p0);
+    p = next_p;
+    rows = next;
+    n = next_n;
+  }
+}
+
+// The chunk's softmax per head: m[h] its largest score, l[h] the sum of exp(score - m[h]) and
+// acc[h][hd] the values weighted by those exps. scores: [nh][p1 - p0] scratch. Each run of rows
+// is taken for all KV heads at once: a ZAYA1 position's K (or V) is one 512-byte stretch of both
+// heads, which a pass per KV head read as two strided halves (session 16: one pass per head
+// stalled on memory, 175-185 cycles a position and KV head).
+template <class Row>
+void AttendChunk(const Geometry& geo, const ChunkJob& c, const Row* kbase, const Row* vbase,
+                 float* scores, float* m, float* l, float* acc) {
+  const int64_t n = c.p1 - c.p0;
+  ForRows(geo, c, kbase, [&](const Row* rows, int64_t cnt, int64_t off) {
+    for (int64_t kvh = 0; kvh < geo.nkv; ++kvh) {
+      const int64_t h0 = kvh * geo.g;
+      if (geo.fast) {
+        avx512::KvScores(c.q + h0 * geo.hd, geo.g, geo.hd, rows + kvh * geo.hd, geo.row, cnt,
+                         scores + h0 * n + off, n);
+      } else {
+        for (int64_t h = h0; h < h0 + geo.g; ++h) {
+          DotRows(c.q + h * geo.hd, rows + kvh * geo.hd, geo.row, cnt, geo.hd,
+                  scores + h * n + off);
+        }
+      }
+    }
+  });
+  for (int64_t h = 0; h < geo.nh; ++h) {
+    float* s = scores + h * n;
+    const float mx = *std::max_element(s, s + n);
+    m[h] = mx;
+    l[h] = ExpShifted(s, n, mx);
+  }
+  std::fill(acc, acc + geo.nh * geo.hd, 0.f);
+  ForRows(geo, c, vbase, [&](const Row* rows, int64_t cnt, int64_t off) {
+    for (int64_t kvh = 0; kvh < geo.nkv; ++kvh) {
+      const int64_t h0 = kvh * geo.g;
+      if (geo.fast) {
+        avx512::KvAccumulate(scores + h0 * n + off, n, geo.g, geo.hd, rows + kvh * geo.hd, geo.row,
+                             cnt, acc + h0 * geo.hd);
+      } else {
+        for (int64_t h = h0; h < h0 + geo.g; ++h) {
+          AxpyRows(scores + h * n + off, rows + kvh * geo.hd, geo.row, cnt, geo.hd,
+                   acc + h * geo.hd);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void Attend(ThreadPool& pool, const float* q, int64_t t, int64_t nh, const KvCacheView& kv,
+            const int32_t* table, int64_t max_blocks, const int32_t* seq_of_token,
+            const int32_t* position, float scale, float* out, AttendScratch* scratch) {
+  const Geometry geo{nh,
+                     kv.nkv,
+                     kv.hd,
+                     nh / kv.nkv,
+                     kv.block_tokens,
+                     kv.nkv * kv.hd,
+                     MatVecIsa() == Isa::kAvx512 && avx512::AttendFits(kv.hd)};
+  const int64_t chunk_positions =
+      std::max<int64_t>(1, kAttendChunkPositions / geo.bt) * geo.bt;  // whole blocks
+  const int64_t hd = geo.hd, partial_floats = nh * (hd + 2);
+  auto chunks_of = [&](int64_t i) { return (position[i] + chunk_positions) / chunk_positions; };
+  auto& sc = *scratch;
+  for (int64_t i0 = 0; i0 < t;) {
+    // A wave: tokens i0 .. i1 - 1, their chunks numbered in token order.
+    sc.chunk_token.clear();
+    sc.chunk_begin.clear();
+    sc.first_chunk.clear();
+    int64_t i1 = i0;
+    while (i1 < t && (i1 == i0 || static_cast<int64_t>(sc.chunk_token.size()) + chunks_of(i1) <=
+                                      kMaxChunksPerWave)) {
+      sc.first_chunk.push_back(static_cast<int64_t>(sc.chunk_token.size()));
+      for (int64_t c = 0; c < chunks_of(i1); ++c) {
+        sc.chunk_token.push_back(i1);
+        sc.chunk_begin.push_back(c * chunk_positions);
+      }
+      ++i1;
+    }
+    sc.first_chunk.push_back(static_cast<int64_t>(sc.chunk_token.size()));
+    const int64_t chunks = static_cast<int64_t>(sc.chunk_token.size());
+    sc.partial.resize(static_cast<size_t>(chunks * partial_floats));
+    pool.ParallelFor(chunks, 1, [&](int64_t c0, int64_t c1, int) {
+      thread_local std::vector<float> qs, scores;
+      qs.resize(static_cast<size_t>(nh * hd));
+      scores.resize(static_cast<size_t>(nh * chunk_positions));
+      int64_t scaled_for = -1;
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t i = sc.chunk_token[c];
+        if (scaled_for != i) {
+          for (int64_t j = 0; j < nh * hd; ++j) qs[j] = q[i * nh * hd + j] * scale;
+          scaled_for = i;
+        }
+        const int64_t p0 = sc.chunk_begin[c];
+        const ChunkJob job{qs.data(), p0, std::min<int64_t>(p0 + chunk_positions, position[i] + 1),
+                           table + static_cast<int64_t>(seq_of_token[i]) * max_blocks};
+        float* part = sc.partial.data() + c * partial_floats;
+        if (kv.bf16) {
+          AttendChunk(geo, job, static_cast<const uint16_t*>(kv.k),
+                      static_cast<const uint16_t*>(kv.v), scores.data(), part, part + nh,
+                      part + 2 * nh);
+        } else {
+          AttendChunk(geo, job, static_cast<const float*>(kv.k), static_cast<const float*>(kv.v),
+                      scores.data(), part, part + nh, part + 2 * nh);
+        }
+      }
+    });
+    // Merge each token's chunks in order: out = sum_c e_c acc_c / sum_c e_c l_c, with
+    // e_c = exp(m_c - max_c m_c) (1 for a token of one chunk).
+    pool.ParallelFor(i1 - i0, 1, [&](int64_t w0, int64_t w1, int) {
+      for (int64_t w = w0; w < w1; ++w) {
+        const int64_t i = i0 + w, c_begin = sc.first_chunk[w], c_end = sc.first_chunk[w + 1];
+        for (int64_t h = 0; h < nh; ++h) {
+          float mx = -std::numeric_limits<float>::infinity();
+          for (int64_t c = c_begin; c < c_end; ++c)
+            mx = std::max(mx, sc.partial[c * partial_floats + h]);
+          float* o = out + (i * nh + h) * hd;
+          std::fill(o, o + hd, 0.f);
+          float denom = 0.f;
+          for (int64_t c = c_begin; c < c_end; ++c) {
+            const float* part = sc.partial.data() + c * partial_floats;
+            const float e = std::exp(part[h] - mx);
+            denom += e * part[nh + h];
+            const float* a = part + 2 * nh + h * hd;
+            for (int64_t j = 0; j < hd; ++j) o[j] += e * a[j];
+          }
+          const float inv = 1.f / denom;
+          for (int64_t j = 0; j < hd; ++j) o[j] *= inv;
+        }
+      }
+    });
+    i0 = i1;
+  }
+}
+
+}  // namespace zaya::cpu
