@@ -624,7 +624,14 @@ std::string DeviceProblem(int index, hipDeviceProp_t* props_out) {
 zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
   if (out == nullptr) return ZAYA_STATUS_INVALID_ARGUMENT;
   *out = nullptr;
-  auto b = std::make_unique<zaya_backend>();
+  // Outside Guard, which needs an instance: an allocation failure must still come back as a
+  // status, not as an exception through the C ABI (std::terminate).
+  std::unique_ptr<zaya_backend> b;
+  try {
+    b = std::make_unique<zaya_backend>();
+  } catch (const std::bad_alloc&) {
+    return ZAYA_STATUS_OUT_OF_MEMORY;
+  }
   b->tables.pinned = true;
   const zaya_status s = Guard(b.get(), [&] {
     // A member exists in the host's struct only where struct_size covers all of it; log is of

@@ -1939,5 +1939,38 @@ TEST(CpuBackend, CreateFailsCleanlyWhenAWorkerThreadCannotStart) {
               "cannot start 256 threads");
 }
 
+// In a death test's child: leaves the heap no room at all (an address-space limit, then every
+// block malloc still gives), and exits 0 when create() answers OUT_OF_MEMORY with no instance.
+[[noreturn]] void CreateWithAFullHeap(const zaya_backend_api* api) {
+  const rlimit limit{MappedBytes() + (16 << 20), RLIM_INFINITY};
+  if (setrlimit(RLIMIT_AS, &limit) != 0) std::_Exit(2);
+  for (size_t size : {size_t{1} << 20, size_t{1} << 12, size_t{64}, size_t{16}}) {
+    // Through a volatile: GCC may drop a malloc whose block is never used.
+    void* volatile block = nullptr;
+    do {
+      block = std::malloc(size);
+    } while (block != nullptr);
+  }
+  zaya_backend* b = nullptr;
+  const zaya_status s = api->create(nullptr, &b);
+  std::fprintf(stderr, "create: status %d\n", static_cast<int>(s));
+  std::_Exit(s == ZAYA_STATUS_OUT_OF_MEMORY && b == nullptr ? 0 : 1);
+}
+
+// The HIP plugin allocated its instance before its error guard: with no memory left the
+// bad_alloc crossed the C ABI and std::terminate ended the host. Runs against the emulator
+// flavour (conformance_hip_emulator_errors), as its create() is the same code.
+TEST(HipBackend, CreateAnswersOutOfMemoryWhenItsInstanceCannotBeAllocated) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "ASan's runtime dies itself when its mappings fail under an address-space limit";
+#endif
+  const std::string path = ResolvePluginDir("") + "/libzaya-backend-hip.so";
+  if (access(path.c_str(), R_OK) != 0) GTEST_SKIP() << "no HIP plugin at " << path;
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto plugin = LoadBackendPlugin(path);
+  if (!plugin.ok()) GTEST_SKIP() << plugin.status().ToString();  // the real plugin, no GPU
+  EXPECT_EXIT(CreateWithAFullHeap(plugin->api), ::testing::ExitedWithCode(0), "create: status");
+}
+
 }  // namespace
 }  // namespace zaya
