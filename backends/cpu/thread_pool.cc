@@ -66,7 +66,11 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
   const int64_t max_chunks = std::max<int64_t>(1, n / grain);
-  const int64_t chunks = std::min<int64_t>(max_chunks, size());
+  const int64_t wanted = std::min<int64_t>(max_chunks, size());
+  // As many chunks as ceil(n / chunk) needs: n = 17 on 16 threads is 9 chunks of 2, not 16, of
+  // which the last 7 would have started past n (begin > end).
+  const int64_t chunk = (n + wanted - 1) / wanted;
+  const int64_t chunks = (n + chunk - 1) / chunk;
   if (chunks <= 1 || workers_.empty()) {
     fn(0, n, 0);
     return;
@@ -74,7 +78,7 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
   job_.store(&fn, std::memory_order_relaxed);
   n_.store(n, std::memory_order_relaxed);
   chunks_.store(chunks, std::memory_order_relaxed);
-  chunk_.store((n + chunks - 1) / chunks, std::memory_order_relaxed);
+  chunk_.store(chunk, std::memory_order_relaxed);
   pending_.store(chunks, std::memory_order_relaxed);
   const uint32_t generation = Generation(state_.load(std::memory_order_relaxed)) + 1;
   bool wake = false;

@@ -33,8 +33,9 @@ class ThreadPool {
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // fn(begin, end, worker_index) for chunks of at least `grain` items. An exception thrown by a chunk
-  // is rethrown here after all chunks finished (the first one wins).
+  // fn(begin, end, worker_index) for chunks of at least `grain` items (but the last), each
+  // non-empty (begin < end), together [0, n) once, at most size() of them. An exception thrown by
+  // a chunk is rethrown here after all chunks finished (the first one wins).
   void ParallelFor(int64_t n, int64_t grain,
                    const std::function<void(int64_t, int64_t, int)>& fn);
 
