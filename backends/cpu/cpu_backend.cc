@@ -133,22 +133,41 @@ T* Ptr(const zaya_tensor& t, const char* what) {
   return reinterpret_cast<T*>(t.buffer->data + t.offset);
 }
 
-// Small per-channel vectors (norm weights, biases, scales) of any float dtype, as f32.
-std::vector<float> VecF32(const zaya_tensor& t, int64_t n, const char* what, float absent) {
-  std::vector<float> out(static_cast<size_t>(n), absent);
-  if (!Present(t)) return out;
+// A small per-channel vector (norm weight, bias, scale) as f32. Where the operand is f32 it is a
+// view of the operand's own memory, not a copy: a copy written by the calling thread sits modified
+// in that core's cache, and the pool's other threads then fetch each of its lines from there
+// (session 16, 8 rows of a 16-token RMSNorm: the worker's half took 4.7 us against the caller's
+// 1.9). A bf16 operand is converted, and an absent one filled, into memory of its own.
+class F32Vec {
+ public:
+  const float* data() const { return view_ != nullptr ? view_ : own_.data(); }
+  float operator[](int64_t i) const { return data()[i]; }
+
+ private:
+  friend F32Vec VecF32(const zaya_tensor& t, int64_t n, const char* what, float absent);
+  std::vector<float> own_;
+  const float* view_ = nullptr;
+};
+
+F32Vec VecF32(const zaya_tensor& t, int64_t n, const char* what, float absent) {
+  F32Vec v;
+  if (!Present(t)) {
+    v.own_.assign(static_cast<size_t>(n), absent);
+    return v;
+  }
   if (Elements(t) != n) Fail(std::string(what) + " has " + std::to_string(Elements(t)) +
                              " elements, expected " + std::to_string(n));
+  std::vector<float>& out = v.own_;
   if (t.dtype == ZAYA_DTYPE_F32) {
-    const float* p = Ptr<const float>(t, what);
-    std::copy(p, p + n, out.begin());
+    v.view_ = Ptr<const float>(t, what);
   } else if (t.dtype == ZAYA_DTYPE_BF16) {
+    out.resize(static_cast<size_t>(n));
     const uint16_t* p = Ptr<const uint16_t>(t, what);
     for (int64_t i = 0; i < n; ++i) out[i] = Bf16ToF32(p[i]);
   } else {
     Fail(std::string(what) + " must be f32 or bf16");
   }
-  return out;
+  return v;
 }
 
 Weights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, const char* what) {
@@ -266,12 +285,13 @@ void OpRmsNorm(zaya_backend* b, const zaya_op& op) {
           Ptr<float>(op.dst[0], "rmsnorm output"));
 }
 
-// A matmul op, checked and resolved to pointers; `bias` owns the f32 copy of the op's bias.
+// A matmul op, checked and resolved to pointers; `bias` holds the op's bias as f32 (job.bias
+// points into it, or is null without one).
 struct MatMulArgs {
   const float* x = nullptr;
   int64_t t = 0, k = 0;
   MatVecJob job;
-  std::vector<float> bias;
+  F32Vec bias;
 };
 
 MatMulArgs PrepareMatMul(const zaya_op& op) {
@@ -288,7 +308,7 @@ MatMulArgs PrepareMatMul(const zaya_op& op) {
   if (op.i[0] < 0 || op.i[0] > 2) Fail("matmul: unknown activation");
   a.x = Ptr<const float>(op.src[0], "matmul x");
   a.job.w = WeightsOf(op.src[1], op.src[3], a.k, "matmul W");
-  a.job.bias = a.bias.empty() ? nullptr : a.bias.data();
+  a.job.bias = Present(op.src[2]) ? a.bias.data() : nullptr;
   a.job.act = static_cast<Act>(op.i[0]);
   a.job.y = Ptr<float>(op.dst[0], "matmul output");
   return a;
