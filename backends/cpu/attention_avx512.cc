@@ -3,8 +3,8 @@
 //
 // Both kernels take query heads 4 at a time (ZAYA1's 4 per KV head) and convert each bf16 row
 // chunk in registers once for all of them. Scores: 4 heads x 4 rows of 16-lane sums, then one
-// transpose-and-add tree puts the 16 sums in one vector, where a horizontal sum per (row, head)
-// cost ~10 instructions each (the former DotRows).
+// transpose-and-add tree puts the 16 sums in one vector, where the generic path (DotRows) spends
+// a horizontal sum of ~10 instructions per (row, head).
 #include <immintrin.h>
 
 #include "attention.h"
