@@ -91,7 +91,6 @@ struct zaya_backend {
   uint64_t allocated = 0;
   // Reused per-step scratch for the MoE (tokens grouped by expert).
   zaya::cpu::AlignedVector<float> moe_x, moe_h, moe_y;
-  std::vector<float> attn_scores;
   std::vector<float> cca_g;  // [T, C] grouped-convolution outputs of a CCA op
   std::vector<int64_t> cca_begin;  // first token of each token's run
   zaya::cpu::AttendScratch attend;  // the attention op's chunk partials
