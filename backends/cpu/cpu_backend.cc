@@ -748,11 +748,14 @@ void OpMoe(zaya_backend* b, const zaya_op& op) {
   if (Elements(op.dst[0]) != t * h) Fail("moe output must be [T,H]");
   Weights gu_all = WeightsOf(gu, op.src[5], h, "moe gate_up");
   Weights dn_all = WeightsOf(dn, op.src[6], inter, "moe down");
-  std::fill(out, out + t * h, 0.f);
   std::vector<std::vector<int64_t>> groups(static_cast<size_t>(e));
   for (int64_t i = 0; i < t; ++i) {
     if (expert[i] < 0 || expert[i] > e) Fail("moe: expert index out of range");
-    if (expert[i] < e) groups[expert[i]].push_back(i);
+    if (expert[i] < e) {
+      groups[expert[i]].push_back(i);
+    } else {  // the skip expert adds nothing; every other row is written whole below
+      std::fill(out + i * h, out + (i + 1) * h, 0.f);
+    }
   }
   auto expert_view = [](const Weights& all, int64_t ex, int64_t rows, int64_t k) {
     Weights w = all;
