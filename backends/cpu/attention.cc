@@ -20,9 +20,12 @@ struct ChunkJob {
   const int32_t* blocks;  // the sequence's table row
 };
 
+// Which block kernels run: the AVX-512 or AVX2 ones of attention.h, or DotRows/AxpyRows per head.
+enum class Kernels { kAvx512, kAvx2, kPerHead };
+
 struct Geometry {
   int64_t nh, nkv, hd, g, bt, row;  // g query heads per KV head; row = nkv hd
-  bool fast;                        // the AVX-512 block kernels
+  Kernels kernels;
 };
 
 // The run of up to 16 rows from position p: its first row (KV head 0) and its length, within
@@ -82,9 +85,12 @@ void AttendChunk(const Geometry& geo, const ChunkJob& c, const Row* kbase, const
     for (int64_t kvh = 0; kvh < geo.nkv; ++kvh) {
       const int64_t h0 = kvh * geo.g;
       next.Fetch(kvh, geo.nkv);
-      if (geo.fast) {
+      if (geo.kernels == Kernels::kAvx512) {
         avx512::KvScores(c.q + h0 * geo.hd, geo.g, geo.hd, rows + kvh * geo.hd, geo.row, cnt,
                          scores + h0 * n + off, n);
+      } else if (geo.kernels == Kernels::kAvx2) {
+        avx2::KvScores(c.q + h0 * geo.hd, geo.g, geo.hd, rows + kvh * geo.hd, geo.row, cnt,
+                       scores + h0 * n + off, n);
       } else {
         for (int64_t h = h0; h < h0 + geo.g; ++h) {
           DotRows(c.q + h * geo.hd, rows + kvh * geo.hd, geo.row, cnt, geo.hd,
@@ -110,9 +116,12 @@ void AttendChunk(const Geometry& geo, const ChunkJob& c, const Row* kbase, const
     for (int64_t kvh = 0; kvh < geo.nkv; ++kvh) {
       const int64_t h0 = kvh * geo.g;
       next.Fetch(kvh, geo.nkv);
-      if (geo.fast) {
+      if (geo.kernels == Kernels::kAvx512) {
         avx512::KvAccumulate(scores + h0 * n + off, n, geo.g, geo.hd, rows + kvh * geo.hd, geo.row,
                              cnt, acc + h0 * geo.hd);
+      } else if (geo.kernels == Kernels::kAvx2) {
+        avx2::KvAccumulate(scores + h0 * n + off, n, geo.g, geo.hd, rows + kvh * geo.hd, geo.row,
+                           cnt, acc + h0 * geo.hd);
       } else {
         for (int64_t h = h0; h < h0 + geo.g; ++h) {
           AxpyRows(scores + h * n + off, rows + kvh * geo.hd, geo.row, cnt, geo.hd,
@@ -128,13 +137,11 @@ void AttendChunk(const Geometry& geo, const ChunkJob& c, const Row* kbase, const
 void Attend(ThreadPool& pool, const float* q, int64_t t, int64_t nh, const KvCacheView& kv,
             const int32_t* table, int64_t max_blocks, const int32_t* seq_of_token,
             const int32_t* position, float scale, float* out, AttendScratch* scratch) {
-  const Geometry geo{nh,
-                     kv.nkv,
-                     kv.hd,
-                     nh / kv.nkv,
-                     kv.block_tokens,
-                     kv.nkv * kv.hd,
-                     MatVecIsa() == Isa::kAvx512 && avx512::AttendFits(kv.hd)};
+  const Isa isa = MatVecIsa();
+  const Kernels kernels = isa == Isa::kAvx512 && avx512::AttendFits(kv.hd) ? Kernels::kAvx512
+                          : isa == Isa::kAvx2 && avx2::AttendFits(kv.hd)   ? Kernels::kAvx2
+                                                                           : Kernels::kPerHead;
+  const Geometry geo{nh, kv.nkv, kv.hd, nh / kv.nkv, kv.block_tokens, kv.nkv * kv.hd, kernels};
   const int64_t chunk_positions =
       std::max<int64_t>(1, kAttendChunkPositions / geo.bt) * geo.bt;  // whole blocks
   const int64_t hd = geo.hd, partial_floats = nh * (hd + 2);

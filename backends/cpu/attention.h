@@ -66,4 +66,18 @@ void KvAccumulate(const float* w, int64_t w_stride, int64_t g, int64_t hd, const
                   int64_t stride, int64_t n, float* acc);
 }  // namespace avx512
 
+// The same kernels in AVX2+FMA (8 lanes: 4 query heads x 2 rows a register block), for a CPU
+// without the AVX-512 tiles; head sizes that are a multiple of 8 up to 128.
+namespace avx2 {
+bool AttendFits(int64_t hd);
+void KvScores(const float* q, int64_t g, int64_t hd, const float* rows, int64_t stride, int64_t n,
+              float* out, int64_t out_stride);
+void KvScores(const float* q, int64_t g, int64_t hd, const uint16_t* rows, int64_t stride,
+              int64_t n, float* out, int64_t out_stride);
+void KvAccumulate(const float* w, int64_t w_stride, int64_t g, int64_t hd, const float* rows,
+                  int64_t stride, int64_t n, float* acc);
+void KvAccumulate(const float* w, int64_t w_stride, int64_t g, int64_t hd, const uint16_t* rows,
+                  int64_t stride, int64_t n, float* acc);
+}  // namespace avx2
+
 }  // namespace zaya::cpu

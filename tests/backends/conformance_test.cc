@@ -1037,8 +1037,8 @@ TEST_P(Conformance, PagedAttention) {
 // backend's split (256 positions) and block runs of 16 or of an odd size: the cache is filled
 // directly (as earlier steps would have), then one decode token per sequence attends. Head
 // geometries cover ZAYA1's (8 heads on 2 KV heads of 128), groups of 1, 3 and 5 query heads (the
-// AVX-512 kernels take 4 at a time), head sizes that are and are not multiples of 16, and both
-// cache dtypes. Each token's output must
+// AVX-512 and AVX2 kernels take 4 at a time), head sizes that are and are not multiples of 16
+// (and of 8), and both cache dtypes. Each token's output must
 // also be the same alone as in the batch (bitwise on the CPU backend, which promises it).
 TEST_P(Conformance, AttentionOverLongContextsMatchesTheReference) {
   struct Case {
@@ -1049,7 +1049,7 @@ TEST_P(Conformance, AttentionOverLongContextsMatchesTheReference) {
       {8, 2, 128, 16, ZAYA_DTYPE_BF16}, {8, 2, 128, 16, ZAYA_DTYPE_F32},
       {6, 2, 48, 5, ZAYA_DTYPE_BF16},   {4, 4, 80, 16, ZAYA_DTYPE_F32},
       {4, 1, 64, 7, ZAYA_DTYPE_BF16},   {2, 2, 20, 16, ZAYA_DTYPE_BF16},
-      {10, 2, 32, 16, ZAYA_DTYPE_BF16}};
+      {10, 2, 32, 16, ZAYA_DTYPE_BF16}, {4, 2, 40, 16, ZAYA_DTYPE_F32}};
   // Positions of the decode tokens: chunk boundaries at 256 and 512 on both sides.
   const std::vector<int32_t> positions = {700, 256, 255, 30, 512};
   for (const Case& cs : cases) {
