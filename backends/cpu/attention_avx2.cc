@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include "attention.h"
+#include "attention_driver.h"
 
 namespace zaya::cpu::avx2 {
 namespace {
@@ -61,30 +62,11 @@ ZAYA_INLINE __m256 ScoresPair(const float* q, const Row* rows, int64_t stride) {
 template <int C, class Row>
 void ScoresImpl(const float* q, int64_t g, const Row* rows, int64_t stride, int64_t n, float* out,
                 int64_t out_stride) {
-  constexpr int64_t hd = C * 8;
-  for (int64_t h0 = 0; h0 < g; h0 += 4) {
-    // A group of fewer than 4 heads repeats its first head (whose extra results are not stored).
-    alignas(32) float qs[4 * hd];
-    const float* qq = q + h0 * hd;
-    if (h0 + 4 > g) {
-      for (int64_t hh = 0; hh < 4; ++hh) {
-        const float* from = q + (h0 + (h0 + hh < g ? hh : 0)) * hd;
-        for (int64_t j = 0; j < hd; ++j) qs[hh * hd + j] = from[j];
-      }
-      qq = qs;
-    }
-    for (int64_t p0 = 0; p0 < n; p0 += 2) {
-      const Row* r = rows + p0 * stride;
-      const __m256 v =
-          n - p0 >= 2 ? ScoresPair<C, 2>(qq, r, stride) : ScoresPair<C, 1>(qq, r, stride);
-      alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, v);
-      for (int64_t hh = 0; hh < 4 && h0 + hh < g; ++hh) {
-        out[(h0 + hh) * out_stride + p0] = lanes[2 * hh];
-        if (p0 + 1 < n) out[(h0 + hh) * out_stride + p0 + 1] = lanes[2 * hh + 1];
-      }
-    }
-  }
+  ScoreHeadGroups<2, C * 8>(
+      q, g, rows, stride, n, out, out_stride,
+      [](const float* q4, const Row* r, int64_t st, int64_t pb, float* lanes) {
+        _mm256_store_ps(lanes, pb == 2 ? ScoresPair<C, 2>(q4, r, st) : ScoresPair<C, 1>(q4, r, st));
+      });
 }
 
 // acc[h] += sum_p w[h][p] row_p over columns [0, 16) for HB heads, through all n rows.

@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include "attention.h"
+#include "attention_driver.h"
 
 namespace zaya::cpu::avx512 {
 namespace {
@@ -74,44 +75,20 @@ ZAYA_INLINE __m512 ScoresQuad(const float* q, const Row* rows, int64_t stride) {
 template <int C, class Row>
 void ScoresImpl(const float* q, int64_t g, const Row* rows, int64_t stride, int64_t n, float* out,
                 int64_t out_stride) {
-  constexpr int64_t hd = C * 16;
-  for (int64_t h0 = 0; h0 < g; h0 += 4) {
-    // A group of fewer than 4 heads repeats its first head (whose extra results are not stored).
-    alignas(64) float qs[4 * hd];
-    const float* qq = q + h0 * hd;
-    if (h0 + 4 > g) {
-      for (int64_t hh = 0; hh < 4; ++hh) {
-        const float* from = q + (h0 + (h0 + hh < g ? hh : 0)) * hd;
-        for (int64_t j = 0; j < hd; ++j) qs[hh * hd + j] = from[j];
-      }
-      qq = qs;
-    }
-    for (int64_t p0 = 0; p0 < n; p0 += 4) {
-      const int64_t pb = n - p0 < 4 ? n - p0 : 4;
-      const Row* r = rows + p0 * stride;
-      __m512 v;
-      switch (pb) {
-        case 1:
-          v = ScoresQuad<C, 1>(qq, r, stride);
-          break;
-        case 2:
-          v = ScoresQuad<C, 2>(qq, r, stride);
-          break;
-        case 3:
-          v = ScoresQuad<C, 3>(qq, r, stride);
-          break;
-        default:
-          v = ScoresQuad<C, 4>(qq, r, stride);
-          break;
-      }
-      const __mmask8 keep = static_cast<__mmask8>((1u << pb) - 1);
-      alignas(64) float lanes[16];
-      _mm512_store_ps(lanes, v);
-      for (int64_t hh = 0; hh < 4 && h0 + hh < g; ++hh) {
-        _mm_mask_storeu_ps(out + (h0 + hh) * out_stride + p0, keep, _mm_load_ps(lanes + 4 * hh));
-      }
-    }
-  }
+  ScoreHeadGroups<4, C * 16>(
+      q, g, rows, stride, n, out, out_stride,
+      [](const float* q4, const Row* r, int64_t st, int64_t pb, float* lanes) {
+        switch (pb) {
+          case 1:
+            return _mm512_store_ps(lanes, ScoresQuad<C, 1>(q4, r, st));
+          case 2:
+            return _mm512_store_ps(lanes, ScoresQuad<C, 2>(q4, r, st));
+          case 3:
+            return _mm512_store_ps(lanes, ScoresQuad<C, 3>(q4, r, st));
+          default:
+            return _mm512_store_ps(lanes, ScoresQuad<C, 4>(q4, r, st));
+        }
+      });
 }
 
 // acc[h] += sum_p w[h][p] row_p over columns [0, CB x 16) for HB heads: HB x CB accumulators in
