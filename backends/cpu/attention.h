@@ -3,9 +3,9 @@
 // each chunk's softmax is computed on its own (its max m, sum l and weighted values acc per
 // head), and the chunks are merged in order. At decode a token attends over its whole context,
 // and Markovian RSA's candidates decode at thousands of positions: one work unit per token and
-// KV head (until session 16) left batch 1 on a single core per KV head and read each position's
-// K and V a quarter of a row at a time; chunks give every thread work at any batch, and a chunk
-// reads its K and V rows of all KV heads once.
+// KV head (until session 16) left batch 1 with one unit per KV head and read each position's K
+// and V rows in halves, one per KV head; chunks give every thread work at any batch, and a chunk
+// reads its K and V rows of all KV heads at once.
 //
 // Determinism: the chunks depend only on a token's position and the cache's block size, and the
 // merge folds them in order, so a token's output is bitwise the same whatever else shares the step
