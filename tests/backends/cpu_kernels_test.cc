@@ -98,13 +98,9 @@ TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
   }
 }
 
-// SiluMul (the MoE's SwiGLU) against silu in double precision, over the whole float range the
-// gate can take, into the same array as its input as the backend may: relative error within
-// 1e-6 (its exp is ~1e-7), and no overflow or NaN at the extremes (below g = -87 it gives 0 for
-// values under ~1e-36: an absolute 1e-35).
 TEST(Attend, OutputsDoNotDependOnThreadsOrOnTheOtherTokens) {
   const int64_t nh = 8, nkv = 2, hd = 128, bt = 16, row = nkv * hd;
-  // One sequence: a 1,100-token prompt chunk at positions 0 .. 1099 (2,500-odd chunks, several
+  // One sequence: a 1,100-token prompt chunk at positions 0 .. 1099 (~2,900 chunks, three
   // waves), whose last token is also decoded alone.
   const int64_t t = 1100, max_blocks = (t + bt - 1) / bt, blocks = max_blocks;
   std::mt19937 rng(9);
@@ -144,6 +140,10 @@ TEST(Attend, OutputsDoNotDependOnThreadsOrOnTheOtherTokens) {
   }
 }
 
+// SiluMul (the MoE's SwiGLU) against silu in double precision, over the whole float range the
+// gate can take, into the same array as its input as the backend may: relative error within
+// 1e-6 (its exp is ~1e-7), and no overflow or NaN at the extremes (below g = -87 it gives 0 for
+// values under ~1e-36: an absolute 1e-35).
 TEST(SiluMul, MatchesSiluTimesUpInDoubleAcrossTheRange) {
   std::vector<float> g, u;
   for (float x = -120.f; x <= 120.f; x += 0.0137f) g.push_back(x);
