@@ -1219,6 +1219,31 @@ zaya_op SmallAttention(Device& dev, int64_t t) {
 }
 
 // The output is written t * nh * hd floats long; a shorter one was written past its end.
+// A block table or sequence index that points outside the cache is refused before anything is
+// written (the CPU backend used to store the step's first rows, then stop at the bad block), and
+// table entries past the blocks the tokens read are not looked at (the engine leaves them -1).
+TEST_P(Conformance, AttentionRejectsBadBlockIdsAndSequencesBeforeWriting) {
+  struct Bad {
+    std::vector<int32_t> table, seq;
+    const char* message;
+  };
+  const std::vector<Bad> cases = {{{0, 5}, {0, 0, 0}, "attention: block id out of range"},
+                                  {{0, -1}, {0, 0, 0}, "attention: block id out of range"},
+                                  {{0, 1}, {0, 1, 0}, "attention: seq_of_token out of range"},
+                                  {{0, 1}, {0, -1, 0}, "attention: seq_of_token out of range"}};
+  for (const Bad& bad : cases) {
+    zaya_op op = SmallAttention(*dev_, 3);
+    op.aux[0] = dev_->I32(bad.seq, {3});
+    op.aux[1] = dev_->I32(bad.table, {1, 2});
+    ExpectInvalid(dev_->Run(op), bad.message);
+    for (float v : dev_->Read<float>(op.dst[1])) ASSERT_EQ(v, 0.f) << bad.message << ": K written";
+    for (float v : dev_->Read<float>(op.dst[2])) ASSERT_EQ(v, 0.f) << bad.message << ": V written";
+  }
+  zaya_op op = SmallAttention(*dev_, 3);  // positions 0..2 read blocks 0 and 1 only
+  op.aux[1] = dev_->I32({0, 1, -1, 99}, {1, 4});
+  EXPECT_TRUE(dev_->Run(op).ok()) << backend_->name();
+}
+
 TEST_P(Conformance, AttentionRejectsAShortOutput) {
   zaya_op op = SmallAttention(*dev_, 1);
   ASSERT_TRUE(dev_->Run(op).ok());
