@@ -8,6 +8,7 @@
 // ABI boundary, so no exception crosses it. Everything here is stateless and thread-safe.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -143,6 +144,33 @@ inline CcaRuns CcaTokenRuns(const int32_t* seq_of_token, int64_t t, const int32_
   }
   r.begin.push_back(static_cast<int32_t>(t));
   return r;
+}
+
+// The attention op's indices: every token's sequence is a row of the block table, its position
+// fits the table, and every block it reads (positions 0 .. position[i], i.e. table entries 0 ..
+// position[i] / block_tokens of its row) is one of the cache's `blocks`; entries past those are
+// not looked at (the engine leaves them -1). Checked once per sequence, up to its last token's
+// block, before a backend writes or reads anything. Throws on the first problem.
+inline void CheckAttentionBlocks(const int32_t* seq_of_token, const int32_t* position, int64_t t,
+                                 const int32_t* table, int64_t n_seq, int64_t max_blocks,
+                                 int64_t block_tokens, int64_t blocks) {
+  std::vector<int32_t> last(static_cast<size_t>(n_seq), -1);
+  for (int64_t i = 0; i < t; ++i) {
+    const int32_t s = seq_of_token[i];
+    if (s < 0 || s >= n_seq) Fail("attention: seq_of_token out of range");
+    if (position[i] < 0 || position[i] / block_tokens >= max_blocks) {
+      Fail("attention: position beyond the block table");
+    }
+    last[static_cast<size_t>(s)] = std::max(last[static_cast<size_t>(s)], position[i]);
+  }
+  for (int64_t s = 0; s < n_seq; ++s) {
+    for (int64_t blk = 0;
+         last[static_cast<size_t>(s)] >= 0 && blk <= last[static_cast<size_t>(s)] / block_tokens;
+         ++blk) {
+      const int32_t id = table[s * max_blocks + blk];
+      if (id < 0 || id >= blocks) Fail("attention: block id out of range");
+    }
+  }
 }
 
 inline void ExpectDType(const zaya_tensor& t, int32_t dtype, const char* what) {

@@ -640,23 +640,9 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   }
   const int64_t n_seq = Dim(op.aux[1], 0), max_blocks = Cols(op.aux[1]);
   const int64_t row = nkv * hd;
-  // Every block a token reads, checked here once per sequence (up to its last token's block), so
-  // that the chunks in the pool read only blocks that exist.
-  std::vector<int32_t> last(static_cast<size_t>(n_seq), -1);
-  for (int64_t i = 0; i < t; ++i) {
-    const int32_t s = seq_of_token[i];
-    if (s < 0 || s >= n_seq) Fail("attention: seq_of_token out of range");
-    if (position[i] < 0 || position[i] / bt >= max_blocks) {
-      Fail("attention: position beyond the block table");
-    }
-    last[s] = std::max(last[s], position[i]);
-  }
-  for (int64_t s = 0; s < n_seq; ++s) {
-    for (int64_t blk = 0; last[s] >= 0 && blk <= last[s] / bt; ++blk) {
-      const int32_t block = table[s * max_blocks + blk];
-      if (block < 0 || block >= blocks) Fail("attention: block id out of range");
-    }
-  }
+  // Before anything is written, so that the chunks in the pool read only blocks that exist.
+  backend_common::CheckAttentionBlocks(seq_of_token, position, t, table, n_seq, max_blocks, bt,
+                                       blocks);
   auto slot_of = [&](int64_t seq, int64_t pos) {
     return (static_cast<int64_t>(table[seq * max_blocks + pos / bt]) * bt + pos % bt) * row;
   };

@@ -447,17 +447,8 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   }
   const int64_t n_seq = Dim(op.aux[1], 0), max_blocks = Cols(op.aux[1]);
   // Every block a token reads or writes must exist: positions 0..position[t] of its sequence.
-  for (int64_t i = 0; i < t; ++i) {
-    const int32_t s = seq_of_token[i];
-    if (s < 0 || s >= n_seq) Fail("attention: seq_of_token out of range");
-    if (position[i] < 0 || position[i] / bt >= max_blocks) {
-      Fail("attention: position beyond the block table");
-    }
-    for (int64_t blk = 0; blk <= position[i] / bt; ++blk) {
-      const int32_t id = table[s * max_blocks + blk];
-      if (id < 0 || id >= blocks) Fail("attention: block id out of range");
-    }
-  }
+  backend_common::CheckAttentionBlocks(seq_of_token, position, t, table, n_seq, max_blocks, bt,
+                                       blocks);
   a.seq_of_token = DevIn<int32_t>(op.aux[0], "attention seq_of_token");
   a.block_table = DevIn<int32_t>(op.aux[1], "attention block table");
   a.position = DevIn<int32_t>(op.aux[2], "attention position");
