@@ -665,24 +665,8 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
     store(vbase, at, v + i * row);
   }
   const KvCacheView view{kbase, vbase, bf16, blocks, bt, nkv, hd};
-  static double T_a = 0;
-  static long N_a = 0;
-  static double P_a = 0;
-  static struct PP {
-    ~PP() {
-      if (N_a)
-        fprintf(stderr, "XATT %ld calls %.1f us per call, %.2f GB/s of KV\n", N_a, T_a * 1e6 / N_a,
-                P_a / T_a / 1e9);
-    }
-  } pp_;
-  const double ta = backend_common::OpProfile::Now();
   Attend(*b->pool, q, t, nh, view, table, max_blocks, seq_of_token, position, op.f[0], out,
          &b->attend);
-  if (t == 16) {
-    T_a += backend_common::OpProfile::Now() - ta;
-    ++N_a;
-    for (int64_t i = 0; i < t; ++i) P_a += (position[i] + 1.0) * row * 2 * (bf16 ? 2 : 4);
-  }
 }
 
 void OpRouterSelect(zaya_backend*, const zaya_op& op) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -424,6 +425,39 @@ TEST(ModelBudgetTest, RefusesToLoadOverTheWeightsBudget) {
   EXPECT_EQ((*be)->allocated(ZAYA_BUFFER_WEIGHTS), 0u);  // planned before allocating
   EXPECT_LT(ZayaModel::WeightBytes((*ck)->config(), "int8"),
             ZayaModel::WeightBytes((*ck)->config(), "bf16"));
+}
+
+// In a death test's child: a bf16 model's 16-token prompt and 16 decode steps, with a marker on
+// stderr before them; exit() runs the plugin's static destructors too.
+class QuietChild : public ModelTest {
+ public:
+  void TestBody() override {}
+  [[noreturn]] void Run() {
+    Load("native-bf16", "bf16", "bf16");
+    std::vector<int32_t> prompt(16);
+    std::iota(prompt.begin(), prompt.end(), 5);
+    StepSequence s;
+    s.slot = 0;
+    s.tokens = prompt;
+    const auto table = Blocks(0, 16);
+    s.block_table = table;
+    std::vector<float> logits;
+    std::fprintf(stderr, "steps begin:");
+    std::fflush(stderr);
+    bool ok = model_->Forward(std::span<const StepSequence>(&s, 1), &logits).ok();
+    ok = ok && DecodeEach(prompt, 1, Blocks(20, 16)).size() == 16 * logits.size();
+    model_.reset();
+    backend_.reset();
+    std::exit(ok ? 0 : 1);
+  }
+};
+
+// What a backend has to say goes through the host's log callback, which the daemon sends to the
+// journal at a level; nothing else may write to the process's stderr. A throwaway timer in the
+// CPU attention op (session 16) printed its own line at exit whenever a 16-token op ran.
+TEST(ModelStderrTest, TheBackendWritesNothingOfItsOwnWhileRunningAModel) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(QuietChild().Run(), ::testing::ExitedWithCode(0), "steps begin:$");
 }
 
 }  // namespace
