@@ -766,6 +766,7 @@ void ReadSections(Problems& problems, const toml::value* const tables[7], Config
   Section model(problems, "model", tables[0]);
   model.String("path", &config.model.path, false, 4096);
   model.Enum("weights_dtype", &config.model.weights_dtype, {"bf16", "f32", "int8"});
+  model.Enum("kv_dtype", &config.model.kv_dtype, {"auto", "f32", "bf16", "int8"});
   model.Integer("max_context", &config.model.max_context, 0, 1 << 24, "0 = the model's limit");
 
   Section backend(problems, "backend", tables[1]);
@@ -1188,6 +1189,7 @@ std::string FormatConfig(const Config& c) {
   o << "[model]\n"
     << "path = " << str(c.model.path) << "\n"
     << "weights_dtype = " << str(c.model.weights_dtype) << "\n"
+    << "kv_dtype = " << str(c.model.kv_dtype) << "\n"
     << "max_context = " << c.model.max_context << "\n\n"
     << "[backend]\n"
     << "kind = " << str(c.backend.kind) << "\n"
@@ -1243,6 +1245,7 @@ std::vector<std::string> KeysNeedingRestart(const Config& a, const Config& b) {
   };
   check(a.model.path != b.model.path, "model.path");
   check(a.model.weights_dtype != b.model.weights_dtype, "model.weights_dtype");
+  check(a.model.kv_dtype != b.model.kv_dtype, "model.kv_dtype");
   check(a.model.max_context != b.model.max_context, "model.max_context");
   check(a.backend.kind != b.backend.kind, "backend.kind");
   check(a.backend.plugin_dir != b.backend.plugin_dir, "backend.plugin_dir");

@@ -21,6 +21,9 @@ struct ModelConfig {
   // Checkpoint folder; a relative path is relative to the config file's folder.
   std::string path = "models/zaya-tiny-reasoner";
   std::string weights_dtype = "bf16";  // "bf16" | "f32" | "int8"
+  // KV cache: "auto" (f32 with f32 weights, else bf16) | "f32" | "bf16" | "int8" (half of bf16's
+  // bytes with a scale per row; backends with ZAYA_CAP_I8_KV only).
+  std::string kv_dtype = "auto";
   int64_t max_context = 0;             // tokens per sequence; 0 = the model's limit
   friend bool operator==(const ModelConfig&, const ModelConfig&) = default;
 };

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "kernels.h"
 
@@ -26,6 +27,8 @@ enum class Kernels { kAvx512, kAvx2, kPerHead };
 struct Geometry {
   int64_t nh, nkv, hd, g, bt, row;  // g query heads per KV head; row = nkv hd
   Kernels kernels;
+  const float* k_scale;  // int8 caches: [blocks, bt, nkv]; else null
+  const float* v_scale;
 };
 
 // The run of up to 16 rows from position p: its first row (KV head 0) and its length, within
@@ -51,6 +54,23 @@ struct NextRun {
     }
   }
 };
+
+// The scales of the run of rows from position p (int8 caches): KV head h's of its row j at
+// [j nkv + h].
+inline const float* RunScales(const Geometry& geo, const ChunkJob& c, const float* scale,
+                              int64_t p) {
+  return scale + (static_cast<int64_t>(c.blocks[p / geo.bt]) * geo.bt + p % geo.bt) * geo.nkv;
+}
+
+// int8 rows: w[h][p] *= the scale of row p of KV head kvh, for the g heads of kvh and the run's
+// cnt rows (the kernels' dot products and weights are the bytes' own until then).
+inline void ScaleRun(const Geometry& geo, const float* scales, int64_t kvh, int64_t cnt, float* w,
+                     int64_t w_stride) {
+  for (int64_t hh = 0; hh < geo.g; ++hh) {
+    float* row = w + (kvh * geo.g + hh) * w_stride;
+    for (int64_t p = 0; p < cnt; ++p) row[p] *= scales[p * geo.nkv + kvh];
+  }
+}
 
 // Calls fn(rows, n <= 16, offset of the first of them in the chunk, next run) over the chunk's
 // positions in order, 16 rows (or a block's rest) at a time; rows points at KV head 0 of the
@@ -97,6 +117,9 @@ void AttendChunk(const Geometry& geo, const ChunkJob& c, const Row* kbase, const
                   scores + h * n + off);
         }
       }
+      if constexpr (std::is_same_v<Row, int8_t>) {
+        ScaleRun(geo, RunScales(geo, c, geo.k_scale, c.p0 + off), kvh, cnt, scores + off, n);
+      }
     }
   });
   {  // the V pass's first run, while the softmax computes (+3-4% in the same harness)
@@ -116,6 +139,9 @@ void AttendChunk(const Geometry& geo, const ChunkJob& c, const Row* kbase, const
     for (int64_t kvh = 0; kvh < geo.nkv; ++kvh) {
       const int64_t h0 = kvh * geo.g;
       next.Fetch(kvh, geo.nkv);
+      if constexpr (std::is_same_v<Row, int8_t>) {  // the weights, now that l has summed them
+        ScaleRun(geo, RunScales(geo, c, geo.v_scale, c.p0 + off), kvh, cnt, scores + off, n);
+      }
       if (geo.kernels == Kernels::kAvx512) {
         avx512::KvAccumulate(scores + h0 * n + off, n, geo.g, geo.hd, rows + kvh * geo.hd, geo.row,
                              cnt, acc + h0 * geo.hd);
@@ -141,7 +167,8 @@ void Attend(ThreadPool& pool, const float* q, int64_t t, int64_t nh, const KvCac
   const Kernels kernels = isa == Isa::kAvx512 && avx512::AttendFits(kv.hd) ? Kernels::kAvx512
                           : isa == Isa::kAvx2 && avx2::AttendFits(kv.hd)   ? Kernels::kAvx2
                                                                            : Kernels::kPerHead;
-  const Geometry geo{nh, kv.nkv, kv.hd, nh / kv.nkv, kv.block_tokens, kv.nkv * kv.hd, kernels};
+  const Geometry geo{nh,      kv.nkv,     kv.hd,     nh / kv.nkv, kv.block_tokens, kv.nkv * kv.hd,
+                     kernels, kv.k_scale, kv.v_scale};
   const int64_t chunk_positions =
       std::max<int64_t>(1, kAttendChunkPositions / geo.bt) * geo.bt;  // whole blocks
   const int64_t hd = geo.hd, partial_floats = nh * (hd + 2);
@@ -180,10 +207,13 @@ void Attend(ThreadPool& pool, const float* q, int64_t t, int64_t nh, const KvCac
         const ChunkJob job{qs.data(), p0, std::min<int64_t>(p0 + chunk_positions, position[i] + 1),
                            table + static_cast<int64_t>(seq_of_token[i]) * max_blocks};
         float* part = sc.partial.data() + c * partial_floats;
-        if (kv.bf16) {
+        if (kv.type == KvType::kBf16) {
           AttendChunk(geo, job, static_cast<const uint16_t*>(kv.k),
                       static_cast<const uint16_t*>(kv.v), scores.data(), part, part + nh,
                       part + 2 * nh);
+        } else if (kv.type == KvType::kI8) {
+          AttendChunk(geo, job, static_cast<const int8_t*>(kv.k), static_cast<const int8_t*>(kv.v),
+                      scores.data(), part, part + nh, part + 2 * nh);
         } else {
           AttendChunk(geo, job, static_cast<const float*>(kv.k), static_cast<const float*>(kv.v),
                       scores.data(), part, part + nh, part + 2 * nh);

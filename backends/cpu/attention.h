@@ -26,11 +26,17 @@ namespace zaya::cpu {
 // floats) and its converted rows in L1/L2, and give batch 1 at 2,048 positions 8 chunks.
 constexpr int64_t kAttendChunkPositions = 256;
 
-// The paged KV cache: [blocks, block_tokens, nkv, hd] at f32 or bf16 (uint16 storage).
+enum class KvType { kF32, kBf16, kI8 };
+
+// The paged KV cache: [blocks, block_tokens, nkv, hd] at f32, bf16 (uint16 storage) or int8. An
+// int8 cache has a scale per (position, KV head) row, k_scale and v_scale [blocks, block_tokens,
+// nkv] f32: the row's values are its scale times its bytes.
 struct KvCacheView {
   const void* k = nullptr;
   const void* v = nullptr;
-  bool bf16 = false;
+  KvType type = KvType::kF32;
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;
   int64_t blocks = 0, block_tokens = 0, nkv = 0, hd = 0;
 };
 
@@ -64,6 +70,11 @@ void KvAccumulate(const float* w, int64_t w_stride, int64_t g, int64_t hd, const
                   int64_t stride, int64_t n, float* acc);
 void KvAccumulate(const float* w, int64_t w_stride, int64_t g, int64_t hd, const uint16_t* rows,
                   int64_t stride, int64_t n, float* acc);
+// int8 rows: the products before the rows' scales, which the caller applies.
+void KvScores(const float* q, int64_t g, int64_t hd, const int8_t* rows, int64_t stride, int64_t n,
+              float* out, int64_t out_stride);
+void KvAccumulate(const float* w, int64_t w_stride, int64_t g, int64_t hd, const int8_t* rows,
+                  int64_t stride, int64_t n, float* acc);
 }  // namespace avx512
 
 // The same kernels in AVX2+FMA (8 lanes: 4 query heads x 2 rows a register block), for a CPU
@@ -77,6 +88,11 @@ void KvScores(const float* q, int64_t g, int64_t hd, const uint16_t* rows, int64
 void KvAccumulate(const float* w, int64_t w_stride, int64_t g, int64_t hd, const float* rows,
                   int64_t stride, int64_t n, float* acc);
 void KvAccumulate(const float* w, int64_t w_stride, int64_t g, int64_t hd, const uint16_t* rows,
+                  int64_t stride, int64_t n, float* acc);
+// int8 rows: the products before the rows' scales, which the caller applies.
+void KvScores(const float* q, int64_t g, int64_t hd, const int8_t* rows, int64_t stride, int64_t n,
+              float* out, int64_t out_stride);
+void KvAccumulate(const float* w, int64_t w_stride, int64_t g, int64_t hd, const int8_t* rows,
                   int64_t stride, int64_t n, float* acc);
 }  // namespace avx2
 

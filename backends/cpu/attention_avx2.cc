@@ -19,6 +19,10 @@ ZAYA_INLINE __m256 Load8(const uint16_t* p) {
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
+ZAYA_INLINE __m256 Load8(const int8_t* p) {
+  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+}
 
 // Lane i of the result = the sum of a[i]'s 8 lanes, in a fixed tree.
 ZAYA_INLINE __m256 Reduce8(__m256 a[8]) {
@@ -195,11 +199,20 @@ void KvScores(const float* q, int64_t g, int64_t hd, const uint16_t* rows, int64
               int64_t n, float* out, int64_t out_stride) {
   Scores(q, g, hd, rows, stride, n, out, out_stride);
 }
+void KvScores(const float* q, int64_t g, int64_t hd, const int8_t* rows, int64_t stride, int64_t n,
+              float* out, int64_t out_stride) {
+  Scores(q, g, hd, rows, stride, n, out, out_stride);
+}
 void KvAccumulate(const float* w, int64_t w_stride, int64_t g, int64_t hd, const float* rows,
                   int64_t stride, int64_t n, float* acc) {
   Accumulate(w, w_stride, g, hd, rows, stride, n, acc);
 }
 void KvAccumulate(const float* w, int64_t w_stride, int64_t g, int64_t hd, const uint16_t* rows,
+                  int64_t stride, int64_t n, float* acc) {
+  Accumulate(w, w_stride, g, hd, rows, stride, n, acc);
+}
+
+void KvAccumulate(const float* w, int64_t w_stride, int64_t g, int64_t hd, const int8_t* rows,
                   int64_t stride, int64_t n, float* acc) {
   Accumulate(w, w_stride, g, hd, rows, stride, n, acc);
 }

@@ -20,6 +20,10 @@ ZAYA_INLINE __m512 Load16(const uint16_t* p) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
+ZAYA_INLINE __m512 Load16(const int8_t* p) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+}
 
 // Lane p of the result = the sum of a[p]'s 16 lanes, in a fixed tree.
 ZAYA_INLINE __m512 Reduce16(__m512 a[16]) {
@@ -200,11 +204,20 @@ void KvScores(const float* q, int64_t g, int64_t hd, const uint16_t* rows, int64
               int64_t n, float* out, int64_t out_stride) {
   Scores(q, g, hd, rows, stride, n, out, out_stride);
 }
+void KvScores(const float* q, int64_t g, int64_t hd, const int8_t* rows, int64_t stride, int64_t n,
+              float* out, int64_t out_stride) {
+  Scores(q, g, hd, rows, stride, n, out, out_stride);
+}
 void KvAccumulate(const float* w, int64_t w_stride, int64_t g, int64_t hd, const float* rows,
                   int64_t stride, int64_t n, float* acc) {
   Accumulate(w, w_stride, g, hd, rows, stride, n, acc);
 }
 void KvAccumulate(const float* w, int64_t w_stride, int64_t g, int64_t hd, const uint16_t* rows,
+                  int64_t stride, int64_t n, float* acc) {
+  Accumulate(w, w_stride, g, hd, rows, stride, n, acc);
+}
+
+void KvAccumulate(const float* w, int64_t w_stride, int64_t g, int64_t hd, const int8_t* rows,
                   int64_t stride, int64_t n, float* acc) {
   Accumulate(w, w_stride, g, hd, rows, stride, n, acc);
 }

@@ -616,18 +616,40 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   float* out = Ptr<float>(op.dst[0], "attention output");
   const zaya_tensor& kc = op.dst[1];
   const zaya_tensor& vc = op.dst[2];
-  if (kc.dtype != vc.dtype || (kc.dtype != ZAYA_DTYPE_F32 && kc.dtype != ZAYA_DTYPE_BF16)) {
-    Fail("attention: caches must both be f32 or bf16");
+  if (kc.dtype != vc.dtype ||
+      (kc.dtype != ZAYA_DTYPE_F32 && kc.dtype != ZAYA_DTYPE_BF16 && kc.dtype != ZAYA_DTYPE_I8)) {
+    Fail("attention: caches must both be f32, bf16 or i8");
   }
-  const bool bf16 = kc.dtype == ZAYA_DTYPE_BF16;
+  const KvType type = kc.dtype == ZAYA_DTYPE_BF16 ? KvType::kBf16
+                      : kc.dtype == ZAYA_DTYPE_I8 ? KvType::kI8
+                                                  : KvType::kF32;
   const int64_t blocks = Dim(kc, 0);
   if (!ElementsAre(kc, {blocks, bt, nkv, hd}) || Elements(vc) != Elements(kc)) {
     Fail("attention: cache shape must be [blocks, block_tokens, nkv, hd]");
   }
-  std::byte* kbase = bf16 ? reinterpret_cast<std::byte*>(Ptr<uint16_t>(kc, "K cache"))
-                          : reinterpret_cast<std::byte*>(Ptr<float>(kc, "K cache"));
-  std::byte* vbase = bf16 ? reinterpret_cast<std::byte*>(Ptr<uint16_t>(vc, "V cache"))
-                          : reinterpret_cast<std::byte*>(Ptr<float>(vc, "V cache"));
+  std::byte* kbase = nullptr;
+  std::byte* vbase = nullptr;
+  float* kscale = nullptr;
+  float* vscale = nullptr;
+  if (type == KvType::kBf16) {
+    kbase = reinterpret_cast<std::byte*>(Ptr<uint16_t>(kc, "K cache"));
+    vbase = reinterpret_cast<std::byte*>(Ptr<uint16_t>(vc, "V cache"));
+  } else if (type == KvType::kI8) {
+    kbase = reinterpret_cast<std::byte*>(Ptr<int8_t>(kc, "K cache"));
+    vbase = reinterpret_cast<std::byte*>(Ptr<int8_t>(vc, "V cache"));
+    if (op.dst[3].buffer == nullptr || op.dst[4].buffer == nullptr ||
+        !ElementsAre(op.dst[3], {blocks, bt, nkv}) || !ElementsAre(op.dst[4], {blocks, bt, nkv})) {
+      Fail(
+          "attention: an i8 cache needs its row scales as dst3 and dst4, [blocks, block_tokens, "
+          "nkv] f32 each ([" +
+          std::to_string(blocks) + ", " + std::to_string(bt) + ", " + std::to_string(nkv) + "])");
+    }
+    kscale = Ptr<float>(op.dst[3], "K cache scales");
+    vscale = Ptr<float>(op.dst[4], "V cache scales");
+  } else {
+    kbase = reinterpret_cast<std::byte*>(Ptr<float>(kc, "K cache"));
+    vbase = reinterpret_cast<std::byte*>(Ptr<float>(vc, "V cache"));
+  }
   const int32_t* seq_of_token = Ptr<const int32_t>(op.aux[0], "attention seq_of_token");
   const int32_t* table = Ptr<const int32_t>(op.aux[1], "attention block table");
   const int32_t* position = Ptr<const int32_t>(op.aux[2], "attention position");
@@ -646,8 +668,8 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   auto slot_of = [&](int64_t seq, int64_t pos) {
     return (static_cast<int64_t>(table[seq * max_blocks + pos / bt]) * bt + pos % bt) * row;
   };
-  auto store = [&](std::byte* base, int64_t at, const float* src) {
-    if (bf16) {
+  auto store = [&](std::byte* base, float* scales, int64_t at, const float* src) {
+    if (type == KvType::kBf16) {
       uint16_t* d = reinterpret_cast<uint16_t*>(base) + at;
       for (int64_t j = 0; j < row; ++j) {
         uint32_t bits;
@@ -655,16 +677,21 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
         bits += 0x7fff + ((bits >> 16) & 1);  // round to nearest even
         d[j] = static_cast<uint16_t>(bits >> 16);
       }
+    } else if (type == KvType::kI8) {
+      for (int64_t h = 0; h < nkv; ++h) {
+        QuantizeKvRow(src + h * hd, hd, reinterpret_cast<int8_t*>(base) + at + h * hd,
+                      scales + at / hd + h);
+      }
     } else {
       std::memcpy(reinterpret_cast<float*>(base) + at, src, row * sizeof(float));
     }
   };
   for (int64_t i = 0; i < t; ++i) {
     const int64_t at = slot_of(seq_of_token[i], position[i]);
-    store(kbase, at, k + i * row);
-    store(vbase, at, v + i * row);
+    store(kbase, kscale, at, k + i * row);
+    store(vbase, vscale, at, v + i * row);
   }
-  const KvCacheView view{kbase, vbase, bf16, blocks, bt, nkv, hd};
+  const KvCacheView view{kbase, vbase, type, kscale, vscale, blocks, bt, nkv, hd};
   Attend(*b->pool, q, t, nh, view, table, max_blocks, seq_of_token, position, op.f[0], out,
          &b->attend);
 }
@@ -889,7 +916,7 @@ zaya_status DeviceInfo(zaya_backend* b, zaya_device_info* out) {
     info.total_memory = static_cast<uint64_t>(si.totalram) * si.mem_unit;
     info.free_memory = static_cast<uint64_t>(si.freeram + si.bufferram) * si.mem_unit;
   }
-  info.caps = ZAYA_CAP_BF16_WEIGHTS | ZAYA_CAP_I8_WEIGHTS;
+  info.caps = ZAYA_CAP_BF16_WEIGHTS | ZAYA_CAP_I8_WEIGHTS | ZAYA_CAP_I8_KV;
   const uint32_t n = std::min<uint32_t>(out->struct_size ? out->struct_size : sizeof(info), sizeof(info));
   std::memcpy(out, &info, n);
   out->struct_size = n;

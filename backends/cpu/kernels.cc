@@ -2,15 +2,16 @@
 
 #include <cblas.h>
 
-#include "kernels_avx2.h"
-#include "kernels_avx512.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
+
+#include "kernels_avx2.h"
+#include "kernels_avx512.h"
 
 namespace zaya::cpu {
 
@@ -21,8 +22,10 @@ namespace zaya::cpu {
 
 namespace {
 
-// A KV-cache value as f32, whichever of the two cache dtypes it is stored in.
+// A KV-cache value as f32, whichever of the cache dtypes it is stored in (int8: before its row's
+// scale, which the caller applies).
 __attribute__((always_inline)) inline float AsF32(float v) { return v; }
+__attribute__((always_inline)) inline float AsF32(int8_t v) { return static_cast<float>(v); }
 __attribute__((always_inline)) inline float AsF32(uint16_t v) {
   return __builtin_bit_cast(float, uint32_t{v} << 16);
 }
@@ -72,6 +75,11 @@ ZAYA_CLONES void DotRowsBf16Impl(const float* q, const uint16_t* rows, int64_t s
   DotRowsBody(q, rows, stride, n, hd, out);
 }
 
+ZAYA_CLONES void DotRowsI8Impl(const float* q, const int8_t* rows, int64_t stride, int64_t n,
+                               int64_t hd, float* out) {
+  DotRowsBody(q, rows, stride, n, hd, out);
+}
+
 // Four rows per pass over acc: one load and store of acc per four FMAs, not per one.
 template <class Row>
 __attribute__((always_inline)) inline void AxpyRowsBody(const float* w, const Row* rows,
@@ -104,6 +112,11 @@ ZAYA_CLONES void AxpyRowsF32Impl(const float* w, const float* rows, int64_t stri
 
 ZAYA_CLONES void AxpyRowsBf16Impl(const float* w, const uint16_t* rows, int64_t stride, int64_t n,
                                   int64_t hd, float* acc) {
+  AxpyRowsBody(w, rows, stride, n, hd, acc);
+}
+
+ZAYA_CLONES void AxpyRowsI8Impl(const float* w, const int8_t* rows, int64_t stride, int64_t n,
+                                int64_t hd, float* acc) {
   AxpyRowsBody(w, rows, stride, n, hd, acc);
 }
 
@@ -197,7 +210,30 @@ void DotRows(const float* q, const uint16_t* rows, int64_t stride, int64_t n, in
              float* out) {
   DotRowsBf16Impl(q, rows, stride, n, hd, out);
 }
+void DotRows(const float* q, const int8_t* rows, int64_t stride, int64_t n, int64_t hd,
+             float* out) {
+  DotRowsI8Impl(q, rows, stride, n, hd, out);
+}
 float ExpShifted(float* s, int64_t n, float shift) { return ExpShiftedImpl(s, n, shift); }
+
+void QuantizeKvRow(const float* x, int64_t n, int8_t* q, float* scale) {
+  float amax = 0.f;
+  bool finite = true;
+  for (int64_t j = 0; j < n; ++j) {
+    finite = finite && std::isfinite(x[j]);
+    amax = std::max(amax, std::fabs(x[j]));
+  }
+  if (!finite || amax == 0.f) {
+    *scale = finite ? 0.f : std::numeric_limits<float>::quiet_NaN();
+    std::fill(q, q + n, int8_t{0});
+    return;
+  }
+  const float inv = 127.f / amax;
+  for (int64_t j = 0; j < n; ++j) {
+    q[j] = static_cast<int8_t>(std::clamp(std::nearbyint(x[j] * inv), -127.f, 127.f));
+  }
+  *scale = amax / 127.f;
+}
 void SiluMul(const float* g, const float* u, int64_t n, float* out) { SiluMulImpl(g, u, n, out); }
 void ApplyActInPlace(Act act, float* v, int64_t n) {
   if (act != Act::kNone) ApplyActImpl(act, v, n);
@@ -209,6 +245,10 @@ void AxpyRows(const float* w, const float* rows, int64_t stride, int64_t n, int6
 void AxpyRows(const float* w, const uint16_t* rows, int64_t stride, int64_t n, int64_t hd,
               float* acc) {
   AxpyRowsBf16Impl(w, rows, stride, n, hd, acc);
+}
+void AxpyRows(const float* w, const int8_t* rows, int64_t stride, int64_t n, int64_t hd,
+              float* acc) {
+  AxpyRowsI8Impl(w, rows, stride, n, hd, acc);
 }
 
 void RowToF32(const Weights& w, int64_t n, int64_t k, float* out) {

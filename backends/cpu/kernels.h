@@ -124,7 +124,8 @@ inline float Bf16ToF32(uint16_t v) {
 }
 
 // Attention over one block of the paged KV cache, SIMD per ISA clone: n rows of hd values,
-// `stride` elements apart (f32 or bf16). DotRows: out[p] = q . row_p (sums reassociated into SIMD
+// `stride` elements apart (f32, bf16, or int8 before the rows' scales, which the caller applies).
+// DotRows: out[p] = q . row_p (sums reassociated into SIMD
 // lanes). AxpyRows: acc += sum_p w[p] * row_p, four rows per pass. One call per block, not per
 // position: per-position calls cost more than their 128 multiply-adds.
 void DotRows(const float* q, const float* rows, int64_t stride, int64_t n, int64_t hd, float* out);
@@ -133,6 +134,14 @@ void DotRows(const float* q, const uint16_t* rows, int64_t stride, int64_t n, in
 void AxpyRows(const float* w, const float* rows, int64_t stride, int64_t n, int64_t hd, float* acc);
 void AxpyRows(const float* w, const uint16_t* rows, int64_t stride, int64_t n, int64_t hd,
               float* acc);
+void DotRows(const float* q, const int8_t* rows, int64_t stride, int64_t n, int64_t hd, float* out);
+void AxpyRows(const float* w, const int8_t* rows, int64_t stride, int64_t n, int64_t hd,
+              float* acc);
+// One int8 KV-cache row (one position's values of one KV head): scale = max |x| / 127 and q[j] =
+// x[j] 127 / max |x| rounded to the nearest integer (ties to even), so that |scale q[j] - x[j]| is
+// at most scale / 2 plus a rounding of the float steps. A row of zeros gets scale 0; a row with a
+// NaN or an infinity gets a non-finite scale and zero bytes, so that its products stay non-finite.
+void QuantizeKvRow(const float* x, int64_t n, int8_t* q, float* scale);
 // s[i] = exp(s[i] - shift) for i < n (shift >= every s[i]), SIMD; returns their sum (reassociated
 // into SIMD lanes).
 float ExpShifted(float* s, int64_t n, float shift);

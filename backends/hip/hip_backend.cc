@@ -424,6 +424,11 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   a.out = Dev<float>(b, op.dst[0], "attention output");
   const zaya_tensor& kc = op.dst[1];
   const zaya_tensor& vc = op.dst[2];
+  if (kc.dtype == ZAYA_DTYPE_I8 && vc.dtype == ZAYA_DTYPE_I8) {
+    throw OpError(ZAYA_STATUS_UNSUPPORTED,
+                  "attention: this backend keeps the KV cache in f32 or bf16 only, not i8 (it "
+                  "does not report ZAYA_CAP_I8_KV)");
+  }
   if (kc.dtype != vc.dtype || (kc.dtype != ZAYA_DTYPE_F32 && kc.dtype != ZAYA_DTYPE_BF16)) {
     Fail("attention: caches must both be f32 or bf16");
   }

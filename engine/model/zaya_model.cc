@@ -88,7 +88,9 @@ struct ZayaModel::Impl {
 
   // State views per layer.
   std::vector<zaya_tensor> k_cache, v_cache, conv_state, v_state;
-  uint64_t kv_layer_bytes = 0;  // one layer's K (or V) cache
+  std::vector<zaya_tensor> k_scale, v_scale;  // int8 caches: [blocks, bt, nkv] f32 each
+  uint64_t kv_layer_bytes = 0;                // one layer's K (or V) cache
+  uint64_t scale_layer_bytes = 0;  // one layer's K (or V) row scales (int8 caches), else 0
   uint64_t conv_slot_bytes = 0, vstate_slot_bytes = 0;
 
   // Scratch layout (offsets in `scratch`), sized for max_step_tokens / max_step_sequences.
@@ -176,11 +178,14 @@ uint64_t ZayaModel::WeightBytes(const ZayaConfig& c, const std::string& weights_
 
 uint64_t ZayaModel::KvBlockBytes(const ZayaConfig& c, int64_t block_tokens,
                                  const std::string& kv_dtype) {
-  const uint64_t esz = kv_dtype == "bf16" ? 2 : 4;
-  return static_cast<uint64_t>(c.num_layers) * 2 * block_tokens * c.kv_dim() * esz;
+  const uint64_t esz = kv_dtype == "bf16" ? 2 : kv_dtype == "int8" ? 1 : 4;
+  // int8: a f32 scale per position and KV head next to its bytes.
+  const uint64_t scales = kv_dtype == "int8" ? 4 * static_cast<uint64_t>(c.num_kv_heads) : 0;
+  return static_cast<uint64_t>(c.num_layers) * 2 * block_tokens * (c.kv_dim() * esz + scales);
 }
 
-std::string ZayaModel::KvDtypeFor(const std::string& weights_dtype) {
+std::string ZayaModel::KvDtypeFor(const std::string& weights_dtype, const std::string& kv_dtype) {
+  if (kv_dtype != "auto") return kv_dtype;
   return weights_dtype == "f32" ? "f32" : "bf16";
 }
 
@@ -200,8 +205,16 @@ Result<std::unique_ptr<ZayaModel>> ZayaModel::Load(const Checkpoint& checkpoint,
     impl->kvdtype = ZAYA_DTYPE_F32;
   } else if (options.kv_dtype == "bf16") {
     impl->kvdtype = ZAYA_DTYPE_BF16;
+  } else if (options.kv_dtype == "int8") {
+    impl->kvdtype = ZAYA_DTYPE_I8;
+    ZAYA_ASSIGN_OR_RETURN(const zaya_device_info info, backend.DeviceInfo());
+    if ((info.caps & ZAYA_CAP_I8_KV) == 0) {
+      return Unimplemented("the " + backend.name() +
+                           " backend cannot keep the KV cache in int8 (it does not report "
+                           "ZAYA_CAP_I8_KV); set model.kv_dtype = \"auto\" or \"bf16\"");
+    }
   } else {
-    return InvalidArgument("kv dtype '" + options.kv_dtype + "' is not f32 or bf16");
+    return InvalidArgument("kv dtype '" + options.kv_dtype + "' is not f32, bf16 or int8");
   }
   if (c.cca_time0 != 2 || c.cca_time1 != 2) {
     return Unimplemented("this engine implements CCA with kernel sizes 2/2 only");
@@ -448,7 +461,13 @@ Status ZayaModel::Impl::AllocateState() {
   vstate_slot_bytes = static_cast<uint64_t>(c.kv_dim() / 2) * 4;
   const uint64_t conv_layer = AlignUp(conv_slot_bytes * opt.num_slots);
   const uint64_t v_layer = AlignUp(vstate_slot_bytes * opt.num_slots);
-  const uint64_t total = (2 * kv_layer_bytes + conv_layer + v_layer) * c.num_layers;
+  scale_layer_bytes =
+      kvdtype == ZAYA_DTYPE_I8
+          ? AlignUp(static_cast<uint64_t>(opt.num_kv_blocks * opt.block_tokens * c.num_kv_heads) *
+                    4)
+          : 0;
+  const uint64_t total =
+      (2 * kv_layer_bytes + 2 * scale_layer_bytes + conv_layer + v_layer) * c.num_layers;
   ZAYA_ASSIGN_OR_RETURN(state, backend->Alloc(ZAYA_BUFFER_STATE, total));
   uint64_t off = 0;
   for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -460,6 +479,13 @@ Status ZayaModel::Impl::AllocateState() {
         MakeTensor(state.get(), off, kvdtype,
                    {opt.num_kv_blocks, opt.block_tokens, c.num_kv_heads, c.head_dim}));
     off += kv_layer_bytes;
+    if (scale_layer_bytes != 0) {
+      for (auto* scales : {&k_scale, &v_scale}) {
+        scales->push_back(MakeTensor(state.get(), off, ZAYA_DTYPE_F32,
+                                     {opt.num_kv_blocks, opt.block_tokens, c.num_kv_heads}));
+        off += scale_layer_bytes;
+      }
+    }
     conv_state.push_back(
         MakeTensor(state.get(), off, ZAYA_DTYPE_F32, {opt.num_slots, 2, c.conv_channels()}));
     off += conv_layer;
@@ -697,6 +723,10 @@ Status ZayaModel::Forward(std::span<const StepSequence> batch, std::vector<float
       op.dst[0] = attn;
       op.dst[1] = m.k_cache[l];
       op.dst[2] = m.v_cache[l];
+      if (m.scale_layer_bytes != 0) {
+        op.dst[3] = m.k_scale[l];
+        op.dst[4] = m.v_scale[l];
+      }
       op.aux[0] = t_seq;
       op.aux[1] = t_table;
       op.aux[2] = t_pos;
@@ -842,16 +872,23 @@ Status ZayaModel::CopyKvBlock(int32_t src, int32_t dst) {
   }
   const uint64_t block_bytes =
       static_cast<uint64_t>(m.opt.block_tokens * m.cfg.kv_dim()) * ElemSize(m.kvdtype);
+  const uint64_t scale_bytes = static_cast<uint64_t>(m.opt.block_tokens * m.cfg.num_kv_heads) * 4;
   std::vector<zaya_op> ops;
+  auto copy = [&](const zaya_tensor& t, uint64_t bytes) {
+    zaya_op a = Op(ZAYA_OP_COPY);
+    a.src[0] = t;
+    a.src[0].offset += src * bytes;
+    a.dst[0] = t;
+    a.dst[0].offset += dst * bytes;
+    a.i[0] = static_cast<int64_t>(bytes);
+    ops.push_back(a);
+  };
   for (int64_t l = 0; l < m.cfg.num_layers; ++l) {
-    for (const auto* cache : {&m.k_cache[l], &m.v_cache[l]}) {
-      zaya_op a = Op(ZAYA_OP_COPY);
-      a.src[0] = *cache;
-      a.src[0].offset += src * block_bytes;
-      a.dst[0] = *cache;
-      a.dst[0].offset += dst * block_bytes;
-      a.i[0] = static_cast<int64_t>(block_bytes);
-      ops.push_back(a);
+    copy(m.k_cache[l], block_bytes);
+    copy(m.v_cache[l], block_bytes);
+    if (m.scale_layer_bytes != 0) {
+      copy(m.k_scale[l], scale_bytes);
+      copy(m.v_scale[l], scale_bytes);
     }
   }
   return m.backend->Execute(ops);

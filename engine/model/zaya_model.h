@@ -5,9 +5,10 @@
 //
 // Memory: weights are held at `weights_dtype` (matrices; vectors stay f32); the KV cache is
 // `num_kv_blocks` blocks of `block_tokens` tokens x layers x (K,V) x kv_heads x head_dim at
-// `kv_dtype`; CCA state is `num_slots` x layers x (2 x conv_channels + kv_dim/2) f32. Which blocks
-// and slots a sequence uses is the caller's business (engine/state's KvBlockPool); the model only
-// reads and writes where it is told.
+// `kv_dtype` (int8: plus a f32 scale per position, layer, K/V and KV head); CCA state is
+// `num_slots` x layers x (2 x conv_channels + kv_dim/2) f32. Which blocks and slots a sequence uses
+// is the caller's business (engine/state's KvBlockPool); the model only reads and writes where it
+// is told.
 //
 // Thread safety: one thread drives a ZayaModel (and its Backend) at a time.
 #pragma once
@@ -26,7 +27,7 @@ namespace zaya {
 
 struct ModelOptions {
   std::string weights_dtype = "bf16";  // "bf16" | "f32" | "int8" (per-32 block scales)
-  std::string kv_dtype = "f32";        // "f32" | "bf16"
+  std::string kv_dtype = "f32";        // "f32" | "bf16" | "int8" (a f32 scale per row and KV head)
   int64_t max_step_tokens = 512;       // tokens one Forward may hold (all sequences together)
   int64_t max_step_sequences = 64;     // sequences one Forward may hold
   int64_t num_kv_blocks = 256;
@@ -60,9 +61,11 @@ class ZayaModel {
   static uint64_t KvBlockBytes(const ZayaConfig& config, int64_t block_tokens,
                                const std::string& kv_dtype);
   static uint64_t SlotBytes(const ZayaConfig& config);
-  // The KV cache dtype the daemon uses with `weights_dtype` (and `zaya bench`, so that its
-  // attention reads what the daemon's does): f32 with f32 weights, else bf16.
-  static std::string KvDtypeFor(const std::string& weights_dtype);
+  // The KV cache dtype the daemon uses with `weights_dtype` and model.kv_dtype (and `zaya bench`,
+  // so that its attention reads what the daemon's does): `kv_dtype` itself unless "auto", which
+  // is f32 with f32 weights, else bf16.
+  static std::string KvDtypeFor(const std::string& weights_dtype,
+                                const std::string& kv_dtype = "auto");
 
   ~ZayaModel();
 

@@ -89,7 +89,8 @@ Result<std::unique_ptr<EngineCore>> EngineCore::Create(const Config& config) {
   }
 
   // State: the pool decides how many blocks the budget holds; the model allocates exactly that.
-  const std::string kv_dtype = ZayaModel::KvDtypeFor(config.model.weights_dtype);
+  const std::string kv_dtype =
+      ZayaModel::KvDtypeFor(config.model.weights_dtype, config.model.kv_dtype);
   core->block_bytes_ = ZayaModel::KvBlockBytes(mc, config.memory.kv_block_tokens, kv_dtype);
   core->slot_bytes_ = ZayaModel::SlotBytes(mc);
   KvPoolOptions po;

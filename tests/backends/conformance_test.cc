@@ -1163,6 +1163,157 @@ TEST_P(Conformance, AttentionOverLongContextsMatchesTheReference) {
   }
 }
 
+// int8 caches (ABI 1.2, ZAYA_CAP_I8_KV): each (position, KV head) row is stored as max |x| / 127
+// and round(x / scale), and attention reads scale x bytes. The cache is filled directly with
+// random bytes and scales (some rows all zero with scale 0, as a quiet head stores them), then one
+// decode token per sequence stores its row and attends across chunk boundaries; the reference
+// attends over the dequantized rows, the token's own row as the backend stored it, which is
+// checked against the quantization rule. A backend without the cap answers UNSUPPORTED.
+TEST_P(Conformance, AttentionWithAnInt8CacheMatchesTheReferenceOverItsScaledRows) {
+  auto info = backend_->DeviceInfo();
+  ASSERT_TRUE(info.ok());
+  struct Case {
+    int64_t nh, nkv, hd, bt;
+  };
+  const std::vector<Case> cases = {{8, 2, 128, 16}, {6, 2, 48, 5}, {4, 1, 64, 7}, {4, 2, 40, 16}};
+  const std::vector<int32_t> positions = {700, 256, 255, 30, 512};
+  for (const Case& cs : cases) {
+    SCOPED_TRACE("nh " + std::to_string(cs.nh) + " nkv " + std::to_string(cs.nkv) + " hd " +
+                 std::to_string(cs.hd) + " bt " + std::to_string(cs.bt));
+    Rng rng(23);
+    const int64_t row = cs.nkv * cs.hd, t = static_cast<int64_t>(positions.size());
+    const int64_t max_blocks = 720 / cs.bt + 1, blocks = t * max_blocks;
+    std::vector<int32_t> ids(static_cast<size_t>(blocks));
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), std::mt19937(7));
+    const int64_t rows = blocks * cs.bt * cs.nkv;
+    std::vector<int8_t> kq(static_cast<size_t>(rows * cs.hd)), vq(kq.size());
+    std::vector<float> ks(static_cast<size_t>(rows)), vs(ks.size());
+    std::mt19937 bytes(3);
+    for (auto* c : {&kq, &vq}) {
+      for (int8_t& b : *c) b = static_cast<int8_t>(static_cast<int>(bytes() % 255) - 127);
+    }
+    for (auto* c : {&ks, &vs}) {
+      for (float& x : *c) x = static_cast<float>(std::fabs(rng.Normal())) / 40.f;
+    }
+    for (int64_t r = 0; r < rows; r += 37) {  // quiet rows
+      ks[r] = 0.f;
+      std::fill(kq.begin() + r * cs.hd, kq.begin() + (r + 1) * cs.hd, int8_t{0});
+    }
+    zaya_tensor kc = dev_->Upload(kq, ZAYA_DTYPE_I8, {blocks, cs.bt, cs.nkv, cs.hd});
+    zaya_tensor vc = dev_->Upload(vq, ZAYA_DTYPE_I8, {blocks, cs.bt, cs.nkv, cs.hd});
+    zaya_tensor ksc = dev_->Upload(ks, ZAYA_DTYPE_F32, {blocks, cs.bt, cs.nkv});
+    zaya_tensor vsc = dev_->Upload(vs, ZAYA_DTYPE_F32, {blocks, cs.bt, cs.nkv});
+    std::vector<int32_t> table(static_cast<size_t>(t * max_blocks));
+    for (int64_t i = 0; i < t * max_blocks; ++i) table[i] = ids[i];
+    const std::vector<float> q = rng.Normals(t * cs.nh * cs.hd), k = rng.Normals(t * row),
+                             v = rng.Normals(t * row);
+    const float scale = 1.f / std::sqrt(static_cast<float>(cs.hd));
+    auto run = [&](int64_t first, int64_t n, bool with_scales) {
+      std::vector<int32_t> seq(static_cast<size_t>(n)), pos, tab;
+      std::iota(seq.begin(), seq.end(), 0);
+      pos.assign(positions.begin() + first, positions.begin() + first + n);
+      tab.assign(table.begin() + first * max_blocks, table.begin() + (first + n) * max_blocks);
+      zaya_op op = Op(ZAYA_OP_ATTENTION);
+      op.src[0] =
+          dev_->F32({q.begin() + first * cs.nh * cs.hd, q.begin() + (first + n) * cs.nh * cs.hd},
+                    {n, cs.nh * cs.hd});
+      op.src[1] = dev_->F32({k.begin() + first * row, k.begin() + (first + n) * row}, {n, row});
+      op.src[2] = dev_->F32({v.begin() + first * row, v.begin() + (first + n) * row}, {n, row});
+      op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {n, cs.nh * cs.hd});
+      op.dst[1] = kc;
+      op.dst[2] = vc;
+      if (with_scales) {
+        op.dst[3] = ksc;
+        op.dst[4] = vsc;
+      }
+      op.aux[0] = dev_->I32(seq, {n});
+      op.aux[1] = dev_->I32(tab, {n, max_blocks});
+      op.aux[2] = dev_->I32(pos, {n});
+      op.i[0] = cs.nh;
+      op.i[1] = cs.nkv;
+      op.i[2] = cs.hd;
+      op.i[3] = cs.bt;
+      op.f[0] = scale;
+      const Status status = dev_->Run(op);
+      return std::make_pair(status, dev_->Read<float>(op.dst[0]));
+    };
+    if ((info->caps & ZAYA_CAP_I8_KV) == 0) {
+      const Status st = run(0, t, true).first;
+      EXPECT_EQ(st.code(), StatusCode::kUnimplemented) << st.ToString();
+      return;
+    }
+    const Status missing = run(0, 1, false).first;
+    EXPECT_FALSE(missing.ok());
+    EXPECT_NE(missing.message().find("row scales"), std::string::npos) << missing.ToString();
+    const auto [st, got] = run(0, t, true);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    // The rows the tokens stored: the quantization rule, then the reference reads them back.
+    const std::vector<int8_t> kq2 = dev_->Read<int8_t>(kc), vq2 = dev_->Read<int8_t>(vc);
+    const std::vector<float> ks2 = dev_->Read<float>(ksc), vs2 = dev_->Read<float>(vsc);
+    for (int64_t i = 0; i < t; ++i) {
+      const int64_t block = table[i * max_blocks + positions[i] / cs.bt];
+      for (int64_t h = 0; h < cs.nkv; ++h) {
+        const int64_t r = (block * cs.bt + positions[i] % cs.bt) * cs.nkv + h;
+        for (const auto& [x, bq, bs] : {std::tuple{&k, &kq2, &ks2}, std::tuple{&v, &vq2, &vs2}}) {
+          float amax = 0.f;
+          for (int64_t j = 0; j < cs.hd; ++j)
+            amax = std::max(amax, std::fabs((*x)[i * row + h * cs.hd + j]));
+          ASSERT_FLOAT_EQ((*bs)[r], amax / 127.f) << "token " << i << " KV head " << h;
+          for (int64_t j = 0; j < cs.hd; ++j) {
+            const float want = (*x)[i * row + h * cs.hd + j];
+            ASSERT_LE(std::fabs((*bs)[r] * (*bq)[r * cs.hd + j] - want),
+                      (*bs)[r] * 0.5f * (1 + 1e-5f))
+                << "token " << i << " KV head " << h << " value " << j;
+          }
+        }
+      }
+    }
+    auto value = [&](const std::vector<int8_t>& bq, const std::vector<float>& bs, int64_t i,
+                     int32_t p, int64_t j) -> double {
+      const int64_t block = table[i * max_blocks + p / cs.bt];
+      const int64_t r = (block * cs.bt + p % cs.bt) * cs.nkv + j / cs.hd;
+      return static_cast<double>(bs[r]) * bq[r * cs.hd + j % cs.hd];
+    };
+    std::vector<double> ref, mag;
+    for (int64_t i = 0; i < t; ++i) {
+      for (int64_t h = 0; h < cs.nh; ++h) {
+        const int64_t kvh = h / (cs.nh / cs.nkv);
+        std::vector<double> sc;
+        for (int32_t p = 0; p <= positions[i]; ++p) {
+          double dot = 0;
+          for (int64_t j = 0; j < cs.hd; ++j) {
+            dot += q[(i * cs.nh + h) * cs.hd + j] * value(kq2, ks2, i, p, kvh * cs.hd + j);
+          }
+          sc.push_back(dot * scale);
+        }
+        const double mx = *std::max_element(sc.begin(), sc.end());
+        double sum = 0;
+        for (double& x : sc) sum += (x = std::exp(x - mx));
+        for (int64_t j = 0; j < cs.hd; ++j) {
+          double o = 0, m = 0;
+          for (size_t p = 0; p < sc.size(); ++p) {
+            const double val = value(vq2, vs2, i, static_cast<int32_t>(p), kvh * cs.hd + j);
+            o += sc[p] / sum * val;
+            m += sc[p] / sum * std::fabs(val);
+          }
+          ref.push_back(o);
+          mag.push_back(m + 1.0);
+        }
+      }
+    }
+    ExpectClose(got, ref, mag, "attention over an int8 cache", 2e-5);
+    if (std::string(backend_->name()) == "cpu") {
+      for (int64_t i = 0; i < t; ++i) {
+        const std::vector<float> alone = run(i, 1, true).second;
+        EXPECT_EQ(0, std::memcmp(alone.data(), got.data() + i * cs.nh * cs.hd,
+                                 alone.size() * sizeof(float)))
+            << "token " << i << " (position " << positions[i] << ") alone differs from batched";
+      }
+    }
+  }
+}
+
 // A position beyond the block table is reported, not written out of bounds.
 TEST_P(Conformance, AttentionRejectsPositionBeyondTable) {
   const int64_t nh = 2, nkv = 2, hd = 4, bt = 2;

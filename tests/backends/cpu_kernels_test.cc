@@ -12,8 +12,10 @@
 // to take several waves.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -98,6 +100,7 @@ TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
   }
 }
 
+// bf16 and int8 caches (the int8 rows' scales applied after the kernels' products).
 TEST(Attend, OutputsDoNotDependOnThreadsOrOnTheOtherTokens) {
   const int64_t nh = 8, nkv = 2, hd = 128, bt = 16, row = nkv * hd;
   // One sequence: a 1,100-token prompt chunk at positions 0 .. 1099 (~2,900 chunks, three
@@ -105,6 +108,7 @@ TEST(Attend, OutputsDoNotDependOnThreadsOrOnTheOtherTokens) {
   const int64_t t = 1100, max_blocks = (t + bt - 1) / bt, blocks = max_blocks;
   std::mt19937 rng(9);
   std::normal_distribution<float> normal;
+  std::uniform_int_distribution<int> byte(-127, 127);
   std::vector<uint16_t> kc(static_cast<size_t>(blocks * bt * row)), vc(kc.size());
   for (auto* c : {&kc, &vc}) {
     for (uint16_t& v : *c) {
@@ -114,30 +118,76 @@ TEST(Attend, OutputsDoNotDependOnThreadsOrOnTheOtherTokens) {
       v = static_cast<uint16_t>(bits >> 16);
     }
   }
+  std::vector<int8_t> kq(kc.size()), vq(kc.size());
+  for (auto* c : {&kq, &vq}) {
+    for (int8_t& v : *c) v = static_cast<int8_t>(byte(rng));
+  }
+  std::vector<float> ks(static_cast<size_t>(blocks * bt * nkv)), vs(ks.size());
+  for (auto* c : {&ks, &vs}) {
+    for (float& v : *c) v = std::fabs(normal(rng)) / 64.f;
+  }
   std::vector<int32_t> table(static_cast<size_t>(max_blocks));
   std::iota(table.rbegin(), table.rend(), 0);  // blocks in reverse order
   std::vector<float> q(static_cast<size_t>(t * nh * hd));
   for (float& v : q) v = normal(rng);
   std::vector<int32_t> seq(static_cast<size_t>(t), 0), pos(static_cast<size_t>(t));
   std::iota(pos.begin(), pos.end(), 0);
-  const KvCacheView kv{kc.data(), vc.data(), true, blocks, bt, nkv, hd};
-  auto attend = [&](int threads, int64_t first, int64_t n) {
-    ThreadPool pool(threads);
-    AttendScratch scratch;
-    std::vector<float> out(static_cast<size_t>(n * nh * hd));
-    Attend(pool, q.data() + first * nh * hd, n, nh, kv, table.data(), max_blocks,
-           seq.data() + first, pos.data() + first, 0.088f, out.data(), &scratch);
-    return out;
-  };
-  const std::vector<float> all = attend(2, 0, t);
-  for (int threads : {1, 3}) {
-    EXPECT_EQ(attend(threads, 0, t), all) << threads << " threads";
+  for (const KvCacheView& kv :
+       {KvCacheView{kc.data(), vc.data(), KvType::kBf16, nullptr, nullptr, blocks, bt, nkv, hd},
+        KvCacheView{kq.data(), vq.data(), KvType::kI8, ks.data(), vs.data(), blocks, bt, nkv,
+                    hd}}) {
+    const std::string what = kv.type == KvType::kI8 ? "int8 cache" : "bf16 cache";
+    auto attend = [&](int threads, int64_t first, int64_t n) {
+      ThreadPool pool(threads);
+      AttendScratch scratch;
+      std::vector<float> out(static_cast<size_t>(n * nh * hd));
+      Attend(pool, q.data() + first * nh * hd, n, nh, kv, table.data(), max_blocks,
+             seq.data() + first, pos.data() + first, 0.088f, out.data(), &scratch);
+      return out;
+    };
+    const std::vector<float> all = attend(2, 0, t);
+    for (int threads : {1, 3}) {
+      EXPECT_EQ(attend(threads, 0, t), all) << what << ", " << threads << " threads";
+    }
+    for (int64_t i : {int64_t{0}, int64_t{255}, int64_t{256}, t - 1}) {
+      const std::vector<float> alone = attend(2, i, 1);
+      EXPECT_EQ(0, std::memcmp(alone.data(), all.data() + i * nh * hd, alone.size() * 4))
+          << what << ", token at position " << i;
+    }
   }
-  for (int64_t i : {int64_t{0}, int64_t{255}, int64_t{256}, t - 1}) {
-    const std::vector<float> alone = attend(2, i, 1);
-    EXPECT_EQ(0, std::memcmp(alone.data(), all.data() + i * nh * hd, alone.size() * 4))
-        << "token at position " << i;
+}
+
+// QuantizeKvRow: the scale is max |x| / 127, every value comes back within half a step, the
+// largest one exactly as +-127; zeros give scale 0, a non-finite value a non-finite scale.
+TEST(QuantizeKvRow, KeepsEachValueWithinHalfAStep) {
+  std::mt19937 rng(4);
+  std::normal_distribution<float> normal;
+  for (int64_t n : {1, 7, 128}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (float& v : x) v = normal(rng) * 3.f;
+    std::vector<int8_t> q(x.size(), 99);
+    float scale = -1.f;
+    QuantizeKvRow(x.data(), n, q.data(), &scale);
+    float amax = 0.f;
+    for (float v : x) amax = std::max(amax, std::fabs(v));
+    EXPECT_FLOAT_EQ(scale, amax / 127.f) << n;
+    int at_max = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      EXPECT_LE(std::fabs(scale * q[j] - x[j]), scale * 0.5f * (1 + 1e-5f)) << n << " " << j;
+      at_max += std::abs(q[j]) == 127;
+    }
+    EXPECT_GE(at_max, 1) << n;
   }
+  std::vector<float> zeros(16, 0.f);
+  std::vector<int8_t> q(16, 5);
+  float scale = -1.f;
+  QuantizeKvRow(zeros.data(), 16, q.data(), &scale);
+  EXPECT_EQ(scale, 0.f);
+  EXPECT_EQ(q, std::vector<int8_t>(16, 0));
+  zeros[3] = std::numeric_limits<float>::infinity();
+  QuantizeKvRow(zeros.data(), 16, q.data(), &scale);
+  EXPECT_FALSE(std::isfinite(scale));
+  EXPECT_EQ(q, std::vector<int8_t>(16, 0));
 }
 
 // SiluMul (the MoE's SwiGLU) against silu in double precision, over the whole float range the

@@ -134,11 +134,18 @@ ByteModel Bytes(const ZayaConfig& c, const std::string& dtype) {
   return m;
 }
 
-// Teacher-forced greedy agreement of int8 against bf16 weights: both models see the bf16 greedy
-// continuation of one prompt; counts the steps whose int8 argmax equals the bf16 one and the logits
-// error. Free-running agreement is not the measure: a random-weight model's logits are nearly flat,
-// so the first flipped argmax sends the two continuations apart for good.
-int CompareInt8(const Checkpoint& ck, Backend& be, int64_t tokens, bool json) {
+// One side of a comparison: the weights' and the KV cache's dtypes.
+struct Variant {
+  std::string weights, kv;
+};
+
+// Teacher-forced greedy agreement of `test` against `ref` (int8 against bf16 weights, or an int8
+// KV cache against a bf16 one): both models see ref's greedy continuation of one prompt; counts
+// the steps whose test argmax equals ref's and the logits error. Free-running agreement is not the
+// measure: a random-weight model's logits are nearly flat, so the first flipped argmax sends the
+// two continuations apart for good.
+int CompareGreedy(const Checkpoint& ck, Backend& be, int64_t tokens, bool json,
+                  const Variant (&variants)[2], const std::string& what) {
   const ZayaConfig& cfg = ck.config();
   const std::vector<int32_t> prompt = {static_cast<int32_t>(std::max<int64_t>(cfg.bos_token_id, 2)),
                                        300, 301, 302};
@@ -150,9 +157,9 @@ int CompareInt8(const Checkpoint& ck, Backend& be, int64_t tokens, bool json) {
   mo.max_step_sequences = 1;
   mo.num_slots = 1;
   std::unique_ptr<ZayaModel> models[2];
-  const char* dtypes[2] = {"bf16", "int8"};
   for (int m = 0; m < 2; ++m) {
-    mo.weights_dtype = dtypes[m];
+    mo.weights_dtype = variants[m].weights;
+    mo.kv_dtype = variants[m].kv;
     auto model = ZayaModel::Load(ck, be, mo);
     if (!model.ok()) {
       std::fprintf(stderr, "zaya bench: %s\n", model.status().ToString().c_str());
@@ -195,17 +202,22 @@ int CompareInt8(const Checkpoint& ck, Backend& be, int64_t tokens, bool json) {
   }
   const double rms_err = std::sqrt(sq_err / count), rms_ref = std::sqrt(sq_ref / count);
   if (json) {
-    nlohmann::json j = {{"tokens", tokens},
-                        {"greedy_agreement", static_cast<double>(agree) / tokens},
-                        {"logits_max_abs_error", max_abs},
-                        {"logits_rms_error", rms_err},
-                        {"logits_rms", rms_ref}};
+    nlohmann::json j = {
+        {"compare", what},
+        {"reference", {{"weights_dtype", variants[0].weights}, {"kv_dtype", variants[0].kv}}},
+        {"test", {{"weights_dtype", variants[1].weights}, {"kv_dtype", variants[1].kv}}},
+        {"tokens", tokens},
+        {"greedy_agreement", static_cast<double>(agree) / tokens},
+        {"logits_max_abs_error", max_abs},
+        {"logits_rms_error", rms_err},
+        {"logits_rms", rms_ref}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf(
-        "int8 vs bf16 over %lld teacher-forced greedy tokens: %.1f%% agreement, logits error "
-        "max %.4g, rms %.4g (logits rms %.4g)\n",
-        static_cast<long long>(tokens), 100.0 * agree / tokens, max_abs, rms_err, rms_ref);
+        "%s over %lld teacher-forced greedy tokens: %.1f%% agreement, logits error max %.4g, rms "
+        "%.4g (logits rms %.4g)\n",
+        what.c_str(), static_cast<long long>(tokens), 100.0 * agree / tokens, max_abs, rms_err,
+        rms_ref);
   }
   return 0;
 }
@@ -222,11 +234,11 @@ struct DecodeResult {
 
 int Bench(const Command& self, const std::vector<std::string>& argv) {
   std::string err;
-  auto args =
-      Args::Parse(argv,
-                  {"model", "threads", "weights-dtype", "backend", "plugin-dir", "steps",
-                   "prefill-tokens", "reps", "batches", "bandwidth-mib", "compare-int8", "context"},
-                  {"json", "skip-gemm"}, &err);
+  auto args = Args::Parse(argv,
+                          {"model", "threads", "weights-dtype", "backend", "plugin-dir", "steps",
+                           "prefill-tokens", "reps", "batches", "bandwidth-mib", "compare-int8",
+                           "context", "kv-dtype", "compare-kv-int8"},
+                          {"json", "skip-gemm"}, &err);
   if (!args) return UsageError(self, err);
   if (auto rc = RefusePositionals(self, *args)) return *rc;
   if (!args->Has("model")) return UsageError(self, "--model DIR is required");
@@ -239,6 +251,7 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   const auto bw_mib_flag = IntFlag(*args, "bandwidth-mib", 1024, 16, 1 << 20, &err);
   const auto batches_flag = IntListFlag(*args, "batches", "1,8,16", 1, 65536, &err);
   const auto compare_flag = IntFlag(*args, "compare-int8", 0, 1, 16777216, &err);
+  const auto compare_kv_flag = IntFlag(*args, "compare-kv-int8", 0, 1, 16777216, &err);
   const auto context_flag = IntFlag(*args, "context", 8, 1, 16777216, &err);
   if (!err.empty()) return UsageError(self, err);
   int threads = static_cast<int>(*threads_flag);
@@ -248,8 +261,16 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   const std::vector<int64_t> batches(batches_flag->begin(), batches_flag->end());
   if (threads == 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const std::string wdtype = args->GetOr("weights-dtype", "bf16");
-  if (args->Has("compare-int8")) {
-    const int64_t n = *compare_flag;
+  const std::string kv_flag = args->GetOr("kv-dtype", "auto");
+  if (kv_flag != "auto" && kv_flag != "f32" && kv_flag != "bf16" && kv_flag != "int8") {
+    return UsageError(self, "--kv-dtype must be auto, f32, bf16 or int8, not '" + kv_flag + "'");
+  }
+  if (args->Has("compare-int8") && args->Has("compare-kv-int8")) {
+    return UsageError(self, "--compare-int8 and --compare-kv-int8 are separate runs; give one");
+  }
+  if (args->Has("compare-int8") || args->Has("compare-kv-int8")) {
+    const bool kv = args->Has("compare-kv-int8");
+    const int64_t n = kv ? *compare_kv_flag : *compare_flag;
     auto ck = Checkpoint::Open(*args->Get("model"));
     if (!ck.ok()) {
       std::fprintf(stderr, "zaya bench: %s\n", ck.status().ToString().c_str());
@@ -261,7 +282,14 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
       std::fprintf(stderr, "zaya bench: %s\n", be.status().ToString().c_str());
       return 1;
     }
-    return CompareInt8(**ck, **be, n, args->Has("json"));
+    // int8 weights against bf16 ones, both with f32 caches (as since session 2, so that the
+    // recorded agreement stays comparable); or an int8 KV cache against a bf16 one, both with
+    // --weights-dtype.
+    const Variant weights[2] = {{"bf16", "f32"}, {"int8", "f32"}};
+    const Variant caches[2] = {{wdtype, "bf16"}, {wdtype, "int8"}};
+    return kv ? CompareGreedy(**ck, **be, n, args->Has("json"), caches,
+                              "int8 KV cache vs bf16 (" + wdtype + " weights)")
+              : CompareGreedy(**ck, **be, n, args->Has("json"), weights, "int8 vs bf16");
   }
   auto fail = [&](const Status& s) {
     std::fprintf(stderr, "zaya bench: %s\n", s.ToString().c_str());
@@ -313,7 +341,7 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   }
   ModelOptions mo;
   mo.weights_dtype = wdtype;
-  mo.kv_dtype = ZayaModel::KvDtypeFor(wdtype);
+  mo.kv_dtype = ZayaModel::KvDtypeFor(wdtype, kv_flag);
   mo.block_tokens = 16;
   // Each sequence owns a fixed run of blocks: enough for the prefill prompt or prompt + decode.
   const int64_t per_seq =
@@ -334,9 +362,9 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   if (!model.ok()) return fail(model.status());
   progress("loaded in " + std::to_string(Seconds(load0, Clock::now())) + " s");
   const ByteModel bytes = Bytes(cfg, wdtype);
-  // K and V of one position in every layer, at the cache's dtype.
+  // K and V of one position in every layer, at the cache's dtype (int8: with the rows' scales).
   const double kv_position_bytes =
-      2.0 * static_cast<double>(cfg.kv_dim() * cfg.num_layers) * (mo.kv_dtype == "bf16" ? 2 : 4);
+      static_cast<double>(ZayaModel::KvBlockBytes(cfg, 1, mo.kv_dtype));
 
   std::mt19937 rng(7);
   std::uniform_int_distribution<int32_t> tok(264, static_cast<int32_t>(cfg.vocab_size - 1));
@@ -570,9 +598,12 @@ const CommandRegistrar kBench(Command{
     "bench", "measure bandwidth, decode and prefill speed against the roofline",
     "zaya bench --model DIR [--json] [--threads N] [--weights-dtype bf16|int8|f32] [--backend "
     "cpu|hip] [--plugin-dir DIR] "
-    "[--batches 1,8,16] [--steps N] [--reps N] [--context N] [--prefill-tokens N] "
+    "[--batches 1,8,16] [--steps N] [--reps N] [--context N] [--kv-dtype auto|f32|bf16|int8] "
+    "[--prefill-tokens N] "
     "[--bandwidth-mib N] "
-    "[--skip-gemm] | zaya bench --model DIR --compare-int8 TOKENS [--json]",
+    "[--skip-gemm] | zaya bench --model DIR --compare-int8 TOKENS [--json] | zaya bench --model "
+    "DIR "
+    "--compare-kv-int8 TOKENS [--weights-dtype D] [--json]",
     [](const std::vector<std::string>& a) { return Bench(Registry().at("bench"), a); }});
 
 }  // namespace

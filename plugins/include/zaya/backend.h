@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define ZAYA_BACKEND_ABI_MAJOR 1
-#define ZAYA_BACKEND_ABI_MINOR 1
+#define ZAYA_BACKEND_ABI_MINOR 2
 
 typedef enum zaya_status {
   ZAYA_STATUS_OK = 0,
@@ -94,6 +94,7 @@ typedef struct zaya_device_info {
 #define ZAYA_CAP_BF16_WEIGHTS (1u << 0)
 #define ZAYA_CAP_I8_WEIGHTS (1u << 1)
 #define ZAYA_CAP_GRAPH_CAPTURE (1u << 2)
+#define ZAYA_CAP_I8_KV (1u << 3) /* since 1.2: ZAYA_OP_ATTENTION takes i8 caches (see there) */
 
 typedef struct zaya_tensor {
   zaya_buffer* buffer; /* NULL marks an absent optional operand */
@@ -143,6 +144,10 @@ typedef enum zaya_op_type {
   /* Paged causal GQA attention for one layer, after appending this step's k/v to the cache.
    * src0 q [T, nh*hd], src1 k [T, nkv*hd], src2 v [T, nkv*hd] f32.
    * dst1 K cache, dst2 V cache [blocks, block_tokens, nkv, hd] (f32 or bf16): rows written here.
+   * Since 1.2, where the backend reports ZAYA_CAP_I8_KV, they may be i8 with each (position, KV
+   * head) row's scale in dst3 (K) and dst4 (V), [blocks, block_tokens, nkv] f32: a row is stored
+   * as scale = max |x| / 127 and round(x / scale), and read as scale times its bytes. A backend
+   * without the cap answers i8 caches with ZAYA_STATUS_UNSUPPORTED.
    * aux0 seq_of_token [T] i32, aux1 block_table [S, max_blocks] i32, aux2 position [T] i32.
    * dst0 out [T, nh*hd] f32. Token t attends to positions 0..position[t] of its sequence.
    * i0 = nh, i1 = nkv, i2 = hd, i3 = block_tokens; f0 = softmax scale. */
