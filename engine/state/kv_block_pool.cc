@@ -52,8 +52,8 @@ Result<KvBlockPool> KvBlockPool::Create(const KvPoolOptions& o) {
 
 KvBlockPool::KvBlockPool(const KvPoolOptions& options, int64_t blocks_total)
     : options_(options), refcount_(blocks_total, 0), slots_(options.max_sequences) {
-  free_blocks_.reserve(blocks_total);
-  for (int64_t b = blocks_total - 1; b >= 0; --b) free_blocks_.push_back(static_cast<int32_t>(b));
+  free_map_.assign(static_cast<size_t>(blocks_total), 1);
+  free_count_ = blocks_total;
   free_slots_.reserve(options.max_sequences);
   for (int s = options.max_sequences - 1; s >= 0; --s) free_slots_.push_back(s);
 }
@@ -73,9 +73,32 @@ Result<const KvBlockPool::Slot*> KvBlockPool::Find(SeqId seq) const {
   return static_cast<const Slot*>(*found);
 }
 
-int32_t KvBlockPool::TakeBlock() {
-  const int32_t b = free_blocks_.back();
-  free_blocks_.pop_back();
+int32_t KvBlockPool::NewRunStart() const {
+  const int64_t total = static_cast<int64_t>(free_map_.size());
+  int64_t best = -1, best_len = 0;
+  for (int64_t b = 0; b < total;) {
+    if (!free_map_[b]) {
+      ++b;
+      continue;
+    }
+    int64_t e = b;
+    while (e < total && free_map_[e]) ++e;
+    if (e - b > best_len) {
+      best = b;
+      best_len = e - b;
+    }
+    b = e;
+  }
+  // The first half of a run behind a used block is left to that block's sequence to grow into.
+  return static_cast<int32_t>(best == 0 ? 0 : best + best_len / 2);
+}
+
+int32_t KvBlockPool::TakeBlock(int32_t after) {
+  const bool next_free = after >= 0 && after + 1 < static_cast<int64_t>(free_map_.size()) &&
+                         free_map_[static_cast<size_t>(after) + 1];
+  const int32_t b = next_free ? after + 1 : NewRunStart();
+  free_map_[b] = 0;
+  --free_count_;
   refcount_[b] = 1;
   ++blocks_used_;
   return b;
@@ -86,7 +109,8 @@ void KvBlockPool::Release(int32_t block) {
   if (rc == 2) --blocks_shared_;
   if (--rc == 0) {
     --blocks_used_;
-    free_blocks_.push_back(block);
+    free_map_[block] = 1;
+    ++free_count_;
   }
 }
 
@@ -134,12 +158,15 @@ Status KvBlockPool::Append(SeqId seq, int64_t tokens, BlockCopy* copy) {
   }
   if (cow) {
     const int32_t src = table.blocks.back();
-    const int32_t dst = TakeBlock();
+    const int32_t dst =
+        TakeBlock(table.blocks.size() > 1 ? table.blocks[table.blocks.size() - 2] : -1);
     Release(src);
     table.blocks.back() = dst;
     if (copy != nullptr) *copy = {src, dst, static_cast<int>(in_last)};
   }
-  for (int64_t i = 0; i < new_blocks; ++i) table.blocks.push_back(TakeBlock());
+  for (int64_t i = 0; i < new_blocks; ++i) {
+    table.blocks.push_back(TakeBlock(table.blocks.empty() ? -1 : table.blocks.back()));
+  }
   table.tokens += tokens;
   UpdatePeaks();
   return Status::Ok();
@@ -253,11 +280,16 @@ Status KvBlockPool::CheckInvariants() const {
     used += expected[b] > 0;
     shared += expected[b] > 1;
   }
-  std::vector<char> is_free(refcount_.size(), 0);
-  for (int32_t b : free_blocks_) {
-    if (refcount_[b] != 0 || is_free[b]) return Internal("free list holds a used or repeated block");
-    is_free[b] = 1;
+  int64_t marked_free = 0;
+  for (size_t b = 0; b < free_map_.size(); ++b) {
+    if (free_map_[b] != (refcount_[b] == 0 ? 1 : 0)) {
+      return Internal("block " + std::to_string(b) + " is marked " +
+                      (free_map_[b] ? "free" : "used") + " with refcount " +
+                      std::to_string(refcount_[b]));
+    }
+    marked_free += free_map_[b];
   }
+  if (marked_free != free_count_) return Internal("free block count disagrees with the map");
   if (used != blocks_used_ || shared != blocks_shared_ ||
       used + free_blocks() != static_cast<int64_t>(refcount_.size())) {
     return Internal("block counters disagree with the tables");

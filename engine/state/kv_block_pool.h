@@ -9,14 +9,21 @@
 //                                              head_dim x 2 x dtype size x block_tokens);
 //   state arena [max_sequences][state_bytes]  the fixed CCA conv/V state of one sequence.
 // Budget split: max_sequences x state_bytes is reserved first (the state is small and fixed: every
-// admitted sequence needs exactly one slot, so reserving it up front keeps admission exact); the rest
-// is divided into blocks: blocks_total = (budget - max_sequences x state_bytes) / block_bytes.
+// admitted sequence needs exactly one slot, so reserving it up front keeps admission exact); the
+// rest is divided into blocks: blocks_total = (budget - max_sequences x state_bytes) / block_bytes.
+//
+// Placement: a sequence's next block is the one after its last where that is free, else the
+// middle of the longest run of free blocks (the run's start at block 0), so that each sequence's
+// blocks form long runs of consecutive ids. The attention op reads a sequence's K and V rows block
+// by block; when sequences decoding together took blocks in turn (lowest id first, until session
+// 17), each of their 8 KiB blocks of a layer lay 128 KiB from the next (16 sequences), and the CPU
+// backend read them at half the rate of consecutive ones (docs/performance.md, session 17).
 //
 // Sharing: Fork(seq) makes a new sequence whose table references every block of seq (refcount + 1).
 // Writes go only into a sequence's last, partially filled block; when that block is shared, Append
-// first gives the sequence a private copy (copy-on-write) and reports the (src, dst) pair, which the
-// caller must copy in the backend before writing new tokens. Full shared blocks are never copied.
-// Fork also reports the state slot pair (src, dst) whose CCA state the caller must copy.
+// first gives the sequence a private copy (copy-on-write) and reports the (src, dst) pair, which
+// the caller must copy in the backend before writing new tokens. Full shared blocks are never
+// copied. Fork also reports the state slot pair (src, dst) whose CCA state the caller must copy.
 //
 // Errors are Status values, never crashes: an exhausted budget is kOverBudget and leaves the pool
 // unchanged (Append is all-or-nothing); an unknown or already freed SeqId is kNotFound.
@@ -113,7 +120,7 @@ class KvBlockPool {
   int64_t BlocksForPopulation(int64_t prefix_tokens, int members, int64_t member_tokens) const;
   bool CanAdmitPopulation(int64_t prefix_tokens, int members, int64_t member_tokens) const;
 
-  int64_t free_blocks() const { return static_cast<int64_t>(free_blocks_.size()); }
+  int64_t free_blocks() const { return free_count_; }
   int64_t free_slots() const { return static_cast<int64_t>(free_slots_.size()); }
   int block_tokens() const { return options_.block_tokens; }
   KvPoolStats Stats() const;
@@ -133,13 +140,17 @@ class KvBlockPool {
 
   Result<Slot*> Find(SeqId seq);
   Result<const Slot*> Find(SeqId seq) const;
-  int32_t TakeBlock();
+  // A free block for a sequence whose last block is `after` (-1: none): after + 1 where it is free,
+  // else the start of a new run (NewRunStart). There must be a free block.
+  int32_t TakeBlock(int32_t after);
+  int32_t NewRunStart() const;
   void Release(int32_t block);
   void UpdatePeaks();
 
   KvPoolOptions options_;
   std::vector<int32_t> refcount_;     // [blocks_total]
-  std::vector<int32_t> free_blocks_;  // stack; lowest ids are handed out first
+  std::vector<uint8_t> free_map_;     // [blocks_total]: 1 where the block is free
+  int64_t free_count_ = 0;
   std::vector<Slot> slots_;           // [max_sequences]
   std::vector<int32_t> free_slots_;   // stack
   int64_t blocks_used_ = 0;

@@ -12,6 +12,10 @@
 //     --i8-layout is its old name
 //   cpu_kernel_bench --fma-peak [--threads P]     the AVX2 FMA ceiling, GMAC/s
 //   cpu_kernel_bench --isa-loops                  the tiles' instructions, per cycle on one core
+//   cpu_kernel_bench --attend [--kv bf16|int8] [--context N] [--sequences S]
+//                    [--blocks consecutive|interleaved] [--reps R] [--threads P]
+//                                                 decode attention over a long cache
+//                                                 (attend_bench.h)
 // ZAYA_CPU_ISA=portable|avx2 measures the other tiles instead.
 #include <algorithm>
 #include <chrono>
@@ -23,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "attend_bench.h"
 #include "fma_peak.h"
 #include "isa_loops.h"
 #include "kernels.h"
@@ -33,10 +38,13 @@ namespace {
 using zaya::cpu::WType;
 
 int Usage() {
-  std::fprintf(stderr,
-               "usage: cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] "
-               "[--mib M] [--reps R] [--threads P] [--layout tiles|groups|rows] | cpu_kernel_bench "
-               "--fma-peak [--threads P] | cpu_kernel_bench --isa-loops\n");
+  std::fprintf(
+      stderr,
+      "usage: cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] "
+      "[--mib M] [--reps R] [--threads P] [--layout tiles|groups|rows] | cpu_kernel_bench "
+      "--fma-peak [--threads P] | cpu_kernel_bench --isa-loops | cpu_kernel_bench --attend [--kv "
+      "bf16|int8] [--context N] [--sequences S] [--blocks consecutive|interleaved] "
+      "[--reps R] [--threads P]\n");
   return 2;
 }
 
@@ -51,6 +59,10 @@ int main(int argc, char** argv) {
   if (argc == 2 && std::strcmp(argv[1], "--isa-loops") == 0) {
     zaya::bench::PrintIsaLoops();
     return 0;
+  }
+  if (argc >= 2 && std::strcmp(argv[1], "--attend") == 0) {
+    const int rc = zaya::bench::RunAttendBench(argc - 2, argv + 2);
+    return rc == 2 ? Usage() : rc;
   }
   if (argc >= 2 && std::strcmp(argv[1], "--fma-peak") == 0) {
     if (argc == 4 && std::strcmp(argv[2], "--threads") == 0) threads = std::atoi(argv[3]);

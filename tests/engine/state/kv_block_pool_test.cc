@@ -240,6 +240,46 @@ TEST(KvBlockPoolTest, PopulationArithmeticIsExact) {
   }
 }
 
+// Sixteen sequences decoding together take their blocks in turn. Each one's blocks must still be
+// consecutive ids (the attention op reads a sequence's blocks one after another; handed out in
+// turn, one sequence's blocks lay 16 apart and the CPU backend read them at half the rate), and a
+// pool filled to its last block by the same pattern gives every block out.
+TEST(KvBlockPoolTest, SequencesGrowingTogetherKeepTheirBlocksConsecutive) {
+  KvBlockPool pool = MakePool(1000);
+  std::vector<SeqId> seqs;
+  for (int i = 0; i < 16; ++i) seqs.push_back(*pool.CreateSequence());
+  for (int token = 0; token < 20 * 16; ++token) {
+    for (SeqId s : seqs) ASSERT_TRUE(pool.Append(s, 1, nullptr).ok());
+  }
+  for (SeqId s : seqs) {
+    const std::vector<int32_t>& blocks = (*pool.Table(s))->blocks;
+    ASSERT_EQ(blocks.size(), 20u);
+    for (size_t j = 1; j < blocks.size(); ++j) {
+      EXPECT_EQ(blocks[j], blocks[j - 1] + 1) << "sequence " << (s & 0xffffffffu) << " block " << j;
+    }
+  }
+  ASSERT_TRUE(pool.CheckInvariants().ok());
+  // The rest of the pool, in turn, to the last block: runs get shorter, none is refused.
+  while (pool.free_blocks() > 0) {
+    for (SeqId s : seqs) {
+      if (pool.free_blocks() == 0) break;
+      ASSERT_TRUE(pool.Append(s, 16, nullptr).ok()) << pool.free_blocks() << " free";
+    }
+  }
+  EXPECT_EQ(pool.Stats().blocks_used, 1000);
+  EXPECT_FALSE(pool.Append(seqs[0], 16, nullptr).ok());
+  ASSERT_TRUE(pool.CheckInvariants().ok());
+  // Freed and taken again: a new sequence's prompt is one run.
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(pool.Free(seqs[i]).ok());
+  const SeqId fresh = *pool.CreateSequence();
+  ASSERT_TRUE(pool.Append(fresh, 16 * 30, nullptr).ok());
+  const std::vector<int32_t>& blocks = (*pool.Table(fresh))->blocks;
+  int runs = 1;
+  for (size_t j = 1; j < blocks.size(); ++j) runs += blocks[j] != blocks[j - 1] + 1;
+  EXPECT_LE(runs, 2) << "a 30-block prompt in the room four 60-odd-block sequences left";
+  ASSERT_TRUE(pool.CheckInvariants().ok());
+}
+
 TEST(KvBlockPoolTest, RandomOperationsKeepInvariants) {
   for (uint64_t seed = 1; seed <= 20; ++seed) {
     KvBlockPool pool = MakePool(64, 12, 4);
