@@ -121,7 +121,7 @@ Result<std::unique_ptr<EngineCore>> EngineCore::Create(const Config& config) {
   ZAYA_LOG(kInfo, "model " + fs::path(dir).filename().string() + " loaded on " +
                       core->backend_->name() + ": " + Mib(core->model_->weight_bytes()) +
                       " weights (" + config.model.weights_dtype + "), " +
-                      std::to_string(mo.num_kv_blocks) + " KV blocks of " +
+                      std::to_string(mo.num_kv_blocks) + " KV blocks (" + kv_dtype + ") of " +
                       std::to_string(mo.block_tokens) + " tokens, " + std::to_string(mo.num_slots) +
                       " sequence slots, context " + std::to_string(core->max_context_));
   core->heartbeat_ns_ = NowNs();
@@ -654,6 +654,7 @@ void EngineCore::UpdateSnapshot() {
                  {"experts", checkpoint_->config().num_experts},
                  {"vocab_size", checkpoint_->config().vocab_size},
                  {"weights_dtype", config_.model.weights_dtype},
+                 {"kv_dtype", model_ ? model_->options().kv_dtype : std::string()},
                  {"max_context", max_context_}}},
                {"backend", backend_ ? backend_->name() : ""},
                {"memory", budgets},

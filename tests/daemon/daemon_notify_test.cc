@@ -5,7 +5,9 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 
@@ -217,6 +219,48 @@ TEST(DaemonNotifyTest, RsaBudgetBeyondTheModelsContextFailsStartAndIsRefusedOnRe
   EXPECT_EQ((*solved)["event"], "done") << solved->dump();
   d.Signal(SIGTERM);
   EXPECT_EQ(d.WaitExit(60s), 0) << d.Log();
+}
+
+// model.kv_dtype = "int8" through the real daemon: it loads, says so in its log and `status`, packs
+// more KV blocks into the same memory.state than the f32 cache the tiny f32 model gets by default
+// (about 4x: a byte per value and a scale per row), and answers an RSA solve.
+TEST(DaemonNotifyTest, Int8KvCacheServesAnRsaSolveWithMoreBlocksInTheSameBudget) {
+  int64_t blocks[2] = {0, 0};
+  for (int kv = 0; kv < 2; ++kv) {
+    DaemonProcess d;
+    d.WriteConfig();
+    if (kv == 1)
+      EditConfig(d, "weights_dtype = \"f32\"\n", "weights_dtype = \"f32\"\nkv_dtype = \"int8\"\n");
+    d.Start();
+    ASSERT_TRUE(d.WaitForNotify("READY=1")) << d.Log();
+    const std::string zaya = std::string(ZAYA_BINARY_DIR) + "/tools/zaya/zaya ";
+    const std::string endpoint = " --endpoint " + d.endpoint();
+    const auto run = [&](const std::string& args, std::string* out) {
+      FILE* p = popen((zaya + args + endpoint + " 2>&1").c_str(), "r");
+      char buf[4096];
+      size_t n;
+      while ((n = fread(buf, 1, sizeof buf, p)) > 0) out->append(buf, n);
+      return WEXITSTATUS(pclose(p));
+    };
+    std::string status;
+    EXPECT_EQ(run("status --json", &status), 0) << status;
+    const auto j = nlohmann::json::parse(status.substr(status.find('{')));
+    EXPECT_EQ(j.at("model").at("kv_dtype"), kv == 1 ? "int8" : "f32") << status;
+    blocks[kv] = j.at("memory").at("state").at("blocks_total").get<int64_t>();
+    if (kv == 1) {
+      EXPECT_NE(d.Log().find("KV blocks (int8)"), std::string::npos) << d.Log();
+      std::string solve;
+      EXPECT_EQ(run("solve 'What is 2+2?' --mode rsa --population 3 --subset 2 --rounds 1 "
+                    "--budget 16 --tail 8 --seed 1",
+                    &solve),
+                0)
+          << solve << d.Log();
+      EXPECT_NE(solve.find("round 1/1: members finished 3/3"), std::string::npos) << solve;
+    }
+    d.Signal(SIGTERM);
+    EXPECT_EQ(d.WaitExit(30s), 0) << d.Log();
+  }
+  EXPECT_GT(blocks[1], 3 * blocks[0]) << "f32 " << blocks[0] << ", int8 " << blocks[1];
 }
 
 }  // namespace
