@@ -424,18 +424,28 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   a.out = Dev<float>(b, op.dst[0], "attention output");
   const zaya_tensor& kc = op.dst[1];
   const zaya_tensor& vc = op.dst[2];
-  if (kc.dtype == ZAYA_DTYPE_I8 && vc.dtype == ZAYA_DTYPE_I8) {
-    throw OpError(ZAYA_STATUS_UNSUPPORTED,
-                  "attention: this backend keeps the KV cache in f32 or bf16 only, not i8 (it "
-                  "does not report ZAYA_CAP_I8_KV)");
+  if (kc.dtype != vc.dtype ||
+      (kc.dtype != ZAYA_DTYPE_F32 && kc.dtype != ZAYA_DTYPE_BF16 && kc.dtype != ZAYA_DTYPE_I8)) {
+    Fail("attention: caches must both be f32, bf16 or i8");
   }
-  if (kc.dtype != vc.dtype || (kc.dtype != ZAYA_DTYPE_F32 && kc.dtype != ZAYA_DTYPE_BF16)) {
-    Fail("attention: caches must both be f32 or bf16");
-  }
-  a.bf16_cache = kc.dtype == ZAYA_DTYPE_BF16;
+  a.cache = kc.dtype == ZAYA_DTYPE_BF16 ? kCacheBf16
+            : kc.dtype == ZAYA_DTYPE_I8 ? kCacheI8
+                                        : kCacheF32;
   const int64_t blocks = Dim(kc, 0);
   if (!ElementsAre(kc, {blocks, bt, nkv, hd}) || Elements(vc) != Elements(kc)) {
     Fail("attention: cache shape must be [blocks, block_tokens, nkv, hd]");
+  }
+  a.k_scale = a.v_scale = nullptr;
+  if (a.cache == kCacheI8) {
+    if (op.dst[3].buffer == nullptr || op.dst[4].buffer == nullptr ||
+        !ElementsAre(op.dst[3], {blocks, bt, nkv}) || !ElementsAre(op.dst[4], {blocks, bt, nkv})) {
+      Fail(
+          "attention: an i8 cache needs its row scales as dst3 and dst4, [blocks, block_tokens, "
+          "nkv] f32 each ([" +
+          std::to_string(blocks) + ", " + std::to_string(bt) + ", " + std::to_string(nkv) + "])");
+    }
+    a.k_scale = Dev<float>(b, op.dst[3], "K cache scales");
+    a.v_scale = Dev<float>(b, op.dst[4], "V cache scales");
   }
   a.k_cache = Dev<std::byte>(b, kc, "K cache");
   a.v_cache = Dev<std::byte>(b, vc, "V cache");
@@ -709,7 +719,8 @@ zaya_status DeviceInfo(zaya_backend* b, zaya_device_info* out) {
     std::strncpy(info.name, name.c_str(), sizeof(info.name) - 1);
     info.total_memory = total_bytes;
     info.free_memory = free_bytes;
-    info.caps = ZAYA_CAP_BF16_WEIGHTS | ZAYA_CAP_I8_WEIGHTS;  // no graph capture yet
+    info.caps =
+        ZAYA_CAP_BF16_WEIGHTS | ZAYA_CAP_I8_WEIGHTS | ZAYA_CAP_I8_KV;  // no graph capture yet
     const uint32_t n =
         std::min<uint32_t>(out->struct_size ? out->struct_size : sizeof(info), sizeof(info));
     std::memcpy(out, &info, n);

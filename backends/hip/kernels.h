@@ -87,9 +87,11 @@ struct AttentionArgs {
   const float* q;  // [T, nh*hd]
   const float* k;  // [T, nkv*hd]
   const float* v;  // [T, nkv*hd]
-  void* k_cache;   // [blocks, bt, nkv, hd] f32 or bf16
+  void* k_cache;   // [blocks, bt, nkv, hd] f32, bf16 or int8 (cache below)
   void* v_cache;
-  bool bf16_cache;
+  int cache;       // kCacheF32, kCacheBf16 or kCacheI8
+  float* k_scale;  // int8: [blocks, bt, nkv], each row's scale (backend.h); else null
+  float* v_scale;
   const int32_t* seq_of_token;  // [T]
   const int32_t* block_table;   // [S, max_blocks] (entries used are validated)
   const int32_t* position;      // [T]
@@ -97,6 +99,7 @@ struct AttentionArgs {
   int64_t t, nh, nkv, hd, bt, max_blocks;
   float scale;
 };
+inline constexpr int kCacheF32 = 0, kCacheBf16 = 1, kCacheI8 = 2;
 // Appends this step's k/v rows to the cache, then attends (one block per token x head).
 void LaunchAttention(hipStream_t stream, const AttentionArgs& a);
 

@@ -440,17 +440,53 @@ __device__ __forceinline__ int64_t CacheRow(const AttentionArgs& a, int64_t seq,
   return (block * a.bt + pos % a.bt) * a.nkv * a.hd;
 }
 
-__device__ __forceinline__ float CacheAt(const void* cache, bool bf16, int64_t at) {
-  return bf16 ? Bf16ToF32(static_cast<const uint16_t*>(cache)[at])
-              : static_cast<const float*>(cache)[at];
+// A cache value; for int8, before its row's scale (RowScale), which the caller applies.
+__device__ __forceinline__ float CacheAt(const void* cache, int kind, int64_t at) {
+  return kind == kCacheBf16  ? Bf16ToF32(static_cast<const uint16_t*>(cache)[at])
+         : kind == kCacheI8 ? static_cast<float>(static_cast<const int8_t*>(cache)[at])
+                            : static_cast<const float*>(cache)[at];
+}
+
+// An int8 row's scale: row `at` (CacheRow + kvh * hd) of the cache is scale row at / hd.
+__device__ __forceinline__ float RowScale(const float* scale, int kind, int64_t at, int64_t hd) {
+  return kind == kCacheI8 ? scale[at / hd] : 1.f;
+}
+
+// One int8 row of n values at x into q and *scale (backend.h): max |x| / 127 and x 127 / max |x|
+// rounded to nearest even; zeros give scale 0, a non-finite value a NaN scale and zero bytes.
+__device__ void QuantizeRow(const float* x, int64_t n, int8_t* q, float* scale, float* red) {
+  float amax = 0.f, bad = 0.f;
+  for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+    amax = fmaxf(amax, fabsf(x[j]));
+    bad += isfinite(x[j]) ? 0.f : 1.f;
+  }
+  amax = BlockMax(amax, red);
+  bad = BlockSum(bad, red);
+  const bool zero = bad > 0.f || amax == 0.f;
+  const float inv = zero ? 0.f : 127.f / amax;
+  for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+    q[j] = static_cast<int8_t>(zero ? 0.f : fminf(fmaxf(rintf(x[j] * inv), -127.f), 127.f));
+  }
+  if (threadIdx.x == 0) *scale = bad > 0.f ? NAN : amax / 127.f;
 }
 
 __global__ void __launch_bounds__(kThreads) AppendKvKernel(AttentionArgs a) {
+  __shared__ float red[kThreads];
   const int64_t i = blockIdx.x, row = a.nkv * a.hd;
   const int64_t at = CacheRow(a, a.seq_of_token[i], a.position[i]);
+  if (a.cache == kCacheI8) {
+    for (int64_t h = 0; h < a.nkv; ++h) {
+      const int64_t r = at + h * a.hd;
+      QuantizeRow(a.k + i * row + h * a.hd, a.hd, static_cast<int8_t*>(a.k_cache) + r,
+                  a.k_scale + r / a.hd, red);
+      QuantizeRow(a.v + i * row + h * a.hd, a.hd, static_cast<int8_t*>(a.v_cache) + r,
+                  a.v_scale + r / a.hd, red);
+    }
+    return;
+  }
   for (int64_t j = threadIdx.x; j < row; j += kThreads) {
     const float kv = a.k[i * row + j], vv = a.v[i * row + j];
-    if (a.bf16_cache) {
+    if (a.cache == kCacheBf16) {
       static_cast<uint16_t*>(a.k_cache)[at + j] = F32ToBf16(kv);
       static_cast<uint16_t*>(a.v_cache)[at + j] = F32ToBf16(vv);
     } else {
@@ -480,8 +516,8 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(AttentionArgs a) {
     if (p < n_pos) {
       const int64_t at = CacheRow(a, seq, p) + kvh * hd;
       float dot = 0.f;
-      for (int64_t j = 0; j < hd; ++j) dot += qs[j] * CacheAt(a.k_cache, a.bf16_cache, at + j);
-      score = dot * a.scale;
+      for (int64_t j = 0; j < hd; ++j) dot += qs[j] * CacheAt(a.k_cache, a.cache, at + j);
+      score = dot * RowScale(a.k_scale, a.cache, at, hd) * a.scale;
     }
     const float new_m = fmaxf(m, BlockMax(score, red));
     const float e = p < n_pos ? expf(score - new_m) : 0.f;
@@ -493,8 +529,8 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(AttentionArgs a) {
       acc *= corr;
       const int64_t cnt = n_pos - p0 < kThreads ? n_pos - p0 : kThreads;
       for (int64_t pp = 0; pp < cnt; ++pp) {
-        acc +=
-            ps[pp] * CacheAt(a.v_cache, a.bf16_cache, CacheRow(a, seq, p0 + pp) + kvh * hd + tid);
+        const int64_t at = CacheRow(a, seq, p0 + pp) + kvh * hd;
+        acc += ps[pp] * RowScale(a.v_scale, a.cache, at, hd) * CacheAt(a.v_cache, a.cache, at + tid);
       }
     }
     m = new_m;

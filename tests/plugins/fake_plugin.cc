@@ -18,7 +18,18 @@ zaya_status Create(const zaya_backend_options*, zaya_backend** out) {
 #endif
 void Destroy(zaya_backend*) {}
 const char* LastError(zaya_backend*) { return "fake"; }
+#ifdef FAKE_DEVICE_INFO_OK
+// A CPU device with bf16 and int8 weights but without ZAYA_CAP_I8_KV.
+zaya_status DeviceInfo(zaya_backend*, zaya_device_info* out) {
+  *out = {};
+  out->struct_size = sizeof(*out);
+  out->kind = ZAYA_DEVICE_CPU;
+  out->caps = ZAYA_CAP_BF16_WEIGHTS | ZAYA_CAP_I8_WEIGHTS;
+  return ZAYA_STATUS_OK;
+}
+#else
 zaya_status DeviceInfo(zaya_backend*, zaya_device_info*) { return ZAYA_STATUS_UNSUPPORTED; }
+#endif
 zaya_status Alloc(zaya_backend*, zaya_buffer_kind, uint64_t, zaya_buffer**) {
   return ZAYA_STATUS_OUT_OF_MEMORY;
 }

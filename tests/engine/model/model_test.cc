@@ -380,12 +380,14 @@ TEST_F(ModelTest, Int8KvCacheStaysNearTheReferenceAndForksWithItsScales) {
   EXPECT_EQ(forked, original);
 }
 
-// A backend that does not report ZAYA_CAP_I8_KV (the HIP plugin's emulator flavour, which runs
-// its host code on any machine) refuses model.kv_dtype = "int8" at load, saying what to set.
+// A backend that does not report ZAYA_CAP_I8_KV (a test plugin whose device has only the weight
+// caps) refuses model.kv_dtype = "int8" at load, saying what to set, before it allocates anything.
 TEST(ModelKvDtypeTest, Int8KvCacheIsRefusedAtLoadByABackendWithoutTheCap) {
-  const std::string dir = std::string(ZAYA_BINARY_DIR) + "/plugins-emulator";
-  auto be = Backend::Open("hip", dir, 0, 1);
-  if (!be.ok()) GTEST_SKIP() << "no HIP emulator plugin: " << be.status().ToString();
+  auto plugin =
+      LoadBackendPlugin(std::string(ZAYA_BINARY_DIR) + "/tests/plugins/fake/fake_no_i8_kv.so");
+  ASSERT_TRUE(plugin.ok()) << plugin.status().ToString();
+  auto be = Backend::Create(*plugin, 0, 1);
+  ASSERT_TRUE(be.ok()) << be.status().ToString();
   auto ck = Checkpoint::Open(kData + "native-f32");
   ASSERT_TRUE(ck.ok()) << ck.status().ToString();
   ModelOptions mo;
