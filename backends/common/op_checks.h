@@ -173,6 +173,20 @@ inline void CheckAttentionBlocks(const int32_t* seq_of_token, const int32_t* pos
   }
 }
 
+// An int8 KV cache's row scales (backend.h, ZAYA_OP_ATTENTION since 1.2): dst3 and dst4 present,
+// [blocks, block_tokens, nkv] each.
+inline void CheckKvScales(const zaya_op& op, int64_t blocks, int64_t block_tokens, int64_t nkv) {
+  if (op.dst[3].buffer == nullptr || op.dst[4].buffer == nullptr ||
+      !ElementsAre(op.dst[3], {blocks, block_tokens, nkv}) ||
+      !ElementsAre(op.dst[4], {blocks, block_tokens, nkv})) {
+    Fail(
+        "attention: an i8 cache needs its row scales as dst3 and dst4, [blocks, block_tokens, "
+        "nkv] f32 each ([" +
+        std::to_string(blocks) + ", " + std::to_string(block_tokens) + ", " + std::to_string(nkv) +
+        "])");
+  }
+}
+
 inline void ExpectDType(const zaya_tensor& t, int32_t dtype, const char* what) {
   if (t.dtype != dtype) {
     Fail(std::string(what) + " has dtype " + DTypeName(t.dtype) + ", expected " + DTypeName(dtype));

@@ -637,13 +637,7 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   } else if (type == KvType::kI8) {
     kbase = reinterpret_cast<std::byte*>(Ptr<int8_t>(kc, "K cache"));
     vbase = reinterpret_cast<std::byte*>(Ptr<int8_t>(vc, "V cache"));
-    if (op.dst[3].buffer == nullptr || op.dst[4].buffer == nullptr ||
-        !ElementsAre(op.dst[3], {blocks, bt, nkv}) || !ElementsAre(op.dst[4], {blocks, bt, nkv})) {
-      Fail(
-          "attention: an i8 cache needs its row scales as dst3 and dst4, [blocks, block_tokens, "
-          "nkv] f32 each ([" +
-          std::to_string(blocks) + ", " + std::to_string(bt) + ", " + std::to_string(nkv) + "])");
-    }
+    backend_common::CheckKvScales(op, blocks, bt, nkv);
     kscale = Ptr<float>(op.dst[3], "K cache scales");
     vscale = Ptr<float>(op.dst[4], "V cache scales");
   } else {

@@ -437,13 +437,7 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   }
   a.k_scale = a.v_scale = nullptr;
   if (a.cache == kCacheI8) {
-    if (op.dst[3].buffer == nullptr || op.dst[4].buffer == nullptr ||
-        !ElementsAre(op.dst[3], {blocks, bt, nkv}) || !ElementsAre(op.dst[4], {blocks, bt, nkv})) {
-      Fail(
-          "attention: an i8 cache needs its row scales as dst3 and dst4, [blocks, block_tokens, "
-          "nkv] f32 each ([" +
-          std::to_string(blocks) + ", " + std::to_string(bt) + ", " + std::to_string(nkv) + "])");
-    }
+    backend_common::CheckKvScales(op, blocks, bt, nkv);
     a.k_scale = Dev<float>(b, op.dst[3], "K cache scales");
     a.v_scale = Dev<float>(b, op.dst[4], "V cache scales");
   }

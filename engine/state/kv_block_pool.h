@@ -141,7 +141,9 @@ class KvBlockPool {
   Result<Slot*> Find(SeqId seq);
   Result<const Slot*> Find(SeqId seq) const;
   // A free block for a sequence whose last block is `after` (-1: none): after + 1 where it is free,
-  // else the start of a new run (NewRunStart). There must be a free block.
+  // else the start of a new run (NewRunStart, a scan of every block: O(blocks_total), once per run
+  // a sequence starts; a pool fragmented into single blocks pays it per block). There must be a
+  // free block.
   int32_t TakeBlock(int32_t after);
   int32_t NewRunStart() const;
   void Release(int32_t block);

@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -1033,6 +1034,80 @@ TEST_P(Conformance, PagedAttention) {
   }
 }
 
+// One decode token per sequence over a long cache (the long-context attention tests): token i
+// is at positions[i] with its own table row of max_blocks; q, k and v hold the whole batch.
+struct DecodeBatch {
+  int64_t nh, nkv, hd, bt, max_blocks;
+  const std::vector<int32_t>& positions;
+  const std::vector<int32_t>& table;
+  const std::vector<float>& q;
+  const std::vector<float>& k;
+  const std::vector<float>& v;
+};
+
+// The attention op of tokens [first, first + n) of `b` (each its own sequence), writing into the
+// caches kc and vc; softmax scale 1 / sqrt(hd).
+zaya_op DecodeAttentionOp(Device& dev, const DecodeBatch& b, int64_t first, int64_t n,
+                          const zaya_tensor& kc, const zaya_tensor& vc) {
+  const int64_t row = b.nkv * b.hd, qrow = b.nh * b.hd;
+  std::vector<int32_t> seq(static_cast<size_t>(n)), pos, tab;
+  std::iota(seq.begin(), seq.end(), 0);
+  pos.assign(b.positions.begin() + first, b.positions.begin() + first + n);
+  tab.assign(b.table.begin() + first * b.max_blocks, b.table.begin() + (first + n) * b.max_blocks);
+  zaya_op op{};
+  op.type = ZAYA_OP_ATTENTION;
+  op.src[0] = dev.F32({b.q.begin() + first * qrow, b.q.begin() + (first + n) * qrow}, {n, qrow});
+  op.src[1] = dev.F32({b.k.begin() + first * row, b.k.begin() + (first + n) * row}, {n, row});
+  op.src[2] = dev.F32({b.v.begin() + first * row, b.v.begin() + (first + n) * row}, {n, row});
+  op.dst[0] = dev.Zeros(ZAYA_DTYPE_F32, {n, qrow});
+  op.dst[1] = kc;
+  op.dst[2] = vc;
+  op.aux[0] = dev.I32(seq, {n});
+  op.aux[1] = dev.I32(tab, {n, b.max_blocks});
+  op.aux[2] = dev.I32(pos, {n});
+  op.i[0] = b.nh;
+  op.i[1] = b.nkv;
+  op.i[2] = b.hd;
+  op.i[3] = b.bt;
+  op.f[0] = 1.f / std::sqrt(static_cast<float>(b.hd));
+  return op;
+}
+
+// Attention in double over every token of `b`: value(i, p, j, is_v) is element j of the K (or V)
+// row at position p that token i reads. Appends each output value to *ref and the sum of the
+// weighted |values| (+1, for the softmax weights' own rounding) to *mag.
+void DecodeAttentionReference(const DecodeBatch& b,
+                              const std::function<double(int64_t, int32_t, int64_t, bool)>& value,
+                              std::vector<double>* ref, std::vector<double>* mag) {
+  const double scale = 1.f / std::sqrt(static_cast<float>(b.hd));
+  for (int64_t i = 0; i < static_cast<int64_t>(b.positions.size()); ++i) {
+    for (int64_t h = 0; h < b.nh; ++h) {
+      const int64_t kvh = h / (b.nh / b.nkv);
+      std::vector<double> sc;
+      for (int32_t p = 0; p <= b.positions[i]; ++p) {
+        double dot = 0;
+        for (int64_t j = 0; j < b.hd; ++j) {
+          dot += b.q[(i * b.nh + h) * b.hd + j] * value(i, p, kvh * b.hd + j, false);
+        }
+        sc.push_back(dot * scale);
+      }
+      const double mx = *std::max_element(sc.begin(), sc.end());
+      double sum = 0;
+      for (double& x : sc) sum += (x = std::exp(x - mx));
+      for (int64_t j = 0; j < b.hd; ++j) {
+        double o = 0, m = 0;
+        for (size_t p = 0; p < sc.size(); ++p) {
+          const double val = value(i, static_cast<int32_t>(p), kvh * b.hd + j, true);
+          o += sc[p] / sum * val;
+          m += sc[p] / sum * std::fabs(val);
+        }
+        ref->push_back(o);
+        mag->push_back(m + 1.0);
+      }
+    }
+  }
+}
+
 // Attention over long contexts, where a token's positions span several chunks of the CPU
 // backend's split (256 positions) and block runs of 16 or of an odd size: the cache is filled
 // directly (as earlier steps would have), then one decode token per sequence attends. Head
@@ -1089,68 +1164,26 @@ TEST_P(Conformance, AttentionOverLongContextsMatchesTheReference) {
     for (int64_t i = 0; i < t * max_blocks; ++i) table[i] = ids[i];
     const std::vector<float> q = rng.Normals(t * cs.nh * cs.hd), k = rng.Normals(t * row),
                              v = rng.Normals(t * row);
-    const float scale = 1.f / std::sqrt(static_cast<float>(cs.hd));
-    // Tokens [first, first + n) of the batch, each its own sequence.
+    const DecodeBatch batch{cs.nh, cs.nkv, cs.hd, cs.bt, max_blocks, positions, table, q, k, v};
     auto run = [&](int64_t first, int64_t n) {
-      std::vector<int32_t> seq(static_cast<size_t>(n)), pos, tab;
-      std::iota(seq.begin(), seq.end(), 0);
-      pos.assign(positions.begin() + first, positions.begin() + first + n);
-      tab.assign(table.begin() + first * max_blocks, table.begin() + (first + n) * max_blocks);
-      zaya_op op = Op(ZAYA_OP_ATTENTION);
-      op.src[0] =
-          dev_->F32({q.begin() + first * cs.nh * cs.hd, q.begin() + (first + n) * cs.nh * cs.hd},
-                    {n, cs.nh * cs.hd});
-      op.src[1] = dev_->F32({k.begin() + first * row, k.begin() + (first + n) * row}, {n, row});
-      op.src[2] = dev_->F32({v.begin() + first * row, v.begin() + (first + n) * row}, {n, row});
-      op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {n, cs.nh * cs.hd});
-      op.dst[1] = kc;
-      op.dst[2] = vc;
-      op.aux[0] = dev_->I32(seq, {n});
-      op.aux[1] = dev_->I32(tab, {n, max_blocks});
-      op.aux[2] = dev_->I32(pos, {n});
-      op.i[0] = cs.nh;
-      op.i[1] = cs.nkv;
-      op.i[2] = cs.hd;
-      op.i[3] = cs.bt;
-      op.f[0] = scale;
+      const zaya_op op = DecodeAttentionOp(*dev_, batch, first, n, kc, vc);
       EXPECT_TRUE(dev_->Run(op).ok()) << backend_->name();
       return dev_->Read<float>(op.dst[0]);
     };
     const std::vector<float> got = run(0, t);
     std::vector<double> ref, mag;
-    for (int64_t i = 0; i < t; ++i) {
-      // Position p's row of sequence i: the token's own at its position, else the cache's.
-      auto at = [&](int32_t p, int64_t j, const std::vector<float>& cache,
-                    const std::vector<float>& own) -> double {
-        if (p == positions[i]) return bf16 ? FromBf16(ToBf16(own[i * row + j])) : own[i * row + j];
-        const int64_t block = table[i * max_blocks + p / cs.bt];
-        return cache[(block * cs.bt + p % cs.bt) * row + j];
-      };
-      for (int64_t h = 0; h < cs.nh; ++h) {
-        const int64_t kvh = h / (cs.nh / cs.nkv);
-        std::vector<double> sc;
-        for (int32_t p = 0; p <= positions[i]; ++p) {
-          double dot = 0;
-          for (int64_t j = 0; j < cs.hd; ++j) {
-            dot += q[(i * cs.nh + h) * cs.hd + j] * at(p, kvh * cs.hd + j, kval, k);
+    // Position p's row of sequence i: the token's own at its position, else the cache's.
+    DecodeAttentionReference(
+        batch,
+        [&](int64_t i, int32_t p, int64_t j, bool is_v) -> double {
+          const std::vector<float>& own = is_v ? v : k;
+          if (p == positions[i]) {
+            return bf16 ? FromBf16(ToBf16(own[i * row + j])) : own[i * row + j];
           }
-          sc.push_back(dot * scale);
-        }
-        const double mx = *std::max_element(sc.begin(), sc.end());
-        double sum = 0;
-        for (double& x : sc) sum += (x = std::exp(x - mx));
-        for (int64_t j = 0; j < cs.hd; ++j) {
-          double o = 0, m = 0;
-          for (size_t p = 0; p < sc.size(); ++p) {
-            const double val = at(static_cast<int32_t>(p), kvh * cs.hd + j, vval, v);
-            o += sc[p] / sum * val;
-            m += sc[p] / sum * std::fabs(val);
-          }
-          ref.push_back(o);
-          mag.push_back(m + 1.0);
-        }
-      }
-    }
+          const int64_t block = table[i * max_blocks + p / cs.bt];
+          return (is_v ? vval : kval)[(block * cs.bt + p % cs.bt) * row + j];
+        },
+        &ref, &mag);
     ExpectClose(got, ref, mag, "long-context attention", 2e-5);
     if (std::string(backend_->name()) == "cpu") {
       for (int64_t i = 0; i < t; ++i) {
@@ -1208,33 +1241,13 @@ TEST_P(Conformance, AttentionWithAnInt8CacheMatchesTheReferenceOverItsScaledRows
     for (int64_t i = 0; i < t * max_blocks; ++i) table[i] = ids[i];
     const std::vector<float> q = rng.Normals(t * cs.nh * cs.hd), k = rng.Normals(t * row),
                              v = rng.Normals(t * row);
-    const float scale = 1.f / std::sqrt(static_cast<float>(cs.hd));
+    const DecodeBatch batch{cs.nh, cs.nkv, cs.hd, cs.bt, max_blocks, positions, table, q, k, v};
     auto run = [&](int64_t first, int64_t n, bool with_scales) {
-      std::vector<int32_t> seq(static_cast<size_t>(n)), pos, tab;
-      std::iota(seq.begin(), seq.end(), 0);
-      pos.assign(positions.begin() + first, positions.begin() + first + n);
-      tab.assign(table.begin() + first * max_blocks, table.begin() + (first + n) * max_blocks);
-      zaya_op op = Op(ZAYA_OP_ATTENTION);
-      op.src[0] =
-          dev_->F32({q.begin() + first * cs.nh * cs.hd, q.begin() + (first + n) * cs.nh * cs.hd},
-                    {n, cs.nh * cs.hd});
-      op.src[1] = dev_->F32({k.begin() + first * row, k.begin() + (first + n) * row}, {n, row});
-      op.src[2] = dev_->F32({v.begin() + first * row, v.begin() + (first + n) * row}, {n, row});
-      op.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {n, cs.nh * cs.hd});
-      op.dst[1] = kc;
-      op.dst[2] = vc;
+      zaya_op op = DecodeAttentionOp(*dev_, batch, first, n, kc, vc);
       if (with_scales) {
         op.dst[3] = ksc;
         op.dst[4] = vsc;
       }
-      op.aux[0] = dev_->I32(seq, {n});
-      op.aux[1] = dev_->I32(tab, {n, max_blocks});
-      op.aux[2] = dev_->I32(pos, {n});
-      op.i[0] = cs.nh;
-      op.i[1] = cs.nkv;
-      op.i[2] = cs.hd;
-      op.i[3] = cs.bt;
-      op.f[0] = scale;
       const Status status = dev_->Run(op);
       return std::make_pair(status, dev_->Read<float>(op.dst[0]));
     };
@@ -1269,39 +1282,16 @@ TEST_P(Conformance, AttentionWithAnInt8CacheMatchesTheReferenceOverItsScaledRows
         }
       }
     }
-    auto value = [&](const std::vector<int8_t>& bq, const std::vector<float>& bs, int64_t i,
-                     int32_t p, int64_t j) -> double {
-      const int64_t block = table[i * max_blocks + p / cs.bt];
-      const int64_t r = (block * cs.bt + p % cs.bt) * cs.nkv + j / cs.hd;
-      return static_cast<double>(bs[r]) * bq[r * cs.hd + j % cs.hd];
-    };
     std::vector<double> ref, mag;
-    for (int64_t i = 0; i < t; ++i) {
-      for (int64_t h = 0; h < cs.nh; ++h) {
-        const int64_t kvh = h / (cs.nh / cs.nkv);
-        std::vector<double> sc;
-        for (int32_t p = 0; p <= positions[i]; ++p) {
-          double dot = 0;
-          for (int64_t j = 0; j < cs.hd; ++j) {
-            dot += q[(i * cs.nh + h) * cs.hd + j] * value(kq2, ks2, i, p, kvh * cs.hd + j);
-          }
-          sc.push_back(dot * scale);
-        }
-        const double mx = *std::max_element(sc.begin(), sc.end());
-        double sum = 0;
-        for (double& x : sc) sum += (x = std::exp(x - mx));
-        for (int64_t j = 0; j < cs.hd; ++j) {
-          double o = 0, m = 0;
-          for (size_t p = 0; p < sc.size(); ++p) {
-            const double val = value(vq2, vs2, i, static_cast<int32_t>(p), kvh * cs.hd + j);
-            o += sc[p] / sum * val;
-            m += sc[p] / sum * std::fabs(val);
-          }
-          ref.push_back(o);
-          mag.push_back(m + 1.0);
-        }
-      }
-    }
+    DecodeAttentionReference(
+        batch,
+        [&](int64_t i, int32_t p, int64_t j, bool is_v) -> double {
+          const int64_t block = table[i * max_blocks + p / cs.bt];
+          const int64_t r = (block * cs.bt + p % cs.bt) * cs.nkv + j / cs.hd;
+          return static_cast<double>((is_v ? vs2 : ks2)[r]) *
+                 (is_v ? vq2 : kq2)[r * cs.hd + j % cs.hd];
+        },
+        &ref, &mag);
     ExpectClose(got, ref, mag, "attention over an int8 cache", 2e-5);
     if (std::string(backend_->name()) == "cpu") {
       for (int64_t i = 0; i < t; ++i) {
