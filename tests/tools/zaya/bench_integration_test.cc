@@ -83,6 +83,43 @@ TEST(BenchIntegration, JsonReportIsConsistent) {
   EXPECT_GT(j.at("prefill").at("tok_s").get<double>(), 0);
 }
 
+// --kv-dtype int8 counts the int8 cache's bytes (a byte a value and a f32 scale per row); and
+// --compare-kv-int8 reports the agreement of an int8 cache with a bf16 one, which on the trained
+// model stays high (100% over 1,000 tokens: docs/performance.md; dropping the rows' scales sends it
+// to 0.36 over 50 tokens).
+TEST(BenchIntegration, Int8KvCacheCountsItsBytesAndAgreesWithBf16) {
+  ShellResult r = QuickBench(
+      "--json --batches 2 --steps 2 --reps 1 --prefill-tokens 4 --context 5 --kv-dtype int8");
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  const json j = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  EXPECT_EQ(j.at("kv_dtype").get<std::string>(), "int8");
+  const int layers = 4, kv_heads = 2, kv_dim = 2 * 48;  // models/zaya-tiny-reasoner/config.json
+  const double kv_per_token = (7 + 8) / 2.0 * 2 * (kv_dim + 4 * kv_heads) * layers;
+  ASSERT_EQ(j.at("decode").size(), 1u);
+  const double kv = j.at("decode")[0].at("kv_bytes_per_step").get<double>();
+  EXPECT_NEAR(kv, 2 * kv_per_token, 1e-9 * kv);
+
+  r = Bench("--model " + kModel + " --threads 1 --compare-kv-int8 50 --json");
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  const json c = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(c.is_discarded()) << r.out;
+  EXPECT_EQ(c.at("reference").at("kv_dtype").get<std::string>(), "bf16");
+  EXPECT_EQ(c.at("test").at("kv_dtype").get<std::string>(), "int8");
+  EXPECT_EQ(c.at("test").at("weights_dtype").get<std::string>(), "bf16");
+  EXPECT_EQ(c.at("tokens").get<int>(), 50);
+  EXPECT_GE(c.at("greedy_agreement").get<double>(), 0.9) << r.out;
+  EXPECT_LT(c.at("logits_rms_error").get<double>(), 0.1 * c.at("logits_rms").get<double>());
+
+  r = Bench("--model " + kModel + " --kv-dtype fp8");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("--kv-dtype must be auto, f32, bf16 or int8, not 'fp8'"), std::string::npos)
+      << r.err;
+  r = Bench("--model " + kModel + " --compare-int8 5 --compare-kv-int8 5");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("give one"), std::string::npos) << r.err;
+}
+
 TEST(BenchIntegration, TableGoesToStdout) {
   ShellResult r = QuickBench("--batches 1 --steps 1 --reps 1 --prefill-tokens 4");
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
