@@ -85,8 +85,8 @@ TEST(BenchIntegration, JsonReportIsConsistent) {
 
 // --kv-dtype int8 counts the int8 cache's bytes (a byte a value and a f32 scale per row); and
 // --compare-kv-int8 reports the agreement of an int8 cache with a bf16 one, which on the trained
-// model stays high (100% over 1,000 tokens: docs/performance.md; dropping the rows' scales sends it
-// to 0.36 over 50 tokens).
+// model stays high (100% over 1,000 tokens: docs/performance.md; dropping the V rows' scales sent
+// it to 0.36 over these 50 tokens).
 TEST(BenchIntegration, Int8KvCacheCountsItsBytesAndAgreesWithBf16) {
   ShellResult r = QuickBench(
       "--json --batches 2 --steps 2 --reps 1 --prefill-tokens 4 --context 5 --kv-dtype int8");
