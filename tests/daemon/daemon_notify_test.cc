@@ -13,6 +13,7 @@
 
 #include "ipc/client.h"
 #include "tests/daemon/daemon_process.h"
+#include "tests/tools/zaya/run_zaya.h"
 
 namespace zaya {
 namespace {
@@ -233,29 +234,20 @@ TEST(DaemonNotifyTest, Int8KvCacheServesAnRsaSolveWithMoreBlocksInTheSameBudget)
       EditConfig(d, "weights_dtype = \"f32\"\n", "weights_dtype = \"f32\"\nkv_dtype = \"int8\"\n");
     d.Start();
     ASSERT_TRUE(d.WaitForNotify("READY=1")) << d.Log();
-    const std::string zaya = std::string(ZAYA_BINARY_DIR) + "/tools/zaya/zaya ";
     const std::string endpoint = " --endpoint " + d.endpoint();
-    const auto run = [&](const std::string& args, std::string* out) {
-      FILE* p = popen((zaya + args + endpoint + " 2>&1").c_str(), "r");
-      char buf[4096];
-      size_t n;
-      while ((n = fread(buf, 1, sizeof buf, p)) > 0) out->append(buf, n);
-      return WEXITSTATUS(pclose(p));
-    };
-    std::string status;
-    EXPECT_EQ(run("status --json", &status), 0) << status;
-    const auto j = nlohmann::json::parse(status.substr(status.find('{')));
-    EXPECT_EQ(j.at("model").at("kv_dtype"), kv == 1 ? "int8" : "f32") << status;
+    const auto status = testing::RunZaya("status --json" + endpoint);
+    ASSERT_EQ(status.rc, 0) << status.out << status.err;
+    const auto j = nlohmann::json::parse(status.out);
+    EXPECT_EQ(j.at("model").at("kv_dtype"), kv == 1 ? "int8" : "f32") << status.out;
     blocks[kv] = j.at("memory").at("state").at("blocks_total").get<int64_t>();
     if (kv == 1) {
       EXPECT_NE(d.Log().find("KV blocks (int8)"), std::string::npos) << d.Log();
-      std::string solve;
-      EXPECT_EQ(run("solve 'What is 2+2?' --mode rsa --population 3 --subset 2 --rounds 1 "
-                    "--budget 16 --tail 8 --seed 1",
-                    &solve),
-                0)
-          << solve << d.Log();
-      EXPECT_NE(solve.find("round 1/1: members finished 3/3"), std::string::npos) << solve;
+      const auto solve = testing::RunZaya(
+          "solve 'What is 2+2?' --mode rsa --population 3 --subset 2 --rounds 1 --budget 16 "
+          "--tail 8 --seed 1" +
+          endpoint);
+      EXPECT_EQ(solve.rc, 0) << solve.err << d.Log();
+      EXPECT_NE(solve.err.find("round 1/1: members finished 3/3"), std::string::npos) << solve.err;
     }
     d.Signal(SIGTERM);
     EXPECT_EQ(d.WaitExit(30s), 0) << d.Log();
