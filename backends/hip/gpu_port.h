@@ -12,8 +12,9 @@
 //     synchronisation, not GPU memory ordering, warp width 64 or performance.
 //
 // Kernel code may use: __global__, __device__, __shared__ (fixed-size arrays), __syncthreads(),
-// threadIdx.x, blockIdx.{x,y}, blockDim.x, gridDim.{x,y}, ZAYA_LAUNCH, WarpSumXor (all lanes of a
-// warp call it together), and <cmath> functions. Nothing else, so that the emulator stays honest.
+// threadIdx.x, blockIdx.{x,y}, blockDim.x, gridDim.{x,y}, ZAYA_LAUNCH, ZAYA_UNROLL (before a loop
+// of constant trip count whose arrays must stay in registers), WarpSumXor (all lanes of a warp call
+// it together), and <cmath> functions. Nothing else, so that the emulator stays honest.
 #pragma once
 
 #include <cstddef>
@@ -51,6 +52,7 @@ void Launch(dim3 grid, dim3 block, const std::function<void()>& body);
 #define __forceinline__ inline
 #define __shared__ static
 #define __launch_bounds__(n)
+#define ZAYA_UNROLL
 #define threadIdx (::zaya::gpu_emu::thread_idx)
 #define blockIdx (::zaya::gpu_emu::block_idx)
 #define blockDim (::zaya::gpu_emu::block_dim)
@@ -133,6 +135,7 @@ const char* hipGetErrorString(hipError_t error);
 #define hipGetErrorString cudaGetErrorString
 #define ZAYA_LAUNCH(kernel, grid, block, stream, ...) \
   kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#define ZAYA_UNROLL _Pragma("unroll")
 #define ZAYA_GPU_RUNTIME "cuda"
 #define ZAYA_GPU_VENDOR "NVIDIA"
 #define ZAYA_GPU_COUNT_CALL "cudaGetDeviceCount"
@@ -146,6 +149,7 @@ const char* hipGetErrorString(hipError_t error);
 #endif
 #define ZAYA_LAUNCH(kernel, grid, block, stream, ...) \
   kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#define ZAYA_UNROLL _Pragma("unroll")
 #define ZAYA_GPU_RUNTIME "hip"
 #define ZAYA_GPU_VENDOR "AMD"
 #define ZAYA_GPU_COUNT_CALL "hipGetDeviceCount"

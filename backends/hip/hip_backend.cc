@@ -47,6 +47,12 @@
 struct zaya_buffer {
   std::byte* device = nullptr;  // what kernels use (the device view of pinned memory for HOST)
   std::byte* host = nullptr;    // ZAYA_BUFFER_HOST only: the host view of the same memory
+  // ZAYA_BUFFER_HOST only: a device copy of the ranges kernels read as index tables during step
+  // `copied_step` (DevIndex). Kernels reading mapped host memory wait a PCIe round trip (~1-2 us)
+  // per dependent read, and attention chained three of them per position.
+  std::byte* twin = nullptr;
+  uint64_t copied_step = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> copied;  // [offset, end) ranges current in `twin`
   uint64_t bytes = 0;
   zaya_buffer_kind kind = ZAYA_BUFFER_SCRATCH;
 };
@@ -96,6 +102,7 @@ struct zaya_backend {
   uint64_t allocated = 0;
   zaya::hip::Arena workspace;     // device scratch of the current step (CCA, MoE, copies)
   zaya::hip::Arena tables{true};  // host-built index tables the kernels read (CCA runs)
+  uint64_t step = 0;              // ExecuteOps calls so far (dates the HOST buffers' device copies)
   int* flag_host = nullptr;       // error flag kernels raise (pinned, mapped)
   int* flag_device = nullptr;
   bool host_dirty = false;  // an op of this step writes a HOST buffer: sync before reading
@@ -153,7 +160,10 @@ template <typename T>
 T* Dev(zaya_backend* b, const zaya_tensor& t, const char* what) {
   CheckBounds(t, what);
   if constexpr (!std::is_same_v<T, std::byte>) backend_common::ExpectElementsOf<T>(t, what);
-  if (t.buffer->kind == ZAYA_BUFFER_HOST) b->host_dirty = true;  // conservatively: may be written
+  if (t.buffer->kind == ZAYA_BUFFER_HOST) {
+    b->host_dirty = true;  // conservatively: may be written
+    t.buffer->copied.clear();
+  }
   return reinterpret_cast<T*>(t.buffer->device + t.offset);
 }
 
@@ -162,6 +172,31 @@ const T* DevIn(const zaya_tensor& t, const char* what) {
   CheckBounds(t, what);
   if constexpr (!std::is_same_v<T, std::byte>) backend_common::ExpectElementsOf<T>(t, what);
   return reinterpret_cast<const T*>(t.buffer->device + t.offset);
+}
+
+// Checked device pointer to an index tensor the kernels read (validated on the host first): a
+// HOST tensor through its buffer's device twin, copied there at its first use in the step (the
+// copy is ordered on the stream after any earlier op that wrote the buffer); others directly.
+template <typename T>
+const T* DevIndex(zaya_backend* b, const zaya_tensor& t, const char* what) {
+  const T* direct = DevIn<T>(t, what);
+  zaya_buffer* buf = t.buffer;
+  if (buf->kind != ZAYA_BUFFER_HOST || buf->twin == nullptr) return direct;
+  if (buf->copied_step != b->step) {
+    buf->copied.clear();
+    buf->copied_step = b->step;
+  }
+  const uint64_t begin = t.offset;
+  const uint64_t end = begin + static_cast<uint64_t>(Elements(t)) * DTypeSize(t.dtype);
+  bool current = false;
+  for (const auto& [from, to] : buf->copied) current = current || (from <= begin && end <= to);
+  if (!current && end > begin) {
+    Check(hipMemcpyAsync(buf->twin + begin, buf->device + begin, end - begin, hipMemcpyDefault,
+                         b->stream),
+          "copying an index table to the device");
+    buf->copied.emplace_back(begin, end);
+  }
+  return reinterpret_cast<const T*>(buf->twin + begin);
 }
 
 // A host-readable copy of an (index) tensor for validation: HOST buffers directly, other buffers
@@ -260,7 +295,8 @@ void OpEmbed(zaya_backend* b, const zaya_op& op) {
     }
   }
   if (t == 0) return;
-  LaunchEmbed(b->stream, DevIn<int32_t>(op.src[0], "embed ids"), t, table, h, bias, scale, out);
+  LaunchEmbed(b->stream, DevIndex<int32_t>(b, op.src[0], "embed ids"), t, table, h, bias, scale,
+              out);
 }
 
 void OpRmsNorm(zaya_backend* b, const zaya_op& op) {
@@ -364,7 +400,7 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
   const int32_t* seq_of_token = HostIn<int32_t>(b, op.aux[0], "cca seq_of_token", s0);
   const int32_t* slot_of_seq = HostIn<int32_t>(b, op.aux[1], "cca slot_of_seq", s1);
   ExpectDType(op.aux[2], ZAYA_DTYPE_I32, "cca position");
-  a.position = DevIn<int32_t>(op.aux[2], "cca position");
+  a.position = DevIndex<int32_t>(b, op.aux[2], "cca position");
   if (Elements(op.aux[0]) < t || Elements(op.aux[2]) < t) {
     Fail("cca: seq_of_token and position need one entry per token");
   }
@@ -389,10 +425,16 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
   std::memcpy(host, run_begin.data(), run_begin.size() * sizeof(int32_t));
   std::memcpy(host + run_begin.size() * sizeof(int32_t), run_slot.data(),
               run_slot.size() * sizeof(int32_t));
-  a.run_begin = reinterpret_cast<const int32_t*>(dev);
-  a.run_slot = reinterpret_cast<const int32_t*>(dev + run_begin.size() * sizeof(int32_t));
+  // Kernels read the runs from a device copy (zaya_buffer::twin says why), carved from the same
+  // workspace allocation as the conv scratch: a second Take could move the first.
+  const uint64_t work_bytes = static_cast<uint64_t>(3 * t * c) * 4;
+  std::byte* ws = Take(b, b->workspace, work_bytes + table_bytes);
+  std::byte* copy = ws + work_bytes;
+  Check(hipMemcpyAsync(copy, dev, table_bytes, hipMemcpyDefault, b->stream), "copying CCA runs");
+  a.run_begin = reinterpret_cast<const int32_t*>(copy);
+  a.run_slot = reinterpret_cast<const int32_t*>(copy + run_begin.size() * sizeof(int32_t));
   a.tokens = t;
-  a.work = reinterpret_cast<float*>(Take(b, b->workspace, static_cast<uint64_t>(3 * t * c) * 4));
+  a.work = reinterpret_cast<float*>(ws);
   LaunchCca(b->stream, a);
 }
 
@@ -458,9 +500,9 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   // Every block a token reads or writes must exist: positions 0..position[t] of its sequence.
   backend_common::CheckAttentionBlocks(seq_of_token, position, t, table, n_seq, max_blocks, bt,
                                        blocks);
-  a.seq_of_token = DevIn<int32_t>(op.aux[0], "attention seq_of_token");
-  a.block_table = DevIn<int32_t>(op.aux[1], "attention block table");
-  a.position = DevIn<int32_t>(op.aux[2], "attention position");
+  a.seq_of_token = DevIndex<int32_t>(b, op.aux[0], "attention seq_of_token");
+  a.block_table = DevIndex<int32_t>(b, op.aux[1], "attention block table");
+  a.position = DevIndex<int32_t>(b, op.aux[2], "attention position");
   a.t = t;
   a.nh = nh;
   a.nkv = nkv;
@@ -530,7 +572,7 @@ void OpGatherRows(zaya_backend* b, const zaya_op& op) {
     if (idx[i] < 0 || idx[i] >= rows) Fail("gather index out of range");
   }
   if (r == 0 || n == 0) return;
-  LaunchGatherRows(b->stream, src, DevIn<int32_t>(op.aux[0], "gather index"), r, n, dst);
+  LaunchGatherRows(b->stream, src, DevIndex<int32_t>(b, op.aux[0], "gather index"), r, n, dst);
 }
 
 void OpCopy(zaya_backend* b, const zaya_op& op) {
@@ -543,7 +585,10 @@ void OpCopy(zaya_backend* b, const zaya_op& op) {
     Fail("copy of " + std::to_string(op.i[0]) + " bytes runs outside a buffer");
   }
   if (n == 0) return;
-  if (d.buffer->kind == ZAYA_BUFFER_HOST) b->host_dirty = true;
+  if (d.buffer->kind == ZAYA_BUFFER_HOST) {
+    b->host_dirty = true;
+    d.buffer->copied.clear();
+  }
   std::byte* from = s.buffer->device + s.offset;
   std::byte* to = d.buffer->device + d.offset;
   if (s.buffer == d.buffer && from < to + n && to < from + n) {
@@ -765,6 +810,13 @@ zaya_status BufferAlloc(zaya_backend* b, zaya_buffer_kind kind, uint64_t bytes, 
         Check(me, "mapping pinned host memory");
       }
       buf->device = static_cast<std::byte*>(d);
+      void* twin = nullptr;
+      const hipError_t te = hipMalloc(&twin, rounded);
+      if (te != hipSuccess) {
+        static_cast<void>(hipHostFree(p));
+        Check(te, "allocating the device copy of pinned host memory");
+      }
+      buf->twin = static_cast<std::byte*>(twin);
     } else {
       buf->device = static_cast<std::byte*>(p);
       const hipError_t me = hipMemset(p, 0, rounded);
@@ -790,6 +842,7 @@ void BufferFree(zaya_backend* b, zaya_buffer* buf) {
   }
   if (buf->host != nullptr) {
     static_cast<void>(hipHostFree(buf->host));
+    static_cast<void>(hipFree(buf->twin));
   } else {
     static_cast<void>(hipFree(buf->device));
   }
@@ -846,6 +899,7 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
     Check(hipSetDevice(b->device), "hipSetDevice");
     b->workspace.used = 0;
     b->tables.used = 0;
+    ++b->step;
     b->host_dirty = false;
     *b->flag_host = 0;
     return ZAYA_STATUS_OK;

@@ -17,6 +17,8 @@ constexpr int kWarps = kThreads / gpu::kWarp;
 constexpr int kSplitK = 2;                       // matvec: warps sharing one output row
 constexpr int kRowsPerBlock = kWarps / kSplitK;  // matvec rows per block
 constexpr int kMatVecChunk = 16;  // tokens per matvec pass (register accumulators per lane)
+constexpr int kAttnPos = 4;     // attention: positions a warp scores together
+constexpr int kUnroll = 4;      // weight loads a lane has in flight in the streaming kernels
 constexpr int kTile = 64;         // tiled matmul: 64 tokens x 64 output rows per block
 constexpr int kTileK = 16;
 
@@ -61,9 +63,23 @@ __device__ __forceinline__ float LoadW(const DevWeights& w, int64_t row, int64_t
   return static_cast<const float*>(w.data)[at];
 }
 
+// 8 bf16 weights (one 16-byte load) dotted with 8 floats (two 16-byte loads at xv).
+__device__ __forceinline__ float PackDot(const Pack16& pk, const Float4* xv) {
+  const Float4 x0 = xv[0], x1 = xv[1];
+  return gpu::BitsToFloat(pk.v[0] << 16) * x0.v[0] +
+         gpu::BitsToFloat(pk.v[0] & 0xffff0000u) * x0.v[1] +
+         gpu::BitsToFloat(pk.v[1] << 16) * x0.v[2] +
+         gpu::BitsToFloat(pk.v[1] & 0xffff0000u) * x0.v[3] +
+         gpu::BitsToFloat(pk.v[2] << 16) * x1.v[0] +
+         gpu::BitsToFloat(pk.v[2] & 0xffff0000u) * x1.v[1] +
+         gpu::BitsToFloat(pk.v[3] << 16) * x1.v[2] +
+         gpu::BitsToFloat(pk.v[3] & 0xffff0000u) * x1.v[3];
+}
+
 // One lane's share of the dot product of weight row `row` ([rows, k]) with x[0..k): lanes take
 // interleaved slices and the caller reduces over the warp. bf16 rows of a multiple of 8 values on
-// 16-byte boundaries go 8 weights (16 bytes) per load, else one element per load.
+// 16-byte boundaries go 8 weights (16 bytes) per load, kUnroll loads in flight (see
+// MatVecKernel), else one element per load.
 __device__ __forceinline__ float LaneRowDot(const DevWeights& w, int64_t row, const float* x,
                                             int64_t k, int lane) {
   float acc = 0.f;
@@ -72,18 +88,16 @@ __device__ __forceinline__ float LaneRowDot(const DevWeights& w, int64_t row, co
     const auto* wrow =
         reinterpret_cast<const Pack16*>(static_cast<const uint16_t*>(w.data) + row * k);
     const auto* xv = reinterpret_cast<const Float4*>(x);
-    for (int64_t c8 = lane; c8 < k / 8; c8 += gpu::kWarp) {
-      const Pack16 pk = wrow[c8];
-      const Float4 x0 = xv[2 * c8], x1 = xv[2 * c8 + 1];
-      acc += gpu::BitsToFloat(pk.v[0] << 16) * x0.v[0] +
-             gpu::BitsToFloat(pk.v[0] & 0xffff0000u) * x0.v[1] +
-             gpu::BitsToFloat(pk.v[1] << 16) * x0.v[2] +
-             gpu::BitsToFloat(pk.v[1] & 0xffff0000u) * x0.v[3] +
-             gpu::BitsToFloat(pk.v[2] << 16) * x1.v[0] +
-             gpu::BitsToFloat(pk.v[2] & 0xffff0000u) * x1.v[1] +
-             gpu::BitsToFloat(pk.v[3] << 16) * x1.v[2] +
-             gpu::BitsToFloat(pk.v[3] & 0xffff0000u) * x1.v[3];
+    const int64_t packs = k / 8;
+    int64_t c8 = lane;
+    for (; c8 + (kUnroll - 1) * gpu::kWarp < packs; c8 += kUnroll * gpu::kWarp) {
+      Pack16 pk[kUnroll];
+      ZAYA_UNROLL for (int u = 0; u < kUnroll; ++u) pk[u] = wrow[c8 + u * gpu::kWarp];
+      ZAYA_UNROLL for (int u = 0; u < kUnroll; ++u) {
+        acc += PackDot(pk[u], xv + 2 * (c8 + u * gpu::kWarp));
+      }
     }
+    for (; c8 < packs; c8 += gpu::kWarp) acc += PackDot(wrow[c8], xv + 2 * c8);
     return acc;
   }
   for (int64_t c = lane; c < k; c += gpu::kWarp) acc += LoadW(w, row, c, k) * x[c];
@@ -171,13 +185,35 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- matmul ----
 
+// acc[j] += pack . x[t0 + j, 8 c8 .. 8 c8 + 8) for the nt tokens of a matvec pass.
+template <int kChunk>
+__device__ __forceinline__ void MatVecPack(const Pack16& pk, const float* x, int64_t t0,
+                                           int64_t nt, int64_t k, int64_t c8,
+                                           float (&acc)[kChunk]) {
+  float wv[8];
+  for (int e = 0; e < 4; ++e) {
+    wv[2 * e] = gpu::BitsToFloat(pk.v[e] << 16);
+    wv[2 * e + 1] = gpu::BitsToFloat(pk.v[e] & 0xffff0000u);
+  }
+  for (int j = 0; j < kChunk; ++j) {
+    if (j < nt) {
+      const auto* xv = reinterpret_cast<const Float4*>(x + (t0 + j) * k + c8 * 8);
+      const Float4 x0 = xv[0], x1 = xv[1];
+      acc[j] += wv[0] * x0.v[0] + wv[1] * x0.v[1] + wv[2] * x0.v[2] + wv[3] * x0.v[3] +
+                wv[4] * x1.v[0] + wv[5] * x1.v[1] + wv[6] * x1.v[2] + wv[7] * x1.v[3];
+    }
+  }
+}
+
 // Few tokens (decode): kSplitK warps share an output row, each streaming its part of it once and
-// dotting it with up to kMatVecChunk tokens; lanes split their slice, WarpSumXor combines a warp,
+// dotting it with up to kChunk tokens (kChunk: 1, 4 or kMatVecChunk, the
+// smallest that holds the pass, so one token does not pay 16 tokens' registers); lanes split their slice, WarpSumXor combines a warp,
 // shared memory the slices in a fixed order. Each token's sum is formed the same way whatever the
 // batch, so batched and single-sequence decode agree exactly. Splitting K puts 2x more warps (and
 // loads) in flight: decode matrices are 0.1-4 MB, too few rows for one warp each to hide memory
 // latency. Measured on an H100 (8B shape, interleaved runs): batch 16 +24%, batch 8 +15%, batch 1
 // -4%; population decode is what RSA runs, so the split stays.
+template <int kChunk>
 __global__ void __launch_bounds__(kThreads)
     MatVecKernel(const float* x, int64_t t0, int64_t nt, int64_t k, DevWeights w, int64_t n,
                  DevVec bias, int act, float* y) {
@@ -185,9 +221,9 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = static_cast<int>(threadIdx.x) / gpu::kWarp;
   const int slice = warp % kSplitK, local = warp / kSplitK;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + local;
-  __shared__ float part[kRowsPerBlock][kSplitK][kMatVecChunk];
-  float acc[kMatVecChunk];
-  for (int j = 0; j < kMatVecChunk; ++j) acc[j] = 0.f;
+  __shared__ float part[kRowsPerBlock][kSplitK][kChunk];
+  float acc[kChunk];
+  for (int j = 0; j < kChunk; ++j) acc[j] = 0.f;
   // bf16 rows of a multiple of 8 values on 16-byte boundaries: each lane loads 8 weights (16
   // bytes) at a time, so a warp moves 512 contiguous bytes per load instead of 64.
   const bool wide = w.dtype == kBF16 && k % 8 == 0 &&
@@ -196,31 +232,27 @@ __global__ void __launch_bounds__(kThreads)
   if (row < n && wide) {
     const auto* wrow =
         reinterpret_cast<const Pack16*>(static_cast<const uint16_t*>(w.data) + row * k);
-    for (int64_t c8 = slice * gpu::kWarp + lane; c8 < k / 8; c8 += gpu::kWarp * kSplitK) {
-      const Pack16 pk = wrow[c8];
-      float wv[8];
-      for (int e = 0; e < 4; ++e) {
-        wv[2 * e] = gpu::BitsToFloat(pk.v[e] << 16);
-        wv[2 * e + 1] = gpu::BitsToFloat(pk.v[e] & 0xffff0000u);
-      }
-      for (int j = 0; j < kMatVecChunk; ++j) {
-        if (j < nt) {
-          const auto* xv = reinterpret_cast<const Float4*>(x + (t0 + j) * k + c8 * 8);
-          const Float4 x0 = xv[0], x1 = xv[1];
-          acc[j] += wv[0] * x0.v[0] + wv[1] * x0.v[1] + wv[2] * x0.v[2] + wv[3] * x0.v[3] +
-                    wv[4] * x1.v[0] + wv[5] * x1.v[1] + wv[6] * x1.v[2] + wv[7] * x1.v[3];
-        }
-      }
+    const int64_t packs = k / 8;
+    constexpr int64_t kStep = gpu::kWarp * kSplitK;
+    int64_t c8 = slice * gpu::kWarp + lane;
+    // kUnroll 16-byte weight loads are issued before the first multiply: with one load in
+    // flight per lane, a warp waited a full memory latency per 512 bytes (the tied head ran at
+    // ~0.9 TB/s on an H100). The packs are still summed in ascending order, as before.
+    for (; c8 + (kUnroll - 1) * kStep < packs; c8 += kUnroll * kStep) {
+      Pack16 pk[kUnroll];
+      ZAYA_UNROLL for (int u = 0; u < kUnroll; ++u) pk[u] = wrow[c8 + u * kStep];
+      ZAYA_UNROLL for (int u = 0; u < kUnroll; ++u) MatVecPack(pk[u], x, t0, nt, k, c8 + u * kStep, acc);
     }
+    for (; c8 < packs; c8 += kStep) MatVecPack(wrow[c8], x, t0, nt, k, c8, acc);
   } else if (row < n) {
     for (int64_t c = slice * gpu::kWarp + lane; c < k; c += gpu::kWarp * kSplitK) {
       const float wv = LoadW(w, row, c, k);
-      for (int j = 0; j < kMatVecChunk; ++j) {
+      for (int j = 0; j < kChunk; ++j) {
         if (j < nt) acc[j] += wv * x[(t0 + j) * k + c];
       }
     }
   }
-  for (int j = 0; j < kMatVecChunk; ++j) {
+  for (int j = 0; j < kChunk; ++j) {
     if (j >= nt) break;  // nt is the same for the whole block, so every lane leaves together
     const float s = gpu::WarpSumXor(acc[j]);
     if (lane == 0) part[local][slice][j] = s;
@@ -496,47 +528,89 @@ __global__ void __launch_bounds__(kThreads) AppendKvKernel(AttentionArgs a) {
   }
 }
 
-// One block per (token, head): positions in tiles of kThreads (one score per thread), online
-// softmax across tiles; thread j < hd accumulates output channel j.
+// One block per (token, head). Each warp takes kAttnPos positions of every tile of
+// kWarps * kAttnPos and keeps its own online softmax; lanes split head_dim (lane + kWarp * c), so a
+// warp reads a cache row as one coalesced run, and the kAttnPos rows' loads are in flight
+// together. The warps' partial results are merged in warp order at the end. (It replaced one
+// position per thread with a serial loop over head_dim: 17 us per op at batch 1 on an H100, most of
+// it one thread's 128 dependent steps.)
 __global__ void __launch_bounds__(kThreads) AttendKernel(AttentionArgs a) {
-  __shared__ float qs[kMaxHeadDim];
-  __shared__ float red[kThreads];
-  __shared__ float ps[kThreads];
+  constexpr int kLaneCh = (kMaxHeadDim + gpu::kWarp - 1) / gpu::kWarp;
+  __shared__ float warp_m[kWarps];
+  __shared__ float warp_l[kWarps];
+  __shared__ float warp_acc[kWarps][kMaxHeadDim];
   const int64_t w = blockIdx.x;
   const int64_t i = w / a.nh, h = w % a.nh, kvh = h / (a.nh / a.nkv), hd = a.hd;
   const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid % gpu::kWarp, warp = tid / gpu::kWarp;
   const int64_t seq = a.seq_of_token[i];
   const int64_t n_pos = static_cast<int64_t>(a.position[i]) + 1;
-  for (int64_t j = tid; j < hd; j += kThreads) qs[j] = a.q[(i * a.nh + h) * hd + j];
-  __syncthreads();
-  float m = -INFINITY, l = 0.f, acc = 0.f;
-  for (int64_t p0 = 0; p0 < n_pos; p0 += kThreads) {
-    const int64_t p = p0 + tid;
-    float score = -INFINITY;
-    if (p < n_pos) {
-      const int64_t at = CacheRow(a, seq, p) + kvh * hd;
-      float dot = 0.f;
-      for (int64_t j = 0; j < hd; ++j) dot += qs[j] * CacheAt(a.k_cache, a.cache, at + j);
-      score = dot * RowScale(a.k_scale, a.cache, at, hd) * a.scale;
+  float q[kLaneCh], acc[kLaneCh];
+  for (int c = 0; c < kLaneCh; ++c) {
+    const int64_t ch = lane + static_cast<int64_t>(c) * gpu::kWarp;
+    q[c] = ch < hd ? a.q[(i * a.nh + h) * hd + ch] : 0.f;
+    acc[c] = 0.f;
+  }
+  float m = -INFINITY, l = 0.f;
+  // Every warp runs the same number of tiles (warp sums are block-wide in the emulator).
+  for (int64_t p0 = 0; p0 < n_pos; p0 += static_cast<int64_t>(kWarps) * kAttnPos) {
+    int64_t at[kAttnPos];
+    float s[kAttnPos];
+    for (int u = 0; u < kAttnPos; ++u) {
+      const int64_t p = p0 + static_cast<int64_t>(warp) * kAttnPos + u;
+      at[u] = p < n_pos ? CacheRow(a, seq, p) + kvh * hd : -1;
+      float d = 0.f;
+      if (at[u] >= 0) {
+        for (int c = 0; c < kLaneCh; ++c) {
+          const int64_t ch = lane + static_cast<int64_t>(c) * gpu::kWarp;
+          if (ch < hd) d += q[c] * CacheAt(a.k_cache, a.cache, at[u] + ch);
+        }
+      }
+      s[u] = d;
     }
-    const float new_m = fmaxf(m, BlockMax(score, red));
-    const float e = p < n_pos ? expf(score - new_m) : 0.f;
-    ps[tid] = e;
-    const float tile_sum = BlockSum(e, red);  // its barriers also publish ps[]
-    const float corr = expf(m - new_m);       // 0 on the first tile (m = -inf)
-    l = l * corr + tile_sum;
-    if (tid < hd) {
-      acc *= corr;
-      const int64_t cnt = n_pos - p0 < kThreads ? n_pos - p0 : kThreads;
-      for (int64_t pp = 0; pp < cnt; ++pp) {
-        const int64_t at = CacheRow(a, seq, p0 + pp) + kvh * hd;
-        acc += ps[pp] * RowScale(a.v_scale, a.cache, at, hd) * CacheAt(a.v_cache, a.cache, at + tid);
+    float mx = m;
+    for (int u = 0; u < kAttnPos; ++u) {
+      s[u] = gpu::WarpSumXor(s[u]);
+      s[u] = at[u] >= 0 ? s[u] * RowScale(a.k_scale, a.cache, at[u], hd) * a.scale : -INFINITY;
+      mx = fmaxf(mx, s[u]);
+    }
+    if (mx == -INFINITY) continue;  // no position of this warp in the tile (uniform in the warp)
+    const float corr = expf(m - mx);  // 0 while m is -inf
+    l *= corr;
+    for (int c = 0; c < kLaneCh; ++c) acc[c] *= corr;
+    for (int u = 0; u < kAttnPos; ++u) {
+      if (at[u] < 0) continue;
+      const float e = expf(s[u] - mx);
+      l += e;
+      const float ev = e * RowScale(a.v_scale, a.cache, at[u], hd);
+      for (int c = 0; c < kLaneCh; ++c) {
+        const int64_t ch = lane + static_cast<int64_t>(c) * gpu::kWarp;
+        if (ch < hd) acc[c] += ev * CacheAt(a.v_cache, a.cache, at[u] + ch);
       }
     }
-    m = new_m;
-    __syncthreads();
+    m = mx;
   }
-  if (tid < hd) a.out[(i * a.nh + h) * hd + tid] = acc / l;
+  if (lane == 0) {
+    warp_m[warp] = m;
+    warp_l[warp] = l;
+  }
+  for (int c = 0; c < kLaneCh; ++c) {
+    const int64_t ch = lane + static_cast<int64_t>(c) * gpu::kWarp;
+    if (ch < hd) warp_acc[warp][ch] = acc[c];
+  }
+  __syncthreads();
+  if (tid < hd) {
+    float mm = -INFINITY;
+    for (int x = 0; x < kWarps; ++x) mm = fmaxf(mm, warp_m[x]);
+    float num = 0.f, den = 0.f;
+    for (int x = 0; x < kWarps; ++x) {
+      if (warp_m[x] == -INFINITY) continue;  // a warp that saw no position
+      const float f = expf(warp_m[x] - mm);
+      num += warp_acc[x][tid] * f;
+      den += warp_l[x] * f;
+    }
+    a.out[(i * a.nh + h) * hd + tid] = num / den;
+  }
 }
 
 // ---- router, MoE, gather ----
@@ -636,7 +710,16 @@ void LaunchMatMul(hipStream_t stream, const float* x, int64_t t, int64_t k, DevW
     const dim3 grid(static_cast<unsigned>(Blocks(n, kRowsPerBlock)));
     for (int64_t t0 = 0; t0 < t; t0 += kMatVecChunk) {
       const int64_t nt = t - t0 < kMatVecChunk ? t - t0 : kMatVecChunk;
-      ZAYA_LAUNCH(MatVecKernel, grid, dim3(kThreads), stream, x, t0, nt, k, w, n, bias, act, y);
+      // The smallest accumulator count that holds the pass: one token's kernel needs ~36
+      // registers where sixteen tokens' needs ~150 (fewer resident warps, fewer loads in flight).
+      if (nt == 1) {
+        ZAYA_LAUNCH(MatVecKernel<1>, grid, dim3(kThreads), stream, x, t0, nt, k, w, n, bias, act, y);
+      } else if (nt <= 4) {
+        ZAYA_LAUNCH(MatVecKernel<4>, grid, dim3(kThreads), stream, x, t0, nt, k, w, n, bias, act, y);
+      } else {
+        ZAYA_LAUNCH(MatVecKernel<kMatVecChunk>, grid, dim3(kThreads), stream, x, t0, nt, k, w, n,
+                    bias, act, y);
+      }
     }
     return;
   }

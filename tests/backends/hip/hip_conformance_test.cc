@@ -513,6 +513,56 @@ TEST_P(HipConformance, GatherRowsAndCopy) {
   EXPECT_EQ(want.dst[0], got.dst[0]);
 }
 
+// Kernels read HOST index tables through a device copy made at their first use in a step
+// (hip_backend.cc, zaya_buffer::twin): an op that writes the HOST buffer later in the step, and
+// the host between steps, must both be seen by the next reader.
+TEST_P(HipConformance, IndexTablesRewrittenWithinAndBetweenStepsAreReadAfresh) {
+  const int64_t rows = 5, n = 8;
+  const auto table = rng_.Uniform(rows * n);
+  auto buf = [&](zaya_buffer_kind kind, uint64_t bytes) {
+    auto b = gpu_->Alloc(kind, bytes);
+    EXPECT_TRUE(b.ok()) << b.status().ToString();
+    return std::move(*b);
+  };
+  auto src = buf(ZAYA_BUFFER_WEIGHTS, rows * n * 4);
+  auto ids = buf(ZAYA_BUFFER_HOST, 2 * 4);
+  auto later = buf(ZAYA_BUFFER_STATE, 2 * 4);
+  auto out = buf(ZAYA_BUFFER_SCRATCH, 2 * 2 * n * 4);
+  ASSERT_TRUE(gpu_->Write(src, 0, table.data(), table.size() * 4).ok());
+  const int32_t first[2] = {0, 1}, second[2] = {3, 4}, third[2] = {2, 0};
+  ASSERT_TRUE(gpu_->Write(ids, 0, first, 8).ok());
+  ASSERT_TRUE(gpu_->Write(later, 0, second, 8).ok());
+  auto gather = [&](int64_t at) {
+    zaya_op op{};
+    op.type = ZAYA_OP_GATHER_ROWS;
+    op.src[0] = zaya_tensor{src.get(), 0, ZAYA_DTYPE_F32, 2, {rows, n, 0, 0}};
+    op.aux[0] = zaya_tensor{ids.get(), 0, ZAYA_DTYPE_I32, 1, {2, 0, 0, 0}};
+    op.dst[0] = zaya_tensor{out.get(), static_cast<uint64_t>(at * 2 * n * 4), ZAYA_DTYPE_F32, 2,
+                            {2, n, 0, 0}};
+    return op;
+  };
+  zaya_op copy{};
+  copy.type = ZAYA_OP_COPY;
+  copy.src[0] = zaya_tensor{later.get(), 0, ZAYA_DTYPE_I32, 1, {2, 0, 0, 0}};
+  copy.dst[0] = zaya_tensor{ids.get(), 0, ZAYA_DTYPE_I32, 1, {2, 0, 0, 0}};
+  copy.i[0] = 8;
+  auto expect_rows = [&](int64_t at, const int32_t (&want)[2]) {
+    std::vector<float> got(2 * n);
+    ASSERT_TRUE(gpu_->Read(out, static_cast<uint64_t>(at * 2 * n * 4), got.data(), 2 * n * 4).ok());
+    for (int64_t r = 0; r < 2; ++r) {
+      for (int64_t j = 0; j < n; ++j) {
+        ASSERT_EQ(got[r * n + j], table[want[r] * n + j]) << "gather " << at << " row " << r;
+      }
+    }
+  };
+  ASSERT_TRUE(gpu_->Execute({gather(0), copy, gather(1)}).ok());
+  expect_rows(0, first);
+  expect_rows(1, second);
+  ASSERT_TRUE(gpu_->Write(ids, 0, third, 8).ok());
+  ASSERT_TRUE(gpu_->Execute({gather(0)}).ok());
+  expect_rows(0, third);
+}
+
 TEST_P(HipConformance, BadInputsAreStatusesNamingTheOp) {
   OpSpec s;
   s.op.type = ZAYA_OP_EMBED;
