@@ -58,8 +58,6 @@ void Launch(dim3 grid, dim3 block, const std::function<void()>& body);
 #define blockDim (::zaya::gpu_emu::block_dim)
 #define gridDim (::zaya::gpu_emu::grid_dim)
 #define __syncthreads() ::zaya::gpu_emu::SyncThreads()
-#define ZAYA_LAUNCH(kernel, grid, block, stream, ...) \
-  ((void)(stream), ::zaya::gpu_emu::Launch((grid), (block), [&] { kernel(__VA_ARGS__); }))
 
 // The runtime API subset, on host memory.
 typedef int hipError_t;
@@ -133,8 +131,15 @@ const char* hipGetErrorString(hipError_t error);
 #define hipStreamSynchronize cudaStreamSynchronize
 #define hipGetLastError cudaGetLastError
 #define hipGetErrorString cudaGetErrorString
-#define ZAYA_LAUNCH(kernel, grid, block, stream, ...) \
-  kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#define hipLaunchKernel cudaLaunchKernel
+#define hipGraph_t cudaGraph_t
+#define hipGraphExec_t cudaGraphExec_t
+#define hipStreamBeginCapture cudaStreamBeginCapture
+#define hipStreamEndCapture cudaStreamEndCapture
+#define hipStreamCaptureModeThreadLocal cudaStreamCaptureModeThreadLocal
+#define hipGraphLaunch cudaGraphLaunch
+#define hipGraphExecDestroy cudaGraphExecDestroy
+#define hipGraphDestroy cudaGraphDestroy
 #define ZAYA_UNROLL _Pragma("unroll")
 #define ZAYA_GPU_RUNTIME "cuda"
 #define ZAYA_GPU_VENDOR "NVIDIA"
@@ -147,13 +152,30 @@ const char* hipGetErrorString(hipError_t error);
 #else
 #include <hip/hip_runtime_api.h>
 #endif
-#define ZAYA_LAUNCH(kernel, grid, block, stream, ...) \
-  kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
 #define ZAYA_UNROLL _Pragma("unroll")
 #define ZAYA_GPU_RUNTIME "hip"
 #define ZAYA_GPU_VENDOR "AMD"
 #define ZAYA_GPU_COUNT_CALL "hipGetDeviceCount"
 
+#endif
+
+// Every flavour launches through gpu::Launch (launch_record.h), which records the launch instead
+// while a step is being recorded for graph replay.
+#define ZAYA_LAUNCH(kernel, grid, block, stream, ...) \
+  ::zaya::gpu::Launch(kernel, (grid), (block), (stream), __VA_ARGS__)
+
+#if !defined(ZAYA_GPU_EMULATE)
+namespace zaya::gpu {
+// hipGraphInstantiate with no flags; CUDA 12 changed the signature (hipGraphInstantiate still has
+// HIP 5.2's error-node and log arguments).
+inline hipError_t GraphInstantiate(hipGraphExec_t* exec, hipGraph_t graph) {
+#if defined(ZAYA_GPU_CUDA)
+  return cudaGraphInstantiateWithFlags(exec, graph, 0);
+#else
+  return hipGraphInstantiate(exec, graph, nullptr, nullptr, 0);
+#endif
+}
+}  // namespace zaya::gpu
 #endif
 
 namespace zaya::gpu {

@@ -29,6 +29,7 @@
 #include "../common/op_profile.h"
 #include "gpu_port.h"
 #include "kernels.h"
+#include "step_graphs.h"
 #include "zaya/backend.h"
 
 #ifndef ZAYA_VERSION
@@ -111,12 +112,26 @@ struct zaya_backend {
   // finding where a step's time goes (it serialises the host and the device, so totals are
   // upper bounds), off by default.
   zaya::backend_common::OpProfile profile{"ZAYA_HIP_PROFILE"};
+  // Each step's launches are recorded, then replayed as a graph when they repeat an earlier
+  // step's (step_graphs.h). ZAYA_HIP_GRAPHS=0, or ZAYA_HIP_PROFILE, launches each op as it comes.
+  bool use_graphs = true;
+  zaya::gpu::Recorder recorder;
+  zaya::hip::StepGraphs graphs;
 };
 
 namespace zaya::hip {
 namespace {
 
-void Sync(zaya_backend* b) { Check(hipStreamSynchronize(b->stream), "synchronizing the stream"); }
+// Waits for everything enqueued so far; launches what a recording step holds first, so that a
+// wait in the middle of a step (a growing arena, a host read of an index table) sees it done.
+void Sync(zaya_backend* b) {
+  if (gpu::ActiveRecorder() == &b->recorder && !b->recorder.calls.empty()) {
+    const hipError_t e = StepGraphs::LaunchEach(b->recorder.calls, b->stream);
+    b->recorder.calls.clear();
+    Check(e, "kernel launch");
+  }
+  Check(hipStreamSynchronize(b->stream), "synchronizing the stream");
+}
 
 void FreeArena(Arena& a) {
   if (a.pinned) {
@@ -191,8 +206,7 @@ const T* DevIndex(zaya_backend* b, const zaya_tensor& t, const char* what) {
   bool current = false;
   for (const auto& [from, to] : buf->copied) current = current || (from <= begin && end <= to);
   if (!current && end > begin) {
-    Check(hipMemcpyAsync(buf->twin + begin, buf->device + begin, end - begin, hipMemcpyDefault,
-                         b->stream),
+    Check(gpu::CopyAsync(buf->twin + begin, buf->device + begin, end - begin, b->stream),
           "copying an index table to the device");
     buf->copied.emplace_back(begin, end);
   }
@@ -430,7 +444,7 @@ void OpCca(zaya_backend* b, const zaya_op& op) {
   const uint64_t work_bytes = static_cast<uint64_t>(3 * t * c) * 4;
   std::byte* ws = Take(b, b->workspace, work_bytes + table_bytes);
   std::byte* copy = ws + work_bytes;
-  Check(hipMemcpyAsync(copy, dev, table_bytes, hipMemcpyDefault, b->stream), "copying CCA runs");
+  Check(gpu::CopyAsync(copy, dev, table_bytes, b->stream), "copying CCA runs");
   a.run_begin = reinterpret_cast<const int32_t*>(copy);
   a.run_slot = reinterpret_cast<const int32_t*>(copy + run_begin.size() * sizeof(int32_t));
   a.tokens = t;
@@ -594,10 +608,10 @@ void OpCopy(zaya_backend* b, const zaya_op& op) {
   if (s.buffer == d.buffer && from < to + n && to < from + n) {
     // memmove semantics for overlapping ranges: stage through the workspace.
     std::byte* tmp = Take(b, b->workspace, n);
-    Check(hipMemcpyAsync(tmp, from, n, hipMemcpyDefault, b->stream), "copy");
+    Check(gpu::CopyAsync(tmp, from, n, b->stream), "copy");
     from = tmp;
   }
-  Check(hipMemcpyAsync(to, from, n, hipMemcpyDefault, b->stream), "copy");
+  Check(gpu::CopyAsync(to, from, n, b->stream), "copy");
 }
 
 void Execute(zaya_backend* b, const zaya_op& op, uint64_t index) {
@@ -678,6 +692,9 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
     return ZAYA_STATUS_OUT_OF_MEMORY;
   }
   b->tables.pinned = true;
+  if (const char* g = std::getenv("ZAYA_HIP_GRAPHS"); g != nullptr && std::strcmp(g, "0") == 0) {
+    b->use_graphs = false;
+  }
   const zaya_status s = Guard(b.get(), [&] {
     // A member exists in the host's struct only where struct_size covers all of it; log is of
     // no use without its log_user.
@@ -731,6 +748,12 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
 void Destroy(zaya_backend* b) {
   if (b == nullptr) return;
   if (b->profile.enabled()) b->profile.Print("hip", "each followed by a sync");
+  if (b->log != nullptr && b->graphs.captured() + b->graphs.direct() > 0) {
+    const std::string m = "step graphs: " + std::to_string(b->graphs.captured()) + " captured, " +
+                          std::to_string(b->graphs.replayed()) + " replays, " +
+                          std::to_string(b->graphs.direct()) + " steps launched op by op";
+    b->log(b->log_user, 7, m.c_str());
+  }
   static_cast<void>(hipSetDevice(b->device));
   if (b->stream != nullptr) static_cast<void>(hipStreamSynchronize(b->stream));
   FreeArena(b->workspace);
@@ -905,6 +928,9 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
     return ZAYA_STATUS_OK;
   });
   if (s != ZAYA_STATUS_OK) return s;
+  const bool record = b->use_graphs && !b->profile.enabled();
+  b->recorder.calls.clear();
+  if (record) gpu::ActiveRecorder() = &b->recorder;
   for (uint64_t i = 0; i < n && s == ZAYA_STATUS_OK; ++i) {
     s = Guard(b, [&] {
       const auto t0 = std::chrono::steady_clock::now();
@@ -922,12 +948,25 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
                       "): " + b->last_error;
     }
   }
+  gpu::ActiveRecorder() = nullptr;
+  // The recorded step: whole (a graph when it repeats an earlier one), or the ops before a failure.
+  const zaya_status launched = Guard(b, [&] {
+    if (b->recorder.calls.empty()) return ZAYA_STATUS_OK;
+    std::string what = "kernel launch";
+    const hipError_t e = s == ZAYA_STATUS_OK ? b->graphs.Run(b->recorder.calls, b->stream, &what)
+                                             : StepGraphs::LaunchEach(b->recorder.calls, b->stream);
+    b->recorder.calls.clear();
+    Check(e, what.c_str());
+    Check(hipGetLastError(), "kernel launch");
+    return ZAYA_STATUS_OK;
+  });
   // Always wait: on failure too, so that no kernel of this step outlives the call.
   const zaya_status sync = Guard(b, [&] {
     Sync(b);
     return ZAYA_STATUS_OK;
   });
   if (s != ZAYA_STATUS_OK) return s;
+  if (launched != ZAYA_STATUS_OK) return launched;
   if (sync != ZAYA_STATUS_OK) return sync;
   if (const int flagged = *b->flag_host; flagged != 0) {
     b->last_error = "op " + std::to_string(flagged - 1) + " (type " + std::to_string(ZAYA_OP_MOE) +

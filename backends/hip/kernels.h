@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "gpu_port.h"
+#include "launch_record.h"
 
 namespace zaya::hip {
 
@@ -25,6 +26,7 @@ inline constexpr int kI8 = 3;
 struct DevWeights {
   const void* data = nullptr;
   int dtype = kF32;
+  int32_t unused = 0;  // explicit padding (launch_record.h: parameters are compared as bytes)
   const float* scales = nullptr;
 };
 
@@ -33,6 +35,7 @@ struct DevWeights {
 struct DevVec {
   const void* data = nullptr;
   int dtype = kF32;
+  int32_t unused = 0;  // explicit padding, as in DevWeights
 };
 
 // Largest head_dim the attention and CCA kernels accept (one thread per channel of a head).
@@ -90,6 +93,7 @@ struct AttentionArgs {
   void* k_cache;   // [blocks, bt, nkv, hd] f32, bf16 or int8 (cache below)
   void* v_cache;
   int cache;       // kCacheF32, kCacheBf16 or kCacheI8
+  int32_t unused = 0;  // explicit padding, as in DevWeights
   float* k_scale;  // int8: [blocks, bt, nkv], each row's scale (backend.h); else null
   float* v_scale;
   const int32_t* seq_of_token;  // [T]
@@ -98,6 +102,7 @@ struct AttentionArgs {
   float* out;                   // [T, nh*hd]
   int64_t t, nh, nkv, hd, bt, max_blocks;
   float scale;
+  float unused_tail = 0.f;  // explicit padding, as in DevWeights
 };
 inline constexpr int kCacheF32 = 0, kCacheBf16 = 1, kCacheI8 = 2;
 // Appends this step's k/v rows to the cache, then attends (one block per token x head).
@@ -113,10 +118,11 @@ struct MoeArgs {
   DevWeights down;        // [E, H, I]
   const int32_t* expert;  // [T] device-resident (written by ROUTER_SELECT)
   const float* weight;    // [T]
-  float* hidden;          // [T, 2I] workspace
+  float* hidden;          // [T, 2I] workspace (the first I of a row: silu(G) * U)
   float* out;             // [T, H]
   int* error_flag;        // set to error_code when an expert index is outside 0..E
   int error_code;
+  int32_t unused = 0;  // explicit padding, as in DevWeights
   int64_t t, h, inter, e;
 };
 // Per token: out = weight * down[e] (silu(G) * U), [G;U] = gate_up[e] x; expert E gives zeros.
@@ -125,5 +131,12 @@ void LaunchMoe(hipStream_t stream, const MoeArgs& a);
 // dst[r, :] = src[idx[r], :] (indices validated).
 void LaunchGatherRows(hipStream_t stream, const float* src, const int32_t* idx, int64_t r,
                       int64_t n, float* dst);
+
+// Kernel parameter structs hold no implicit padding (launch_record.h compares them as bytes).
+static_assert(sizeof(DevWeights) == 2 * sizeof(void*) + 2 * sizeof(int32_t));
+static_assert(sizeof(DevVec) == sizeof(void*) + 2 * sizeof(int32_t));
+static_assert(sizeof(CcaArgs) == 13 * sizeof(void*) + 5 * sizeof(DevVec) + 6 * 8 + 2 * 4);
+static_assert(sizeof(AttentionArgs) == 11 * sizeof(void*) + 2 * 4 + 6 * 8 + 2 * 4);
+static_assert(sizeof(MoeArgs) == 6 * sizeof(void*) + 2 * sizeof(DevWeights) + 2 * 4 + 4 * 8);
 
 }  // namespace zaya::hip

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "base/log.h"
 #include "engine/model/zaya_model.h"
 #include "engine/weights/checkpoint.h"
 #include "plugins/loader.h"
@@ -561,6 +562,88 @@ TEST_P(HipConformance, IndexTablesRewrittenWithinAndBetweenStepsAreReadAfresh) {
   ASSERT_TRUE(gpu_->Write(ids, 0, third, 8).ok());
   ASSERT_TRUE(gpu_->Execute({gather(0)}).ok());
   expect_rows(0, third);
+}
+
+// Decode steps whose launches repeat are replayed as one captured graph (step_graphs.h). The
+// logits of each step must be bit-for-bit those of the same steps launched op by op
+// (ZAYA_HIP_GRAPHS=0), and the steady decode must really replay: a parameter that changed from
+// step to step (a position passed by value, say) would capture nothing and fail the count.
+TEST_P(HipConformance, RepeatedDecodeStepsReplayAGraphWithTheSameLogitsAsOpByOp) {
+#if ZAYA_CONFORMANCE_EMULATOR
+  if (GetParam() == std::string(ZAYA_HIP_EMULATOR_WAVE64_PLUGIN)) {
+    GTEST_SKIP() << "run on the 32-lane emulator only (time)";
+  }
+#endif
+  const std::string data = std::string(ZAYA_SOURCE_DIR) + "/tests/data/tiny-zaya/";
+  auto ck = Checkpoint::Open(data + "native-f32");
+  ASSERT_TRUE(ck.ok()) << ck.status().ToString();
+  struct Seen {
+    std::vector<std::string> lines;
+  } seen;
+  const log::Priority level = log::Level();
+  log::Configure(log::Priority::kDebug, log::Sink::kStderr);
+  log::SetCaptureForTesting([](log::Priority, std::string_view m,
+                               void* u) { static_cast<Seen*>(u)->lines.emplace_back(m); },
+                            &seen);
+  const int steps = 6;
+  std::vector<std::vector<float>> logits[2];
+  for (const bool graphs : {true, false}) {
+    if (!graphs) setenv("ZAYA_HIP_GRAPHS", "0", 1);
+    auto plugin = LoadBackendPlugin(GetParam());
+    ASSERT_TRUE(plugin.ok());
+    auto be = Backend::Create(*plugin, 0, 1);
+    unsetenv("ZAYA_HIP_GRAPHS");
+    ASSERT_TRUE(be.ok()) << be.status().ToString();
+    {
+      ModelOptions mo;
+      mo.weights_dtype = "f32";
+      mo.kv_dtype = "f32";
+      mo.block_tokens = 4;
+      mo.num_kv_blocks = 16;
+      mo.num_slots = 1;
+      mo.max_step_tokens = 8;
+      mo.max_step_sequences = 1;
+      mo.max_blocks_per_sequence = 16;
+      auto m = ZayaModel::Load(**ck, **be, mo);
+      ASSERT_TRUE(m.ok()) << m.status().ToString();
+      std::vector<int32_t> table(16);
+      std::iota(table.begin(), table.end(), 0);
+      std::vector<int32_t> tokens = {2, 40, 41, 42};
+      int32_t pos = 0;
+      for (int step = 0; step < steps; ++step) {
+        StepSequence s;
+        s.slot = 0;
+        s.tokens = tokens;
+        s.start_pos = pos;
+        s.block_table = table;
+        std::vector<float> out;
+        ASSERT_TRUE((*m)->Forward(std::span<const StepSequence>(&s, 1), &out).ok());
+        pos += static_cast<int32_t>(tokens.size());
+        tokens.assign(1,
+                      static_cast<int32_t>(std::max_element(out.begin(), out.end()) - out.begin()));
+        logits[graphs ? 0 : 1].push_back(std::move(out));
+      }
+    }
+    be->reset();  // logs the graph counts
+  }
+  log::SetCaptureForTesting(nullptr, nullptr);
+  log::Configure(level, log::Sink::kStderr);
+  for (int step = 0; step < steps; ++step) {
+    ASSERT_EQ(logits[0][step].size(), logits[1][step].size());
+    EXPECT_EQ(std::memcmp(logits[0][step].data(), logits[1][step].data(),
+                          logits[0][step].size() * sizeof(float)),
+              0)
+        << "step " << step;
+  }
+  // The prefill and the first decode step run op by op; the second decode step repeats the first
+  // and is captured; the other three replay it.
+  const auto counts = std::find_if(seen.lines.begin(), seen.lines.end(), [](const std::string& l) {
+    return l.find("step graphs:") != std::string::npos;
+  });
+  ASSERT_NE(counts, seen.lines.end()) << "no graph summary was logged";
+  EXPECT_NE(counts->find("step graphs: 1 captured, 3 replays, 2 steps launched op by op"),
+            std::string::npos)
+      << *counts;
 }
 
 TEST_P(HipConformance, BadInputsAreStatusesNamingTheOp) {
