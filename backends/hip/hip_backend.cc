@@ -117,6 +117,9 @@ struct zaya_backend {
   bool use_graphs = true;
   zaya::gpu::Recorder recorder;
   zaya::hip::StepGraphs graphs;
+  // Where recorded steps' wall time went (logged at debug level with the graph counts): the host
+  // validating and recording the ops, enqueuing them (a graph launch or each call), and waiting.
+  double record_s = 0, enqueue_s = 0, wait_s = 0;
 };
 
 namespace zaya::hip {
@@ -313,30 +316,59 @@ void OpEmbed(zaya_backend* b, const zaya_op& op) {
               out);
 }
 
+struct RmsNormPlan {
+  const float* x;
+  DevVec w;
+  int64_t t, n;
+  float* y;
+};
+
+RmsNormPlan PrepareRmsNorm(zaya_backend* b, const zaya_op& op) {
+  RmsNormPlan p{};
+  p.n = Cols(op.src[0]);
+  p.t = Rows(op.src[0]);
+  if (Elements(op.dst[0]) != p.t * p.n) Fail("rmsnorm output shape differs from input");
+  p.w = VecOf(op.src[1], p.n, "rmsnorm weight");
+  p.x = DevIn<float>(op.src[0], "rmsnorm input");
+  p.y = Dev<float>(b, op.dst[0], "rmsnorm output");
+  return p;
+}
+
 void OpRmsNorm(zaya_backend* b, const zaya_op& op) {
-  const int64_t n = Cols(op.src[0]), t = Rows(op.src[0]);
-  if (Elements(op.dst[0]) != t * n) Fail("rmsnorm output shape differs from input");
-  const DevVec w = VecOf(op.src[1], n, "rmsnorm weight");
-  const float* x = DevIn<float>(op.src[0], "rmsnorm input");
-  float* y = Dev<float>(b, op.dst[0], "rmsnorm output");
-  if (t == 0 || n == 0) return;
-  LaunchRmsNorm(b->stream, x, w, t, n, op.f[0], y);
+  const RmsNormPlan p = PrepareRmsNorm(b, op);
+  if (p.t == 0 || p.n == 0) return;
+  LaunchRmsNorm(b->stream, p.x, p.w, p.t, p.n, op.f[0], p.y);
+}
+
+struct MatMulPlan {
+  const float* x;
+  int64_t t, k;
+  MatVecJob job;
+};
+
+MatMulPlan PrepareMatMul(zaya_backend* b, const zaya_op& op) {
+  MatMulPlan p{};
+  p.k = Cols(op.src[0]);
+  p.t = Rows(op.src[0]);
+  if (Cols(op.src[1]) != p.k) {
+    Fail("matmul: x has K=" + std::to_string(p.k) + " but W has " +
+         std::to_string(Cols(op.src[1])));
+  }
+  p.job.n = Rows(op.src[1]);
+  if (Elements(op.dst[0]) != p.t * p.job.n) Fail("matmul output must be [T,N]");
+  p.job.bias = VecOf(op.src[2], p.job.n, "matmul bias");
+  if (op.i[0] < 0 || op.i[0] > 2) Fail("matmul: unknown activation");
+  p.job.act = static_cast<int32_t>(op.i[0]);
+  p.job.w = WeightsOf(op.src[1], op.src[3], p.k, "matmul W");
+  p.x = DevIn<float>(op.src[0], "matmul x");
+  p.job.y = Dev<float>(b, op.dst[0], "matmul output");
+  return p;
 }
 
 void OpMatMul(zaya_backend* b, const zaya_op& op) {
-  const int64_t k = Cols(op.src[0]), t = Rows(op.src[0]);
-  if (Cols(op.src[1]) != k) {
-    Fail("matmul: x has K=" + std::to_string(k) + " but W has " + std::to_string(Cols(op.src[1])));
-  }
-  const int64_t n = Rows(op.src[1]);
-  if (Elements(op.dst[0]) != t * n) Fail("matmul output must be [T,N]");
-  const DevVec bias = VecOf(op.src[2], n, "matmul bias");
-  if (op.i[0] < 0 || op.i[0] > 2) Fail("matmul: unknown activation");
-  const DevWeights w = WeightsOf(op.src[1], op.src[3], k, "matmul W");
-  const float* x = DevIn<float>(op.src[0], "matmul x");
-  float* y = Dev<float>(b, op.dst[0], "matmul output");
-  if (t == 0 || n == 0) return;
-  LaunchMatMul(b->stream, x, t, k, w, n, bias, static_cast<int>(op.i[0]), y);
+  const MatMulPlan p = PrepareMatMul(b, op);
+  if (p.t == 0 || p.job.n == 0) return;
+  LaunchMatMuls(b->stream, p.x, p.t, p.k, &p.job, 1);
 }
 
 void OpMulAdd(zaya_backend* b, const zaya_op& op) {
@@ -350,17 +382,94 @@ void OpMulAdd(zaya_backend* b, const zaya_op& op) {
   LaunchMulAdd(b->stream, a, c, s, t, n, out);
 }
 
+struct MergePlan {
+  const float* x;
+  DevVec bh, sh, br, sr;
+  int64_t t, n;
+  float* h;
+};
+
+MergePlan PrepareMerge(zaya_backend* b, const zaya_op& op) {
+  MergePlan p{};
+  p.n = Cols(op.src[0]);
+  p.t = Rows(op.src[0]);
+  if (Elements(op.dst[0]) != p.t * p.n) Fail("merge: residual and branch shapes differ");
+  p.bh = VecOf(op.src[1], p.n, "merge branch bias");
+  p.sh = VecOf(op.src[2], p.n, "merge branch scale");
+  p.br = VecOf(op.src[3], p.n, "merge residual bias");
+  p.sr = VecOf(op.src[4], p.n, "merge residual scale");
+  p.x = DevIn<float>(op.src[0], "merge branch");
+  p.h = Dev<float>(b, op.dst[0], "merge residual");
+  return p;
+}
+
 void OpMerge(zaya_backend* b, const zaya_op& op) {
-  const int64_t n = Cols(op.src[0]), t = Rows(op.src[0]);
-  if (Elements(op.dst[0]) != t * n) Fail("merge: residual and branch shapes differ");
-  const DevVec bh = VecOf(op.src[1], n, "merge branch bias");
-  const DevVec sh = VecOf(op.src[2], n, "merge branch scale");
-  const DevVec br = VecOf(op.src[3], n, "merge residual bias");
-  const DevVec sr = VecOf(op.src[4], n, "merge residual scale");
-  const float* x = DevIn<float>(op.src[0], "merge branch");
-  float* h = Dev<float>(b, op.dst[0], "merge residual");
-  if (t * n == 0) return;
-  LaunchMerge(b->stream, x, bh, sh, br, sr, t, n, h);
+  const MergePlan p = PrepareMerge(b, op);
+  if (p.t * p.n == 0) return;
+  LaunchMerge(b->stream, p.x, p.bh, p.sh, p.br, p.sr, p.t, p.n, p.h);
+}
+
+// Whether na and nb 4-byte elements at a and b overlap.
+bool Overlap(const void* a, int64_t na, const void* b, int64_t nb) {
+  const auto* pa = static_cast<const std::byte*>(a);
+  const auto* pb = static_cast<const std::byte*>(b);
+  return pa < pb + nb * 4 && pb < pa + na * 4;
+}
+
+bool SameTensor(const zaya_tensor& a, const zaya_tensor& b) {
+  if (a.buffer != b.buffer || a.offset != b.offset || a.dtype != b.dtype || a.ndim != b.ndim) {
+    return false;
+  }
+  for (int32_t d = 0; d < a.ndim && d < 4; ++d) {
+    if (a.shape[d] != b.shape[d]) return false;
+  }
+  return true;
+}
+
+// Runs ops[i] together with the ops after it that one launch can do with it: MATMULs of up to
+// kMatVecMaxTokens tokens reading the same x (LaunchMatMuls), or a MERGE and the RMSNORM of its
+// result (LaunchMergeNorm). Returns how many ops it ran; 0 when ops[i] has no such partner, and
+// the caller runs it alone. A partner that fails validation is left out, so that it reports its
+// own error when its turn comes.
+uint64_t ExecuteFused(zaya_backend* b, const zaya_op* ops, uint64_t i, uint64_t n) {
+  const zaya_op& op = ops[i];
+  if (op.type == ZAYA_OP_MATMUL && i + 1 < n && ops[i + 1].type == ZAYA_OP_MATMUL &&
+      SameTensor(ops[i + 1].src[0], op.src[0])) {
+    const MatMulPlan first = PrepareMatMul(b, op);
+    if (first.t == 0 || first.t > kMatVecMaxTokens) return 0;
+    MatVecJob jobs[kMaxMatVecJobs];
+    int count = 0;
+    for (uint64_t j = i; j < n && count < kMaxMatVecJobs; ++j) {
+      if (ops[j].type != ZAYA_OP_MATMUL || !SameTensor(ops[j].src[0], op.src[0])) break;
+      MatMulPlan p;
+      try {
+        p = PrepareMatMul(b, ops[j]);
+      } catch (const OpError&) {
+        break;
+      }
+      if (p.job.n == 0 || Overlap(p.job.y, p.t * p.job.n, first.x, first.t * first.k)) break;
+      jobs[count++] = p.job;
+    }
+    if (count < 2) return 0;
+    LaunchMatMuls(b->stream, first.x, first.t, first.k, jobs, count);
+    return static_cast<uint64_t>(count);
+  }
+  if (op.type == ZAYA_OP_MERGE && i + 1 < n && ops[i + 1].type == ZAYA_OP_RMSNORM &&
+      SameTensor(ops[i + 1].src[0], op.dst[0])) {
+    const MergePlan m = PrepareMerge(b, op);
+    RmsNormPlan r;
+    try {
+      r = PrepareRmsNorm(b, ops[i + 1]);
+    } catch (const OpError&) {
+      return 0;
+    }
+    const int64_t e = m.t * m.n;
+    if (e == 0 || Overlap(r.y, e, m.x, e) || (r.y != m.h && Overlap(r.y, e, m.h, e))) return 0;
+    LaunchMergeNorm(b->stream, m.x, m.bh, m.sh, m.br, m.sr, m.t, m.n, m.h, r.w, ops[i + 1].f[0],
+                    r.y);
+    return 2;
+  }
+  return 0;
 }
 
 void OpCca(zaya_backend* b, const zaya_op& op) {
@@ -525,6 +634,14 @@ void OpAttention(zaya_backend* b, const zaya_op& op) {
   a.max_blocks = max_blocks;
   a.scale = op.f[0];
   if (t == 0) return;
+  // Enough chunks for the longest history of the step (positions are validated above).
+  int64_t longest = 1;
+  for (int64_t i = 0; i < t; ++i) longest = std::max<int64_t>(longest, position[i] + 1);
+  a.chunks = (longest + kAttnChunk - 1) / kAttnChunk;
+  if (a.chunks > 1) {
+    a.partial = reinterpret_cast<float*>(
+        Take(b, b->workspace, static_cast<uint64_t>(t * nh * a.chunks * (hd + 2)) * sizeof(float)));
+  }
   LaunchAttention(b->stream, a);
 }
 
@@ -749,9 +866,17 @@ void Destroy(zaya_backend* b) {
   if (b == nullptr) return;
   if (b->profile.enabled()) b->profile.Print("hip", "each followed by a sync");
   if (b->log != nullptr && b->graphs.captured() + b->graphs.direct() > 0) {
-    const std::string m = "step graphs: " + std::to_string(b->graphs.captured()) + " captured, " +
-                          std::to_string(b->graphs.replayed()) + " replays, " +
-                          std::to_string(b->graphs.direct()) + " steps launched op by op";
+    std::string m = "step graphs: " + std::to_string(b->graphs.captured()) + " captured, " +
+                    std::to_string(b->graphs.replayed()) + " replays, " +
+                    std::to_string(b->graphs.direct()) + " steps launched op by op";
+    const double steps =
+        static_cast<double>(b->graphs.captured() + b->graphs.replayed() + b->graphs.direct());
+    char split[160];
+    std::snprintf(split, sizeof split,
+                  "; per step: %.0f us validating and recording, %.0f us enqueuing, %.0f us "
+                  "waiting for the device",
+                  1e6 * b->record_s / steps, 1e6 * b->enqueue_s / steps, 1e6 * b->wait_s / steps);
+    m += split;
     b->log(b->log_user, 7, m.c_str());
   }
   static_cast<void>(hipSetDevice(b->device));
@@ -929,12 +1054,19 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
   });
   if (s != ZAYA_STATUS_OK) return s;
   const bool record = b->use_graphs && !b->profile.enabled();
+  const auto started_at = std::chrono::steady_clock::now();
   b->recorder.calls.clear();
   if (record) gpu::ActiveRecorder() = &b->recorder;
-  for (uint64_t i = 0; i < n && s == ZAYA_STATUS_OK; ++i) {
+  for (uint64_t i = 0; i < n && s == ZAYA_STATUS_OK;) {
+    uint64_t ran = 1;
     s = Guard(b, [&] {
       const auto t0 = std::chrono::steady_clock::now();
-      Execute(b, ops[i], i);
+      // Fusion changes what one op's profile entry covers: it is off while profiling.
+      ran = b->profile.enabled() ? 0 : ExecuteFused(b, ops, i, n);
+      if (ran == 0) {
+        ran = 1;
+        Execute(b, ops[i], i);
+      }
       Check(hipGetLastError(), "kernel launch");
       if (b->profile.enabled()) {
         Sync(b);
@@ -947,8 +1079,10 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
       b->last_error = "op " + std::to_string(i) + " (type " + std::to_string(ops[i].type) +
                       "): " + b->last_error;
     }
+    i += ran;
   }
   gpu::ActiveRecorder() = nullptr;
+  const auto recorded_at = std::chrono::steady_clock::now();
   // The recorded step: whole (a graph when it repeats an earlier one), or the ops before a failure.
   const zaya_status launched = Guard(b, [&] {
     if (b->recorder.calls.empty()) return ZAYA_STATUS_OK;
@@ -960,11 +1094,18 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
     Check(hipGetLastError(), "kernel launch");
     return ZAYA_STATUS_OK;
   });
+  const auto enqueued_at = std::chrono::steady_clock::now();
   // Always wait: on failure too, so that no kernel of this step outlives the call.
   const zaya_status sync = Guard(b, [&] {
     Sync(b);
     return ZAYA_STATUS_OK;
   });
+  if (record) {
+    using Seconds = std::chrono::duration<double>;
+    b->record_s += Seconds(recorded_at - started_at).count();
+    b->enqueue_s += Seconds(enqueued_at - recorded_at).count();
+    b->wait_s += Seconds(std::chrono::steady_clock::now() - enqueued_at).count();
+  }
   if (s != ZAYA_STATUS_OK) return s;
   if (launched != ZAYA_STATUS_OK) return launched;
   if (sync != ZAYA_STATUS_OK) return sync;

@@ -52,9 +52,28 @@ void LaunchEmbed(hipStream_t stream, const int32_t* ids, int64_t t, DevWeights t
 void LaunchRmsNorm(hipStream_t stream, const float* x, DevVec w, int64_t t, int64_t n, float eps,
                    float* y);
 
-// y[T, N] = act(x[T, K] W[N, K]^T + bias); act: 0 none, 1 gelu (erf), 2 silu.
-void LaunchMatMul(hipStream_t stream, const float* x, int64_t t, int64_t k, DevWeights w, int64_t n,
-                  DevVec bias, int act, float* y);
+// One matrix of a matmul launch: y[T, n] = act(x[T, K] W[n, K]^T + bias); act: 0 none, 1 gelu
+// (erf), 2 silu.
+struct MatVecJob {
+  DevWeights w;
+  DevVec bias;
+  float* y = nullptr;
+  int64_t n = 0;
+  int32_t act = 0;
+  int32_t unused = 0;  // explicit padding, as in DevWeights
+};
+inline constexpr int kMaxMatVecJobs = 4;
+
+// The jobs (1..kMaxMatVecJobs) all read the same x [T, K]. Up to kMatVecMaxTokens tokens they run
+// as one launch (a layer's q, k and value projections: one kernel where there were four), more
+// as one tiled GEMM each. No job's y may overlap x (the caller checks).
+void LaunchMatMuls(hipStream_t stream, const float* x, int64_t t, int64_t k, const MatVecJob* jobs,
+                   int count);
+
+// h = (x + bh) * sh + (h + br) * sr, then y = h / rms(h) * w, per row of n; one launch where
+// MERGE and RMSNORM took two. y may equal h but must not otherwise overlap x or h.
+void LaunchMergeNorm(hipStream_t stream, const float* x, DevVec bh, DevVec sh, DevVec br, DevVec sr,
+                     int64_t t, int64_t n, float* h, DevVec w, float eps, float* y);
 
 // out[i] = a[i] + b[i] * s[i % n] over t*n elements; out may alias a.
 void LaunchMulAdd(hipStream_t stream, const float* a, const float* b, DevVec s, int64_t t,
@@ -100,12 +119,19 @@ struct AttentionArgs {
   const int32_t* block_table;   // [S, max_blocks] (entries used are validated)
   const int32_t* position;      // [T]
   float* out;                   // [T, nh*hd]
+  // chunks > 1: each (token, head) attends its positions in chunks of kAttnChunk, one block each,
+  // which leave their partial softmax in partial [T * nh, chunks, hd + 2] for a combining pass.
+  float* partial;
+  int64_t chunks;
   int64_t t, nh, nkv, hd, bt, max_blocks;
   float scale;
   float unused_tail = 0.f;  // explicit padding, as in DevWeights
 };
 inline constexpr int kCacheF32 = 0, kCacheBf16 = 1, kCacheI8 = 2;
-// Appends this step's k/v rows to the cache, then attends (one block per token x head).
+// Positions one attention block takes (AttentionArgs::chunks).
+inline constexpr int64_t kAttnChunk = 256;
+// Appends this step's k/v rows to the cache, then attends: one block per token, head and chunk of
+// kAttnChunk positions, then (chunks > 1) one combining block per token and head.
 void LaunchAttention(hipStream_t stream, const AttentionArgs& a);
 
 // expert[t] = argmax(softmax(logits[t]) + bias), weight[t] = softmax(logits[t])[expert[t]].
@@ -135,8 +161,9 @@ void LaunchGatherRows(hipStream_t stream, const float* src, const int32_t* idx, 
 // Kernel parameter structs hold no implicit padding (launch_record.h compares them as bytes).
 static_assert(sizeof(DevWeights) == 2 * sizeof(void*) + 2 * sizeof(int32_t));
 static_assert(sizeof(DevVec) == sizeof(void*) + 2 * sizeof(int32_t));
+static_assert(sizeof(MatVecJob) == sizeof(DevWeights) + sizeof(DevVec) + sizeof(void*) + 16);
 static_assert(sizeof(CcaArgs) == 13 * sizeof(void*) + 5 * sizeof(DevVec) + 6 * 8 + 2 * 4);
-static_assert(sizeof(AttentionArgs) == 11 * sizeof(void*) + 2 * 4 + 6 * 8 + 2 * 4);
+static_assert(sizeof(AttentionArgs) == 12 * sizeof(void*) + 2 * 4 + 7 * 8 + 2 * 4);
 static_assert(sizeof(MoeArgs) == 6 * sizeof(void*) + 2 * sizeof(DevWeights) + 2 * 4 + 4 * 8);
 
 }  // namespace zaya::hip

@@ -183,6 +183,27 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// MergeKernel then RmsNormKernel on one row per block, with the same arithmetic in the same order
+// (each thread owns the same elements as in RmsNormKernel, and BlockSum reduces them alike).
+__global__ void __launch_bounds__(kThreads)
+    MergeNormKernel(const float* x, DevVec bh, DevVec sh, DevVec br, DevVec sr, int64_t n,
+                    float* h, DevVec w, float eps, float* y) {
+  __shared__ float red[kThreads];
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * n;
+  float ss = 0.f;
+  for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+    const float v = (x[row + j] + LoadVec(bh, j, 0.f)) * LoadVec(sh, j, 1.f) +
+                    (h[row + j] + LoadVec(br, j, 0.f)) * LoadVec(sr, j, 1.f);
+    h[row + j] = v;
+    ss += v * v;
+  }
+  ss = BlockSum(ss, red);
+  const float inv = 1.f / sqrtf(ss / static_cast<float>(n) + eps);
+  for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+    y[row + j] = h[row + j] * inv * LoadVec(w, j, 1.f);
+  }
+}
+
 // ---- matmul ----
 
 // acc[j] += pack . x[t0 + j, 8 c8 .. 8 c8 + 8) for the nt tokens of a matvec pass.
@@ -213,14 +234,29 @@ __device__ __forceinline__ void MatVecPack(const Pack16& pk, const float* x, int
 // loads) in flight: decode matrices are 0.1-4 MB, too few rows for one warp each to hide memory
 // latency. Measured on an H100 (8B shape, interleaved runs): batch 16 +24%, batch 8 +15%, batch 1
 // -4%; population decode is what RSA runs, so the split stays.
+// The jobs of one matvec launch: job j owns blocks first_block[j] .. first_block[j + 1].
+struct MatVecJobs {
+  MatVecJob job[kMaxMatVecJobs];
+  int64_t first_block[kMaxMatVecJobs + 1];
+  int32_t count;
+  int32_t unused;
+};
+
 template <int kChunk>
 __global__ void __launch_bounds__(kThreads)
-    MatVecKernel(const float* x, int64_t t0, int64_t nt, int64_t k, DevWeights w, int64_t n,
-                 DevVec bias, int act, float* y) {
+    MatVecKernel(const float* x, int64_t t0, int64_t nt, int64_t k, MatVecJobs jobs) {
   const int lane = static_cast<int>(threadIdx.x) % gpu::kWarp;
   const int warp = static_cast<int>(threadIdx.x) / gpu::kWarp;
   const int slice = warp % kSplitK, local = warp / kSplitK;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + local;
+  int jb = 0;  // the same for the whole block
+  while (jb + 1 < jobs.count && static_cast<int64_t>(blockIdx.x) >= jobs.first_block[jb + 1]) ++jb;
+  const DevWeights w = jobs.job[jb].w;
+  const DevVec bias = jobs.job[jb].bias;
+  const int64_t n = jobs.job[jb].n;
+  const int act = jobs.job[jb].act;
+  float* y = jobs.job[jb].y;
+  const int64_t block = static_cast<int64_t>(blockIdx.x) - jobs.first_block[jb];
+  const int64_t row = block * kRowsPerBlock + local;
   __shared__ float part[kRowsPerBlock][kSplitK][kChunk];
   float acc[kChunk];
   for (int j = 0; j < kChunk; ++j) acc[j] = 0.f;
@@ -261,7 +297,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t cell = threadIdx.x;
   if (cell < kRowsPerBlock * nt) {
     const int64_t r_local = cell / nt, j = cell % nt;
-    const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + r_local;
+    const int64_t r = block * kRowsPerBlock + r_local;
     if (r < n) {
       float s = 0.f;
       for (int sl = 0; sl < kSplitK; ++sl) s += part[r_local][sl][j];
@@ -472,13 +508,6 @@ __device__ __forceinline__ int64_t CacheRow(const AttentionArgs& a, int64_t seq,
   return (block * a.bt + pos % a.bt) * a.nkv * a.hd;
 }
 
-// A cache value; for int8, before its row's scale (RowScale), which the caller applies.
-__device__ __forceinline__ float CacheAt(const void* cache, int kind, int64_t at) {
-  return kind == kCacheBf16  ? Bf16ToF32(static_cast<const uint16_t*>(cache)[at])
-         : kind == kCacheI8 ? static_cast<float>(static_cast<const int8_t*>(cache)[at])
-                            : static_cast<const float*>(cache)[at];
-}
-
 // An int8 row's scale: row `at` (CacheRow + kvh * hd) of the cache is scale row at / hd.
 __device__ __forceinline__ float RowScale(const float* scale, int kind, int64_t at, int64_t hd) {
   return kind == kCacheI8 ? scale[at / hd] : 1.f;
@@ -528,12 +557,26 @@ __global__ void __launch_bounds__(kThreads) AppendKvKernel(AttentionArgs a) {
   }
 }
 
-// One block per (token, head). Each warp takes kAttnPos positions of every tile of
-// kWarps * kAttnPos and keeps its own online softmax; lanes split head_dim (lane + kWarp * c), so a
-// warp reads a cache row as one coalesced run, and the kAttnPos rows' loads are in flight
-// together. The warps' partial results are merged in warp order at the end. (It replaced one
-// position per thread with a serial loop over head_dim: 17 us per op at batch 1 on an H100, most of
-// it one thread's 128 dependent steps.)
+// A cache value of kind kCache (a template argument, so that a block's loads carry no per-element
+// branch and can all be in flight at once); int8 before its row's scale.
+template <int kCache>
+__device__ __forceinline__ float CacheValue(const void* cache, int64_t at) {
+  if (kCache == kCacheBf16) return Bf16ToF32(static_cast<const uint16_t*>(cache)[at]);
+  if (kCache == kCacheI8) return static_cast<float>(static_cast<const int8_t*>(cache)[at]);
+  return static_cast<const float*>(cache)[at];
+}
+
+// One block per (token, head, chunk of kAttnChunk positions). Each warp takes kAttnPos positions
+// of every tile of kWarps * kAttnPos and keeps its own online softmax; lanes split head_dim
+// (lane + kWarp * c), so a warp reads a cache row as one coalesced run. The kAttnPos rows' K and V
+// loads are all issued before the first use (positions past the chunk read a valid row and are
+// masked), and the warps' partial results are merged in warp order at the end. With one chunk the
+// block writes the output; with more, its partial softmax for AttendCombineKernel.
+//
+// It replaced one block per (token, head) with one position per thread: 8 blocks at batch 1 on a
+// 132-SM H100, each thread's 128-step dot and 256-step value loop waiting on one load after
+// another (the 8B shape decoded 18 tok/s at 2,048 positions).
+template <int kCache>
 __global__ void __launch_bounds__(kThreads) AttendKernel(AttentionArgs a) {
   constexpr int kLaneCh = (kMaxHeadDim + gpu::kWarp - 1) / gpu::kWarp;
   __shared__ float warp_m[kWarps];
@@ -545,6 +588,8 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(AttentionArgs a) {
   const int lane = tid % gpu::kWarp, warp = tid / gpu::kWarp;
   const int64_t seq = a.seq_of_token[i];
   const int64_t n_pos = static_cast<int64_t>(a.position[i]) + 1;
+  const int64_t begin = static_cast<int64_t>(blockIdx.y) * kAttnChunk;
+  const int64_t end = begin + kAttnChunk < n_pos ? begin + kAttnChunk : n_pos;
   float q[kLaneCh], acc[kLaneCh];
   for (int c = 0; c < kLaneCh; ++c) {
     const int64_t ch = lane + static_cast<int64_t>(c) * gpu::kWarp;
@@ -553,40 +598,40 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(AttentionArgs a) {
   }
   float m = -INFINITY, l = 0.f;
   // Every warp runs the same number of tiles (warp sums are block-wide in the emulator).
-  for (int64_t p0 = 0; p0 < n_pos; p0 += static_cast<int64_t>(kWarps) * kAttnPos) {
+  for (int64_t p0 = begin; p0 < end; p0 += static_cast<int64_t>(kWarps) * kAttnPos) {
     int64_t at[kAttnPos];
-    float s[kAttnPos];
-    for (int u = 0; u < kAttnPos; ++u) {
+    bool ok[kAttnPos];
+    ZAYA_UNROLL for (int u = 0; u < kAttnPos; ++u) {
       const int64_t p = p0 + static_cast<int64_t>(warp) * kAttnPos + u;
-      at[u] = p < n_pos ? CacheRow(a, seq, p) + kvh * hd : -1;
-      float d = 0.f;
-      if (at[u] >= 0) {
-        for (int c = 0; c < kLaneCh; ++c) {
-          const int64_t ch = lane + static_cast<int64_t>(c) * gpu::kWarp;
-          if (ch < hd) d += q[c] * CacheAt(a.k_cache, a.cache, at[u] + ch);
-        }
-      }
-      s[u] = d;
+      ok[u] = p < end;
+      at[u] = CacheRow(a, seq, ok[u] ? p : begin) + kvh * hd;
     }
+    float kr[kAttnPos][kLaneCh], vr[kAttnPos][kLaneCh];
+    ZAYA_UNROLL for (int u = 0; u < kAttnPos; ++u) {
+      ZAYA_UNROLL for (int c = 0; c < kLaneCh; ++c) {
+        const int64_t ch = lane + static_cast<int64_t>(c) * gpu::kWarp;
+        kr[u][c] = ch < hd ? CacheValue<kCache>(a.k_cache, at[u] + ch) : 0.f;
+        vr[u][c] = ch < hd ? CacheValue<kCache>(a.v_cache, at[u] + ch) : 0.f;
+      }
+    }
+    float s[kAttnPos];
     float mx = m;
-    for (int u = 0; u < kAttnPos; ++u) {
-      s[u] = gpu::WarpSumXor(s[u]);
-      s[u] = at[u] >= 0 ? s[u] * RowScale(a.k_scale, a.cache, at[u], hd) * a.scale : -INFINITY;
+    ZAYA_UNROLL for (int u = 0; u < kAttnPos; ++u) {
+      float d = 0.f;
+      ZAYA_UNROLL for (int c = 0; c < kLaneCh; ++c) d += q[c] * kr[u][c];
+      d = gpu::WarpSumXor(d);
+      s[u] = ok[u] ? d * RowScale(a.k_scale, kCache, at[u], hd) * a.scale : -INFINITY;
       mx = fmaxf(mx, s[u]);
     }
     if (mx == -INFINITY) continue;  // no position of this warp in the tile (uniform in the warp)
     const float corr = expf(m - mx);  // 0 while m is -inf
     l *= corr;
-    for (int c = 0; c < kLaneCh; ++c) acc[c] *= corr;
-    for (int u = 0; u < kAttnPos; ++u) {
-      if (at[u] < 0) continue;
-      const float e = expf(s[u] - mx);
+    ZAYA_UNROLL for (int c = 0; c < kLaneCh; ++c) acc[c] *= corr;
+    ZAYA_UNROLL for (int u = 0; u < kAttnPos; ++u) {
+      const float e = ok[u] ? expf(s[u] - mx) : 0.f;
       l += e;
-      const float ev = e * RowScale(a.v_scale, a.cache, at[u], hd);
-      for (int c = 0; c < kLaneCh; ++c) {
-        const int64_t ch = lane + static_cast<int64_t>(c) * gpu::kWarp;
-        if (ch < hd) acc[c] += ev * CacheAt(a.v_cache, a.cache, at[u] + ch);
-      }
+      const float ev = e * RowScale(a.v_scale, kCache, at[u], hd);
+      ZAYA_UNROLL for (int c = 0; c < kLaneCh; ++c) acc[c] += ev * vr[u][c];
     }
     m = mx;
   }
@@ -609,7 +654,36 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(AttentionArgs a) {
       num += warp_acc[x][tid] * f;
       den += warp_l[x] * f;
     }
-    a.out[(i * a.nh + h) * hd + tid] = num / den;
+    if (a.chunks == 1) {
+      a.out[(i * a.nh + h) * hd + tid] = num / den;
+    } else {
+      // A chunk past this token's positions leaves m = -inf and l = 0: the combine skips it.
+      float* part = a.partial + (w * a.chunks + blockIdx.y) * (hd + 2);
+      part[tid] = num;
+      if (tid == 0) {
+        part[hd] = mm;
+        part[hd + 1] = den;
+      }
+    }
+  }
+}
+
+// out = the chunks' partial softmaxes merged in chunk order (one block per token and head).
+__global__ void __launch_bounds__(kThreads) AttendCombineKernel(AttentionArgs a) {
+  const int64_t w = blockIdx.x, hd = a.hd;
+  const float* part = a.partial + w * a.chunks * (hd + 2);
+  for (int64_t j = threadIdx.x; j < hd; j += kThreads) {
+    float mm = -INFINITY;
+    for (int64_t c = 0; c < a.chunks; ++c) mm = fmaxf(mm, part[c * (hd + 2) + hd]);
+    float num = 0.f, den = 0.f;
+    for (int64_t c = 0; c < a.chunks; ++c) {
+      const float mc = part[c * (hd + 2) + hd];
+      if (mc == -INFINITY) continue;
+      const float f = expf(mc - mm);
+      num += part[c * (hd + 2) + j] * f;
+      den += part[c * (hd + 2) + hd + 1] * f;
+    }
+    a.out[w * hd + j] = num / den;
   }
 }
 
@@ -698,27 +772,44 @@ void LaunchRmsNorm(hipStream_t stream, const float* x, DevVec w, int64_t t, int6
               y);
 }
 
-void LaunchMatMul(hipStream_t stream, const float* x, int64_t t, int64_t k, DevWeights w, int64_t n,
-                  DevVec bias, int act, float* y) {
-  if (t <= kMatVecMaxTokens) {
-    const dim3 grid(static_cast<unsigned>(Blocks(n, kRowsPerBlock)));
-    for (int64_t t0 = 0; t0 < t; t0 += kMatVecChunk) {
-      const int64_t nt = t - t0 < kMatVecChunk ? t - t0 : kMatVecChunk;
-      // The smallest accumulator count that holds the pass: one token's kernel needs ~36
-      // registers where sixteen tokens' needs ~150 (fewer resident warps, fewer loads in flight).
-      if (nt == 1) {
-        ZAYA_LAUNCH(MatVecKernel<1>, grid, dim3(kThreads), stream, x, t0, nt, k, w, n, bias, act, y);
-      } else if (nt <= 4) {
-        ZAYA_LAUNCH(MatVecKernel<4>, grid, dim3(kThreads), stream, x, t0, nt, k, w, n, bias, act, y);
-      } else {
-        ZAYA_LAUNCH(MatVecKernel<kMatVecChunk>, grid, dim3(kThreads), stream, x, t0, nt, k, w, n,
-                    bias, act, y);
-      }
+void LaunchMatMuls(hipStream_t stream, const float* x, int64_t t, int64_t k, const MatVecJob* jobs,
+                   int count) {
+  if (t > kMatVecMaxTokens) {
+    for (int j = 0; j < count; ++j) {
+      const MatVecJob& m = jobs[j];
+      const dim3 grid(static_cast<unsigned>(Blocks(m.n, kTile)),
+                      static_cast<unsigned>(Blocks(t, kTile)));
+      ZAYA_LAUNCH(GemmKernel, grid, dim3(kThreads), stream, x, t, k, m.w, m.n, m.bias,
+                  static_cast<int>(m.act), m.y);
     }
     return;
   }
-  const dim3 grid(static_cast<unsigned>(Blocks(n, kTile)), static_cast<unsigned>(Blocks(t, kTile)));
-  ZAYA_LAUNCH(GemmKernel, grid, dim3(kThreads), stream, x, t, k, w, n, bias, act, y);
+  MatVecJobs all{};
+  all.count = count;
+  for (int j = 0; j < count; ++j) {
+    all.job[j] = jobs[j];
+    all.first_block[j + 1] = all.first_block[j] + Blocks(jobs[j].n, kRowsPerBlock);
+  }
+  for (int j = count; j < kMaxMatVecJobs; ++j) all.first_block[j + 1] = all.first_block[j];
+  const dim3 grid(static_cast<unsigned>(all.first_block[count]));
+  for (int64_t t0 = 0; t0 < t; t0 += kMatVecChunk) {
+    const int64_t nt = t - t0 < kMatVecChunk ? t - t0 : kMatVecChunk;
+    // The smallest accumulator count that holds the pass: one token's kernel needs ~36
+    // registers where sixteen tokens' needs ~150 (fewer resident warps, fewer loads in flight).
+    if (nt == 1) {
+      ZAYA_LAUNCH(MatVecKernel<1>, grid, dim3(kThreads), stream, x, t0, nt, k, all);
+    } else if (nt <= 4) {
+      ZAYA_LAUNCH(MatVecKernel<4>, grid, dim3(kThreads), stream, x, t0, nt, k, all);
+    } else {
+      ZAYA_LAUNCH(MatVecKernel<kMatVecChunk>, grid, dim3(kThreads), stream, x, t0, nt, k, all);
+    }
+  }
+}
+
+void LaunchMergeNorm(hipStream_t stream, const float* x, DevVec bh, DevVec sh, DevVec br, DevVec sr,
+                     int64_t t, int64_t n, float* h, DevVec w, float eps, float* y) {
+  ZAYA_LAUNCH(MergeNormKernel, dim3(static_cast<unsigned>(t)), dim3(kThreads), stream, x, bh, sh, br,
+              sr, n, h, w, eps, y);
 }
 
 void LaunchMulAdd(hipStream_t stream, const float* a, const float* b, DevVec s, int64_t t,
@@ -748,7 +839,18 @@ void LaunchCca(hipStream_t stream, const CcaArgs& a) {
 
 void LaunchAttention(hipStream_t stream, const AttentionArgs& a) {
   ZAYA_LAUNCH(AppendKvKernel, dim3(static_cast<unsigned>(a.t)), dim3(kThreads), stream, a);
-  ZAYA_LAUNCH(AttendKernel, dim3(static_cast<unsigned>(a.t * a.nh)), dim3(kThreads), stream, a);
+  const dim3 grid(static_cast<unsigned>(a.t * a.nh), static_cast<unsigned>(a.chunks));
+  if (a.cache == kCacheBf16) {
+    ZAYA_LAUNCH(AttendKernel<kCacheBf16>, grid, dim3(kThreads), stream, a);
+  } else if (a.cache == kCacheI8) {
+    ZAYA_LAUNCH(AttendKernel<kCacheI8>, grid, dim3(kThreads), stream, a);
+  } else {
+    ZAYA_LAUNCH(AttendKernel<kCacheF32>, grid, dim3(kThreads), stream, a);
+  }
+  if (a.chunks > 1) {
+    ZAYA_LAUNCH(AttendCombineKernel, dim3(static_cast<unsigned>(a.t * a.nh)), dim3(kThreads),
+                stream, a);
+  }
 }
 
 void LaunchRouterSelect(hipStream_t stream, const float* logits, DevVec bias, int64_t t, int64_t e1,

@@ -646,6 +646,90 @@ TEST_P(HipConformance, RepeatedDecodeStepsReplayAGraphWithTheSameLogitsAsOpByOp)
       << *counts;
 }
 
+// hip_backend.cc runs MATMULs that read the same x as one launch, and a MERGE with the RMSNORM of
+// its result as one kernel. Each op of such a step must give what it gives in a step of its own,
+// and a partner that fails validation must be left out to report its own error.
+TEST_P(HipConformance, FusedMatMulsAndMergeNormMatchTheOpsRunOneByOne) {
+  const int64_t t = 3, k = 64, h = 48;
+  const int64_t ns[3] = {40, 24, 8};
+  auto alloc = [&](zaya_buffer_kind kind, const std::vector<float>& v) {
+    auto b = gpu_->Alloc(kind, v.size() * 4);
+    EXPECT_TRUE(b.ok());
+    EXPECT_TRUE(gpu_->Write(*b, 0, v.data(), v.size() * 4).ok());
+    return std::move(*b);
+  };
+  auto tensor = [](const BufferHandle& b, int64_t rows, int64_t cols, int32_t dtype) {
+    return zaya_tensor{b.get(), 0, dtype, 2, {rows, cols, 0, 0}};
+  };
+  const auto xv = rng_.Uniform(t * k);
+  auto x = alloc(ZAYA_BUFFER_SCRATCH, xv);
+  std::vector<BufferHandle> ws, bs, ys;
+  std::vector<zaya_op> mm;
+  for (int j = 0; j < 3; ++j) {
+    ws.push_back(alloc(ZAYA_BUFFER_WEIGHTS, rng_.Uniform(ns[j] * k)));
+    bs.push_back(alloc(ZAYA_BUFFER_WEIGHTS, rng_.Uniform(ns[j])));
+    ys.push_back(alloc(ZAYA_BUFFER_SCRATCH, std::vector<float>(t * ns[j], 0.f)));
+    zaya_op op{};
+    op.type = ZAYA_OP_MATMUL;
+    op.src[0] = tensor(x, t, k, ZAYA_DTYPE_F32);
+    op.src[1] = tensor(ws[j], ns[j], k, ZAYA_DTYPE_F32);
+    if (j == 1) op.src[2] = zaya_tensor{bs[j].get(), 0, ZAYA_DTYPE_F32, 1, {ns[j], 0, 0, 0}};
+    op.dst[0] = tensor(ys[j], t, ns[j], ZAYA_DTYPE_F32);
+    op.i[0] = j == 2 ? ZAYA_ACT_GELU : ZAYA_ACT_NONE;
+    mm.push_back(op);
+  }
+  const auto branch_v = rng_.Uniform(t * h), resid_v = rng_.Uniform(t * h);
+  auto branch = alloc(ZAYA_BUFFER_SCRATCH, branch_v);
+  auto resid = alloc(ZAYA_BUFFER_SCRATCH, resid_v);
+  auto scale = alloc(ZAYA_BUFFER_WEIGHTS, rng_.Uniform(h, 0.5f, 1.5f));
+  auto norm_w = alloc(ZAYA_BUFFER_WEIGHTS, rng_.Uniform(h, 0.5f, 1.5f));
+  auto normed = alloc(ZAYA_BUFFER_SCRATCH, std::vector<float>(t * h, 0.f));
+  zaya_op merge{};
+  merge.type = ZAYA_OP_MERGE;
+  merge.src[0] = tensor(branch, t, h, ZAYA_DTYPE_F32);
+  merge.src[2] = zaya_tensor{scale.get(), 0, ZAYA_DTYPE_F32, 1, {h, 0, 0, 0}};
+  merge.dst[0] = tensor(resid, t, h, ZAYA_DTYPE_F32);
+  zaya_op norm{};
+  norm.type = ZAYA_OP_RMSNORM;
+  norm.src[0] = merge.dst[0];
+  norm.src[1] = zaya_tensor{norm_w.get(), 0, ZAYA_DTYPE_F32, 1, {h, 0, 0, 0}};
+  norm.dst[0] = tensor(normed, t, h, ZAYA_DTYPE_F32);
+  norm.f[0] = 1e-6f;
+  auto read = [&](const BufferHandle& b, int64_t count) {
+    std::vector<float> v(static_cast<size_t>(count));
+    EXPECT_TRUE(gpu_->Read(b, 0, v.data(), v.size() * 4).ok());
+    return v;
+  };
+  auto outputs = [&] {
+    std::vector<std::vector<float>> o;
+    for (int j = 0; j < 3; ++j) o.push_back(read(ys[j], t * ns[j]));
+    o.push_back(read(resid, t * h));
+    o.push_back(read(normed, t * h));
+    return o;
+  };
+  // One op per step: nothing to fuse.
+  for (const zaya_op& op : {mm[0], mm[1], mm[2], merge, norm})
+    ASSERT_TRUE(gpu_->Execute({op}).ok());
+  const auto alone = outputs();
+  ASSERT_TRUE(gpu_->Write(resid, 0, resid_v.data(), resid_v.size() * 4).ok());
+  ASSERT_TRUE(gpu_->Execute({mm[0], mm[1], mm[2], merge, norm}).ok());
+  const auto fused = outputs();
+  for (size_t o = 0; o < alone.size(); ++o) {
+    for (size_t e = 0; e < alone[o].size(); ++e) {
+      ASSERT_NEAR(fused[o][e], alone[o][e], 1e-6f * (1.f + std::fabs(alone[o][e])))
+          << "output " << o << " element " << e;
+    }
+  }
+  // A third MATMUL with an unknown activation is not fused: the first two run, it fails alone.
+  zaya_op bad = mm[2];
+  bad.i[0] = 7;
+  ASSERT_TRUE(gpu_->Write(ys[0], 0, std::vector<float>(t * ns[0], 0.f).data(), t * ns[0] * 4).ok());
+  const Status st = gpu_->Execute({mm[0], mm[1], bad});
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("op 2 (type"), std::string::npos) << st.message();
+  EXPECT_EQ(read(ys[0], t * ns[0]), alone[0]);
+}
+
 TEST_P(HipConformance, BadInputsAreStatusesNamingTheOp) {
   OpSpec s;
   s.op.type = ZAYA_OP_EMBED;
