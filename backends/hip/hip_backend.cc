@@ -117,7 +117,7 @@ struct zaya_backend {
   bool use_graphs = true;
   zaya::gpu::Recorder recorder;
   zaya::hip::StepGraphs graphs;
-  // Where recorded steps' wall time went (logged at debug level with the graph counts): the host
+  // Where recorded steps' wall time went (logged with the graph counts at destruction): the host
   // validating and recording the ops, enqueuing them (a graph launch or each call), and waiting.
   double record_s = 0, enqueue_s = 0, wait_s = 0;
 };
@@ -877,7 +877,7 @@ void Destroy(zaya_backend* b) {
                   "waiting for the device",
                   1e6 * b->record_s / steps, 1e6 * b->enqueue_s / steps, 1e6 * b->wait_s / steps);
     m += split;
-    b->log(b->log_user, 7, m.c_str());
+    b->log(b->log_user, 6, m.c_str());
   }
   static_cast<void>(hipSetDevice(b->device));
   if (b->stream != nullptr) static_cast<void>(hipStreamSynchronize(b->stream));
