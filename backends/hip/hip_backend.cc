@@ -20,6 +20,7 @@
 #include <limits>
 #include <memory>
 #include <new>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -128,9 +129,10 @@ namespace {
 // Waits for everything enqueued so far; launches what a recording step holds first, so that a
 // wait in the middle of a step (a growing arena, a host read of an index table) sees it done.
 void Sync(zaya_backend* b) {
-  if (gpu::ActiveRecorder() == &b->recorder && !b->recorder.calls.empty()) {
-    const hipError_t e = StepGraphs::LaunchEach(b->recorder.calls, b->stream);
-    b->recorder.calls.clear();
+  if (gpu::ActiveRecorder() == &b->recorder && !b->recorder.empty()) {
+    const hipError_t e =
+        StepGraphs::LaunchEach({b->recorder.begin(), b->recorder.end()}, b->stream);
+    b->recorder.Clear();
     Check(e, "kernel launch");
   }
   Check(hipStreamSynchronize(b->stream), "synchronizing the stream");
@@ -1055,7 +1057,7 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
   if (s != ZAYA_STATUS_OK) return s;
   const bool record = b->use_graphs && !b->profile.enabled();
   const auto started_at = std::chrono::steady_clock::now();
-  b->recorder.calls.clear();
+  b->recorder.Clear();
   if (record) gpu::ActiveRecorder() = &b->recorder;
   for (uint64_t i = 0; i < n && s == ZAYA_STATUS_OK;) {
     uint64_t ran = 1;
@@ -1085,11 +1087,12 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
   const auto recorded_at = std::chrono::steady_clock::now();
   // The recorded step: whole (a graph when it repeats an earlier one), or the ops before a failure.
   const zaya_status launched = Guard(b, [&] {
-    if (b->recorder.calls.empty()) return ZAYA_STATUS_OK;
+    if (b->recorder.empty()) return ZAYA_STATUS_OK;
     std::string what = "kernel launch";
-    const hipError_t e = s == ZAYA_STATUS_OK ? b->graphs.Run(b->recorder.calls, b->stream, &what)
-                                             : StepGraphs::LaunchEach(b->recorder.calls, b->stream);
-    b->recorder.calls.clear();
+    const std::span<const gpu::Call> calls(b->recorder.begin(), b->recorder.end());
+    const hipError_t e = s == ZAYA_STATUS_OK ? b->graphs.Run(calls, b->stream, &what)
+                                             : StepGraphs::LaunchEach(calls, b->stream);
+    b->recorder.Clear();
     Check(e, what.c_str());
     Check(hipGetLastError(), "kernel launch");
     return ZAYA_STATUS_OK;

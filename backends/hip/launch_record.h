@@ -48,8 +48,34 @@ struct Call {
   }
 };
 
+// calls[0, used) are the step's. The Call objects past `used` keep their buffers, so that once a
+// few steps have run, recording one allocates nothing (per-call allocations were a share of the
+// host time a recorded step costs before the device starts).
 struct Recorder {
   std::vector<Call> calls;
+  size_t used = 0;
+
+  Call& Next() {
+    if (used == calls.size()) {
+      calls.emplace_back();
+      calls.back().args.reserve(256);
+      calls.back().offsets.reserve(16);
+    }
+    Call& c = calls[used++];
+    c.kernel = nullptr;
+    c.grid = dim3();
+    c.block = dim3();
+    c.args.clear();
+    c.offsets.clear();
+    c.dst = nullptr;
+    c.src = nullptr;
+    c.bytes = 0;
+    return c;
+  }
+  const Call* begin() const { return calls.data(); }
+  const Call* end() const { return calls.data() + used; }
+  bool empty() const { return used == 0; }
+  void Clear() { used = 0; }
 };
 
 // The calling thread's active recorder, or null (launch at once).
@@ -61,7 +87,7 @@ inline Recorder*& ActiveRecorder() {
 // hipMemcpyAsync(dst, src, bytes, hipMemcpyDefault, stream), or its record.
 inline hipError_t CopyAsync(void* dst, const void* src, size_t bytes, hipStream_t stream) {
   if (Recorder* r = ActiveRecorder()) {
-    Call& c = r->calls.emplace_back();
+    Call& c = r->Next();
     c.dst = dst;
     c.src = src;
     c.bytes = bytes;
@@ -85,7 +111,7 @@ template <typename... P, typename... A>
 void Launch(void (*kernel)(P...), dim3 grid, dim3 block, hipStream_t stream, const A&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "a kernel launched with the wrong argument count");
   if (Recorder* r = ActiveRecorder()) {
-    Call& c = r->calls.emplace_back();
+    Call& c = r->Next();
     c.kernel = reinterpret_cast<const void*>(kernel);
     c.grid = grid;
     c.block = block;

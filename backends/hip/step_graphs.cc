@@ -1,7 +1,6 @@
 #include "step_graphs.h"
 
 #include <algorithm>
-#include <utility>
 
 namespace zaya::hip {
 
@@ -13,7 +12,7 @@ StepGraphs::~StepGraphs() {
 #endif
 }
 
-bool StepGraphs::Same(const std::vector<gpu::Call>& a, const std::vector<gpu::Call>& b) {
+bool StepGraphs::Same(std::span<const gpu::Call> a, std::span<const gpu::Call> b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
     if (!a[i].SameAs(b[i])) return false;
@@ -21,7 +20,7 @@ bool StepGraphs::Same(const std::vector<gpu::Call>& a, const std::vector<gpu::Ca
   return true;
 }
 
-hipError_t StepGraphs::LaunchEach(const std::vector<gpu::Call>& calls, hipStream_t stream) {
+hipError_t StepGraphs::LaunchEach(std::span<const gpu::Call> calls, hipStream_t stream) {
   std::vector<void*> argv;
   for (const gpu::Call& c : calls) {
     if (c.kernel == nullptr) {
@@ -84,7 +83,8 @@ void StepGraphs::Evict() {
   graphs_.erase(oldest);
 }
 
-hipError_t StepGraphs::Run(std::vector<gpu::Call>& calls, hipStream_t stream, std::string* what) {
+hipError_t StepGraphs::Run(std::span<const gpu::Call> calls, hipStream_t stream,
+                           std::string* what) {
   ++clock_;
   if (calls.size() < kMinCalls) {
     ++direct_;
@@ -107,7 +107,7 @@ hipError_t StepGraphs::Run(std::vector<gpu::Call>& calls, hipStream_t stream, st
   if (!calls.empty() && Same(previous_, calls)) {
     Evict();
     Graph g;
-    g.calls = std::move(calls);
+    g.calls.assign(calls.begin(), calls.end());
     g.last_used = clock_;
     const hipError_t e = Capture(g, stream, what);
     if (e != hipSuccess) return e;
@@ -125,7 +125,7 @@ hipError_t StepGraphs::Run(std::vector<gpu::Call>& calls, hipStream_t stream, st
   ++direct_;
   const hipError_t e = LaunchEach(calls, stream);
   if (e != hipSuccess) *what = "kernel launch";
-  previous_ = std::move(calls);
+  previous_.assign(calls.begin(), calls.end());  // reuses previous_'s buffers
   return e;
 }
 

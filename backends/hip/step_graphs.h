@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -34,11 +35,11 @@ class StepGraphs {
   ~StepGraphs();
 
   // Enqueues `calls` on `stream` (see above). Returns the first runtime error, with `what` naming
-  // the failed call; the list is consumed.
-  hipError_t Run(std::vector<gpu::Call>& calls, hipStream_t stream, std::string* what);
+  // the failed call. The calls are copied where they are kept.
+  hipError_t Run(std::span<const gpu::Call> calls, hipStream_t stream, std::string* what);
 
   // Enqueues `calls` one by one (no graph).
-  static hipError_t LaunchEach(const std::vector<gpu::Call>& calls, hipStream_t stream);
+  static hipError_t LaunchEach(std::span<const gpu::Call> calls, hipStream_t stream);
 
   uint64_t captured() const { return captured_; }
   uint64_t replayed() const { return replayed_; }
@@ -53,7 +54,7 @@ class StepGraphs {
     uint64_t last_used = 0;
   };
 
-  static bool Same(const std::vector<gpu::Call>& a, const std::vector<gpu::Call>& b);
+  static bool Same(std::span<const gpu::Call> a, std::span<const gpu::Call> b);
   hipError_t Capture(Graph& g, hipStream_t stream, std::string* what);
   void Evict();
 
