@@ -209,6 +209,21 @@ std::vector<float> AsFloats(const std::vector<std::byte>& b, int32_t dtype) {
   return out;
 }
 
+// The tiny checkpoint in f32 with an f32 cache of `blocks` blocks of 4 tokens (all of them
+// usable by one sequence), `slots` sequences a step and `step_tokens` tokens.
+ModelOptions TinyF32Options(int64_t blocks, int64_t slots, int64_t step_tokens) {
+  ModelOptions mo;
+  mo.weights_dtype = "f32";
+  mo.kv_dtype = "f32";
+  mo.block_tokens = 4;
+  mo.num_kv_blocks = blocks;
+  mo.num_slots = slots;
+  mo.max_step_tokens = step_tokens;
+  mo.max_step_sequences = slots;
+  mo.max_blocks_per_sequence = blocks;
+  return mo;
+}
+
 class HipConformance : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -595,16 +610,7 @@ TEST_P(HipConformance, RepeatedDecodeStepsReplayAGraphWithTheSameLogitsAsOpByOp)
     unsetenv("ZAYA_HIP_GRAPHS");
     ASSERT_TRUE(be.ok()) << be.status().ToString();
     {
-      ModelOptions mo;
-      mo.weights_dtype = "f32";
-      mo.kv_dtype = "f32";
-      mo.block_tokens = 4;
-      mo.num_kv_blocks = 16;
-      mo.num_slots = 1;
-      mo.max_step_tokens = 8;
-      mo.max_step_sequences = 1;
-      mo.max_blocks_per_sequence = 16;
-      auto m = ZayaModel::Load(**ck, **be, mo);
+      auto m = ZayaModel::Load(**ck, **be, TinyF32Options(16, 1, 8));
       ASSERT_TRUE(m.ok()) << m.status().ToString();
       std::vector<int32_t> table(16);
       std::iota(table.begin(), table.end(), 0);
@@ -802,16 +808,7 @@ TEST_P(HipConformance, GreedyGenerationMatchesTheCpuBackend) {
   ASSERT_TRUE(ck.ok()) << ck.status().ToString();
   std::vector<std::vector<int32_t>> outs;
   for (Backend* be : {cpu_.get(), gpu_.get()}) {
-    ModelOptions mo;
-    mo.weights_dtype = "f32";
-    mo.kv_dtype = "f32";
-    mo.block_tokens = 4;
-    mo.num_kv_blocks = 32;
-    mo.num_slots = 2;
-    mo.max_step_tokens = 64;
-    mo.max_step_sequences = 2;
-    mo.max_blocks_per_sequence = 32;
-    auto m = ZayaModel::Load(**ck, *be, mo);
+    auto m = ZayaModel::Load(**ck, *be, TinyF32Options(32, 2, 64));
     ASSERT_TRUE(m.ok()) << m.status().ToString();
     std::vector<int32_t> table(24);
     std::iota(table.begin(), table.end(), 0);
