@@ -1072,8 +1072,8 @@ zaya_status ExecuteOps(zaya_backend* b, const zaya_op* ops, uint64_t n) {
       Check(hipGetLastError(), "kernel launch");
       if (b->profile.enabled()) {
         Sync(b);
-        b->profile.Add(ops[i].type,
-                       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        const auto took = std::chrono::steady_clock::now() - t0;
+        b->profile.Add(ops[i].type, std::chrono::duration<double>(took).count());
       }
       return ZAYA_STATUS_OK;
     });

@@ -226,14 +226,6 @@ __device__ __forceinline__ void MatVecPack(const Pack16& pk, const float* x, int
   }
 }
 
-// Few tokens (decode): kSplitK warps share an output row, each streaming its part of it once and
-// dotting it with up to kChunk tokens (kChunk: 1, 4 or kMatVecChunk, the
-// smallest that holds the pass, so one token does not pay 16 tokens' registers); lanes split their slice, WarpSumXor combines a warp,
-// shared memory the slices in a fixed order. Each token's sum is formed the same way whatever the
-// batch, so batched and single-sequence decode agree exactly. Splitting K puts 2x more warps (and
-// loads) in flight: decode matrices are 0.1-4 MB, too few rows for one warp each to hide memory
-// latency. Measured on an H100 (8B shape, interleaved runs): batch 16 +24%, batch 8 +15%, batch 1
-// -4%; population decode is what RSA runs, so the split stays.
 // The jobs of one matvec launch: job j owns blocks first_block[j] .. first_block[j + 1].
 struct MatVecJobs {
   MatVecJob job[kMaxMatVecJobs];
@@ -242,6 +234,15 @@ struct MatVecJobs {
   int32_t unused;
 };
 
+// Few tokens (decode): kSplitK warps share an output row, each streaming its part of it once and
+// dotting it with up to kChunk tokens (1, 4 or kMatVecChunk: the smallest that holds the pass, so
+// that one token does not pay sixteen tokens' registers); lanes split their slice, WarpSumXor
+// combines a warp, shared memory the slices in a fixed order. Each token's sum is formed the same
+// way whatever the batch, so batched and single-sequence decode agree exactly. Splitting K puts 2x
+// more warps (and loads) in flight: decode matrices are 0.1-4 MB, too few rows for one warp each
+// to hide memory latency. Measured on an H100 (8B shape, interleaved runs): batch 16 +24%, batch 8
+// +15%, batch 1 -4%; population decode is what RSA runs, so the split stays. One launch serves up
+// to kMaxMatVecJobs matrices that read the same x (MatVecJobs).
 template <int kChunk>
 __global__ void __launch_bounds__(kThreads)
     MatVecKernel(const float* x, int64_t t0, int64_t nt, int64_t k, MatVecJobs jobs) {
@@ -277,7 +278,9 @@ __global__ void __launch_bounds__(kThreads)
     for (; c8 + (kUnroll - 1) * kStep < packs; c8 += kUnroll * kStep) {
       Pack16 pk[kUnroll];
       ZAYA_UNROLL for (int u = 0; u < kUnroll; ++u) pk[u] = wrow[c8 + u * kStep];
-      ZAYA_UNROLL for (int u = 0; u < kUnroll; ++u) MatVecPack(pk[u], x, t0, nt, k, c8 + u * kStep, acc);
+      ZAYA_UNROLL for (int u = 0; u < kUnroll; ++u) {
+        MatVecPack(pk[u], x, t0, nt, k, c8 + u * kStep, acc);
+      }
     }
     for (; c8 < packs; c8 += kStep) MatVecPack(wrow[c8], x, t0, nt, k, c8, acc);
   } else if (row < n) {
@@ -808,8 +811,8 @@ void LaunchMatMuls(hipStream_t stream, const float* x, int64_t t, int64_t k, con
 
 void LaunchMergeNorm(hipStream_t stream, const float* x, DevVec bh, DevVec sh, DevVec br, DevVec sr,
                      int64_t t, int64_t n, float* h, DevVec w, float eps, float* y) {
-  ZAYA_LAUNCH(MergeNormKernel, dim3(static_cast<unsigned>(t)), dim3(kThreads), stream, x, bh, sh, br,
-              sr, n, h, w, eps, y);
+  ZAYA_LAUNCH(MergeNormKernel, dim3(static_cast<unsigned>(t)), dim3(kThreads), stream, x, bh, sh,
+              br, sr, n, h, w, eps, y);
 }
 
 void LaunchMulAdd(hipStream_t stream, const float* a, const float* b, DevVec s, int64_t t,
