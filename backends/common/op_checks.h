@@ -116,6 +116,21 @@ inline int64_t Rows(const zaya_tensor& t) {
   return Elements(t) / (c > 0 ? c : 1);
 }
 
+// A MATMUL's sizes (ZAYA_OP_MATMUL in backend.h): x [T, K] against W [N, K] into y [T, N]. Throws,
+// with the same message in every backend, when K or y's size disagree.
+struct MatMulSizes {
+  int64_t t, k, n;
+};
+inline MatMulSizes CheckMatMulSizes(const zaya_op& op) {
+  const int64_t k = Cols(op.src[0]), t = Rows(op.src[0]);
+  if (Cols(op.src[1]) != k) {
+    Fail("matmul: x has K=" + std::to_string(k) + " but W has " + std::to_string(Cols(op.src[1])));
+  }
+  const int64_t n = Rows(op.src[1]);
+  if (Elements(op.dst[0]) != t * n) Fail("matmul output must be [T,N]");
+  return {t, k, n};
+}
+
 // CCA's token runs (ZAYA_OP_CCA in backend.h): each sequence's tokens are one contiguous run in a
 // state slot of its own. `begin` holds each run's first token and then T (int32, as the HIP
 // backend hands it to its kernels), `slot` each run's slot. Throws on a seq_of_token or slot out

@@ -295,14 +295,10 @@ struct MatMulArgs {
 
 MatMulArgs PrepareMatMul(const zaya_op& op) {
   MatMulArgs a;
-  a.k = Cols(op.src[0]);
-  a.t = Rows(op.src[0]);
-  if (Cols(op.src[1]) != a.k) {
-    Fail("matmul: x has K=" + std::to_string(a.k) + " but W has " +
-         std::to_string(Cols(op.src[1])));
-  }
-  a.job.n = Rows(op.src[1]);
-  if (Elements(op.dst[0]) != a.t * a.job.n) Fail("matmul output must be [T,N]");
+  const backend_common::MatMulSizes sizes = backend_common::CheckMatMulSizes(op);
+  a.t = sizes.t;
+  a.k = sizes.k;
+  a.job.n = sizes.n;
   if (Present(op.src[2])) a.bias = VecF32(op.src[2], a.job.n, "matmul bias", 0.f);
   if (op.i[0] < 0 || op.i[0] > 2) Fail("matmul: unknown activation");
   a.x = Ptr<const float>(op.src[0], "matmul x");

@@ -350,14 +350,10 @@ struct MatMulPlan {
 
 MatMulPlan PrepareMatMul(zaya_backend* b, const zaya_op& op) {
   MatMulPlan p{};
-  p.k = Cols(op.src[0]);
-  p.t = Rows(op.src[0]);
-  if (Cols(op.src[1]) != p.k) {
-    Fail("matmul: x has K=" + std::to_string(p.k) + " but W has " +
-         std::to_string(Cols(op.src[1])));
-  }
-  p.job.n = Rows(op.src[1]);
-  if (Elements(op.dst[0]) != p.t * p.job.n) Fail("matmul output must be [T,N]");
+  const backend_common::MatMulSizes sizes = backend_common::CheckMatMulSizes(op);
+  p.t = sizes.t;
+  p.k = sizes.k;
+  p.job.n = sizes.n;
   p.job.bias = VecOf(op.src[2], p.job.n, "matmul bias");
   if (op.i[0] < 0 || op.i[0] > 2) Fail("matmul: unknown activation");
   p.job.act = static_cast<int32_t>(op.i[0]);
