@@ -435,9 +435,13 @@ uint64_t ExecuteFused(zaya_backend* b, const zaya_op* ops, uint64_t i, uint64_t 
       SameTensor(ops[i + 1].src[0], op.src[0])) {
     const MatMulPlan first = PrepareMatMul(b, op);
     if (first.t == 0 || first.t > kMatVecMaxTokens) return 0;
-    MatVecJob jobs[kMaxMatVecJobs];
-    int count = 0;
-    for (uint64_t j = i; j < n && count < kMaxMatVecJobs; ++j) {
+    if (first.job.n == 0 ||
+        Overlap(first.job.y, first.t * first.job.n, first.x, first.t * first.k)) {
+      return 0;
+    }
+    MatVecJob jobs[kMaxMatVecJobs] = {first.job};
+    int count = 1;
+    for (uint64_t j = i + 1; j < n && count < kMaxMatVecJobs; ++j) {
       if (ops[j].type != ZAYA_OP_MATMUL || !SameTensor(ops[j].src[0], op.src[0])) break;
       MatMulPlan p;
       try {
