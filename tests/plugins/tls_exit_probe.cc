@@ -50,8 +50,9 @@ int main(int argc, char** argv) {
   std::printf("tls_exit_probe: %d of %d thread-local blocks 16 bytes into a page\n",
               at_page_offset_16, threads);
   if (at_page_offset_16 == 0) {
-    std::fprintf(stderr, "tls_exit_probe: no block where the runtime misreads it; this run "
-                         "proves nothing (raise THREADS)\n");
+    std::fprintf(stderr,
+                 "tls_exit_probe: no block where the runtime misreads it; this run "
+                 "proves nothing (raise THREADS)\n");
     return 1;
   }
   std::fflush(stdout);
