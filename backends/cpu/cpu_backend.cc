@@ -863,7 +863,7 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
         b->log_user = options->log_user;
       }
     }
-    if (threads <= 0) threads = std::max(1, get_nprocs());
+    if (threads <= 0) threads = std::clamp(get_nprocs(), 1, ThreadPool::kMaxThreads);
     // OpenBLAS runs single-threaded inside our own pool's chunks.
     openblas_set_num_threads(1);
     try {

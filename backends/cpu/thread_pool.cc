@@ -3,6 +3,8 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 
 namespace zaya::cpu {
 namespace {
@@ -10,11 +12,25 @@ namespace {
 constexpr int kWorkerSpins = 20000;  // x ~2.5 ns per pause: ~50 us before a worker sleeps
 constexpr int kCallerSpins = 2000;   // then the waiting caller yields its core
 
+// The state word: the job's generation, its chunk count and the next chunk to claim. The count
+// lives in the same word as the index (not beside it) so that a claim compares the index with
+// its own job's count: a worker holding a finished job's state could otherwise read the next
+// job's larger count (stored before that job's state is published) and claim past the end.
 uint32_t Generation(uint64_t state) { return static_cast<uint32_t>(state >> 32); }
+int64_t ChunkCount(uint64_t state) { return static_cast<int64_t>((state >> 16) & 0xffffu); }
+int64_t NextChunk(uint64_t state) { return static_cast<int64_t>(state & 0xffffu); }
+uint64_t JobState(uint32_t generation, int64_t chunks) {
+  return static_cast<uint64_t>(generation) << 32 | static_cast<uint64_t>(chunks) << 16;
+}
 
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
+  // A job has at most size() chunks, and the state word holds counts below 2^16.
+  if (threads > kMaxThreads) {
+    throw std::invalid_argument("thread pool: " + std::to_string(threads) +
+                                " threads asked for, at most " + std::to_string(kMaxThreads));
+  }
   try {
     for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
   } catch (...) {
@@ -43,8 +59,8 @@ void ThreadPool::RunChunks(uint32_t generation, int index) {
     int64_t c = 0;
     for (;;) {
       if (Generation(s) != generation) return;
-      c = static_cast<int64_t>(s & 0xffffffffu);
-      if (c >= chunks_.load(std::memory_order_relaxed)) return;
+      c = NextChunk(s);
+      if (c >= ChunkCount(s)) return;
       if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) break;
     }
     const auto* job = job_.load(std::memory_order_relaxed);
@@ -77,14 +93,13 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
   }
   job_.store(&fn, std::memory_order_relaxed);
   n_.store(n, std::memory_order_relaxed);
-  chunks_.store(chunks, std::memory_order_relaxed);
   chunk_.store(chunk, std::memory_order_relaxed);
   pending_.store(chunks, std::memory_order_relaxed);
   const uint32_t generation = Generation(state_.load(std::memory_order_relaxed)) + 1;
   bool wake = false;
   {
     std::lock_guard lock(mu_);  // a worker about to sleep re-checks the generation under mu_
-    state_.store(static_cast<uint64_t>(generation) << 32, std::memory_order_release);
+    state_.store(JobState(generation, chunks), std::memory_order_release);
     wake = sleepers_ > 0;
   }
   if (wake) work_cv_.notify_all();

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -42,6 +43,35 @@ TEST(ThreadPool, ChunksAreNonEmptyAndCoverTheRangeOnce) {
           at = calls[i].second;
         }
         EXPECT_EQ(at, n);
+      }
+    }
+  }
+}
+
+// Jobs of few chunks and of many, one after another: a worker that read the state of a job whose
+// chunks were all claimed, then the chunk count of the next one (published before the state),
+// used to claim a chunk past the old job's end. It ran a call outside [0, n) and counted an
+// extra chunk as done, so ParallelFor could return while chunks still ran, or spin forever
+// (CI hung here once, in ChunksAreNonEmptyAndCoverTheRangeOnce, with pending at -3).
+TEST(ThreadPool, AlternatingChunkCountsNeverRunOutsideTheJob) {
+  for (int threads : {3, 8}) {
+    ThreadPool pool(threads);
+    std::vector<std::atomic<int>> hits(64);
+    for (int round = 0; round < 200000; ++round) {
+      const int64_t n = round % 2 == 0 ? 2 : 8 * threads;
+      for (int64_t i = 0; i < n; ++i) hits[i].store(0, std::memory_order_relaxed);
+      std::atomic<int> outside{0};
+      pool.ParallelFor(n, 1, [&](int64_t begin, int64_t end, int) {
+        if (begin < 0 || begin >= end || end > n) {
+          outside.fetch_add(1);
+          return;
+        }
+        for (int64_t i = begin; i < end; ++i) hits[i].fetch_add(1);
+      });
+      // Every call has returned, so every item was covered exactly once.
+      ASSERT_EQ(outside.load(), 0) << threads << " threads, round " << round;
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(hits[i].load(), 1) << threads << " threads, round " << round << ", item " << i;
       }
     }
   }
