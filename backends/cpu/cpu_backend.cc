@@ -864,6 +864,13 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
       }
     }
     if (threads <= 0) threads = std::clamp(get_nprocs(), 1, ThreadPool::kMaxThreads);
+    if (threads > ThreadPool::kMaxThreads) {
+      const std::string m = "cpu backend: " + std::to_string(threads) +
+                            " threads asked for, at most " +
+                            std::to_string(ThreadPool::kMaxThreads) + "; set backend.threads lower";
+      if (b->log != nullptr) b->log(b->log_user, 3, m.c_str());
+      throw OpError(ZAYA_STATUS_INVALID_ARGUMENT, m);
+    }
     // OpenBLAS runs single-threaded inside our own pool's chunks.
     openblas_set_num_threads(1);
     try {

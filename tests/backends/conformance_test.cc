@@ -2107,6 +2107,28 @@ TEST(CpuBackend, CreateFailsCleanlyWhenAWorkerThreadCannotStart) {
               "cannot start 256 threads");
 }
 
+// More threads than the pool's state word can count chunks for: refused with the limit and
+// what to change, as INVALID_ARGUMENT with no instance (the pool's exception used to surface as
+// an internal error with the reason lost, as create() has no instance for last_error).
+TEST(CpuBackend, CreateRefusesMoreThreadsThanThePoolCanCount) {
+  auto plugin = LoadBackendPlugin(ResolvePluginDir("") + "/libzaya-backend-cpu.so");
+  ASSERT_TRUE(plugin.ok()) << plugin.status().ToString();
+  std::vector<std::string> lines;
+  zaya_backend_options options{};
+  options.struct_size = sizeof(options);
+  options.threads = 5000;
+  options.log = [](void* user, int, const char* m) {
+    static_cast<std::vector<std::string>*>(user)->emplace_back(m);
+  };
+  options.log_user = &lines;
+  zaya_backend* b = nullptr;
+  EXPECT_EQ(plugin->api->create(&options, &b), ZAYA_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(b, nullptr);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find("5000 threads asked for, at most 4096"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find("backend.threads"), std::string::npos) << lines[0];
+}
+
 // In a death test's child: leaves the heap no room at all (an address-space limit, then every
 // block malloc still gives), and exits 0 when create() answers OUT_OF_MEMORY with no instance.
 [[noreturn]] void CreateWithAFullHeap(const zaya_backend_api* api) {
