@@ -44,6 +44,8 @@ struct KvCacheView {
 struct AttendScratch {
   std::vector<float> partial;  // per chunk: m[nh], l[nh], acc[nh][hd]
   std::vector<int64_t> chunk_token, chunk_begin, first_chunk;
+  std::vector<int64_t> order;       // the chunks in the order they run
+  std::vector<int64_t> part_begin;  // where each thread's run of `order` begins
 };
 
 // out[t][nh][hd] = softmax(scale q K^T) V for every token i of the step: q [t][nh][hd]; token i

@@ -9,7 +9,10 @@
 namespace zaya::bench {
 
 // argv after "--attend": [--kv bf16|int8] [--context N] [--sequences S]
-// [--blocks consecutive|interleaved] [--reps R] [--threads P]. Returns the exit code (2: usage).
+// [--blocks consecutive|interleaved] [--reps R] [--threads P] [--prefill N]. With --prefill N each
+// sequence has N query tokens (its last N positions, as a prompt's prefill step holds them)
+// instead of one, and the time is also given per (token, position, KV head). Returns the exit
+// code (2: usage).
 int RunAttendBench(int argc, char** argv);
 
 }  // namespace zaya::bench

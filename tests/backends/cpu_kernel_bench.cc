@@ -13,8 +13,8 @@
 //   cpu_kernel_bench --fma-peak [--threads P]     the AVX2 FMA ceiling, GMAC/s
 //   cpu_kernel_bench --isa-loops                  the tiles' instructions, per cycle on one core
 //   cpu_kernel_bench --attend [--kv bf16|int8] [--context N] [--sequences S]
-//                    [--blocks consecutive|interleaved] [--reps R] [--threads P]
-//                                                 decode attention over a long cache
+//                    [--blocks consecutive|interleaved] [--reps R] [--threads P] [--prefill N]
+//                                                 decode (or prefill) attention over a long cache
 //                                                 (attend_bench.h)
 // ZAYA_CPU_ISA=portable|avx2 measures the other tiles instead.
 #include <algorithm>
@@ -44,7 +44,7 @@ int Usage() {
       "[--mib M] [--reps R] [--threads P] [--layout tiles|groups|rows] | cpu_kernel_bench "
       "--fma-peak [--threads P] | cpu_kernel_bench --isa-loops | cpu_kernel_bench --attend [--kv "
       "bf16|int8] [--context N] [--sequences S] [--blocks consecutive|interleaved] "
-      "[--reps R] [--threads P]\n");
+      "[--reps R] [--threads P] [--prefill N]\n");
   return 2;
 }
 
