@@ -15,11 +15,25 @@ namespace {
 // ZAYA1) stay within a few MiB however long a prompt chunk is.
 constexpr int64_t kMaxChunksPerWave = 1024;
 
-// One chunk: token i over positions [p0, p1), whole cache blocks but the last.
+// Positions [p0, p1) of one sequence, whole cache blocks but the last.
 struct ChunkJob {
-  const float* q;  // [nh][hd], already scaled
   int64_t p0, p1;
   const int32_t* blocks;  // the sequence's table row
+};
+
+// Query tokens of one sequence that attend over the same chunk: a prompt's tokens past the chunk
+// all do. Each run of rows is taken for all of them while it is in L1, where one token at a time
+// read the chunk from L2 once per token (~30 ns a token, position and KV head on two threads,
+// against ~10 for the kernels in L1). A token's arithmetic is the same as alone.
+constexpr int64_t kTileTokens = 4;
+
+struct ChunkTokens {
+  int64_t n = 0;
+  const float* q[kTileTokens];  // [nh][hd] each, already scaled
+  float* scores[kTileTokens];   // [nh][p1 - p0] scratch each
+  float* m[kTileTokens];        // [nh]: each token's partial softmax, as AttendChunk documents
+  float* l[kTileTokens];
+  float* acc[kTileTokens];  // [nh][hd]
 };
 
 // Which block kernels run: the AVX-512 or AVX2 ones of attention.h, or DotRows/AxpyRows per head.
@@ -100,33 +114,37 @@ void ForRows(const Geometry& geo, const ChunkJob& c, const Row* base, const Fn& 
   }
 }
 
-// The chunk's softmax per head: m[h] its largest score, l[h] the sum of exp(score - m[h]) and
-// acc[h][hd] the values weighted by those exps. scores: [nh][p1 - p0] scratch. Each run of rows
-// is taken for all KV heads at once: a ZAYA1 position's K (or V) is one 512-byte stretch of both
-// heads, which a pass per KV head read as two strided halves (session 16: one pass per head
-// stalled on memory, 175-185 cycles a position and KV head).
+// The chunk's softmax per head, for each of the tokens: m[h] its largest score, l[h] the sum of
+// exp(score - m[h]) and acc[h][hd] the values weighted by those exps. Each run of rows is taken
+// for all KV heads at once: a ZAYA1 position's K (or V) is one 512-byte stretch of both heads,
+// which a pass per KV head read as two strided halves (session 16: one pass per head stalled on
+// memory, 175-185 cycles a position and KV head).
 template <class Row>
 void AttendChunk(const Geometry& geo, const ChunkJob& c, const Row* kbase, const Row* vbase,
-                 float* scores, float* m, float* l, float* acc) {
+                 const ChunkTokens& tok) {
   const int64_t n = c.p1 - c.p0;
   ForRows(geo, c, kbase, [&](const Row* rows, int64_t cnt, int64_t off, const NextRun& next) {
     for (int64_t kvh = 0; kvh < geo.nkv; ++kvh) {
       const int64_t h0 = kvh * geo.g;
       next.Fetch(kvh, geo.nkv);
-      if (geo.kernels == Kernels::kAvx512) {
-        avx512::KvScores(c.q + h0 * geo.hd, geo.g, geo.hd, rows + kvh * geo.hd, geo.row, cnt,
+      for (int64_t u = 0; u < tok.n; ++u) {
+        const float* q = tok.q[u];
+        float* scores = tok.scores[u];
+        if (geo.kernels == Kernels::kAvx512) {
+          avx512::KvScores(q + h0 * geo.hd, geo.g, geo.hd, rows + kvh * geo.hd, geo.row, cnt,
+                           scores + h0 * n + off, n);
+        } else if (geo.kernels == Kernels::kAvx2) {
+          avx2::KvScores(q + h0 * geo.hd, geo.g, geo.hd, rows + kvh * geo.hd, geo.row, cnt,
                          scores + h0 * n + off, n);
-      } else if (geo.kernels == Kernels::kAvx2) {
-        avx2::KvScores(c.q + h0 * geo.hd, geo.g, geo.hd, rows + kvh * geo.hd, geo.row, cnt,
-                       scores + h0 * n + off, n);
-      } else {
-        for (int64_t h = h0; h < h0 + geo.g; ++h) {
-          DotRows(c.q + h * geo.hd, rows + kvh * geo.hd, geo.row, cnt, geo.hd,
-                  scores + h * n + off);
+        } else {
+          for (int64_t h = h0; h < h0 + geo.g; ++h) {
+            DotRows(q + h * geo.hd, rows + kvh * geo.hd, geo.row, cnt, geo.hd,
+                    scores + h * n + off);
+          }
         }
-      }
-      if constexpr (std::is_same_v<Row, int8_t>) {
-        ScaleRun(geo, RunScales(geo, c, geo.k_scale, c.p0 + off), kvh, cnt, scores + off, n);
+        if constexpr (std::is_same_v<Row, int8_t>) {
+          ScaleRun(geo, RunScales(geo, c, geo.k_scale, c.p0 + off), kvh, cnt, scores + off, n);
+        }
       }
     }
   });
@@ -136,30 +154,36 @@ void AttendChunk(const Geometry& geo, const ChunkJob& c, const Row* kbase, const
     NextRun{reinterpret_cast<const char*>(first), v0 * geo.row * static_cast<int64_t>(sizeof(Row))}
         .Fetch(0, 1);
   }
-  for (int64_t h = 0; h < geo.nh; ++h) {
-    float* s = scores + h * n;
-    const float mx = *std::max_element(s, s + n);
-    m[h] = mx;
-    l[h] = ExpShifted(s, n, mx);
+  for (int64_t u = 0; u < tok.n; ++u) {
+    for (int64_t h = 0; h < geo.nh; ++h) {
+      float* s = tok.scores[u] + h * n;
+      const float mx = *std::max_element(s, s + n);
+      tok.m[u][h] = mx;
+      tok.l[u][h] = ExpShifted(s, n, mx);
+    }
+    std::fill(tok.acc[u], tok.acc[u] + geo.nh * geo.hd, 0.f);
   }
-  std::fill(acc, acc + geo.nh * geo.hd, 0.f);
   ForRows(geo, c, vbase, [&](const Row* rows, int64_t cnt, int64_t off, const NextRun& next) {
     for (int64_t kvh = 0; kvh < geo.nkv; ++kvh) {
       const int64_t h0 = kvh * geo.g;
       next.Fetch(kvh, geo.nkv);
-      if constexpr (std::is_same_v<Row, int8_t>) {  // the weights, now that l has summed them
-        ScaleRun(geo, RunScales(geo, c, geo.v_scale, c.p0 + off), kvh, cnt, scores + off, n);
-      }
-      if (geo.kernels == Kernels::kAvx512) {
-        avx512::KvAccumulate(scores + h0 * n + off, n, geo.g, geo.hd, rows + kvh * geo.hd, geo.row,
+      for (int64_t u = 0; u < tok.n; ++u) {
+        float* scores = tok.scores[u];
+        float* acc = tok.acc[u];
+        if constexpr (std::is_same_v<Row, int8_t>) {  // the weights, now that l has summed them
+          ScaleRun(geo, RunScales(geo, c, geo.v_scale, c.p0 + off), kvh, cnt, scores + off, n);
+        }
+        if (geo.kernels == Kernels::kAvx512) {
+          avx512::KvAccumulate(scores + h0 * n + off, n, geo.g, geo.hd, rows + kvh * geo.hd,
+                               geo.row, cnt, acc + h0 * geo.hd);
+        } else if (geo.kernels == Kernels::kAvx2) {
+          avx2::KvAccumulate(scores + h0 * n + off, n, geo.g, geo.hd, rows + kvh * geo.hd, geo.row,
                              cnt, acc + h0 * geo.hd);
-      } else if (geo.kernels == Kernels::kAvx2) {
-        avx2::KvAccumulate(scores + h0 * n + off, n, geo.g, geo.hd, rows + kvh * geo.hd, geo.row,
-                           cnt, acc + h0 * geo.hd);
-      } else {
-        for (int64_t h = h0; h < h0 + geo.g; ++h) {
-          AxpyRows(scores + h * n + off, rows + kvh * geo.hd, geo.row, cnt, geo.hd,
-                   acc + h * geo.hd);
+        } else {
+          for (int64_t h = h0; h < h0 + geo.g; ++h) {
+            AxpyRows(scores + h * n + off, rows + kvh * geo.hd, geo.row, cnt, geo.hd,
+                     acc + h * geo.hd);
+          }
         }
       }
     }
@@ -235,32 +259,45 @@ void Attend(ThreadPool& pool, const float* q, int64_t t, int64_t nh, const KvCac
         while (part < parts && done * parts >= total * part) sc.part_begin[part++] = k + 1;
       }
     }
+    auto range_of = [&](int64_t c) {
+      const int64_t i = sc.chunk_token[c], p0 = sc.chunk_begin[c];
+      return ChunkJob{p0, std::min<int64_t>(p0 + chunk_positions, position[i] + 1),
+                      table + static_cast<int64_t>(seq_of_token[i]) * max_blocks};
+    };
     pool.ParallelFor(parts, 1, [&](int64_t part0, int64_t part1, int) {
       thread_local std::vector<float> qs, scores;
-      qs.resize(static_cast<size_t>(nh * hd));
-      scores.resize(static_cast<size_t>(nh * chunk_positions));
-      int64_t scaled_for = -1;
-      for (int64_t k = sc.part_begin[part0]; k < sc.part_begin[part1]; ++k) {
-        const int64_t c = sc.order[k];
-        const int64_t i = sc.chunk_token[c];
-        if (scaled_for != i) {
-          for (int64_t j = 0; j < nh * hd; ++j) qs[j] = q[i * nh * hd + j] * scale;
-          scaled_for = i;
+      qs.resize(static_cast<size_t>(kTileTokens * nh * hd));
+      scores.resize(static_cast<size_t>(kTileTokens * nh * chunk_positions));
+      const int64_t end = sc.part_begin[part1];
+      for (int64_t k = sc.part_begin[part0]; k < end;) {
+        // The next chunks of this thread's run over the same positions of the same sequence.
+        const ChunkJob job = range_of(sc.order[k]);
+        ChunkTokens tok;
+        for (; k < end && tok.n < kTileTokens; ++k) {
+          const int64_t c = sc.order[k];
+          const ChunkJob other = range_of(c);
+          if (tok.n > 0 && (other.p0 != job.p0 || other.p1 != job.p1 || other.blocks != job.blocks))
+            break;
+          const int64_t i = sc.chunk_token[c];
+          float* qu = qs.data() + tok.n * nh * hd;
+          for (int64_t j = 0; j < nh * hd; ++j) qu[j] = q[i * nh * hd + j] * scale;
+          float* part = sc.partial.data() + c * partial_floats;
+          tok.q[tok.n] = qu;
+          tok.scores[tok.n] = scores.data() + tok.n * nh * chunk_positions;
+          tok.m[tok.n] = part;
+          tok.l[tok.n] = part + nh;
+          tok.acc[tok.n] = part + 2 * nh;
+          ++tok.n;
         }
-        const int64_t p0 = sc.chunk_begin[c];
-        const ChunkJob job{qs.data(), p0, std::min<int64_t>(p0 + chunk_positions, position[i] + 1),
-                           table + static_cast<int64_t>(seq_of_token[i]) * max_blocks};
-        float* part = sc.partial.data() + c * partial_floats;
         if (kv.type == KvType::kBf16) {
           AttendChunk(geo, job, static_cast<const uint16_t*>(kv.k),
-                      static_cast<const uint16_t*>(kv.v), scores.data(), part, part + nh,
-                      part + 2 * nh);
+                      static_cast<const uint16_t*>(kv.v), tok);
         } else if (kv.type == KvType::kI8) {
           AttendChunk(geo, job, static_cast<const int8_t*>(kv.k), static_cast<const int8_t*>(kv.v),
-                      scores.data(), part, part + nh, part + 2 * nh);
+                      tok);
         } else {
           AttendChunk(geo, job, static_cast<const float*>(kv.k), static_cast<const float*>(kv.v),
-                      scores.data(), part, part + nh, part + 2 * nh);
+                      tok);
         }
       }
     });
