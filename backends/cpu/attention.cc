@@ -276,8 +276,8 @@ void Attend(ThreadPool& pool, const float* q, int64_t t, int64_t nh, const KvCac
         for (; k < end && tok.n < kTileTokens; ++k) {
           const int64_t c = sc.order[k];
           const ChunkJob other = range_of(c);
-          if (tok.n > 0 && (other.p0 != job.p0 || other.p1 != job.p1 || other.blocks != job.blocks))
-            break;
+          const bool same = other.p0 == job.p0 && other.p1 == job.p1 && other.blocks == job.blocks;
+          if (tok.n > 0 && !same) break;
           const int64_t i = sc.chunk_token[c];
           float* qu = qs.data() + tok.n * nh * hd;
           for (int64_t j = 0; j < nh * hd; ++j) qu[j] = q[i * nh * hd + j] * scale;
