@@ -157,6 +157,61 @@ TEST(Attend, OutputsDoNotDependOnThreadsOrOnTheOtherTokens) {
   }
 }
 
+// A step mixing two sequences' prompt tokens, interleaved, and a decode token: the op
+// runs them grouped by sequence and chunk (4 tokens over the same chunk at a time), and each token
+// must still get exactly what it gets alone, at any thread count.
+TEST(Attend, InterleavedPromptsOfTwoSequencesGiveEachTokenWhatItGetsAlone) {
+  const int64_t nh = 8, nkv = 2, hd = 128, bt = 16, row = nkv * hd;
+  const int64_t max_blocks = 1024 / bt, blocks = 2 * max_blocks;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  std::vector<uint16_t> kc(static_cast<size_t>(blocks * bt * row)), vc(kc.size());
+  for (auto* c : {&kc, &vc}) {
+    for (uint16_t& v : *c) {
+      const float f = normal(rng);
+      uint32_t bits;
+      std::memcpy(&bits, &f, 4);
+      v = static_cast<uint16_t>(bits >> 16);
+    }
+  }
+  // Sequence 0 has blocks 0..63, sequence 1 blocks 127..64.
+  std::vector<int32_t> table(static_cast<size_t>(blocks));
+  std::iota(table.begin(), table.begin() + max_blocks, 0);
+  std::iota(table.rbegin(), table.rbegin() + max_blocks, static_cast<int32_t>(max_blocks));
+  // Sequence 0's prompt ends at position 255, so its last unit covers [0, 256) exactly as
+  // sequence 1's first units do: the two must not share a tile (they read other blocks).
+  std::vector<int32_t> seq, pos;
+  for (int32_t j = 0; j < 45; ++j) {
+    seq.push_back(1);
+    pos.push_back(270 + j);
+    if (j < 26) {
+      seq.push_back(0);
+      pos.push_back(230 + j);
+    }
+  }
+  seq.push_back(1);  // a decode token
+  pos.push_back(700);
+  const int64_t t = static_cast<int64_t>(seq.size());
+  std::vector<float> q(static_cast<size_t>(t * nh * hd));
+  for (float& v : q) v = normal(rng);
+  const KvCacheView kv{kc.data(), vc.data(), KvType::kBf16, nullptr, nullptr, blocks, bt, nkv, hd};
+  auto attend = [&](int threads, int64_t first, int64_t n) {
+    ThreadPool pool(threads);
+    AttendScratch scratch;
+    std::vector<float> out(static_cast<size_t>(n * nh * hd));
+    Attend(pool, q.data() + first * nh * hd, n, nh, kv, table.data(), max_blocks,
+           seq.data() + first, pos.data() + first, 0.088f, out.data(), &scratch);
+    return out;
+  };
+  const std::vector<float> all = attend(2, 0, t);
+  for (int threads : {1, 3}) EXPECT_EQ(attend(threads, 0, t), all) << threads << " threads";
+  for (int64_t i = 0; i < t; ++i) {
+    const std::vector<float> alone = attend(2, i, 1);
+    ASSERT_EQ(0, std::memcmp(alone.data(), all.data() + i * nh * hd, alone.size() * 4))
+        << "token " << i << " (sequence " << seq[i] << ", position " << pos[i] << ")";
+  }
+}
+
 // QuantizeKvRow: the scale is max |x| / 127, every value comes back within half a step, the
 // largest one exactly as +-127; zeros give scale 0, a non-finite value a non-finite scale.
 TEST(QuantizeKvRow, KeepsEachValueWithinHalfAStep) {
