@@ -11,6 +11,8 @@
 //     layout that matrices outside the block layout keep (groups), or row-major as written;
 //     --i8-layout is its old name
 //   cpu_kernel_bench --fma-peak [--threads P]     the AVX2 FMA ceiling, GMAC/s
+//   cpu_kernel_bench --amx-gemm [--threads P]     an AMX bf16 GEMM over the tile layout
+//                                                 (amx_gemm.h; CPUs with AMX only)
 //   cpu_kernel_bench --isa-loops                  the tiles' instructions, per cycle on one core
 //   cpu_kernel_bench --attend [--kv bf16|int8] [--context N] [--sequences S]
 //                    [--blocks consecutive|interleaved] [--reps R] [--threads P] [--prefill N]
@@ -27,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "amx_gemm.h"
 #include "attend_bench.h"
 #include "fma_peak.h"
 #include "isa_loops.h"
@@ -42,7 +45,8 @@ int Usage() {
       stderr,
       "usage: cpu_kernel_bench [--dtype bf16|int8|f32] [--rows N] [--k K] [--tokens T] "
       "[--mib M] [--reps R] [--threads P] [--layout tiles|groups|rows] | cpu_kernel_bench "
-      "--fma-peak [--threads P] | cpu_kernel_bench --isa-loops | cpu_kernel_bench --attend [--kv "
+      "--fma-peak [--threads P] | cpu_kernel_bench --amx-gemm [--threads P] | cpu_kernel_bench "
+      "--isa-loops | cpu_kernel_bench --attend [--kv "
       "bf16|int8] [--context N] [--sequences S] [--blocks consecutive|interleaved] "
       "[--reps R] [--threads P] [--prefill N]\n");
   return 2;
@@ -63,6 +67,15 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "--attend") == 0) {
     const int rc = zaya::bench::RunAttendBench(argc - 2, argv + 2);
     return rc == 2 ? Usage() : rc;
+  }
+  if (argc >= 2 && std::strcmp(argv[1], "--amx-gemm") == 0) {
+    if (argc == 4 && std::strcmp(argv[2], "--threads") == 0) threads = std::atoi(argv[3]);
+    if ((argc != 2 && argc != 4) || threads < 1) return Usage();
+    if (const std::string why = zaya::bench::AmxUnavailable(); !why.empty()) {
+      std::fprintf(stderr, "cpu_kernel_bench: --amx-gemm: %s\n", why.c_str());
+      return 77;  // CTest's skip code (tests/backends/CMakeLists.txt)
+    }
+    return zaya::bench::RunAmxGemm(threads) ? 0 : 1;
   }
   if (argc >= 2 && std::strcmp(argv[1], "--fma-peak") == 0) {
     if (argc == 4 && std::strcmp(argv[2], "--threads") == 0) threads = std::atoi(argv[3]);
