@@ -33,12 +33,6 @@ uint16_t ToBf16(float f) {
   std::memcpy(&bits, &f, 4);
   return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
-float FromBf16(uint16_t h) {
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
 
 // Rows [n0, n1) (multiples of 32) of y; tiles 0-3 accumulate, 4-5 hold x, 6-7 two row blocks.
 void Gemm(const uint16_t* x, const uint16_t* w, float* y, int64_t t, int64_t n, int64_t k,
@@ -118,7 +112,7 @@ bool RunAmxGemm(int threads) {
     for (int64_t r = 0; r < n; r += 41) {
       double want = 0;
       for (int64_t j = 0; j < k; ++j) {
-        want += static_cast<double>(FromBf16(x[i * k + j])) * FromBf16(w[r * k + j]);
+        want += static_cast<double>(cpu::Bf16ToF32(x[i * k + j])) * cpu::Bf16ToF32(w[r * k + j]);
       }
       worst = std::max(worst, std::fabs(want - y[i * n + r]) / (1 + std::fabs(want)));
     }

@@ -100,6 +100,38 @@ TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
   }
 }
 
+// bf16 values of a normal distribution (f32 draws, truncated), for KV caches.
+std::vector<uint16_t> NormalBf16(size_t count, std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  std::vector<uint16_t> out(count);
+  for (uint16_t& v : out) {
+    const float f = normal(rng);
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    v = static_cast<uint16_t>(bits >> 16);
+  }
+  return out;
+}
+
+// One step's attention inputs; Run attends tokens [first, first + n) of it on `threads` threads.
+struct AttendStep {
+  int64_t nh, hd, max_blocks;
+  KvCacheView kv;
+  const std::vector<int32_t>& table;
+  const std::vector<float>& q;
+  const std::vector<int32_t>& seq;
+  const std::vector<int32_t>& pos;
+
+  std::vector<float> Run(int threads, int64_t first, int64_t n) const {
+    ThreadPool pool(threads);
+    AttendScratch scratch;
+    std::vector<float> out(static_cast<size_t>(n * nh * hd));
+    Attend(pool, q.data() + first * nh * hd, n, nh, kv, table.data(), max_blocks,
+           seq.data() + first, pos.data() + first, 0.088f, out.data(), &scratch);
+    return out;
+  }
+};
+
 // bf16 and int8 caches (the int8 rows' scales applied after the kernels' products).
 TEST(Attend, OutputsDoNotDependOnThreadsOrOnTheOtherTokens) {
   const int64_t nh = 8, nkv = 2, hd = 128, bt = 16, row = nkv * hd;
@@ -109,15 +141,8 @@ TEST(Attend, OutputsDoNotDependOnThreadsOrOnTheOtherTokens) {
   std::mt19937 rng(9);
   std::normal_distribution<float> normal;
   std::uniform_int_distribution<int> byte(-127, 127);
-  std::vector<uint16_t> kc(static_cast<size_t>(blocks * bt * row)), vc(kc.size());
-  for (auto* c : {&kc, &vc}) {
-    for (uint16_t& v : *c) {
-      const float f = normal(rng);
-      uint32_t bits;
-      std::memcpy(&bits, &f, 4);
-      v = static_cast<uint16_t>(bits >> 16);
-    }
-  }
+  const std::vector<uint16_t> kc = NormalBf16(static_cast<size_t>(blocks * bt * row), rng);
+  const std::vector<uint16_t> vc = NormalBf16(kc.size(), rng);
   std::vector<int8_t> kq(kc.size()), vq(kc.size());
   for (auto* c : {&kq, &vq}) {
     for (int8_t& v : *c) v = static_cast<int8_t>(byte(rng));
@@ -137,13 +162,9 @@ TEST(Attend, OutputsDoNotDependOnThreadsOrOnTheOtherTokens) {
         KvCacheView{kq.data(), vq.data(), KvType::kI8, ks.data(), vs.data(), blocks, bt, nkv,
                     hd}}) {
     const std::string what = kv.type == KvType::kI8 ? "int8 cache" : "bf16 cache";
+    const AttendStep step{nh, hd, max_blocks, kv, table, q, seq, pos};
     auto attend = [&](int threads, int64_t first, int64_t n) {
-      ThreadPool pool(threads);
-      AttendScratch scratch;
-      std::vector<float> out(static_cast<size_t>(n * nh * hd));
-      Attend(pool, q.data() + first * nh * hd, n, nh, kv, table.data(), max_blocks,
-             seq.data() + first, pos.data() + first, 0.088f, out.data(), &scratch);
-      return out;
+      return step.Run(threads, first, n);
     };
     const std::vector<float> all = attend(2, 0, t);
     for (int threads : {1, 3}) {
@@ -165,15 +186,8 @@ TEST(Attend, InterleavedPromptsOfTwoSequencesGiveEachTokenWhatItGetsAlone) {
   const int64_t max_blocks = 1024 / bt, blocks = 2 * max_blocks;
   std::mt19937 rng(11);
   std::normal_distribution<float> normal;
-  std::vector<uint16_t> kc(static_cast<size_t>(blocks * bt * row)), vc(kc.size());
-  for (auto* c : {&kc, &vc}) {
-    for (uint16_t& v : *c) {
-      const float f = normal(rng);
-      uint32_t bits;
-      std::memcpy(&bits, &f, 4);
-      v = static_cast<uint16_t>(bits >> 16);
-    }
-  }
+  const std::vector<uint16_t> kc = NormalBf16(static_cast<size_t>(blocks * bt * row), rng);
+  const std::vector<uint16_t> vc = NormalBf16(kc.size(), rng);
   // Sequence 0 has blocks 0..63, sequence 1 blocks 127..64.
   std::vector<int32_t> table(static_cast<size_t>(blocks));
   std::iota(table.begin(), table.begin() + max_blocks, 0);
@@ -195,14 +209,8 @@ TEST(Attend, InterleavedPromptsOfTwoSequencesGiveEachTokenWhatItGetsAlone) {
   std::vector<float> q(static_cast<size_t>(t * nh * hd));
   for (float& v : q) v = normal(rng);
   const KvCacheView kv{kc.data(), vc.data(), KvType::kBf16, nullptr, nullptr, blocks, bt, nkv, hd};
-  auto attend = [&](int threads, int64_t first, int64_t n) {
-    ThreadPool pool(threads);
-    AttendScratch scratch;
-    std::vector<float> out(static_cast<size_t>(n * nh * hd));
-    Attend(pool, q.data() + first * nh * hd, n, nh, kv, table.data(), max_blocks,
-           seq.data() + first, pos.data() + first, 0.088f, out.data(), &scratch);
-    return out;
-  };
+  const AttendStep step{nh, hd, max_blocks, kv, table, q, seq, pos};
+  auto attend = [&](int threads, int64_t first, int64_t n) { return step.Run(threads, first, n); };
   const std::vector<float> all = attend(2, 0, t);
   for (int threads : {1, 3}) EXPECT_EQ(attend(threads, 0, t), all) << threads << " threads";
   for (int64_t i = 0; i < t; ++i) {
