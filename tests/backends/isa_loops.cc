@@ -56,12 +56,14 @@ void Report(const char* what, double seconds, int per_iter, double ghz, const ch
 }
 
 // Cycles per ns: 12 dependent one-cycle adds per iteration (the loop counter runs beside them).
+// Each adds the register to itself: Intel cores since Golden Cove fold chains of `add $1, reg`
+// at rename, several a cycle, and the immediate form measured "21.85 GHz" on a 2.6 GHz Xeon.
 double ClockGhz() {
-  long n = kIters, x = 0;
+  long n = kIters, x = 1;
   const auto t0 = std::chrono::steady_clock::now();
   __asm__ volatile(
-      "1:\n add $1, %1\n add $1, %1\n add $1, %1\n add $1, %1\n add $1, %1\n add $1, %1\n"
-      " add $1, %1\n add $1, %1\n add $1, %1\n add $1, %1\n add $1, %1\n add $1, %1\n"
+      "1:\n add %1, %1\n add %1, %1\n add %1, %1\n add %1, %1\n add %1, %1\n add %1, %1\n"
+      " add %1, %1\n add %1, %1\n add %1, %1\n add %1, %1\n add %1, %1\n add %1, %1\n"
       " dec %0\n jnz 1b\n"
       : "+r"(n), "+r"(x));
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
