@@ -196,7 +196,7 @@ void Attend(ThreadPool& pool, const float* q, int64_t t, int64_t nh, const KvCac
             const int32_t* table, int64_t max_blocks, const int32_t* seq_of_token,
             const int32_t* position, float scale, float* out, AttendScratch* scratch) {
   const Isa isa = MatVecIsa();
-  const Kernels kernels = isa == Isa::kAvx512 && avx512::AttendFits(kv.hd) ? Kernels::kAvx512
+  const Kernels kernels = isa >= Isa::kAvx512 && avx512::AttendFits(kv.hd) ? Kernels::kAvx512
                           : isa == Isa::kAvx2 && avx2::AttendFits(kv.hd)   ? Kernels::kAvx2
                                                                            : Kernels::kPerHead;
   const Geometry geo{nh,      kv.nkv,     kv.hd,     nh / kv.nkv, kv.block_tokens, kv.nkv * kv.hd,

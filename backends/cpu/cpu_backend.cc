@@ -884,10 +884,11 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
     }
     if (b->log != nullptr) {
       if (*IsaEnvError() != '\0') b->log(b->log_user, 4, IsaEnvError());
-      static constexpr const char* kTiles[] = {"portable", "AVX2+FMA",
-                                               "AVX-512 BF16/VNNI"};
+      static constexpr const char* kTiles[] = {"portable", "AVX2+FMA", "AVX-512 BF16/VNNI",
+                                               "AVX-512 BF16/VNNI and AMX-BF16"};
       const std::string m = "cpu backend: " + std::to_string(threads) + " threads, " +
-                            kTiles[static_cast<int>(MatVecIsa())] + " matvec tiles";
+                            kTiles[static_cast<int>(MatVecIsa())] + " matvec tiles" +
+                            (*AmxNote() != '\0' ? std::string(" (no AMX: ") + AmxNote() + ")" : "");
       b->log(b->log_user, 6, m.c_str());
     }
     *out = b.release();

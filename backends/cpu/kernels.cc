@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels_amx.h"
 #include "kernels_avx2.h"
 #include "kernels_avx512.h"
 
@@ -305,8 +306,8 @@ void RowToF32(const Weights& w, int64_t n, int64_t k, float* out) {
   }
 }
 
-bool I8TilesLayoutUsed() { return MatVecIsa() == Isa::kAvx512; }
-bool Bf16TilesLayoutUsed() { return MatVecIsa() == Isa::kAvx512; }
+bool I8TilesLayoutUsed() { return MatVecIsa() >= Isa::kAvx512; }
+bool Bf16TilesLayoutUsed() { return MatVecIsa() >= Isa::kAvx512; }
 bool Bf16TilesFit(int64_t rows_each, int64_t k) {
   return Bf16TilesLayoutUsed() && k % 2 == 0 && k >= 32 && rows_each % kBf16TileRows == 0;
 }
@@ -324,7 +325,7 @@ void PackBf16Tiles(uint16_t* w, int64_t n, int64_t k) {
 }
 
 bool I8BlocksFit(int64_t rows_each, int64_t k) {
-  return MatVecIsa() == Isa::kAvx512 && k > 0 && k % 32 == 0 && rows_each % kI8TileRows == 0;
+  return MatVecIsa() >= Isa::kAvx512 && k > 0 && k % 32 == 0 && rows_each % kI8TileRows == 0;
 }
 
 void PackI8Blocks(const int8_t* w, const float* scales, int64_t n, int64_t k, uint8_t* dst) {
@@ -499,6 +500,7 @@ ZAYA_CLONES void MatVecI8(const I8Rows& w, int64_t r0, int64_t r1, int64_t k, co
 struct IsaChoice {
   Isa isa = Isa::kPortable;
   std::string env_error;
+  std::string amx_note;  // why a CPU with the AVX-512 tiles runs no AMX, where it was asked for
 };
 
 IsaChoice ChooseIsa() {
@@ -512,21 +514,28 @@ IsaChoice ChooseIsa() {
     c.isa = Isa::kAvx512;
   }
   const char* env = std::getenv("ZAYA_CPU_ISA");
-  if (env == nullptr || *env == '\0') return c;
-  Isa cap;
-  if (std::strcmp(env, "portable") == 0) {
+  Isa cap = Isa::kAmx;
+  if (env == nullptr || *env == '\0') {
+  } else if (std::strcmp(env, "portable") == 0) {
     cap = Isa::kPortable;
   } else if (std::strcmp(env, "avx2") == 0) {
     cap = Isa::kAvx2;
   } else if (std::strcmp(env, "avx512") == 0) {
     cap = Isa::kAvx512;
+  } else if (std::strcmp(env, "amx") == 0) {
+    cap = Isa::kAmx;
   } else {
     c.env_error = std::string("ZAYA_CPU_ISA=") + env +
-                  " is not one of portable, avx2, avx512; ignoring it and using " +
-                  IsaName(c.isa);
-    return c;
+                  " is not one of portable, avx2, avx512, amx; ignoring it";
+  }
+  // The tile data is asked for only where AMX may run: a process granted it carries the tiles'
+  // 8 KiB in every signal frame and context switch.
+  if (c.isa == Isa::kAvx512 && cap == Isa::kAmx) {
+    c.amx_note = amx::TileDataUnavailable();
+    if (c.amx_note.empty()) c.isa = Isa::kAmx;
   }
   c.isa = std::min(c.isa, cap);
+  if (!c.env_error.empty()) c.env_error += std::string(" and using ") + IsaName(c.isa);
   return c;
 }
 
@@ -543,6 +552,7 @@ struct PreparedX {
   const float* xs = nullptr;
   const uint16_t* xb = nullptr;  // bf16 weights, AVX-512 tiles: [T, K & ~31]
   const uint32_t* xt = nullptr;  // bf16 weights in the tile layout: T K / 2 by token pass (PairX)
+  const uint16_t* xa = nullptr;  // the same on AMX: T K by 32-column chunk (amx::ChunkX)
   // int8 weights in the block layout: T K / 4, then T K / 32 twice, by token pass (QuantizeXQuads)
   const uint32_t* x4 = nullptr;
   const float* x4s = nullptr;
@@ -574,6 +584,7 @@ struct XScratch {
   AlignedVector<float> xs;  // 64-byte aligned: the AVX-512 int8 tiles load 16 scales at a time
   AlignedVector<uint16_t> xb;
   AlignedVector<uint32_t> xt;
+  AlignedVector<uint16_t> xa;
   AlignedVector<uint32_t> x4;
   AlignedVector<float> x4s;
   AlignedVector<int32_t> x4c;
@@ -596,7 +607,7 @@ struct XScratch {
     p.x = x;
     const Isa isa = MatVecIsa();
     if (need.i8 && isa >= Isa::kAvx2) {
-      if (isa == Isa::kAvx512) {
+      if (isa >= Isa::kAvx512) {
         xq8.resize(static_cast<size_t>(t * (k & ~int64_t{31})));
         xs.resize(static_cast<size_t>(t * avx512::X8ScaleStride(k)));
         avx512::QuantizeX8(x, t, k, xq8.data(), xs.data());
@@ -620,12 +631,17 @@ struct XScratch {
       p.x4s = x4s.data();
       p.x4c = x4c.data();
     }
-    if (need.bf16 && isa == Isa::kAvx512) {
+    if (need.bf16 && isa >= Isa::kAvx512) {
       xb.resize(static_cast<size_t>(t * (k & ~int64_t{31})));
       avx512::RoundX(x, t, k, xb.data());
       p.xb = xb.data();
     }
-    if (need.bf16_tiles) {  // only packed where the AVX-512 tiles run, and K even
+    if (need.bf16_tiles && isa == Isa::kAmx) {
+      xa.resize(static_cast<size_t>(t * k));
+      // By 32 tokens, so that no two threads write one cache line of the K % 32 columns' part.
+      by_token(32, [&](int64_t i0, int64_t i1) { amx::ChunkX(x, t, k, xa.data(), i0, i1); });
+      p.xa = xa.data();
+    } else if (need.bf16_tiles) {  // only packed where the AVX-512 tiles run, and K even
       xt.resize(static_cast<size_t>(t * (k / 2)));
       by_token(avx512::Bf16BlockPassTokens(t),
                [&](int64_t i0, int64_t i1) { avx512::PairX(x, t, k, xt.data(), i0, i1); });
@@ -655,18 +671,22 @@ void MatVecRowsTiles(const Weights& w, int64_t r0, int64_t r1, int64_t k, const 
     return avx512::MatVecI8Blocks(static_cast<const uint8_t*>(w.data), r0, r1, k, px.x4, px.x4s,
                                   px.x4c, t, n, bias, y);
   }
+  if (w.bf16_tiles && isa == Isa::kAmx) {
+    return amx::MatVecBf16Tiles(static_cast<const uint16_t*>(w.data), r0, r1, k, px.xa, t, n, bias,
+                                y);
+  }
   if (w.bf16_tiles) {
     return avx512::MatVecBf16Tiles(static_cast<const uint16_t*>(w.data), r0, r1, k, px.xt, t, n,
                                    bias, y);
   }
-  if (w.type == WType::kBF16 && isa == Isa::kAvx512) {
+  if (w.type == WType::kBF16 && isa >= Isa::kAvx512) {
     return avx512::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, px.xb, t, n, bias,
                               y);
   }
   if (w.type == WType::kBF16 && isa >= Isa::kAvx2) {
     return avx2::MatVecBf16(static_cast<const uint16_t*>(w.data), r0, r1, k, x, t, n, bias, y);
   }
-  if (w.type == WType::kI8 && isa == Isa::kAvx512) {
+  if (w.type == WType::kI8 && isa >= Isa::kAvx512) {
     return avx512::MatVecI8(static_cast<const int8_t*>(w.data), w.i8_tiles, w.scales, r0, r1, k, x,
                             px.xq8, px.xs, t, n, bias, y);
   }
@@ -690,14 +710,17 @@ void MatVecRowsTiles(const Weights& w, int64_t r0, int64_t r1, int64_t k, const 
 
 Isa MatVecIsa() { return Choice().isa; }
 bool TilesAtEveryBatch(const Weights& w) {
-  return w.type != WType::kF32 && MatVecIsa() == Isa::kAvx512;
+  return w.type != WType::kF32 && MatVecIsa() >= Isa::kAvx512;
 }
 const char* IsaEnvError() { return Choice().env_error.c_str(); }
+const char* AmxNote() { return Choice().amx_note.c_str(); }
 const char* IsaName(Isa isa) {
   switch (isa) {
     case Isa::kPortable: return "portable";
     case Isa::kAvx2: return "avx2";
     case Isa::kAvx512: return "avx512";
+    case Isa::kAmx:
+      return "amx";
   }
   return "?";
 }

@@ -59,8 +59,8 @@ struct Weights {
 // column g + 32L + 8c + b; columns past the last whole group keep their place. Values and scales
 // are unchanged.
 //
-// True when this process's tiles read the layout, i.e. MatVecIsa() is kAvx512: weights are only
-// packed then, so no other tile ever sees them.
+// True when this process's tiles read the layout, i.e. MatVecIsa() is kAvx512 or kAmx: weights are
+// only packed then, so no other tile ever sees them.
 bool I8TilesLayoutUsed();
 // Rearranges rows [0, n) of w [N, K] in place into the tile layout. Requires I8TilesLayoutUsed().
 void PackI8Tiles(int8_t* w, int64_t n, int64_t k);
@@ -72,7 +72,7 @@ void PackI8Tiles(int8_t* w, int64_t n, int64_t k);
 // 16bK + 32(j / 2) + 2r + j % 2. Values are unchanged, only their places.
 //
 // Ops must name a packed matrix from a block boundary in whole blocks.
-// True when this process's tiles read the layout (MatVecIsa() is kAvx512), as for int8.
+// True when this process's tiles (AVX-512 or AMX) read the layout, as for int8.
 constexpr int64_t kBf16TileRows = 16;
 bool Bf16TilesLayoutUsed();
 // Whether a bf16 matrix of rows_each rows (per expert, for [E, rows, K]) and K columns is packed:
@@ -108,8 +108,8 @@ static_assert(kI8TileRows == kBf16TileRows, "the backend checks views of both la
 // Bytes of one block of kI8TileRows rows: 16 K weights and 16 K / 32 scales.
 constexpr int64_t I8BlockBytes(int64_t k) { return k / 32 * 576; }
 // Whether an int8 matrix of rows_each rows (per expert) and K columns fits the block layout: the
-// AVX-512 tiles run (MatVecIsa() is kAvx512), rows come in whole blocks and K in whole 32-column
-// blocks (every ZAYA1 matrix but the router's last layer, E + 1 = 17 rows, fits).
+// AVX-512 tiles run (MatVecIsa() is kAvx512 or kAmx), rows come in whole blocks and K in whole
+// 32-column blocks (every ZAYA1 matrix but the router's last layer, E + 1 = 17 rows, fits).
 bool I8BlocksFit(int64_t rows_each, int64_t k);
 // Writes rows [0, n) of w [n, K] with their scales [n, K / 32] into dst (n / 16 blocks of
 // I8BlockBytes(K) bytes) in the block layout; n % 16 == 0, K % 32 == 0, dst overlaps neither.
@@ -162,13 +162,19 @@ enum class Act { kNone = 0, kGelu = 1, kSilu = 2 };
 //            BF16 + VNNI.
 //   kAvx2:   the AVX2+FMA tiles of kernels_avx2.h (x stays f32 for bf16; int16 for int8).
 //   kPortable: the vector-extension tiles below (GCC target_clones: AVX-512 / AVX2 / baseline).
-// The best the CPU has, capped by the environment variable ZAYA_CPU_ISA=portable|avx2|avx512 so
-// that tests and benchmarks can compare them on one machine. Read once per process.
-enum class Isa { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
+//   kAmx:    the AVX-512 tiles, and bf16 weights in the tile layout through AMX (kernels_amx.h)
+//            at every batch; where the CPU has AMX-TILE + AMX-BF16 and the kernel grants the
+//            process the tile data.
+// The best the CPU has, capped by the environment variable ZAYA_CPU_ISA=portable|avx2|avx512|amx
+// so that tests and benchmarks can compare them on one machine. Read once per process.
+enum class Isa { kPortable = 0, kAvx2 = 1, kAvx512 = 2, kAmx = 3 };
 Isa MatVecIsa();
 const char* IsaName(Isa isa);
 // Empty, or why ZAYA_CPU_ISA was not understood (the cap is then ignored).
 const char* IsaEnvError();
+// Empty, or why a CPU with the AVX-512 tiles runs no AMX although no cap forbade it (no AMX, or
+// the kernel refused the tile data).
+const char* AmxNote();
 
 // Rows [r0, r1) of y[T,N] = act(x[T,K] W^T + bias) on the calling thread, with the SIMD tiles.
 // A row's output is bitwise independent of t (the same sum order for every tile shape).
@@ -180,7 +186,7 @@ void MatVecRows(const Weights& w, int64_t r0, int64_t r1, int64_t k, const float
 // except where TilesAtEveryBatch(w).
 constexpr int64_t kGemmMinTokens = 64;
 // True where MatMul runs w through the tiles at every T, prefill included: bf16 and int8 weights
-// on the AVX-512 tiles, which do more multiply-adds per cycle than OpenBLAS's f32 FMAs
+// on the AVX-512 tiles (or AMX), which do more multiply-adds per cycle than OpenBLAS's f32 FMAs
 // (vdpbf16ps twice, vpdpbusd four times) and need no f32 copy of each panel. Session 12, small
 // shape, 512-token prefill: bf16 403 -> 631 tok/s, int8 381-392 -> 717-726 (docs/performance.md).
 // A row's output is then bitwise independent of the batch at any T, so a decode token's logits

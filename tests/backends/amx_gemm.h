@@ -2,7 +2,8 @@
 // y[t][n] = x[t][:] . w[n][:] for t = 512 tokens and a 2048 x 2048 matrix, with w in the bf16
 // tile layout that PackBf16Tiles writes (kernels.h), which is AMX's B-tile layout as it is: 16
 // rows x 64 bytes at a stride of 64. Tiles of 2 x 2 (32 tokens x 32 rows) per pass; each thread
-// takes a share of the rows. A measurement, not a backend path: the backend has no AMX kernels.
+// takes a share of the rows. A ceiling to compare the backend's AMX path (backends/cpu/
+// kernels_amx.h, which adds the K tail, the bias and partial tiles) with, not that path.
 #pragma once
 
 #include <string>

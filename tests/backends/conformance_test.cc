@@ -1995,7 +1995,7 @@ TEST_P(Conformance, PreparedInt8WeightsKeepTheScalesTheyWerePreparedWith) {
 // and ZAYA_CPU_ISA not capping it), and so keeps fitting int8 weights in its block layout.
 bool CpuRunsAvx512Tiles() {
   const char* env = std::getenv("ZAYA_CPU_ISA");
-  if (env != nullptr && std::string(env) != "avx512") return false;
+  if (env != nullptr && std::string(env) != "avx512" && std::string(env) != "amx") return false;
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");

@@ -1,10 +1,14 @@
 // The CPU plugin's choice of matvec tiles (kernels.h MatVecIsa): the best set the CPU can run,
-// capped by ZAYA_CPU_ISA. If the detection lost a feature, the AVX-512 tiles would silently stop
-// running (every other test would still pass through the AVX2 ones); ctest runs this test with
-// no cap and with each cap (tests/backends/CMakeLists.txt).
+// capped by ZAYA_CPU_ISA. If the detection lost a feature, the AVX-512 (or AMX) tiles would
+// silently stop running (every other test would still pass through the AVX2 ones); ctest runs this
+// test with no cap and with each cap (tests/backends/CMakeLists.txt).
+#include <cpuid.h>
 #include <gtest/gtest.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -20,7 +24,16 @@ Isa BestOfThisCpu() {
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                       __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
-  return avx512 ? Isa::kAvx512 : Isa::kAvx2;
+  if (!avx512) return Isa::kAvx2;
+  // AMX-TILE and AMX-BF16 by CPUID, and tile data among what the kernel can hand out
+  // (ARCH_GET_XCOMP_SUPP, where the plugin asks with ARCH_REQ_XCOMP_PERM).
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  const bool amx_cpu = __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 && (d & (1u << 24)) != 0 &&
+                       (d & (1u << 22)) != 0;
+  uint64_t supported = 0;
+  const bool amx_os =
+      syscall(SYS_arch_prctl, 0x1021, &supported) == 0 && (supported & (uint64_t{1} << 18)) != 0;
+  return amx_cpu && amx_os ? Isa::kAmx : Isa::kAvx512;
 }
 
 TEST(MatVecIsa, IsTheBestTheCpuHasUnderTheEnvironmentsCap) {
@@ -29,11 +42,14 @@ TEST(MatVecIsa, IsTheBestTheCpuHasUnderTheEnvironmentsCap) {
   const std::string cap = env != nullptr ? env : "";
   if (cap == "portable") want = Isa::kPortable;
   if (cap == "avx2") want = std::min(want, Isa::kAvx2);
+  if (cap == "avx512") want = std::min(want, Isa::kAvx512);
   EXPECT_EQ(IsaName(MatVecIsa()), std::string(IsaName(want))) << "ZAYA_CPU_ISA=" << cap;
   EXPECT_STREQ(IsaEnvError(), "");
-  if (want != Isa::kAvx512) {
+  if (want < Isa::kAvx512) {
     std::printf("note: this CPU or cap gives the %s tiles; the AVX-512 ones are not exercised\n",
                 IsaName(want));
+  } else if (want == Isa::kAvx512 && cap.empty()) {
+    std::printf("note: no AMX here (%s); the AMX path is not exercised\n", AmxNote());
   }
 }
 

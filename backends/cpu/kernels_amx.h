@@ -1,0 +1,46 @@
+// bf16 matmuls on AMX (Intel's tile unit, `tdpbf16ps`), for weights in the 16-row bf16 tile
+// layout (kernels.h PackBf16Tiles). kernels.cc calls these only where MatVecIsa() is kAmx: the
+// CPU has AMX-TILE and AMX-BF16 besides the AVX-512 tiles' features, and the kernel granted this
+// process the tile data (TileDataUnavailable). This file pair is compiled with those -m flags.
+//
+// Why: one `tdpbf16ps` multiplies a tile of up to 16 tokens x 32 columns by 32 columns x 16 rows,
+// 8,192 multiply-adds, where `vdpbf16ps` does 32; on the Xeon of docs/performance.md (session 20)
+// the AVX-512 tiles ran prefill's matmuls at ~220 GFLOP/s on two cores and these at 4-5x that.
+// The layout needs no repacking: one block's 16 column pairs (16 lines of 64 bytes: the 16 rows'
+// pairs side by side) is AMX's B tile as it is.
+//
+// Sum order, and why decode goes through here too: a (row, token) sum runs over the 32-column
+// chunks in order inside the tile unit (which sums each chunk's 32 products at a higher precision
+// than one rounding per pair: it is not vdpbf16ps's order, nor bitwise its result), then over
+// the last K % 32 columns with vdpbf16ps, then adds the bias. That order depends neither on how
+// many tokens share the tile nor on the tile's shape (measured: a token's row in a 1-row tile
+// equals it in a 16-row one, bit for bit), so a row's output is bitwise independent of the batch
+// as long as every T runs here, which is why one token does too (backend.h's batch invariance).
+//
+// Thread safety: pure apart from the outputs; each call loads its tile configuration on the
+// calling thread and releases the tiles before it returns. Callers split rows or tokens.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace zaya::cpu::amx {
+
+// Empty when this CPU has AMX-TILE and AMX-BF16 and the kernel grants the process the tile data
+// (arch_prctl ARCH_REQ_XCOMP_PERM, requested by this call, process-wide and once is enough);
+// else why not, for the log.
+std::string TileDataUnavailable();
+
+// x [T,K] (K even) -> bf16 (round to nearest even, as avx512::PairX) by 32-column chunk: chunk c
+// of token i at xa[(c T + i) 32 .. + 32) for c < K / 32, so that 16 tokens' chunk is one tile of
+// 16 x 64 bytes at a stride of 64; then the K % 32 columns past the last chunk at
+// xa[(K / 32) 32 T + i (K % 32)]. T K values. Tokens [i_begin, i_end) only; two ranges that each
+// start at a multiple of 32 tokens write no cache line in common.
+void ChunkX(const float* x, int64_t t, int64_t k, uint16_t* xa, int64_t i_begin, int64_t i_end);
+
+// Rows [r0, r1), both multiples of 16 (or r1 = N, itself one), of y[T,N] = x[T,K] W^T + bias,
+// W bf16 in the tile layout, x as ChunkX writes it. K even and at least 32.
+void MatVecBf16Tiles(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const uint16_t* xa,
+                     int64_t t, int64_t n, const float* bias, float* y);
+
+}  // namespace zaya::cpu::amx
