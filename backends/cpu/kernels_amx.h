@@ -4,9 +4,11 @@
 // process the tile data (TileDataUnavailable). This file pair is compiled with those -m flags.
 //
 // Why: one `tdpbf16ps` multiplies a tile of up to 16 tokens x 32 columns by 32 columns x 16 rows,
-// 8,192 multiply-adds, where `vdpbf16ps` does 32; on the Xeon of docs/performance.md (session 20)
-// the AVX-512 tiles ran prefill's matmuls at ~220 GFLOP/s on two cores and these at 4-5x that.
-// The layout needs no repacking: one block's 16 column pairs (16 lines of 64 bytes: the 16 rows'
+// 8,192 multiply-adds, where `vdpbf16ps` does 32 (and runs ~0.5 a cycle on the Xeon of
+// docs/performance.md, session 20). There, 4096 x 2048 from DRAM on two cores: 512 tokens 108 ->
+// 762 GMAC/s, 16 tokens 107 -> 231; one token reads 3-7% slower (29-31 against 31-33 GB/s; more
+// weight streams, double-buffered tiles, prefetches and streaming loads did not close it). The
+// layout needs no repacking: one block's 16 column pairs (16 lines of 64 bytes: the 16 rows'
 // pairs side by side) is AMX's B tile as it is.
 //
 // Sum order, and why decode goes through here too: a (row, token) sum runs over the 32-column
