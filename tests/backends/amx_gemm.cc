@@ -1,9 +1,6 @@
 #include "amx_gemm.h"
 
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -15,12 +12,10 @@
 #include <vector>
 
 #include "kernels.h"
+#include "kernels_amx.h"
 
 namespace zaya::bench {
 namespace {
-
-constexpr long kArchReqXcompPerm = 0x1023;  // asm/prctl.h
-constexpr long kXfeatureXtiledata = 18;
 
 struct TileConfig {
   uint8_t palette = 1, start_row = 0, reserved[14] = {};
@@ -73,15 +68,7 @@ void Gemm(const uint16_t* x, const uint16_t* w, float* y, int64_t t, int64_t n, 
 
 }  // namespace
 
-std::string AmxUnavailable() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return "no CPUID leaf 7";
-  if ((d & (1u << 24)) == 0 || (d & (1u << 22)) == 0) return "this CPU has no AMX-TILE/AMX-BF16";
-  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) {
-    return "the kernel refused AMX tile data (arch_prctl ARCH_REQ_XCOMP_PERM)";
-  }
-  return "";
-}
+std::string AmxUnavailable() { return cpu::amx::TileDataUnavailable(); }
 
 bool RunAmxGemm(int threads) {
   const int64_t t = 512, n = 2048, k = 2048;

@@ -10,8 +10,8 @@
 
 namespace zaya::bench {
 
-// Empty when this CPU and kernel can run AMX BF16 (CPUID, then the arch_prctl permission for
-// tile data, which this call requests for the process); else the reason.
+// Empty when this CPU and kernel can run AMX BF16 (the backend's amx::TileDataUnavailable, which
+// requests the tile data for the process); else the reason.
 std::string AmxUnavailable();
 
 // Runs the GEMM on `threads` threads (best of 5) and prints the time, GFLOP/s, and the largest
