@@ -714,6 +714,13 @@ bool TilesAtEveryBatch(const Weights& w) {
 }
 const char* IsaEnvError() { return Choice().env_error.c_str(); }
 const char* AmxNote() { return Choice().amx_note.c_str(); }
+bool FarNtaFetch() {
+  static const bool amd = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("amd") != 0;
+  }();
+  return amd;
+}
 const char* IsaName(Isa isa) {
   switch (isa) {
     case Isa::kPortable: return "portable";

@@ -172,6 +172,11 @@ Isa MatVecIsa();
 const char* IsaName(Isa isa);
 // Empty, or why ZAYA_CPU_ISA was not understood (the cap is then ignored).
 const char* IsaEnvError();
+// Whether the AVX-512 tiles add their far `prefetchnta` to each weight stream (tile_driver.h
+// FarFetch::kNta, kernels_avx512.cc I8Blocks::kFarBytes): on AMD CPUs only. Tuned on Zen 5, where
+// it gained several-token tiles 1-10%; on the Intel Xeon of session 20 it cut them to a third
+// (docs/performance.md). Read once per process.
+bool FarNtaFetch();
 // Empty, or why a CPU with the AVX-512 tiles runs no AMX although no cap forbade it (no AMX, or
 // the kernel refused the tile data).
 const char* AmxNote();

@@ -176,7 +176,9 @@ struct Bf16Blocks : BlockOut {
 struct I8Blocks : BlockOut {
   // A single pass of 2-16 tokens also fetches each line 2 KiB on with prefetchnta (BlockFetch):
   // two Zen 5 cores from DRAM (cpu_kernel_bench, 4096 x 2048, interleaved in one process), 2-8
-  // tokens +1-5% on top of the scales in the stream; one token lost 2-4% with it.
+  // tokens +1-5% on top of the scales in the stream; one token lost 2-4% with it. Only on AMD
+  // CPUs (kernels.h FarNtaFetch): session 20's Intel Xeon read 2-8 tokens at 9.6-13.4 GB/s with it
+  // and 26.9-30.5 without.
   static constexpr int64_t kFarBytes = 2048;
   const uint8_t* w;  // per block, per 32-column block q: 8 lines [8][16][4], then 16 f32 scales
   // x by token pass (QuantizeXQuads): the pass from token i0, of T tokens, at x + i0 K / 4 as
@@ -284,6 +286,9 @@ void BlockRowsFetching(const A& a, int64_t b0, int64_t b1) {
 template <int R, int TT, class A, int64_t kL2Bytes = 0>
 void BlockRows(const A& a, int64_t b0, int64_t b1) {
   constexpr bool kFar = A::kFarBytes != 0 && TT > 1;
+  if (a.t <= TT && kFar && !kFarNtaFetch) {
+    return BlockRowsFetching<R, TT, A, false, kL2Bytes>(a, b0, b1);
+  }
   if (a.t <= TT) return BlockRowsFetching<R, TT, A, kFar, kL2Bytes>(a, b0, b1);
   BlockRowsFetching<R, TT, A, false, 0>(a, b0, b1);
 }

@@ -71,7 +71,12 @@ ZAYA_TILE_INLINE void Prefetch(const void* p) {
 // every token's x at one address (6-16 tokens), so lines that crowd L1 cost it; prefetcht1's lines
 // seem to do that more than prefetchnta's, and for one token the far fetch buys nothing over the
 // hardware's own L2 streamer.
+// Session 20's Intel Xeon (AVX-512, AMX) reads several tokens' streams 2-3x slower with kNta
+// than with kNone (4096 x 2048 from DRAM, two cores, GB/s: bf16 row-major 2 tokens 11.6 -> 30.0,
+// 4 tokens 12.6 -> 28.5, 8 tokens 9.6 -> 22.3; int8 group layout 12.9 -> 29.3, 13.5 -> 27.4,
+// 13.4 -> 21.1), so kNta fetches only where FarNtaFetch() (kernels.h: AMD CPUs).
 enum class FarFetch { kL2, kNta, kNone };
+const bool kFarNtaFetch = FarNtaFetch();
 
 // The 64-byte line at p of a weight stream: the line kStreamAheadBytes ahead into L1 and, as F
 // says, the one kStreamAheadL2Bytes ahead.
@@ -80,7 +85,9 @@ ZAYA_TILE_INLINE void PrefetchStream(const void* p) {
   const char* c = static_cast<const char*>(p);
   _mm_prefetch(c + kStreamAheadBytes, _MM_HINT_T0);
   if constexpr (F == FarFetch::kL2) _mm_prefetch(c + kStreamAheadL2Bytes, _MM_HINT_T1);
-  if constexpr (F == FarFetch::kNta) _mm_prefetch(c + kStreamAheadL2Bytes, _MM_HINT_NTA);
+  if constexpr (F == FarFetch::kNta) {
+    if (kFarNtaFetch) _mm_prefetch(c + kStreamAheadL2Bytes, _MM_HINT_NTA);
+  }
 }
 
 // What a tile prefetches for a weight (or scale) line p that it is about to read, where `ahead` is

@@ -53,5 +53,26 @@ TEST(MatVecIsa, IsTheBestTheCpuHasUnderTheEnvironmentsCap) {
   }
 }
 
+// The far prefetchnta of the AVX-512 tiles runs on AMD CPUs only (kernels.h FarNtaFetch): on
+// the Intel Xeon of docs/performance.md's session 20 it cut several-token tiles to a third, and
+// if the vendor check flipped, every batched decode there would lose that again unnoticed.
+TEST(FarNtaFetch, OnlyOnAmdCpusAsProcCpuinfoNamesThem) {
+  std::FILE* f = std::fopen("/proc/cpuinfo", "r");
+  if (f == nullptr) GTEST_SKIP() << "no /proc/cpuinfo";
+  char line[512];
+  std::string vendor;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    const std::string l = line;
+    if (l.rfind("vendor_id", 0) == 0) {
+      vendor = l.substr(l.find(':') + 2);
+      while (!vendor.empty() && (vendor.back() == '\n' || vendor.back() == ' ')) vendor.pop_back();
+      break;
+    }
+  }
+  std::fclose(f);
+  ASSERT_FALSE(vendor.empty()) << "no vendor_id line in /proc/cpuinfo";
+  EXPECT_EQ(FarNtaFetch(), vendor == "AuthenticAMD") << "vendor_id " << vendor;
+}
+
 }  // namespace
 }  // namespace zaya::cpu
