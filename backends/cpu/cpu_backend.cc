@@ -908,7 +908,9 @@ zaya_status DeviceInfo(zaya_backend* b, zaya_device_info* out) {
   zaya_device_info info{};
   info.struct_size = sizeof(info);
   info.kind = ZAYA_DEVICE_CPU;
-  std::snprintf(info.name, sizeof(info.name), "cpu (%d threads)", b->pool->size());
+  // The tile level in the name, so that a benchmark's report says which kernels it measured.
+  std::snprintf(info.name, sizeof(info.name), "cpu (%d threads, %s tiles)", b->pool->size(),
+                IsaName(MatVecIsa()));
   struct sysinfo si {};
   if (sysinfo(&si) == 0) {
     info.total_memory = static_cast<uint64_t>(si.totalram) * si.mem_unit;

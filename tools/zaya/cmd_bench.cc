@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -303,6 +304,9 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   // The roofline is the memory the weights live in: host RAM for the CPU backend, the device's
   // memory for a GPU backend.
   const bool device_memory = kind != "cpu";
+  auto device_info = (*backend)->DeviceInfo();
+  if (!device_info.ok()) return fail(device_info.status());
+  const std::string device(device_info->name, strnlen(device_info->name, sizeof device_info->name));
   double bandwidth = 0;
   if (device_memory) {
     progress("measuring device memory bandwidth (copy of " + std::to_string(bw_mib) + " MiB)");
@@ -522,6 +526,7 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
     j["context"] = decode_prompt;
     j["kv_dtype"] = mo.kv_dtype;
     j["backend"] = kind;
+    j["device"] = device;
     j["bandwidth_kind"] = device_memory ? "device copy (read + write)" : "host read";
     j["read_bandwidth_gb_s"] = bandwidth / 1e9;
     j["gemm_f32_gflop_s"] = gemm_f32;
@@ -552,8 +557,9 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("model %s, weights %s (%.1f MiB), %d threads\n", dir.c_str(), wdtype.c_str(),
-              static_cast<double>((*model)->weight_bytes()) / (1 << 20), threads);
+  std::printf("model %s, weights %s (%.1f MiB), %d threads, device %s\n", dir.c_str(),
+              wdtype.c_str(), static_cast<double>((*model)->weight_bytes()) / (1 << 20), threads,
+              device.c_str());
   std::printf("%s %8.2f GB/s\n", device_memory ? "device bandwidth    " : "read bandwidth      ",
               bandwidth / 1e9);
   if (gemm_f32 > 0) {

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 
 #include "run_zaya.h"
@@ -46,6 +47,11 @@ TEST(BenchIntegration, JsonReportIsConsistent) {
   // The daemon's KV cache for bf16 weights, and the context asked for.
   EXPECT_EQ(j.at("kv_dtype").get<std::string>(), "bf16");
   EXPECT_EQ(j.at("context").get<int>(), 5);
+  // Which kernels ran, so that reports from different machines or ZAYA_CPU_ISA caps can be told
+  // apart: the CPU backend names its threads and tile level.
+  const std::string device = j.at("device").get<std::string>();
+  const std::regex device_form(R"(cpu \(1 threads, (portable|avx2|avx512|amx) tiles\))");
+  EXPECT_TRUE(std::regex_match(device, device_form)) << device;
   // A timed step's token sits at position 5 + 1 or 5 + 2 (after the prompt and the warm-up step)
   // and reads K and V of every position up to its own, in every layer, 2 bytes a value.
   const double kv_per_token = (7 + 8) / 2.0 * 2 * kv_dim * layers * 2;
