@@ -514,19 +514,18 @@ IsaChoice ChooseIsa() {
     c.isa = Isa::kAvx512;
   }
   const char* env = std::getenv("ZAYA_CPU_ISA");
-  Isa cap = Isa::kAmx;
-  if (env == nullptr || *env == '\0') {
-  } else if (std::strcmp(env, "portable") == 0) {
-    cap = Isa::kPortable;
-  } else if (std::strcmp(env, "avx2") == 0) {
-    cap = Isa::kAvx2;
-  } else if (std::strcmp(env, "avx512") == 0) {
-    cap = Isa::kAvx512;
-  } else if (std::strcmp(env, "amx") == 0) {
-    cap = Isa::kAmx;
-  } else {
-    c.env_error = std::string("ZAYA_CPU_ISA=") + env +
-                  " is not one of portable, avx2, avx512, amx; ignoring it";
+  Isa cap = Isa::kAmx;  // none: the best there is
+  if (env != nullptr && *env != '\0') {
+    if (std::strcmp(env, "portable") == 0) {
+      cap = Isa::kPortable;
+    } else if (std::strcmp(env, "avx2") == 0) {
+      cap = Isa::kAvx2;
+    } else if (std::strcmp(env, "avx512") == 0) {
+      cap = Isa::kAvx512;
+    } else if (std::strcmp(env, "amx") != 0) {
+      c.env_error = std::string("ZAYA_CPU_ISA=") + env +
+                    " is not one of portable, avx2, avx512, amx; ignoring it";
+    }
   }
   // The tile data is asked for only where AMX may run: a process granted it carries the tiles'
   // 8 KiB in every signal frame and context switch.
