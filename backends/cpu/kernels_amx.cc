@@ -17,19 +17,6 @@ constexpr long kArchReqXcompPerm = 0x1023;  // asm/prctl.h
 constexpr long kXfeatureXtiledata = 18;
 constexpr int64_t kRows = 16;
 
-// The 64-byte operand of ldtilecfg (palette 1): per tile, bytes per row and rows.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0, reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-
-  void Set(int tile, int rows_, int colsb_) {
-    rows[tile] = static_cast<uint8_t>(rows_);
-    colsb[tile] = static_cast<uint16_t>(colsb_);
-  }
-  bool operator==(const TileConfig& o) const { return std::memcmp(this, &o, sizeof o) == 0; }
-};
-
 // The tiles of one call: loads a configuration where it differs from the one loaded (ldtilecfg
 // also zeroes every tile), and releases the tile state on the way out, so that a thread between
 // calls carries no tile data through context switches.

@@ -24,9 +24,24 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 namespace zaya::cpu::amx {
+
+// The 64-byte operand of ldtilecfg (palette 1): per tile, bytes per row and rows. Plain data, so
+// that code built without the AMX flags (tests/backends/amx_gemm.cc's benchmark) can fill one too.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+
+  void Set(int tile, int rows_, int colsb_) {
+    rows[tile] = static_cast<uint8_t>(rows_);
+    colsb[tile] = static_cast<uint16_t>(colsb_);
+  }
+  bool operator==(const TileConfig& o) const { return std::memcmp(this, &o, sizeof o) == 0; }
+};
 
 // Empty when this CPU has AMX-TILE and AMX-BF16 and the kernel grants the process the tile data
 // (arch_prctl ARCH_REQ_XCOMP_PERM, requested by this call, process-wide and once is enough);

@@ -17,12 +17,6 @@
 namespace zaya::bench {
 namespace {
 
-struct TileConfig {
-  uint8_t palette = 1, start_row = 0, reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
 uint16_t ToBf16(float f) {
   uint32_t bits;
   std::memcpy(&bits, &f, 4);
@@ -32,11 +26,8 @@ uint16_t ToBf16(float f) {
 // Rows [n0, n1) (multiples of 32) of y; tiles 0-3 accumulate, 4-5 hold x, 6-7 two row blocks.
 void Gemm(const uint16_t* x, const uint16_t* w, float* y, int64_t t, int64_t n, int64_t k,
           int64_t n0, int64_t n1) {
-  TileConfig cfg;
-  for (int i = 0; i < 8; ++i) {
-    cfg.rows[i] = 16;
-    cfg.colsb[i] = 64;
-  }
+  cpu::amx::TileConfig cfg;
+  for (int i = 0; i < 8; ++i) cfg.Set(i, 16, 64);
   _tile_loadconfig(&cfg);
   for (int64_t b = n0 / 16; b < n1 / 16; b += 2) {
     const uint16_t* w0 = w + b * 16 * k;
