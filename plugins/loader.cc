@@ -71,7 +71,8 @@ Result<BackendPlugin> LoadBackendPlugin(const std::string& path) {
         "." + std::to_string(api->abi_minor) + " but this zayad needs ABI " +
         std::to_string(ZAYA_BACKEND_ABI_MAJOR) + ".x; install the plugin built with this zayad");
   }
-  // ABI 1.0 ends at execute; later members are optional, read where struct_size covers them.
+  // ABI 1.0's table ends at execute, and 2.0 requires no more; later members are optional, read
+  // where struct_size covers them.
   const size_t abi_1_0_size = offsetof(zaya_backend_api, execute) + sizeof(api->execute);
   if (api->struct_size < abi_1_0_size) {
     return FailedPrecondition("backend plugin " + path + " has a function table of " +

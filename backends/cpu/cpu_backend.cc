@@ -37,7 +37,7 @@
 // (kernels.h PackI8Tiles), the bf16 one (PackBf16Tiles) or the int8 block one (PackI8Blocks),
 // which takes in its scales, right after it in the same buffer (at scales_offset): the layout's
 // blocks then fill the weight's bytes and the scales' from the weight's offset on, and the scales
-// are an entry of their own (scales_of_weight, with k = K / 32) so that nothing writes them.
+// are an entry of their own (scales_of_weight, with k = K / kI8Group) so that nothing writes them.
 struct PreparedWeight {
   uint64_t bytes = 0;
   int64_t k = 0;
@@ -177,12 +177,16 @@ Weights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, co
     case ZAYA_DTYPE_I8: {
       out.type = WType::kI8;
       out.data = Ptr<const int8_t>(w, what);
-      // Rows are counted by K and scales come per 32 of K: K = 0 would divide by zero.
+      // Rows are counted by K and scales come per kI8Group of K: K = 0 would divide by zero.
       if (k <= 0)
         Fail(std::string(what) + ": int8 weights need K > 0, not K = " + std::to_string(k));
       const int64_t rows = Elements(w) / k;
-      if (!Present(scales) || Elements(scales) != rows * ((k + 31) / 32)) {
-        Fail(std::string(what) + ": int8 weights need an f32 scale per 32 values");
+      if (!Present(scales) || Elements(scales) != rows * I8Groups(k)) {
+        Fail(std::string(what) + ": int8 weights [" + std::to_string(rows) + ", " +
+             std::to_string(k) + "] need " + std::to_string(rows * I8Groups(k)) +
+             " f32 scales, one per " + std::to_string(kI8Group) + " values of a row (ABI " +
+             std::to_string(ZAYA_BACKEND_ABI_MAJOR) + "), not " +
+             std::to_string(Present(scales) ? Elements(scales) : 0));
       }
       ExpectDType(scales, ZAYA_DTYPE_F32, "int8 scales");
       out.scales = Ptr<const float>(scales, "int8 scales");
@@ -220,7 +224,7 @@ Weights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, co
     if (p->i8_blocks) {
       // The scales were rearranged with the weight: only the same rows of those scales match.
       const uint64_t first = (w.offset - at) / row;
-      const uint64_t want = p->scales_offset + first * static_cast<uint64_t>(k / 32) * 4;
+      const uint64_t want = p->scales_offset + first * static_cast<uint64_t>(k / kI8Group) * 4;
       if (scales.buffer != w.buffer || scales.offset != want) {
         Fail(std::string(what) + ": its int8 scales (offset " + std::to_string(scales.offset) +
              ") are not the ones it was prepared with (offset " + std::to_string(want) +
@@ -756,7 +760,7 @@ void OpMoe(zaya_backend* b, const zaya_op& op) {
               static_cast<const uint8_t*>(all.data) + ex * rows / kI8TileRows * I8BlockBytes(k);
         } else {
           w.data = static_cast<const int8_t*>(all.data) + elems;
-          w.scales = all.scales + ex * rows * ((k + 31) / 32);
+          w.scales = all.scales + ex * rows * I8Groups(k);
         }
         break;
     }
@@ -1021,7 +1025,7 @@ zaya_status WeightPrepare(zaya_backend* b, const zaya_tensor* weight, const zaya
     if (checked.type == WType::kI8 && I8BlocksFit(w.shape[w.ndim - 2], k) &&
         scales->buffer == w.buffer && scales->offset == w.offset + bytes) {
       std::byte* region = w.buffer->data + w.offset;
-      // The blocks outgrow the rows they come from (18 K bytes from 16 K): pack from a copy.
+      // The blocks outgrow the rows they come from (16.5 K bytes from 16 K): pack from a copy.
       // Transient: at most one matrix (the 8B shape's embedding, ~600 MB) at a time.
       std::vector<std::byte> from(region, region + bytes + sbytes);
       const auto* rows = reinterpret_cast<const int8_t*>(from.data());
@@ -1029,13 +1033,13 @@ zaya_status WeightPrepare(zaya_backend* b, const zaya_tensor* weight, const zaya
       const int64_t blocks = Elements(w) / k / kI8TileRows;
       b->pool->ParallelFor(
           blocks, std::max<int64_t>(1, (int64_t{1} << 16) / k), [&](int64_t b0, int64_t b1, int) {
-            PackI8Blocks(rows + b0 * kI8TileRows * k, sc + b0 * kI8TileRows * (k / 32),
+            PackI8Blocks(rows + b0 * kI8TileRows * k, sc + b0 * kI8TileRows * (k / kI8Group),
                          (b1 - b0) * kI8TileRows, k,
                          reinterpret_cast<uint8_t*>(region) + b0 * I8BlockBytes(k));
           });
       p.i8_blocks = true;
       p.scales_offset = scales->offset;
-      PreparedWeight of_scales{sbytes, k / 32, ZAYA_DTYPE_F32};
+      PreparedWeight of_scales{sbytes, k / kI8Group, ZAYA_DTYPE_F32};
       of_scales.scales_of_weight = true;
       scales->buffer->prepared.emplace(scales->offset, of_scales);
     } else if (checked.type == WType::kI8 && I8TilesLayoutUsed() && k >= 256) {

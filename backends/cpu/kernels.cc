@@ -276,16 +276,16 @@ void RowToF32(const Weights& w, int64_t n, int64_t k, float* out) {
         const int64_t r = n % kI8TileRows;
         const auto* block = static_cast<const uint8_t*>(w.data) + n / kI8TileRows * I8BlockBytes(k);
         for (int64_t i = 0; i < k; ++i) {
-          const uint8_t* q = block + (i >> 5) * 576;
-          const auto v = static_cast<int8_t>(q[((i & 31) >> 2) * 64 + 4 * r + (i & 3)] ^ 0x80);
+          const uint8_t* q = block + i / kI8Group * kI8GroupBytes;
+          const auto v = static_cast<int8_t>(q[(i % kI8Group >> 2) * 64 + 4 * r + (i & 3)] ^ 0x80);
           float scale;
-          std::memcpy(&scale, q + 512 + 4 * r, 4);
+          std::memcpy(&scale, q + kI8TileRows * kI8Group + 4 * r, 4);
           out[i] = static_cast<float>(v) * scale;
         }
         return;
       }
       const int8_t* src = static_cast<const int8_t*>(w.data) + n * k;
-      const float* sc = w.scales + n * ((k + 31) / 32);
+      const float* sc = w.scales + n * I8Groups(k);
       int64_t from = 0;
       if (w.i8_tiles) {
         from = k & ~int64_t{255};
@@ -294,13 +294,13 @@ void RowToF32(const Weights& w, int64_t n, int64_t k, float* out) {
             for (int64_t l = 0; l < 8; ++l) {
               for (int64_t b = 0; b < 8; ++b) {
                 out[g + 32 * l + 8 * c + b] =
-                    static_cast<float>(src[g + 64 * c + 8 * l + b]) * sc[(g >> 5) + l];
+                    static_cast<float>(src[g + 64 * c + 8 * l + b]) * sc[(g + 32 * l) / kI8Group];
               }
             }
           }
         }
       }
-      for (int64_t i = from; i < k; ++i) out[i] = static_cast<float>(src[i]) * sc[i / 32];
+      for (int64_t i = from; i < k; ++i) out[i] = static_cast<float>(src[i]) * sc[i / kI8Group];
       return;
     }
   }
@@ -325,21 +325,22 @@ void PackBf16Tiles(uint16_t* w, int64_t n, int64_t k) {
 }
 
 bool I8BlocksFit(int64_t rows_each, int64_t k) {
-  return MatVecIsa() >= Isa::kAvx512 && k > 0 && k % 32 == 0 && rows_each % kI8TileRows == 0;
+  return MatVecIsa() >= Isa::kAvx512 && k > 0 && k % kI8Group == 0 && rows_each % kI8TileRows == 0;
 }
 
 void PackI8Blocks(const int8_t* w, const float* scales, int64_t n, int64_t k, uint8_t* dst) {
-  const int64_t nb = k / 32;
+  const int64_t nb = k / kI8Group;
   for (int64_t b = 0; b < n; b += kI8TileRows) {
     uint8_t* block = dst + b / kI8TileRows * I8BlockBytes(k);
     for (int64_t r = 0; r < kI8TileRows; ++r) {
       const int8_t* row = w + (b + r) * k;
       for (int64_t j = 0; j < k; ++j) {
-        block[(j >> 5) * 576 + ((j & 31) >> 2) * 64 + 4 * r + (j & 3)] =
+        block[j / kI8Group * kI8GroupBytes + (j % kI8Group >> 2) * 64 + 4 * r + (j & 3)] =
             static_cast<uint8_t>(row[j]) ^ 0x80;
       }
       for (int64_t q = 0; q < nb; ++q) {
-        std::memcpy(block + q * 576 + 512 + 4 * r, scales + (b + r) * nb + q, 4);
+        std::memcpy(block + q * kI8GroupBytes + kI8TileRows * kI8Group + 4 * r,
+                    scales + (b + r) * nb + q, 4);
       }
     }
   }
@@ -387,7 +388,7 @@ ZAYA_INLINE float HSum(V8 a) {
 }
 
 // Weight access per dtype: Load(r, j) is W[r, j..j+8) as f32 (j a multiple of 8), Scalar(r, j) one
-// value. int8 chunks of 8 never straddle a 32-value scale block.
+// value. int8 chunks of 8 never straddle a scale group.
 struct F32Rows {
   const float* w;
   int64_t k;
@@ -419,10 +420,10 @@ struct I8Rows {
                                                  16, 16, 16, 3, 16, 16, 16, 4, 16, 16, 16, 5, 16,
                                                  16, 16, 6, 16, 16, 16, 7);
     const I32x8 wide = (I32x8)spread >> 24;
-    return __builtin_convertvector(wide, V8) * scales[r * nb + (j >> 5)];
+    return __builtin_convertvector(wide, V8) * scales[r * nb + j / kI8Group];
   }
   ZAYA_INLINE float Scalar(int64_t r, int64_t j) const {
-    return static_cast<float>(w[r * k + j]) * scales[r * nb + (j >> 5)];
+    return static_cast<float>(w[r * k + j]) * scales[r * nb + j / kI8Group];
   }
 };
 
@@ -552,7 +553,8 @@ struct PreparedX {
   const uint16_t* xb = nullptr;  // bf16 weights, AVX-512 tiles: [T, K & ~31]
   const uint32_t* xt = nullptr;  // bf16 weights in the tile layout: T K / 2 by token pass (PairX)
   const uint16_t* xa = nullptr;  // the same on AMX: T K by 32-column chunk (amx::ChunkX)
-  // int8 weights in the block layout: T K / 4, then T K / 32 twice, by token pass (QuantizeXQuads)
+  // int8 weights in the block layout: T K / 4, then T K / 128 twice, by token pass
+  // (QuantizeXQuads)
   const uint32_t* x4 = nullptr;
   const float* x4s = nullptr;
   const int32_t* x4c = nullptr;
@@ -619,10 +621,10 @@ struct XScratch {
       }
       p.xs = xs.data();
     }
-    if (need.i8_blocks) {  // only packed where the AVX-512 tiles run, and K % 32 == 0
+    if (need.i8_blocks) {  // only packed where the AVX-512 tiles run, and K % 128 == 0
       x4.resize(static_cast<size_t>(t * (k / 4)));
-      x4s.resize(static_cast<size_t>(t * (k / 32)));
-      x4c.resize(static_cast<size_t>(t * (k / 32)));
+      x4s.resize(static_cast<size_t>(t * (k / kI8Group)));
+      x4c.resize(static_cast<size_t>(t * (k / kI8Group)));
       by_token(avx512::I8BlockPassTokens(t), [&](int64_t i0, int64_t i1) {
         avx512::QuantizeXQuads(x, t, k, x4.data(), x4s.data(), x4c.data(), i0, i1);
       });
@@ -700,8 +702,8 @@ void MatVecRowsTiles(const Weights& w, int64_t r0, int64_t r1, int64_t k, const 
       return MatVecBf16(Bf16Rows{static_cast<const uint16_t*>(w.data), k}, r0, r1, k, x, t, n, bias,
                         y);
     case WType::kI8:
-      return MatVecI8(I8Rows{static_cast<const int8_t*>(w.data), w.scales, k, (k + 31) / 32}, r0,
-                      r1, k, x, t, n, bias, y);
+      return MatVecI8(I8Rows{static_cast<const int8_t*>(w.data), w.scales, k, I8Groups(k)}, r0, r1,
+                      k, x, t, n, bias, y);
   }
 }
 

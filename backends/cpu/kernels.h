@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "thread_pool.h"
+#include "zaya/backend.h"
 
 namespace zaya::cpu {
 
@@ -36,10 +37,16 @@ using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
 
 enum class WType { kF32, kBF16, kI8 };
 
+// int8 weights carry one f32 scale per kI8Group consecutive values of a row (zaya/backend.h
+// ZAYA_I8_BLOCK); a row of K values has I8Groups(K) scales, the last group maybe shorter.
+constexpr int64_t kI8Group = ZAYA_I8_BLOCK;
+static_assert(kI8Group % 32 == 0, "the row-major tiles scale x per 32 columns inside a group");
+constexpr int64_t I8Groups(int64_t k) { return (k + kI8Group - 1) / kI8Group; }
+
 struct Weights {
   WType type = WType::kF32;
   const void* data = nullptr;     // [N, K]
-  const float* scales = nullptr;  // i8: [N, K/32]
+  const float* scales = nullptr;  // i8: [N, I8Groups(K)]
   // i8 only: the bytes are in the tile layout (PackI8Tiles below), not row-major.
   bool i8_tiles = false;
   // bf16 only: the bytes are in the 16-row tile layout (PackBf16Tiles below), not row-major.
@@ -87,14 +94,14 @@ bool Bf16TilesFit(int64_t rows_each, int64_t k);
 void PackBf16Tiles(uint16_t* w, int64_t n, int64_t k);
 
 // The int8 block layout: what the bf16 layout above does for bf16, for int8 weights with a scale
-// per 32 columns (kernels_avx512.cc, I8Blocks; docs/performance.md, sessions 13 and 14). Rows are
-// taken in blocks of kI8TileRows, each I8BlockBytes(K) bytes: per 32-column block q, 8 lines of
-// weights (line c holds columns 32q + 4c .. 32q + 4c + 3 of the 16 rows: row r, column j at byte
-// 4r + j % 4, as an unsigned byte, w + 128), then one line of the 16 rows' f32 scales of block q
-// (row r at float r). So block b, 32-column block q starts at byte b I8BlockBytes(K) + 576q. One
-// 64-byte load is 16 rows x 4 columns, which vpdpbusd multiplies by a broadcast 4 bytes of x per
-// token (signed, as its second operand must be), and one 64-byte load is their scales. Values are
-// unchanged, only their places (and the weights' offset).
+// per kI8Group = 128 columns (kernels_avx512.cc, I8Blocks; docs/performance.md, sessions 13, 14
+// and 22). Rows are taken in blocks of kI8TileRows, each I8BlockBytes(K) bytes: per column group
+// q, 32 lines of weights (line c holds columns 128q + 4c .. 128q + 4c + 3 of the 16 rows: row r,
+// column j at byte 4r + j % 4, as an unsigned byte, w + 128), then one line of the 16 rows' f32
+// scales of group q (row r at float r). So block b, group q starts at byte b I8BlockBytes(K) +
+// kI8GroupBytes q. One 64-byte load is 16 rows x 4 columns, which vpdpbusd multiplies by a
+// broadcast 4 bytes of x per token (signed, as its second operand must be), and one 64-byte load is
+// their scales. Values are unchanged, only their places (and the weights' offset).
 //
 // The scales sit in the weights' stream (session 14): with them in an array of their own, each
 // row block was two streams, and a 4-block tile read 8 at once; one Zen 5 core pair streamed
@@ -105,14 +112,16 @@ void PackBf16Tiles(uint16_t* w, int64_t n, int64_t k);
 // Ops must name a packed matrix from a block boundary in whole blocks, with its own scales.
 constexpr int64_t kI8TileRows = 16;
 static_assert(kI8TileRows == kBf16TileRows, "the backend checks views of both layouts alike");
-// Bytes of one block of kI8TileRows rows: 16 K weights and 16 K / 32 scales.
-constexpr int64_t I8BlockBytes(int64_t k) { return k / 32 * 576; }
+// Bytes of one column group of a block: 16 x 128 weights and 16 scales.
+constexpr int64_t kI8GroupBytes = kI8TileRows * kI8Group + 64;
+// Bytes of one block of kI8TileRows rows: 16 K weights and 16 K / 128 scales.
+constexpr int64_t I8BlockBytes(int64_t k) { return k / kI8Group * kI8GroupBytes; }
 // Whether an int8 matrix of rows_each rows (per expert) and K columns fits the block layout: the
 // AVX-512 tiles run (MatVecIsa() is kAvx512 or kAmx), rows come in whole blocks and K in whole
-// 32-column blocks (every ZAYA1 matrix but the router's last layer, E + 1 = 17 rows, fits).
+// groups (every ZAYA1-8B matrix but the router's last layer, E + 1 = 17 rows, fits).
 bool I8BlocksFit(int64_t rows_each, int64_t k);
-// Writes rows [0, n) of w [n, K] with their scales [n, K / 32] into dst (n / 16 blocks of
-// I8BlockBytes(K) bytes) in the block layout; n % 16 == 0, K % 32 == 0, dst overlaps neither.
+// Writes rows [0, n) of w [n, K] with their scales [n, K / 128] into dst (n / 16 blocks of
+// I8BlockBytes(K) bytes) in the block layout; n % 16 == 0, K % 128 == 0, dst overlaps neither.
 // Requires I8BlocksFit.
 void PackI8Blocks(const int8_t* w, const float* scales, int64_t n, int64_t k, uint8_t* dst);
 

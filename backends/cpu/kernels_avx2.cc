@@ -65,16 +65,17 @@ ZAYA_INLINE void TileBf16(const uint16_t* w, int64_t k, int64_t rs, const float*
 
 // int8 weights against x rounded to int16 with one scale per token (QuantizeX): 16 products per
 // vpmaddwd in exact integer arithmetic, one int->float conversion and one FMA with the weight
-// block's scale per 32 columns, and x's scale once per (row, token) at the end. On Zen 3 vpmaddwd
-// and FMA share the two FMA pipes, so what an int8 block costs there is what counts: 2 vpmaddwd + 1
-// FMA per 32 products and token, against 4 FMAs for bf16. A scale per 32 columns of x as well (up
-// to session 4) needed a (weight scale x x scale) product per (row, token, block), one more
-// multiply in those pipes, and spilled accumulators. On AVX2 (no VNNI) the per-weight widening and
-// conversion of the float-activation tile made batch-1 int8 decode compute-bound at ~15 GMAC/s per
-// core. The rounding of x adds a relative error of at most 2^-16 of the token's largest |x| per
-// value; the int8 weights' own is 2^-8 of the block's largest |w|. Per (row, token): acc +=
-// float(int block sum) * wscale over the blocks of the 16-aligned columns, HSum, times xscale,
-// then the columns past the last multiple of 16 in float, in order.
+// group's scale per 32 columns (whose sums would outgrow f32's exact integers over a whole group),
+// and x's scale once per (row, token) at the end. On Zen 3 vpmaddwd and FMA share the two FMA
+// pipes, so what an int8 block costs there is what counts: 2 vpmaddwd + 1 FMA per 32 products and
+// token, against 4 FMAs for bf16. A scale per 32 columns of x as well (up to session 4) needed a
+// (weight scale x x scale) product per (row, token, block), one more multiply in those pipes, and
+// spilled accumulators. On AVX2 (no VNNI) the per-weight widening and conversion of the
+// float-activation tile made batch-1 int8 decode compute-bound at ~15 GMAC/s per core. The rounding
+// of x adds a relative error of at most 2^-16 of the token's largest |x| per value; the int8
+// weights' own is 2^-8 of the block's largest |w|. Per (row, token): acc += float(int block sum) *
+// wscale over the blocks of the 16-aligned columns, HSum, times xscale, then the columns past the
+// last multiple of 16 in float, in order.
 struct QuantX {
   const int16_t* q;  // [T, K16]
   const float* s;    // [T] scale of each token's x
@@ -104,7 +105,7 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
   auto block = [&](int64_t j) __attribute__((always_inline)) {
     for (int r = 0; r < R; ++r) {
       const __m256i w0 = load_w(r, j), w1 = load_w(r, j + 16);
-      const __m256 ws = _mm256_broadcast_ss(scales + r * srs + (j >> 5));
+      const __m256 ws = _mm256_broadcast_ss(scales + r * srs + j / kI8Group);
       for (int i = 0; i < T; ++i) {
         const __m256i isum = _mm256_add_epi32(_mm256_madd_epi16(w0, load_x(i, j)),
                                               _mm256_madd_epi16(w1, load_x(i, j + 16)));
@@ -128,7 +129,7 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
   if (j < k16) {  // a last block of 16
     for (int r = 0; r < R; ++r) {
       const __m256i w0 = load_w(r, j);
-      const __m256 ws = _mm256_broadcast_ss(scales + r * srs + (j >> 5));
+      const __m256 ws = _mm256_broadcast_ss(scales + r * srs + j / kI8Group);
       for (int i = 0; i < T; ++i) {
         const __m256i isum = _mm256_madd_epi16(w0, load_x(i, j));
         acc[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), ws, acc[r][i]);
@@ -203,8 +204,8 @@ void QuantizeX(const float* x, int64_t t, int64_t k, int16_t* q, float* s) {
 void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
               const float* x, const int16_t* xq, const float* xs, int64_t t, int64_t n,
               const float* bias, float* y) {
-  TileRows(I8{{w, scales, k, (k + 31) / 32}, QuantX{xq, xs, x, k & ~int64_t{15}}}, r0, r1, t, n,
-           bias, y);
+  TileRows(I8{{w, scales, k, I8Groups(k)}, QuantX{xq, xs, x, k & ~int64_t{15}}}, r0, r1, t, n, bias,
+           y);
 }
 
 }  // namespace zaya::cpu::avx2

@@ -2,6 +2,8 @@
 
 #include <immintrin.h>
 
+#include <bit>
+
 #include "tile_driver.h"
 
 // Built with the AVX-512 flags for this file only; nothing here runs unless MatVecIsa() said so.
@@ -162,17 +164,21 @@ struct Bf16Blocks : BlockOut {
 
 // int8 weights in the block layout (kernels.h PackI8Blocks): one 64-byte load is 16 rows x 4
 // columns as unsigned bytes (w + 128), and vpdpbusd multiplies it by a broadcast 4 signed bytes
-// of x per token, so each int32 lane sums one (row, token)'s products: 8 instructions per 32-column
-// block (512 products), then one conversion, one multiply by x's block scale and one FMA by the 16
-// rows' scales (the line after the block's 8). The offset comes out per token, not per row:
-// sum (w + 128) x = sum w x + 128 sum x, and -128 sum x of each block (QuantizeXQuads) starts the
-// lane's integer sum. The row-major tiles (I8 below) spend 4 vpdpbusd and 4 more instructions per
-// 256 products and row, plus a correction per row and a horizontal sum per (row, token), and read
-// x as 4 vectors per token and group: session 13 (docs/performance.md) has what this gained.
+// of x per token, so each int32 lane sums one (row, token)'s products: 32 instructions per
+// 128-column group (2048 products), then one conversion, one multiply by x's group scale and one
+// FMA by the 16 rows' scales (the line after the group's 32). Those three float steps per 8
+// vpdpbusd, with the scales per 32 columns of ABI 1, held a 16-token tile to 255 GMAC/s on one
+// Xeon core in cache; per 128 columns they come once per 32 (docs/performance.md, session 22).
+// The offset comes out per token, not per row: sum (w + 128) x = sum w x + 128 sum x, and
+// -128 sum x of each group (QuantizeXQuads) starts the lane's integer sum. The row-major tiles (I8
+// below) spend 4 vpdpbusd and 4 more instructions per 256 products and row, plus a correction per
+// row and a horizontal sum per (row, token), and read x as 4 vectors per token and group: session
+// 13 (docs/performance.md) has what this gained.
 //
-// Per (row, token): acc += (float(integer sum of block q) * x scale) * w scale over q in order,
-// in one lane; the integer sums are exact, so the order of the float steps, fixed, is the only
-// rounding, and a row's output is bitwise independent of the batch.
+// Per (row, token): acc += (float(integer sum of group q) * x scale) * w scale over q in order,
+// in one lane; the integer sums are exact (|sum| < 128 x 255 x 127 + 128 x 128 x 127 < 2^24), so
+// the order of the float steps, fixed, is the only rounding, and a row's output is bitwise
+// independent of the batch.
 struct I8Blocks : BlockOut {
   // A single pass of 2-16 tokens also fetches each line 2 KiB on with prefetchnta (BlockFetch):
   // two Zen 5 cores from DRAM (cpu_kernel_bench, 4096 x 2048, interleaved in one process), 2-8
@@ -180,16 +186,18 @@ struct I8Blocks : BlockOut {
   // CPUs (kernels.h FarNtaFetch): session 20's Intel Xeon read 2-8 tokens at 9.6-13.4 GB/s with it
   // and 26.9-30.5 without.
   static constexpr int64_t kFarBytes = 2048;
-  const uint8_t* w;  // per block, per 32-column block q: 8 lines [8][16][4], then 16 f32 scales
+  // Lines of one group's weights; its scales' line follows them.
+  static constexpr int64_t kLines = kI8Group / 4;
+  const uint8_t* w;  // per block, per group q: 32 lines [32][16][4], then 16 f32 scales
   // x by token pass (QuantizeXQuads): the pass from token i0, of T tokens, at x + i0 K / 4 as
-  // [K / 4][T], and its scales and offsets at xs + i0 K / 32 and xc + i0 K / 32 as [K / 32][T].
+  // [K / 4][T], and its scales and offsets at xs + i0 K / 128 and xc + i0 K / 128 as [K / 128][T].
   const uint32_t* x;
   const float* xs;
   const int32_t* xc;
 
   template <int R, int T, class F>
   ZAYA_INLINE void Tile(int64_t b, int64_t i0, const F& f) const {
-    const int64_t kq = lines / 8;  // 32-column blocks
+    const int64_t kq = lines / kLines;  // column groups
     const uint8_t* wb = w + b * block_bytes;
     const uint32_t* xp = x + i0 * lines;
     const float* xsp = xs + i0 * kq;
@@ -209,14 +217,16 @@ struct I8Blocks : BlockOut {
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) s[r][i] = c;
       }
+      for (int c0 = 0; c0 < kLines; c0 += 8) {
 #pragma GCC unroll 8
-      for (int c = 0; c < 8; ++c) {
-        const int64_t p = q * 8 + c;
-        __m512i wv[R];
+        for (int c = c0; c < c0 + 8; ++c) {
+          const int64_t p = q * kLines + c;
+          __m512i wv[R];
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
-          const char* line = reinterpret_cast<const char*>(wb + r * block_bytes + q * 576 + c * 64);
-          f.Line(line, q * 9 + c);
+          const char* line =
+              reinterpret_cast<const char*>(wb + r * block_bytes + q * kI8GroupBytes + c * 64);
+          f.Line(line, q * (kLines + 1) + c);
           wv[r] = _mm512_loadu_si512(line);
         }
 #pragma GCC unroll 16
@@ -225,11 +235,13 @@ struct I8Blocks : BlockOut {
 #pragma GCC unroll 8
           for (int r = 0; r < R; ++r) s[r][i] = _mm512_dpbusd_epi32(s[r][i], wv[r], xv);
         }
+        }
       }
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        const char* sline = reinterpret_cast<const char*>(wb + r * block_bytes + q * 576 + 512);
-        f.Line(sline, q * 9 + 8);
+        const char* sline =
+            reinterpret_cast<const char*>(wb + r * block_bytes + q * kI8GroupBytes + kLines * 64);
+        f.Line(sline, q * (kLines + 1) + kLines);
         const __m512 wsv = _mm512_loadu_ps(sline);
 #pragma GCC unroll 16
         for (int i = 0; i < T; ++i) {
@@ -356,7 +368,13 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < T; ++i) acc[r][i] = _mm512_setzero_ps();
   const __m512i zero = _mm512_setzero_si512(), offset = _mm512_set1_epi8(-128);  // 0x80: 128 as u8
-  const __m512i lanes_of_block = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  // Block L's lanes 2L, 2L + 1 take the scale of the weights' group that holds it, one of the
+  // 256 / kI8Group scales loaded per 256 columns.
+  static_assert(256 % kI8Group == 0, "a 256-column group holds whole scale groups");
+  constexpr int kBlocksShift = std::countr_zero(static_cast<unsigned>(kI8Group / 32));
+  constexpr __mmask16 kGroupScales = (1u << (256 / kI8Group)) - 1;
+  const __m512i lanes_of_block = _mm512_srli_epi32(
+      _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0), kBlocksShift);
   for (int64_t j = 0; j < k256; j += 256) {
     __m512i wv[R][4], neg[R];
     __m512 sv[R];
@@ -373,7 +391,7 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
       s = _mm512_dpbusd_epi32(s, offset, wv[r][2]);
       neg[r] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(s, offset, wv[r][3]));
       sv[r] = _mm512_permutexvar_ps(
-          lanes_of_block, _mm512_castps256_ps512(_mm256_loadu_ps(scales + r * srs + (j >> 5))));
+          lanes_of_block, _mm512_maskz_loadu_ps(kGroupScales, scales + r * srs + j / kI8Group));
     }
     for (int i = 0; i < T; ++i) {
       const uint8_t* xi = xq + i * k32 + j;
@@ -397,7 +415,7 @@ ZAYA_INLINE void TileI8(const int8_t* w, const float* scales, int64_t nb, int64_
     for (int r = 0; r < R; ++r) {
       const __m512i w0 = _mm512_maskz_loadu_epi8(0xffffffffULL, w + r * rs + j);
       const __m512i neg0 = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, w0));
-      const float ws = scales[r * srs + (j >> 5)];
+      const float ws = scales[r * srs + j / kI8Group];
       for (int i = 0; i < T; ++i) {
         const __m512i isum =
             _mm512_dpbusd_epi32(neg0, _mm512_maskz_loadu_epi8(0xffffffffULL, xq + i * k32 + j), w0);
@@ -567,7 +585,7 @@ void QuantizeX8(const float* x, int64_t t, int64_t k, uint8_t* xq, float* xs) {
 void MatVecI8(const int8_t* w, bool tile_layout, const float* scales, int64_t r0, int64_t r1,
               int64_t k, const float* x, const uint8_t* xq, const float* xs, int64_t t, int64_t n,
               const float* bias, float* y) {
-  const I8Weights iw{w, scales, k, (k + 31) / 32};
+  const I8Weights iw{w, scales, k, I8Groups(k)};
   const QuantX8 qx{xq, xs, x, k & ~int64_t{31}, X8ScaleStride(k)};
   if (tile_layout) return TileRows(I8<true>{iw, qx}, r0, r1, t, n, bias, y);
   TileRows(I8<false>{iw, qx}, r0, r1, t, n, bias, y);
@@ -588,17 +606,26 @@ void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* x
     // Token i's place in its pass: the pass from i0, of w tokens.
     const int64_t i0 = i - i % tt, w = t - i0 < tt ? t - i0 : tt, at = i - i0;
     uint32_t* xqp = xq + i0 * (k / 4);
-    float* xsp = xs + i0 * (k / 32);
-    int32_t* xcp = xc + i0 * (k / 32);
-    for (int64_t q = 0; q < k / 32; ++q) {
-      const Block8 r = RoundBlock8(xi + 32 * q);
-      const __m512i q0 = r.q0, q1 = r.q1;
-      xsp[q * w + at] = r.scale;
-      xcp[q * w + at] = -128 * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-      alignas(64) uint32_t quads[8];
-      _mm_store_si128(reinterpret_cast<__m128i*>(quads), _mm512_cvtsepi32_epi8(q0));
-      _mm_store_si128(reinterpret_cast<__m128i*>(quads + 4), _mm512_cvtsepi32_epi8(q1));
-      for (int64_t c = 0; c < 8; ++c) xqp[(8 * q + c) * w + at] = quads[c];
+    float* xsp = xs + i0 * (k / kI8Group);
+    int32_t* xcp = xc + i0 * (k / kI8Group);
+    constexpr int kVectors = kI8Group / 16, kQuads = kI8Group / 4;
+    for (int64_t q = 0; q < k / kI8Group; ++q) {
+      const float* g = xi + kI8Group * q;
+      __m512 m = _mm512_setzero_ps();
+      for (int v = 0; v < kVectors; ++v)
+        m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(g + 16 * v)));
+      const float amax = _mm512_reduce_max_ps(m);
+      const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+      __m512i sum = _mm512_setzero_si512();
+      alignas(64) uint32_t quads[kQuads];
+      for (int v = 0; v < kVectors; ++v) {
+        const __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(g + 16 * v), inv));
+        sum = _mm512_add_epi32(sum, r);
+        _mm_store_si128(reinterpret_cast<__m128i*>(quads + 4 * v), _mm512_cvtsepi32_epi8(r));
+      }
+      xsp[q * w + at] = amax / 127.f;
+      xcp[q * w + at] = -128 * _mm512_reduce_add_epi32(sum);
+      for (int64_t c = 0; c < kQuads; ++c) xqp[(kQuads * q + c) * w + at] = quads[c];
     }
   }
 }

@@ -11,17 +11,17 @@
 // to nearest even) first, which backend.h allows for bf16 weights.
 //
 // Why vpdpbusd: 64 byte products per instruction at the same one per cycle, against 32 for the
-// int16 forms; the price is x rounded to 8 bits per 32-column block (backend.h allows it; the
+// int16 forms; the price is x rounded to 8 bits per block of columns (backend.h allows it; the
 // error it adds is in docs/performance.md "int8 against bf16").
 //
 // Contract (MatVecRows in kernels.h, less the activation, which its caller applies after): rows
-// [r0, r1) of y[T,N] = x[T,K] W^T + bias, W bf16 or int8 (+ f32 scales per 32 values) row-major
-// [N,K]. Each (row, token) sum runs in one fixed order whatever the tile shape or T: 16 lanes over
-// the multiples of 32 columns (bf16 x; for int8, exact integer sums per block scaled into the
-// lanes), a fixed horizontal sum, then the remaining columns in f32 and in order. A row's output
-// is bitwise independent of the batch.
-// Thread safety: pure apart from y (and the outputs of RoundX and QuantizeX8); callers split rows
-// between threads. No standard-library templates here, for the reason kernels_avx2.h gives.
+// [r0, r1) of y[T,N] = x[T,K] W^T + bias, W bf16 or int8 (+ f32 scales per kI8Group values)
+// row-major [N,K]. Each (row, token) sum runs in one fixed order whatever the tile shape or T: 16
+// lanes over the multiples of 32 columns (bf16 x; for int8, exact integer sums per block scaled
+// into the lanes), a fixed horizontal sum, then the remaining columns in f32 and in order. A row's
+// output is bitwise independent of the batch. Thread safety: pure apart from y (and the outputs of
+// RoundX and QuantizeX8); callers split rows between threads. No standard-library templates here,
+// for the reason kernels_avx2.h gives.
 #pragma once
 
 #include <cstdint>
@@ -65,17 +65,18 @@ void MatVecI8(const int8_t* w, bool tile_layout, const float* scales, int64_t r0
               int64_t k, const float* x, const uint8_t* xq, const float* xs, int64_t t, int64_t n,
               const float* bias, float* y);
 
-// int8 weights in the 16-row block layout (kernels.h PackI8Blocks). x [T,K] (K % 32 == 0) is
-// rounded as QuantizeX8 rounds it, 8 bits per 32-column block, but kept signed, and stored by
+// int8 weights in the 16-row block layout (kernels.h PackI8Blocks). x [T,K] (K % 128 == 0) is
+// rounded as QuantizeX8 rounds it, but per group of kI8Group = 128 columns (the weights' scale
+// groups, so that one float step serves 128 columns) and kept signed, and stored by
 // the token passes the tiles take, I8BlockPassTokens(T) tokens each (the last one fewer), so
 // that a pass reads its x in order (a [K / 4][T] layout had a 512-token prefill read 4 bytes
 // per 2 KiB from L3): for the pass of w tokens from i0, xq[i0 K / 4 + p w + i] = the 4 bytes of
-// columns 4p .. 4p + 3 of token i0 + i, xs[i0 K / 32 + q w + i] its block q's scale and
-// xc[i0 K / 32 + q w + i] = -128 x the sum of block q's bytes (the layout's offset, see
-// kernels_avx512.cc I8Blocks). Each array holds T K / 4 or T K / 32 values. Each (row, token) sum
-// runs in one f32 lane over the blocks in order, whatever the tile or T: a row's output is bitwise
-// independent of the batch; it is not the row-major tiles' order, so the two layouts differ within
-// float rounding.
+// columns 4p .. 4p + 3 of token i0 + i, xs[i0 K / 128 + q w + i] its group q's scale and
+// xc[i0 K / 128 + q w + i] = -128 x the sum of group q's bytes (the layout's offset, see
+// kernels_avx512.cc I8Blocks). Each array holds T K / 4 or T K / 128 values. Each (row, token)
+// sum runs in one f32 lane over the groups in order, whatever the tile or T: a row's output is
+// bitwise independent of the batch; it is not the row-major tiles' order, so the two layouts differ
+// within float rounding.
 int64_t I8BlockPassTokens(int64_t t);
 // Tokens [i_begin, i_end) of the T only, as PairX.
 void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* xs, int32_t* xc,

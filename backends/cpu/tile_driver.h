@@ -109,9 +109,9 @@ ZAYA_TILE_INLINE void PrefetchWeights(const void* p, int64_t ahead) {
 // columns (into L1 only); `ahead` is in bytes of scales.
 ZAYA_TILE_INLINE void PrefetchScales(const float* row_scales, int64_t j, int64_t ahead) {
   if (ahead == 0) {
-    Prefetch(row_scales + ((kStreamAheadBytes + j) >> 5));
+    Prefetch(row_scales + (kStreamAheadBytes + j) / kI8Group);
   } else {
-    _mm_prefetch(reinterpret_cast<const char*>(row_scales + (j >> 5)) + ahead, _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(row_scales + j / kI8Group) + ahead, _MM_HINT_T1);
   }
 }
 
@@ -143,7 +143,7 @@ ZAYA_TILE_INLINE void AddTailI8(const int8_t* w, const float* scales, int64_t rs
     for (int i = 0; i < T; ++i) {
       for (int64_t j = from; j < k; ++j) {
         out[r][i] +=
-            x[i * k + j] * (static_cast<float>(w[r * rs + j]) * scales[r * srs + (j >> 5)]);
+            x[i * k + j] * (static_cast<float>(w[r * rs + j]) * scales[r * srs + j / kI8Group]);
       }
     }
   }
@@ -159,7 +159,7 @@ struct Bf16Weights {
 struct I8Weights {
   const int8_t* w;      // [N, K]
   const float* scales;  // [N, nb]
-  int64_t k, nb;        // nb = ceil(K / 32)
+  int64_t k, nb;        // nb = I8Groups(K)
   int64_t RowBytes() const { return k + 4 * nb; }
 };
 

@@ -276,12 +276,18 @@ DevWeights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k,
       break;
     case ZAYA_DTYPE_I8: {
       out.dtype = kI8;
-      // Rows are counted by K and scales come per 32 of K (as the CPU backend, which divides by K).
+      // Rows are counted by K and scales come per ZAYA_I8_BLOCK of K (as the CPU backend, which
+      // divides by K).
       if (k <= 0)
         Fail(std::string(what) + ": int8 weights need K > 0, not K = " + std::to_string(k));
       const int64_t rows = Elements(w) / k;
-      if (!Present(scales) || Elements(scales) != rows * ((k + 31) / 32)) {
-        Fail(std::string(what) + ": int8 weights need an f32 scale per 32 values");
+      const int64_t want = rows * ((k + ZAYA_I8_BLOCK - 1) / ZAYA_I8_BLOCK);
+      if (!Present(scales) || Elements(scales) != want) {
+        Fail(std::string(what) + ": int8 weights [" + std::to_string(rows) + ", " +
+             std::to_string(k) + "] need " + std::to_string(want) + " f32 scales, one per " +
+             std::to_string(ZAYA_I8_BLOCK) + " values of a row (ABI " +
+             std::to_string(ZAYA_BACKEND_ABI_MAJOR) + "), not " +
+             std::to_string(Present(scales) ? Elements(scales) : 0));
       }
       ExpectDType(scales, ZAYA_DTYPE_F32, "int8 scales");
       out.scales = DevIn<float>(scales, "int8 scales");

@@ -13,6 +13,7 @@
 
 #include "gpu_port.h"
 #include "launch_record.h"
+#include "zaya/backend.h"  // ZAYA_I8_BLOCK
 
 namespace zaya::hip {
 
@@ -21,8 +22,8 @@ inline constexpr int kF32 = 0;
 inline constexpr int kBF16 = 1;
 inline constexpr int kI8 = 3;
 
-// A weight matrix [rows, k]: f32, bf16 (uint16 bits) or int8 with one f32 scale per 32 values of
-// a row (scales [rows, ceil(k/32)]).
+// A weight matrix [rows, k]: f32, bf16 (uint16 bits) or int8 with one f32 scale per ZAYA_I8_BLOCK
+// (128) values of a row (scales [rows, ceil(k/128)]).
 struct DevWeights {
   const void* data = nullptr;
   int dtype = kF32;
@@ -140,7 +141,7 @@ void LaunchRouterSelect(hipStream_t stream, const float* logits, DevVec bias, in
 
 struct MoeArgs {
   const float* x;         // [T, H]
-  DevWeights gate_up;     // [E, 2I, H] (scales [E, 2I, H/32])
+  DevWeights gate_up;     // [E, 2I, H] (scales [E, 2I, H/128])
   DevWeights down;        // [E, H, I]
   const int32_t* expert;  // [T] device-resident (written by ROUTER_SELECT)
   const float* weight;    // [T]

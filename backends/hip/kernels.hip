@@ -58,7 +58,7 @@ __device__ __forceinline__ float LoadW(const DevWeights& w, int64_t row, int64_t
   if (w.dtype == kBF16) return Bf16ToF32(static_cast<const uint16_t*>(w.data)[at]);
   if (w.dtype == kI8) {
     return static_cast<float>(static_cast<const int8_t*>(w.data)[at]) *
-           w.scales[row * ((k + 31) / 32) + col / 32];
+           w.scales[row * ((k + ZAYA_I8_BLOCK - 1) / ZAYA_I8_BLOCK) + col / ZAYA_I8_BLOCK];
   }
   return static_cast<const float*>(w.data)[at];
 }

@@ -50,7 +50,7 @@ zaya_op Op(zaya_op_type type) {
   return op;
 }
 
-// A matrix weight on the device: values plus (int8 only) per-32 scales.
+// A matrix weight on the device: values plus (int8 only) its scales, one per ZAYA_I8_BLOCK values.
 struct DeviceMatrix {
   zaya_tensor w{};
   zaya_tensor scales{};
@@ -146,7 +146,7 @@ void AtomicMin(std::atomic<int64_t>& a, int64_t v) {
 
 uint64_t MatrixBytes(int64_t rows, int64_t cols, zaya_dtype d) {
   uint64_t b = AlignUp(static_cast<uint64_t>(rows * cols) * ElemSize(d));
-  if (d == ZAYA_DTYPE_I8) b += AlignUp(static_cast<uint64_t>(rows * ((cols + 31) / 32)) * 4);
+  if (d == ZAYA_DTYPE_I8) b += AlignUp(static_cast<uint64_t>(rows * I8Blocks(cols)) * 4);
   return b;
 }
 
@@ -344,7 +344,7 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
         for (int64_t i = b; i < e; ++i) p[i] = F32ToBf16(f32[i]);
       });
     } else {
-      const int64_t blocks = (cols + 31) / 32;
+      const int64_t blocks = I8Blocks(cols);
       scales.resize(static_cast<size_t>(rows * blocks));
       auto* p = reinterpret_cast<int8_t*>(packed.data());
       ParallelRange(
@@ -370,8 +370,7 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
       // backend then interleaves the two into its int8 block layout (backend.h weight_prepare).
       const uint64_t sbytes = scales.size() * 4;
       ZAYA_RETURN_IF_ERROR(backend->Write(weights, cursor, scales.data(), sbytes));
-      out->scales = MakeTensor(weights.get(), cursor, ZAYA_DTYPE_F32,
-                               {rows, static_cast<int64_t>((cols + 31) / 32)});
+      out->scales = MakeTensor(weights.get(), cursor, ZAYA_DTYPE_F32, {rows, I8Blocks(cols)});
       cursor += AlignUp(sbytes);
     }
     // Written in full: the backend may now keep it in a layout of its own (int8 on AVX-512).

@@ -26,7 +26,7 @@
 namespace zaya {
 
 struct ModelOptions {
-  std::string weights_dtype = "bf16";  // "bf16" | "f32" | "int8" (per-32 block scales)
+  std::string weights_dtype = "bf16";  // "bf16" | "f32" | "int8" (a scale per 128 values)
   std::string kv_dtype = "f32";        // "f32" | "bf16" | "int8" (a f32 scale per row and KV head)
   int64_t max_step_tokens = 512;       // tokens one Forward may hold (all sequences together)
   int64_t max_step_sequences = 64;     // sequences one Forward may hold

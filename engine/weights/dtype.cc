@@ -99,12 +99,12 @@ int64_t FirstNonFinite(DType dtype, const std::byte* src, size_t count) {
 
 namespace {
 
-// One block of len <= 32 values; returns its scale. Branch-free, and inlined with len = 32 for
-// the full blocks, so that GCC vectorizes it: a version that picked +0.5 or -0.5 with a branch
-// mispredicted on the sign of about every other weight and took 60% of an int8 model load (perf;
-// small shape 5.5-6.8 -> 2.0-2.3 s). v / scale is exact enough that |q| <= 127 after the clamp,
-// and the cast truncates r +- 0.5, which is rounding half away from zero without lround's libm
-// call.
+// One block of len <= ZAYA_I8_BLOCK values; returns its scale. Branch-free, and inlined with
+// len = ZAYA_I8_BLOCK for the full blocks, so that GCC vectorizes it: a version that picked +0.5 or
+// -0.5 with a branch mispredicted on the sign of about every other weight and took 60% of an int8
+// model load (perf; small shape 5.5-6.8 -> 2.0-2.3 s). v / scale is exact enough that |q| <= 127
+// after the clamp, and the cast truncates r +- 0.5, which is rounding half away from zero without
+// lround's libm call.
 inline float QuantizeI8Block(const float* v, int64_t len, int8_t* q) {
   float amax = 0.f;
   for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(v[i]));
@@ -120,7 +120,8 @@ inline float QuantizeI8Block(const float* v, int64_t len, int8_t* q) {
 
 void QuantizeI8Row(const float* v, int64_t cols, int8_t* q, float* scales) {
   int64_t b = 0, j = 0;
-  for (; j + 32 <= cols; j += 32, ++b) scales[b] = QuantizeI8Block(v + j, 32, q + j);
+  for (; j + ZAYA_I8_BLOCK <= cols; j += ZAYA_I8_BLOCK, ++b)
+    scales[b] = QuantizeI8Block(v + j, ZAYA_I8_BLOCK, q + j);
   if (j < cols) scales[b] = QuantizeI8Block(v + j, cols - j, q + j);
 }
 

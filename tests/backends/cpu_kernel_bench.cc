@@ -108,7 +108,9 @@ int main(int argc, char** argv) {
     return Usage();
   }
   const WType type = dtype == "bf16" ? WType::kBF16 : dtype == "int8" ? WType::kI8 : WType::kF32;
-  const double esz = type == WType::kBF16 ? 2.0 : type == WType::kI8 ? 1.0 + 4.0 / 32 : 4.0;
+  const double esz = type == WType::kBF16 ? 2.0
+                     : type == WType::kI8 ? 1.0 + 4.0 / zaya::cpu::kI8Group
+                                          : 4.0;
   const int64_t matrix_bytes = static_cast<int64_t>(static_cast<double>(rows * k) * esz);
   const int64_t matrices = std::max<int64_t>(1, (mib << 20) / matrix_bytes);
   const size_t wsz = type == WType::kBF16 ? 2 : type == WType::kI8 ? 1 : 4;
@@ -118,7 +120,7 @@ int main(int argc, char** argv) {
   zaya::cpu::AlignedVector<uint8_t> w(static_cast<size_t>(matrices * rows * k) * wsz);
   std::mt19937 rng(7);
   for (auto& b : w) b = static_cast<uint8_t>(rng() & 0x3f);  // small finite bf16/f32 values
-  const int64_t blocks = (k + 31) / 32;
+  const int64_t blocks = zaya::cpu::I8Groups(k);
   std::vector<float> scales(static_cast<size_t>(matrices * rows * blocks), 0.01f);
   const bool i8_blocks = type == WType::kI8 && layout == "tiles" && zaya::cpu::I8BlocksFit(rows, k);
   // The block layout holds each matrix's scales in its blocks (kernels.h PackI8Blocks).

@@ -28,8 +28,9 @@
 namespace zaya::cpu {
 namespace {
 
-TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
-  const int64_t n = 48, k = 288;
+// Returns how many of the four weight cases ran through the tiles at every batch.
+int CheckRowsDoNotDependOnTheBatch(int64_t k) {
+  const int64_t n = 48;
   std::mt19937 rng(5);
   std::normal_distribution<float> normal;
   std::vector<float> x(static_cast<size_t>(130 * k));
@@ -43,7 +44,7 @@ TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
   }
   std::vector<int8_t> i8(static_cast<size_t>(n * k));
   for (int8_t& v : i8) v = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
-  std::vector<float> scales(static_cast<size_t>(n * ((k + 31) / 32)), 0.01f);
+  std::vector<float> scales(static_cast<size_t>(n * I8Groups(k)), 0.01f);
   std::vector<uint16_t> packed = bf16;
   const bool layout = Bf16TilesLayoutUsed();
   if (layout) PackBf16Tiles(packed.data(), n, k);
@@ -93,6 +94,21 @@ TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
     EXPECT_EQ(std::memcmp(y[0].data(), y[2].data(), n * 4), 0) << what() << ": token 0 at 1 / 130";
     EXPECT_EQ(std::memcmp(y[1].data() + 69 * n, y[2].data() + 69 * n, n * 4), 0)
         << what() << ": token 69 at 70 / 130";
+  }
+  return checked;
+}
+
+// K = 288: the int8 row-major tiles (a 256-column group, then a 32-column block with a scale
+// group's part); K = 384: the int8 block layout (three scale groups) where the AVX-512 tiles run.
+TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
+  if (MatVecIsa() >= Isa::kAvx512) {
+    ASSERT_FALSE(I8BlocksFit(48, 288));
+    ASSERT_TRUE(I8BlocksFit(48, 384));
+  }
+  int checked = 0;
+  for (int64_t k : {288, 384}) {
+    SCOPED_TRACE("K " + std::to_string(k));
+    checked += CheckRowsDoNotDependOnTheBatch(k);
   }
   if (checked == 0) {
     GTEST_SKIP() << "the " << IsaName(MatVecIsa())

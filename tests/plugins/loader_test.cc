@@ -24,7 +24,7 @@ TEST(LoaderTest, RefusesAWrongAbiVersionNamingBoth) {
   ExpectRefused("fake_wrong_major.so", StatusCode::kFailedPrecondition,
                 "implements backend ABI 7.0");
   auto p = LoadBackendPlugin(kFake + "/fake_wrong_major.so");
-  EXPECT_NE(p.status().message().find("needs ABI 1.x"), std::string::npos);
+  EXPECT_NE(p.status().message().find("needs ABI 2.x"), std::string::npos);
 }
 
 TEST(LoaderTest, RefusesAMissingEntryPoint) {
@@ -48,11 +48,11 @@ TEST(LoaderTest, RefusesANullName) {
 TEST(LoaderTest, RefusesATooSmallFunctionTable) {
   ExpectRefused("fake_short_table.so", StatusCode::kFailedPrecondition,
                 "function table of 16 bytes");
-  // ABI 1.0 ends at execute; the message once named sizeof(zaya_backend_api), which a 1.1 table
-  // only reaches.
+  // The required members end at execute (ABI 1.0's table, and 2.0's); the message once named
+  // sizeof(zaya_backend_api), which a 1.1 table only reaches.
   ExpectRefused("fake_short_table.so", StatusCode::kFailedPrecondition,
                 "smaller than the " + std::to_string(offsetof(zaya_backend_api, weight_prepare)) +
-                    " bytes ABI 1.0 requires");
+                    " bytes ABI 2.0 requires");
 }
 
 TEST(LoaderTest, RefusesAFileThatIsNotASharedObject) {

@@ -35,8 +35,10 @@
 extern "C" {
 #endif
 
-#define ZAYA_BACKEND_ABI_MAJOR 1
-#define ZAYA_BACKEND_ABI_MINOR 2
+/* 2.0: int8 weights carry one scale per 128 values of a row (ZAYA_I8_BLOCK), where 1.x had one per
+ * 32; the members and op types are those of 1.2. */
+#define ZAYA_BACKEND_ABI_MAJOR 2
+#define ZAYA_BACKEND_ABI_MINOR 0
 
 typedef enum zaya_status {
   ZAYA_STATUS_OK = 0,
@@ -51,11 +53,13 @@ typedef enum zaya_dtype {
   ZAYA_DTYPE_F32 = 0,
   ZAYA_DTYPE_BF16 = 1,
   ZAYA_DTYPE_F16 = 2,
-  ZAYA_DTYPE_I8 = 3, /* symmetric int8 weights; scales in a separate f32 tensor, one per 32 values */
+  ZAYA_DTYPE_I8 = 3, /* symmetric int8 weights; scales in a separate f32 tensor (ZAYA_I8_BLOCK) */
   ZAYA_DTYPE_I32 = 4
 } zaya_dtype;
 
-#define ZAYA_I8_BLOCK 32 /* int8 weights: one f32 scale per this many consecutive values of a row */
+/* int8 weights: one f32 scale per this many consecutive values of a row (the last block of a row
+ * may be shorter), so an i8 matrix [N, K] has scales [N, ceil(K / ZAYA_I8_BLOCK)]. */
+#define ZAYA_I8_BLOCK 128
 
 typedef enum zaya_buffer_kind {
   ZAYA_BUFFER_WEIGHTS = 0, /* written once at load, read by every step */
@@ -113,13 +117,13 @@ typedef enum zaya_op_type {
   /* dst0[T,N] = x[T,N] / rms(x) * w.  src0 x f32, src1 w [N]; f0 = eps. dst0 may alias src0. */
   ZAYA_OP_RMSNORM = 2,
   /* dst0[T,N] f32 = act(src0[T,K] @ src1[N,K]^T + src2[N]).  src1 f32/bf16/i8 (i8: src3 = scales
-   * [N, K/32] f32), src2 bias optional. i0 = activation (ZAYA_ACT_*). With i8 weights a backend
-   * may round x to 16-bit integers per token first (each value off by at most 2^-16 of the
-   * largest |x| of its token) or to 8-bit integers per 32-column block (at most 2^-7 of the
-   * largest |x| of its block), so that the products run in integer SIMD; with bf16 weights it
-   * may round x to bf16 (nearest even to 8 significant bits: each value off by at most 2^-8 of
-   * itself), so that they run in bf16 dot-product instructions. Either way a row's result must not
-   * depend on T. */
+   * [N, ceil(K/ZAYA_I8_BLOCK)] f32), src2 bias optional. i0 = activation (ZAYA_ACT_*). With i8
+   * weights a backend may round x to 16-bit integers per token first (each value off by at most
+   * 2^-16 of the largest |x| of its token) or to 8-bit integers per block of 32 columns or of
+   * ZAYA_I8_BLOCK columns (at most 2^-7 of the largest |x| of its block), so that the products run
+   * in integer SIMD; with bf16 weights it may round x to bf16 (nearest even to 8 significant bits:
+   * each value off by at most 2^-8 of itself), so that they run in bf16 dot-product instructions.
+   * Either way a row's result must not depend on T. */
   ZAYA_OP_MATMUL = 3,
   /* dst0[T,N] = src0[T,N] + src1[T,N] * src2[N] (per-channel scale). dst0 may alias src0. */
   ZAYA_OP_MUL_ADD = 4,
@@ -158,7 +162,8 @@ typedef enum zaya_op_type {
   /* Top-1 MoE with SwiGLU experts: dst0[T,H] = weight[t] * down[e] (silu(G) * U), [G;U] =
    * gate_up[e] x[t]; expert index E (the skip expert) gives 0. src0 x [T,H] f32, src1 gate_up [E,
    * 2I, H], src2 down [E, H, I], src3 expert [T] i32, src4 weight [T] f32; i8 weights: src5 gate_up
-   * scales [E, 2I, H/32], src6 down scales [E, H, I/32]. i0 = E. */
+   * scales [E, 2I, ceil(H/ZAYA_I8_BLOCK)], src6 down scales [E, H, ceil(I/ZAYA_I8_BLOCK)].
+   * i0 = E. */
   ZAYA_OP_MOE = 9,
   /* dst0[R, N] = src0[idx[r], :] for aux0 idx [R] i32. */
   ZAYA_OP_GATHER_ROWS = 10,

@@ -117,7 +117,8 @@ int64_t Count(const std::vector<int64_t>& shape) {
   return n;
 }
 
-// A weight matrix [rows..., k] of `dtype` (f32, bf16 or i8 with per-32 scales in *scales).
+// A weight matrix [rows..., k] of `dtype` (f32, bf16 or i8 with its scales, one per ZAYA_I8_BLOCK
+// values of a row, in *scales).
 HostTensor Weights(Rng& rng, int32_t dtype, std::vector<int64_t> shape,
                    std::optional<HostTensor>* scales) {
   const int64_t n = Count(shape), k = shape.back();
@@ -128,13 +129,13 @@ HostTensor Weights(Rng& rng, int32_t dtype, std::vector<int64_t> shape,
     for (size_t i = 0; i < v.size(); ++i) b[i] = ToBf16(v[i]);
     return Make(ZAYA_DTYPE_BF16, shape, b);
   }
-  const int64_t rows = n / k, blocks = (k + 31) / 32;
+  const int64_t rows = n / k, blocks = (k + ZAYA_I8_BLOCK - 1) / ZAYA_I8_BLOCK;
   std::vector<int8_t> q(v.size());
   std::vector<float> s(static_cast<size_t>(rows * blocks));
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t b = 0; b < blocks; ++b) {
       s[r * blocks + b] = 0.01f + 0.02f * static_cast<float>((r + b) % 5);
-      for (int64_t j = b * 32; j < std::min(k, b * 32 + 32); ++j) {
+      for (int64_t j = b * ZAYA_I8_BLOCK; j < std::min<int64_t>(k, (b + 1) * ZAYA_I8_BLOCK); ++j) {
         q[r * k + j] = static_cast<int8_t>(rng.Int(-127, 127));
       }
     }

@@ -255,10 +255,13 @@ TEST_F(ModelTest, Bf16PathStaysWithinItsDocumentedBound) {
 }
 
 TEST_F(ModelTest, Int8WeightsStayCloseAndMostlyAgreeOnArgmax) {
-  // The int8 weights' rounding, and on CPUs with VNNI x's too (8 bits per 32 columns, backend.h),
-  // keep every position within 0.25 of the reference's logits (0.12 measured) as long as each
-  // layer's router picks the reference's expert. Where the errors tip a near tie between two
-  // experts, that position's logits move further (1.2 measured): at most 2 of the 24 may.
+  // The int8 weights' rounding (a scale per 128 values, ABI 2), and on CPUs with VNNI x's too (8
+  // bits per block of columns, backend.h), keep every position within 0.25 of the reference's
+  // logits (0.15 measured; 0.12 with ABI 1's scale per 32) as long as each layer's router picks
+  // the reference's expert. Where the errors tip a near tie between two experts, that position's
+  // logits move further (1.2 measured): at most 2 of the 24 may. So do the next two positions',
+  // whose CCA convolution reads the rerouted position's q/k inputs (0.31-0.33 measured at
+  // positions 21-22 after a reroute at 20, 0.12 at 23).
   Golden g = LoadGolden("native-f32");
   Load("native-f32", "int8", "f32", /*record_routing=*/true);
   std::vector<std::vector<int32_t>> experts;  // [position][layer]
@@ -266,14 +269,17 @@ TEST_F(ModelTest, Int8WeightsStayCloseAndMostlyAgreeOnArgmax) {
   const auto& want = g.experts;  // [layer][position]
   ASSERT_EQ(experts.size(), g.ids.size());
   int rerouted = 0;
+  size_t conv_window_until = 0;  // positions before this read a rerouted one through the conv
   for (size_t at = 0; at < g.ids.size(); ++at) {
     bool same = true;
     for (size_t layer = 0; layer < want.size(); ++layer)
       same &= experts[at].at(layer) == want[layer][at];
     if (!same) {
       ++rerouted;
+      conv_window_until = at + 3;
       continue;
     }
+    if (at < conv_window_until) continue;
     const auto n = static_cast<size_t>(g.vocab);
     EXPECT_LE(MaxAbsDiff(std::span<const float>(mine).subspan(at * n, n),
                          std::span<const float>(g.logits).subspan(at * n, n)),

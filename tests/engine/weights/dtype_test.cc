@@ -14,16 +14,26 @@
 namespace zaya {
 namespace {
 
+constexpr int kB = ZAYA_I8_BLOCK;
+
+TEST(QuantizeI8Row, BlockIsTheAbiBlock) {
+  // The format every backend reads (zaya/backend.h): a scale per 128 values since ABI 2.
+  EXPECT_EQ(kB, 128);
+  EXPECT_EQ(I8Blocks(1), 1);
+  EXPECT_EQ(I8Blocks(kB), 1);
+  EXPECT_EQ(I8Blocks(kB + 1), 2);
+}
+
 TEST(QuantizeI8Row, ScaleIsTheBlockMaxOver127AndTheMaxMapsTo127) {
-  std::vector<float> v(32);
+  std::vector<float> v(kB, 0.f);
   for (int i = 0; i < 32; ++i) v[i] = 0.01f * static_cast<float>(i - 16);  // max |v| = 0.16
-  std::vector<int8_t> q(32);
+  std::vector<int8_t> q(kB);
   float scale = 0;
-  QuantizeI8Row(v.data(), 32, q.data(), &scale);
+  QuantizeI8Row(v.data(), kB, q.data(), &scale);
   EXPECT_FLOAT_EQ(scale, 0.16f / 127.f);
   EXPECT_EQ(q[0], -127);
   EXPECT_EQ(q[16], 0);
-  for (int i = 0; i < 32; ++i) {
+  for (int i = 0; i < kB; ++i) {
     // Dequantized, every value is within half a step of the original.
     EXPECT_LE(std::fabs(static_cast<float>(q[i]) * scale - v[i]), 0.5f * scale * 1.0001f) << i;
   }
@@ -32,46 +42,48 @@ TEST(QuantizeI8Row, ScaleIsTheBlockMaxOver127AndTheMaxMapsTo127) {
 TEST(QuantizeI8Row, HalvesRoundAwayFromZeroOnBothSides) {
   // Block max 127 gives scale 1, so each value is its own quantized value before rounding.
   std::vector<float> v = {127.f, 2.5f, -2.5f, 0.5f, -0.5f, 2.49f, -2.49f, -0.f, 126.5f, -126.5f};
-  v.resize(32, 0.f);
-  std::vector<int8_t> q(32);
+  v.resize(kB, 0.f);
+  std::vector<int8_t> q(kB);
   float scale = 0;
-  QuantizeI8Row(v.data(), 32, q.data(), &scale);
+  QuantizeI8Row(v.data(), kB, q.data(), &scale);
   ASSERT_EQ(scale, 1.f);
   const std::vector<int> want = {127, 3, -3, 1, -1, 2, -2, 0, 127, -127};
   for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(q[i], want[i]) << "value " << v[i];
 }
 
 TEST(QuantizeI8Row, ShortLastBlockAndAllZeroBlockGetTheirOwnScales) {
-  // 70 columns: blocks of 32, 32 and 6; the middle one all zeros (scale 1, so dequantizing is
-  // harmless), the last one scaled by its own max only.
-  std::vector<float> v(70, 0.f);
-  for (int i = 0; i < 32; ++i) v[i] = 1.f;
-  for (int i = 64; i < 70; ++i) v[i] = -0.25f * static_cast<float>(i - 63);  // max |v| = 1.5
-  std::vector<int8_t> q(70, 99);
+  // 2 x 128 + 6 columns: blocks of 128, 128 and 6; the middle one all zeros (scale 1, so
+  // dequantizing is harmless), the last one scaled by its own max only.
+  const int n = 2 * kB + 6;
+  std::vector<float> v(n, 0.f);
+  for (int i = 0; i < kB; ++i) v[i] = 1.f;
+  for (int i = 2 * kB; i < n; ++i) v[i] = -0.25f * static_cast<float>(i - 2 * kB + 1);  // max 1.5
+  std::vector<int8_t> q(n, 99);
   std::vector<float> scales(3, -1.f);
-  QuantizeI8Row(v.data(), 70, q.data(), scales.data());
+  QuantizeI8Row(v.data(), n, q.data(), scales.data());
   EXPECT_FLOAT_EQ(scales[0], 1.f / 127.f);
   EXPECT_EQ(scales[1], 1.f);
   EXPECT_FLOAT_EQ(scales[2], 1.5f / 127.f);
   EXPECT_EQ(q[0], 127);
-  for (int i = 32; i < 64; ++i) EXPECT_EQ(q[i], 0) << i;
-  EXPECT_EQ(q[69], -127);
-  EXPECT_EQ(q[64], static_cast<int8_t>(std::lround(-0.25f / (1.5f / 127.f))));
+  for (int i = kB; i < 2 * kB; ++i) EXPECT_EQ(q[i], 0) << i;
+  EXPECT_EQ(q[n - 1], -127);
+  EXPECT_EQ(q[2 * kB], static_cast<int8_t>(std::lround(-0.25f / (1.5f / 127.f))));
 }
 
 TEST(QuantizeI8Row, MatchesLroundOfTheScaledValueEverywhere) {
   // The branch-free rounding against the plain definition, over many blocks of varied range.
-  std::vector<float> v(32 * 64 + 17);
+  std::vector<float> v(kB * 16 + 17);
   uint32_t s = 12345;
   for (auto& x : v) {
     s = s * 1664525u + 1013904223u;
     x = (static_cast<float>(s >> 8) / 16777216.f - 0.5f) * static_cast<float>(1 + (s & 7));
   }
   std::vector<int8_t> q(v.size());
-  std::vector<float> scales((v.size() + 31) / 32);
+  std::vector<float> scales(static_cast<size_t>(I8Blocks(static_cast<int64_t>(v.size()))));
+  ASSERT_EQ(scales.size(), 17u);
   QuantizeI8Row(v.data(), static_cast<int64_t>(v.size()), q.data(), scales.data());
   for (size_t i = 0; i < v.size(); ++i) {
-    const float r = std::fmin(127.f, std::fmax(-127.f, v[i] / scales[i / 32]));
+    const float r = std::fmin(127.f, std::fmax(-127.f, v[i] / scales[i / kB]));
     ASSERT_EQ(q[i], static_cast<int8_t>(std::lround(r))) << "index " << i << " value " << v[i];
   }
 }
