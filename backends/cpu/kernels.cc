@@ -558,7 +558,18 @@ struct PreparedX {
   const uint32_t* x4 = nullptr;
   const float* x4s = nullptr;
   const int32_t* x4c = nullptr;
+  // The same on AMX, from kAmxI8MinTokens tokens: T K by 64-column chunk (QuantizeXChunks), the
+  // scales and offsets [K / 128][T] in x4s and x4c.
+  const int8_t* x8a = nullptr;
 };
+
+// From this many tokens int8 weights in the block layout go through AMX (amx::MatVecI8Blocks,
+// bitwise the AVX-512 tile's outputs) where MatVecIsa() is kAmx. Session 22 on the Xeon
+// (cpu_kernel_bench --dtype int8 --rows 4096 --k 2048 --mib 1024, GB/s, AMX against AVX-512):
+// 2-8 tokens 27.0-29.0 against 28.2-30.8, where the VNNI tiles stream and AMX's fixed 16-row
+// tiles cost more than they save; 9-10 tokens 25.8-26.8 against 23.2-24.3 and 16 tokens 23.5
+// against 19.4, where the VNNI tile (one block x 16) is bound by arithmetic.
+constexpr int64_t kAmxI8MinTokens = 9;
 
 // From this many tokens XScratch::Prepare splits the block layouts' x forms between the pool's
 // threads: one thread took ~15 ns per token and 32 columns, 0.5 ms for a 512-token chunk at K =
@@ -589,6 +600,7 @@ struct XScratch {
   AlignedVector<uint32_t> x4;
   AlignedVector<float> x4s;
   AlignedVector<int32_t> x4c;
+  AlignedVector<int8_t> x8a;
 
   // pool: where x is prepared for many tokens at once (a prompt chunk), the pool's threads split
   // the block layouts' forms by token; null where the caller is a pool thread already.
@@ -621,7 +633,19 @@ struct XScratch {
       }
       p.xs = xs.data();
     }
-    if (need.i8_blocks) {  // only packed where the AVX-512 tiles run, and K % 128 == 0
+    if (need.i8_blocks && isa == Isa::kAmx && t >= kAmxI8MinTokens) {
+      // 15 rows of 64 bytes past the end: a last tile of fewer than 16 tokens loads 16.
+      x8a.resize(static_cast<size_t>(t * k + 15 * 64));
+      x4s.resize(static_cast<size_t>(t * (k / kI8Group)));
+      x4c.resize(static_cast<size_t>(t * (k / kI8Group)));
+      // By 16 tokens: a 16-token range's scales and offsets fill whole lines where T % 16 == 0.
+      by_token(16, [&](int64_t i0, int64_t i1) {
+        avx512::QuantizeXChunks(x, t, k, x8a.data(), x4s.data(), x4c.data(), i0, i1);
+      });
+      p.x8a = x8a.data();
+      p.x4s = x4s.data();
+      p.x4c = x4c.data();
+    } else if (need.i8_blocks) {  // only packed where the AVX-512 tiles run, and K % 128 == 0
       x4.resize(static_cast<size_t>(t * (k / 4)));
       x4s.resize(static_cast<size_t>(t * (k / kI8Group)));
       x4c.resize(static_cast<size_t>(t * (k / kI8Group)));
@@ -668,6 +692,10 @@ void MatVecRowsTiles(const Weights& w, int64_t r0, int64_t r1, int64_t k, const 
                      int64_t t, int64_t n, const float* bias, float* y) {
   const float* x = px.x;
   const Isa isa = MatVecIsa();
+  if (w.i8_blocks && px.x8a != nullptr) {
+    return amx::MatVecI8Blocks(static_cast<const uint8_t*>(w.data), r0, r1, k, px.x8a, px.x4s,
+                               px.x4c, t, n, bias, y);
+  }
   if (w.i8_blocks) {
     return avx512::MatVecI8Blocks(static_cast<const uint8_t*>(w.data), r0, r1, k, px.x4, px.x4s,
                                   px.x4c, t, n, bias, y);

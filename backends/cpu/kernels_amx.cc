@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "kernels.h"  // the int8 block layout's constants
+
 // Built with the AMX and AVX-512 flags for this file only; nothing here runs unless MatVecIsa()
 // said so.
 namespace zaya::cpu::amx {
@@ -173,12 +175,126 @@ void ManyTokens(const Out& o, int64_t b0, int64_t b1, Tiles& tiles) {
   }
 }
 
+// int8 weights in the block layout: tiles 0 and 1 hold the integer sums of alternate groups (C),
+// 2 and 3 a group's two 64-column chunks of x (A: 16 tokens x 64 bytes), 4 and 5 its first and
+// last 16 weight lines (B: 16 lines of 16 rows x 4 bytes).
+struct I8Out {
+  const uint8_t* w;
+  const int8_t* xa;             // [K / 64][T][64], avx512::QuantizeXChunks
+  const float* xs;              // [K / 128][T]
+  const int32_t* xc;            // [K / 128][T]
+  int64_t groups, t, n, block;  // block: bytes per 16-row block
+  const float* bias;
+  float* y;
+};
+
+// Bytes on from a group's lines that the first token tile fetches into L1 and into L2.
+constexpr int64_t kI8NearBytes = kI8GroupBytes, kI8FarBytes = 16 * kI8GroupBytes;
+
+// One 16-row block x the m (<= 16) tokens from i0, over all K. Group q's two tdpbsud go to C tile
+// q % 2, and the float steps of group q - 1 run while the tile unit works on q; the f32 sums stay
+// in zmm registers. fetch: this tile is the block's first, which streams it from memory.
+template <bool kFetch>
+__attribute__((always_inline)) inline void I8BlockTokens(const I8Out& o, int64_t b, int64_t i0,
+                                                         int m) {
+  const uint8_t* wb = o.w + b * o.block;
+  alignas(64) int32_t sums[kRows * kRows];
+  __m512 acc[kRows];
+#pragma GCC unroll 16
+  for (int i = 0; i < kRows; ++i) acc[i] = _mm512_setzero_ps();
+  const auto issue = [&]<int C>(int64_t q) __attribute__((always_inline)) {
+    const uint8_t* wq = wb + q * kI8GroupBytes;
+    if constexpr (kFetch) {
+#pragma GCC unroll 33
+      for (int l = 0; l < kI8GroupBytes / 64; ++l) {
+        _mm_prefetch(reinterpret_cast<const char*>(wq) + kI8NearBytes + 64 * l, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(wq) + kI8FarBytes + 64 * l, _MM_HINT_T1);
+      }
+    }
+    const int8_t* x0 = o.xa + (2 * q * o.t + i0) * 64;
+    _tile_loadd(2, x0, 64);
+    _tile_loadd(4, wq, 64);
+    _tile_loadd(3, x0 + o.t * 64, 64);
+    _tile_loadd(5, wq + 16 * 64, 64);
+    // GCC's tile intrinsics paste their tile numbers into the assembly: literals only.
+    if constexpr (C == 0) {
+      _tile_zero(0);
+      _tile_dpbsud(0, 2, 4);
+      _tile_dpbsud(0, 3, 5);
+    } else {
+      _tile_zero(1);
+      _tile_dpbsud(1, 2, 4);
+      _tile_dpbsud(1, 3, 5);
+    }
+  };
+  const auto finish = [&]<int C>(int64_t q) __attribute__((always_inline)) {
+    if constexpr (C == 0) {
+      _tile_stored(0, sums, 64);
+    } else {
+      _tile_stored(1, sums, 64);
+    }
+    const __m512 ws = _mm512_loadu_ps(wb + q * kI8GroupBytes + kRows * kI8Group);
+    const int32_t* c = o.xc + q * o.t + i0;
+    const float* sc = o.xs + q * o.t + i0;
+#pragma GCC unroll 16
+    for (int i = 0; i < kRows; ++i) {
+      if (i < m) {
+        const __m512i v =
+            _mm512_add_epi32(_mm512_set1_epi32(c[i]), _mm512_load_si512(sums + i * kRows));
+        acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(sc[i])), ws,
+                                 acc[i]);
+      }
+    }
+  };
+  int64_t q = 0;
+  for (; q + 1 < o.groups; q += 2) {
+    issue.template operator()<0>(q);
+    if (q > 0) finish.template operator()<1>(q - 1);
+    issue.template operator()<1>(q + 1);
+    finish.template operator()<0>(q);
+  }
+  if (q < o.groups) {  // an odd count: the last group in tile 0
+    issue.template operator()<0>(q);
+    if (q > 0) finish.template operator()<1>(q - 1);
+    finish.template operator()<0>(q);
+  } else {
+    finish.template operator()<1>(q - 1);
+  }
+  const int64_t row = b * kRows;
+  const __m512 bv = o.bias != nullptr ? _mm512_loadu_ps(o.bias + row) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+  for (int i = 0; i < kRows; ++i) {
+    if (i < m) _mm512_storeu_ps(o.y + (i0 + i) * o.n + row, _mm512_add_ps(acc[i], bv));
+  }
+}
+
+void I8Blocks(const I8Out& o, int64_t b0, int64_t b1, Tiles& tiles) {
+  // One configuration for every tile: a last tile of m < 16 tokens still loads 16 rows of x (the
+  // padding past the end of QuantizeXChunks's buffer, or the next chunk's tokens), and its C rows
+  // past m are never read.
+  TileConfig cfg;
+  for (int c = 0; c < 6; ++c) cfg.Set(c, kRows, 64);
+  tiles.Use(cfg);
+  for (int64_t b = b0; b < b1; ++b) {
+    for (int64_t i0 = 0; i0 < o.t; i0 += kRows) {
+      const int m = static_cast<int>(o.t - i0 < kRows ? o.t - i0 : kRows);
+      if (i0 == 0) {
+        I8BlockTokens<true>(o, b, i0, m);
+      } else {
+        I8BlockTokens<false>(o, b, i0, m);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 std::string TileDataUnavailable() {
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return "no CPUID leaf 7";
-  if ((d & (1u << 24)) == 0 || (d & (1u << 22)) == 0) return "this CPU has no AMX-TILE/AMX-BF16";
+  if ((d & (1u << 24)) == 0 || (d & (1u << 22)) == 0 || (d & (1u << 25)) == 0) {
+    return "this CPU has no AMX-TILE/AMX-BF16/AMX-INT8";
+  }
   if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) {
     return std::string("the kernel refused AMX tile data (arch_prctl ARCH_REQ_XCOMP_PERM: ") +
            std::strerror(errno) + ")";
@@ -212,6 +328,17 @@ void MatVecBf16Tiles(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const
   Tiles tiles;
   if (t <= kRows) return FewTokens(o, r0 / kRows, r1 / kRows, tiles);
   ManyTokens(o, r0 / kRows, r1 / kRows, tiles);
+}
+
+void MatVecI8Blocks(const uint8_t* w, int64_t r0, int64_t r1, int64_t k, const int8_t* xa,
+                    const float* xs, const int32_t* xc, int64_t t, int64_t n, const float* bias,
+                    float* y) {
+  if (t <= 0 || r1 <= r0) return;
+  // I8BlockBytes(k) spelled out: an inline function of kernels.h odr-used here could be emitted
+  // with this file's -m flags and picked for other callers (tile_driver.h says more).
+  const I8Out o{w, xa, xs, xc, k / kI8Group, t, n, k / kI8Group * kI8GroupBytes, bias, y};
+  Tiles tiles;
+  I8Blocks(o, r0 / kRows, r1 / kRows, tiles);
 }
 
 }  // namespace zaya::cpu::amx

@@ -1,7 +1,8 @@
-// bf16 matmuls on AMX (Intel's tile unit, `tdpbf16ps`), for weights in the 16-row bf16 tile
-// layout (kernels.h PackBf16Tiles). kernels.cc calls these only where MatVecIsa() is kAmx: the
-// CPU has AMX-TILE and AMX-BF16 besides the AVX-512 tiles' features, and the kernel granted this
-// process the tile data (TileDataUnavailable). This file pair is compiled with those -m flags.
+// bf16 and int8 matmuls on AMX (Intel's tile unit, `tdpbf16ps`, `tdpbsud`), for weights in the
+// 16-row bf16 tile layout (kernels.h PackBf16Tiles) and the int8 block layout (PackI8Blocks).
+// kernels.cc calls these only where MatVecIsa() is kAmx: the CPU has AMX-TILE, AMX-BF16 and
+// AMX-INT8 besides the AVX-512 tiles' features, and the kernel granted this process the tile data
+// (TileDataUnavailable). This file pair is compiled with those -m flags.
 //
 // Why: one `tdpbf16ps` multiplies a tile of up to 16 tokens x 32 columns by 32 columns x 16 rows,
 // 8,192 multiply-adds, where `vdpbf16ps` does 32 (and runs ~0.5 a cycle on the Xeon of
@@ -43,9 +44,9 @@ struct alignas(64) TileConfig {
   bool operator==(const TileConfig& o) const { return std::memcmp(this, &o, sizeof o) == 0; }
 };
 
-// Empty when this CPU has AMX-TILE and AMX-BF16 and the kernel grants the process the tile data
-// (arch_prctl ARCH_REQ_XCOMP_PERM, requested by this call, process-wide and once is enough);
-// else why not, for the log.
+// Empty when this CPU has AMX-TILE, AMX-BF16 and AMX-INT8 and the kernel grants the process the
+// tile data (arch_prctl ARCH_REQ_XCOMP_PERM, requested by this call, process-wide and once is
+// enough); else why not, for the log.
 std::string TileDataUnavailable();
 
 // x [T,K] (K even) -> bf16 (round to nearest even, as avx512::PairX) by 32-column chunk: chunk c
@@ -59,5 +60,22 @@ void ChunkX(const float* x, int64_t t, int64_t k, uint16_t* xa, int64_t i_begin,
 // W bf16 in the tile layout, x as ChunkX writes it. K even and at least 32.
 void MatVecBf16Tiles(const uint16_t* w, int64_t r0, int64_t r1, int64_t k, const uint16_t* xa,
                      int64_t t, int64_t n, const float* bias, float* y);
+
+// int8 weights in the 16-row block layout (kernels.h PackI8Blocks) through `tdpbsud`: a group's
+// first and last 16 lines (16 rows x 4 columns each) are AMX's B tiles as stored, and up to 16
+// tokens' x of the group's two 64-column chunks (avx512::QuantizeXChunks: signed bytes) the A
+// tiles. Each (row, token) group sum is an exact integer, and the float steps after it are the
+// AVX-512 tile's (kernels_avx512.cc I8Blocks: the offset, x's scale, an FMA by the row's scale,
+// groups in order, then the bias), so every output is bitwise what avx512::MatVecI8Blocks gives
+// for the same x: kernels.cc picks either by the token count, and a row's output stays
+// independent of the batch. xa holds 15 x 64 bytes past its T K: a last tile of fewer than 16
+// tokens loads 16 rows. Rows [r0, r1), multiples of 16 (or r1 = N, itself one).
+//
+// Why: with a scale per 128 columns one group is 2 tdpbsud (32,768 multiply-adds) and one float
+// step per (row, token), where vpdpbusd needs 512 instructions; the VNNI tile is bound by
+// arithmetic from ~9 tokens on (docs/performance.md, session 22).
+void MatVecI8Blocks(const uint8_t* w, int64_t r0, int64_t r1, int64_t k, const int8_t* xa,
+                    const float* xs, const int32_t* xc, int64_t t, int64_t n, const float* bias,
+                    float* y);
 
 }  // namespace zaya::cpu::amx

@@ -598,9 +598,39 @@ int64_t I8BlockPassTokens(int64_t t) {
   return 16;
 }
 
+namespace {
+
+// One group of x (kI8Group values at g) rounded to 8 bits with one scale, amax / 127, as both
+// block-layout kernels take it: the bytes, the scale, and -128 x the bytes' sum (the layout's
+// offset, I8Blocks). One function for both, so that their integer sums are the same.
+struct Group8 {
+  alignas(64) int8_t q[kI8Group];
+  float scale;
+  int32_t offset;
+};
+ZAYA_INLINE void RoundGroup8(const float* g, Group8* out) {
+  constexpr int kVectors = kI8Group / 16;
+  __m512 m = _mm512_setzero_ps();
+  for (int v = 0; v < kVectors; ++v)
+    m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(g + 16 * v)));
+  const float amax = _mm512_reduce_max_ps(m);
+  const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+  __m512i sum = _mm512_setzero_si512();
+  for (int v = 0; v < kVectors; ++v) {
+    const __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(g + 16 * v), inv));
+    sum = _mm512_add_epi32(sum, r);
+    _mm_store_si128(reinterpret_cast<__m128i*>(out->q + 16 * v), _mm512_cvtsepi32_epi8(r));
+  }
+  out->scale = amax / 127.f;
+  out->offset = -128 * _mm512_reduce_add_epi32(sum);
+}
+
+}  // namespace
+
 void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* xs, int32_t* xc,
                     int64_t i_begin, int64_t i_end) {
   const int64_t tt = I8BlockPassTokens(t);
+  constexpr int kQuads = kI8Group / 4;
   for (int64_t i = i_begin; i < i_end; ++i) {
     const float* xi = x + i * k;
     // Token i's place in its pass: the pass from i0, of w tokens.
@@ -608,24 +638,29 @@ void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* x
     uint32_t* xqp = xq + i0 * (k / 4);
     float* xsp = xs + i0 * (k / kI8Group);
     int32_t* xcp = xc + i0 * (k / kI8Group);
-    constexpr int kVectors = kI8Group / 16, kQuads = kI8Group / 4;
     for (int64_t q = 0; q < k / kI8Group; ++q) {
-      const float* g = xi + kI8Group * q;
-      __m512 m = _mm512_setzero_ps();
-      for (int v = 0; v < kVectors; ++v)
-        m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(g + 16 * v)));
-      const float amax = _mm512_reduce_max_ps(m);
-      const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
-      __m512i sum = _mm512_setzero_si512();
-      alignas(64) uint32_t quads[kQuads];
-      for (int v = 0; v < kVectors; ++v) {
-        const __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(g + 16 * v), inv));
-        sum = _mm512_add_epi32(sum, r);
-        _mm_store_si128(reinterpret_cast<__m128i*>(quads + 4 * v), _mm512_cvtsepi32_epi8(r));
-      }
-      xsp[q * w + at] = amax / 127.f;
-      xcp[q * w + at] = -128 * _mm512_reduce_add_epi32(sum);
-      for (int64_t c = 0; c < kQuads; ++c) xqp[(kQuads * q + c) * w + at] = quads[c];
+      Group8 g;
+      RoundGroup8(xi + kI8Group * q, &g);
+      xsp[q * w + at] = g.scale;
+      xcp[q * w + at] = g.offset;
+      for (int64_t c = 0; c < kQuads; ++c)
+        __builtin_memcpy(&xqp[(kQuads * q + c) * w + at], g.q + 4 * c, 4);
+    }
+  }
+}
+
+void QuantizeXChunks(const float* x, int64_t t, int64_t k, int8_t* xa, float* xs, int32_t* xc,
+                     int64_t i_begin, int64_t i_end) {
+  constexpr int64_t kChunks = kI8Group / 64;
+  const int64_t groups = k / kI8Group;
+  for (int64_t i = i_begin; i < i_end; ++i) {
+    for (int64_t q = 0; q < groups; ++q) {
+      Group8 g;
+      RoundGroup8(x + i * k + kI8Group * q, &g);
+      xs[q * t + i] = g.scale;
+      xc[q * t + i] = g.offset;
+      for (int64_t c = 0; c < kChunks; ++c)
+        _mm512_storeu_si512(xa + ((kChunks * q + c) * t + i) * 64, _mm512_load_si512(g.q + 64 * c));
     }
   }
 }

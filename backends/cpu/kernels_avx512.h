@@ -81,6 +81,12 @@ int64_t I8BlockPassTokens(int64_t t);
 // Tokens [i_begin, i_end) of the T only, as PairX.
 void QuantizeXQuads(const float* x, int64_t t, int64_t k, uint32_t* xq, float* xs, int32_t* xc,
                     int64_t i_begin, int64_t i_end);
+// x [T,K] (K % 128 == 0) rounded as QuantizeXQuads rounds it (the same bytes, scales and
+// offsets), for the AMX tiles (amx::MatVecI8Blocks): group q's 64-column chunk c of token i at
+// xa[((2q + c) T + i) 64 .. + 64) as signed bytes, so that 16 tokens' chunk is one tile of 16 x 64
+// bytes; its scale at xs[q T + i] and offset at xc[q T + i]. Tokens [i_begin, i_end) only.
+void QuantizeXChunks(const float* x, int64_t t, int64_t k, int8_t* xa, float* xs, int32_t* xc,
+                     int64_t i_begin, int64_t i_end);
 // Rows [r0, r1), both multiples of kI8TileRows (or r1 = N, itself one).
 // w: the block layout with its scales (kernels.h PackI8Blocks).
 void MatVecI8Blocks(const uint8_t* w, int64_t r0, int64_t r1, int64_t k, const uint32_t* xq,

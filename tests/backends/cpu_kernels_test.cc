@@ -99,7 +99,9 @@ int CheckRowsDoNotDependOnTheBatch(int64_t k) {
 }
 
 // K = 288: the int8 row-major tiles (a 256-column group, then a 32-column block with a scale
-// group's part); K = 384: the int8 block layout (three scale groups) where the AVX-512 tiles run.
+// group's part); K = 384: the int8 block layout (three scale groups) where the AVX-512 tiles run,
+// through AMX at 70 and 130 tokens where the CPU has it (kernels.cc kAmxI8MinTokens), against
+// the VNNI tile at 1 token.
 TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
   if (MatVecIsa() >= Isa::kAvx512) {
     ASSERT_FALSE(I8BlocksFit(48, 288));

@@ -25,11 +25,11 @@ Isa BestOfThisCpu() {
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                       __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
   if (!avx512) return Isa::kAvx2;
-  // AMX-TILE and AMX-BF16 by CPUID, and tile data among what the kernel can hand out
+  // AMX-TILE, AMX-BF16 and AMX-INT8 by CPUID, and tile data among what the kernel can hand out
   // (ARCH_GET_XCOMP_SUPP, where the plugin asks with ARCH_REQ_XCOMP_PERM).
   unsigned a = 0, b = 0, c = 0, d = 0;
   const bool amx_cpu = __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 && (d & (1u << 24)) != 0 &&
-                       (d & (1u << 22)) != 0;
+                       (d & (1u << 22)) != 0 && (d & (1u << 25)) != 0;
   uint64_t supported = 0;
   const bool amx_os =
       syscall(SYS_arch_prctl, 0x1021, &supported) == 0 && (supported & (uint64_t{1} << 18)) != 0;
