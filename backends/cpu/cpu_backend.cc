@@ -181,9 +181,9 @@ Weights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k, co
       if (k <= 0)
         Fail(std::string(what) + ": int8 weights need K > 0, not K = " + std::to_string(k));
       const int64_t rows = Elements(w) / k;
-      if (!Present(scales) || Elements(scales) != rows * I8Groups(k)) {
+      if (!Present(scales) || Elements(scales) != rows * zaya_i8_scales(k)) {
         Fail(std::string(what) + ": int8 weights [" + std::to_string(rows) + ", " +
-             std::to_string(k) + "] need " + std::to_string(rows * I8Groups(k)) +
+             std::to_string(k) + "] need " + std::to_string(rows * zaya_i8_scales(k)) +
              " f32 scales, one per " + std::to_string(kI8Group) + " values of a row (ABI " +
              std::to_string(ZAYA_BACKEND_ABI_MAJOR) + "), not " +
              std::to_string(Present(scales) ? Elements(scales) : 0));
@@ -760,7 +760,7 @@ void OpMoe(zaya_backend* b, const zaya_op& op) {
               static_cast<const uint8_t*>(all.data) + ex * rows / kI8TileRows * I8BlockBytes(k);
         } else {
           w.data = static_cast<const int8_t*>(all.data) + elems;
-          w.scales = all.scales + ex * rows * I8Groups(k);
+          w.scales = all.scales + ex * rows * zaya_i8_scales(k);
         }
         break;
     }

@@ -285,7 +285,7 @@ void RowToF32(const Weights& w, int64_t n, int64_t k, float* out) {
         return;
       }
       const int8_t* src = static_cast<const int8_t*>(w.data) + n * k;
-      const float* sc = w.scales + n * I8Groups(k);
+      const float* sc = w.scales + n * zaya_i8_scales(k);
       int64_t from = 0;
       if (w.i8_tiles) {
         from = k & ~int64_t{255};
@@ -730,8 +730,8 @@ void MatVecRowsTiles(const Weights& w, int64_t r0, int64_t r1, int64_t k, const 
       return MatVecBf16(Bf16Rows{static_cast<const uint16_t*>(w.data), k}, r0, r1, k, x, t, n, bias,
                         y);
     case WType::kI8:
-      return MatVecI8(I8Rows{static_cast<const int8_t*>(w.data), w.scales, k, I8Groups(k)}, r0, r1,
-                      k, x, t, n, bias, y);
+      return MatVecI8(I8Rows{static_cast<const int8_t*>(w.data), w.scales, k, zaya_i8_scales(k)},
+                      r0, r1, k, x, t, n, bias, y);
   }
 }
 

@@ -38,15 +38,14 @@ using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
 enum class WType { kF32, kBF16, kI8 };
 
 // int8 weights carry one f32 scale per kI8Group consecutive values of a row (zaya/backend.h
-// ZAYA_I8_BLOCK); a row of K values has I8Groups(K) scales, the last group maybe shorter.
+// ZAYA_I8_BLOCK); a row of K values has zaya_i8_scales(K) scales, the last group maybe shorter.
 constexpr int64_t kI8Group = ZAYA_I8_BLOCK;
 static_assert(kI8Group % 32 == 0, "the row-major tiles scale x per 32 columns inside a group");
-constexpr int64_t I8Groups(int64_t k) { return (k + kI8Group - 1) / kI8Group; }
 
 struct Weights {
   WType type = WType::kF32;
   const void* data = nullptr;     // [N, K]
-  const float* scales = nullptr;  // i8: [N, I8Groups(K)]
+  const float* scales = nullptr;  // i8: [N, zaya_i8_scales(K)]
   // i8 only: the bytes are in the tile layout (PackI8Tiles below), not row-major.
   bool i8_tiles = false;
   // bf16 only: the bytes are in the 16-row tile layout (PackBf16Tiles below), not row-major.

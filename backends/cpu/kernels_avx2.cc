@@ -204,8 +204,8 @@ void QuantizeX(const float* x, int64_t t, int64_t k, int16_t* q, float* s) {
 void MatVecI8(const int8_t* w, const float* scales, int64_t r0, int64_t r1, int64_t k,
               const float* x, const int16_t* xq, const float* xs, int64_t t, int64_t n,
               const float* bias, float* y) {
-  TileRows(I8{{w, scales, k, I8Groups(k)}, QuantX{xq, xs, x, k & ~int64_t{15}}}, r0, r1, t, n, bias,
-           y);
+  TileRows(I8{{w, scales, k, zaya_i8_scales(k)}, QuantX{xq, xs, x, k & ~int64_t{15}}}, r0, r1, t, n,
+           bias, y);
 }
 
 }  // namespace zaya::cpu::avx2

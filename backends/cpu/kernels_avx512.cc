@@ -588,7 +588,7 @@ void QuantizeX8(const float* x, int64_t t, int64_t k, uint8_t* xq, float* xs) {
 void MatVecI8(const int8_t* w, bool tile_layout, const float* scales, int64_t r0, int64_t r1,
               int64_t k, const float* x, const uint8_t* xq, const float* xs, int64_t t, int64_t n,
               const float* bias, float* y) {
-  const I8Weights iw{w, scales, k, I8Groups(k)};
+  const I8Weights iw{w, scales, k, zaya_i8_scales(k)};
   const QuantX8 qx{xq, xs, x, k & ~int64_t{31}, X8ScaleStride(k)};
   if (tile_layout) return TileRows(I8<true>{iw, qx}, r0, r1, t, n, bias, y);
   TileRows(I8<false>{iw, qx}, r0, r1, t, n, bias, y);

@@ -159,7 +159,7 @@ struct Bf16Weights {
 struct I8Weights {
   const int8_t* w;      // [N, K]
   const float* scales;  // [N, nb]
-  int64_t k, nb;        // nb = I8Groups(K)
+  int64_t k, nb;        // nb = zaya_i8_scales(K)
   int64_t RowBytes() const { return k + 4 * nb; }
 };
 

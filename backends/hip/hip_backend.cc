@@ -281,7 +281,7 @@ DevWeights WeightsOf(const zaya_tensor& w, const zaya_tensor& scales, int64_t k,
       if (k <= 0)
         Fail(std::string(what) + ": int8 weights need K > 0, not K = " + std::to_string(k));
       const int64_t rows = Elements(w) / k;
-      const int64_t want = rows * ((k + ZAYA_I8_BLOCK - 1) / ZAYA_I8_BLOCK);
+      const int64_t want = rows * zaya_i8_scales(k);
       if (!Present(scales) || Elements(scales) != want) {
         Fail(std::string(what) + ": int8 weights [" + std::to_string(rows) + ", " +
              std::to_string(k) + "] need " + std::to_string(want) + " f32 scales, one per " +

@@ -57,6 +57,7 @@ __device__ __forceinline__ float LoadW(const DevWeights& w, int64_t row, int64_t
   const int64_t at = row * k + col;
   if (w.dtype == kBF16) return Bf16ToF32(static_cast<const uint16_t*>(w.data)[at]);
   if (w.dtype == kI8) {
+    // backend.h's zaya_i8_scales, spelled out: a host function cannot be called here.
     return static_cast<float>(static_cast<const int8_t*>(w.data)[at]) *
            w.scales[row * ((k + ZAYA_I8_BLOCK - 1) / ZAYA_I8_BLOCK) + col / ZAYA_I8_BLOCK];
   }

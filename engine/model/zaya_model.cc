@@ -146,7 +146,7 @@ void AtomicMin(std::atomic<int64_t>& a, int64_t v) {
 
 uint64_t MatrixBytes(int64_t rows, int64_t cols, zaya_dtype d) {
   uint64_t b = AlignUp(static_cast<uint64_t>(rows * cols) * ElemSize(d));
-  if (d == ZAYA_DTYPE_I8) b += AlignUp(static_cast<uint64_t>(rows * I8Blocks(cols)) * 4);
+  if (d == ZAYA_DTYPE_I8) b += AlignUp(static_cast<uint64_t>(rows * zaya_i8_scales(cols)) * 4);
   return b;
 }
 
@@ -344,7 +344,7 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
         for (int64_t i = b; i < e; ++i) p[i] = F32ToBf16(f32[i]);
       });
     } else {
-      const int64_t blocks = I8Blocks(cols);
+      const int64_t blocks = zaya_i8_scales(cols);
       scales.resize(static_cast<size_t>(rows * blocks));
       auto* p = reinterpret_cast<int8_t*>(packed.data());
       ParallelRange(
@@ -370,7 +370,7 @@ Status ZayaModel::Impl::Upload(const Checkpoint& ck) {
       // backend then interleaves the two into its int8 block layout (backend.h weight_prepare).
       const uint64_t sbytes = scales.size() * 4;
       ZAYA_RETURN_IF_ERROR(backend->Write(weights, cursor, scales.data(), sbytes));
-      out->scales = MakeTensor(weights.get(), cursor, ZAYA_DTYPE_F32, {rows, I8Blocks(cols)});
+      out->scales = MakeTensor(weights.get(), cursor, ZAYA_DTYPE_F32, {rows, zaya_i8_scales(cols)});
       cursor += AlignUp(sbytes);
     }
     // Written in full: the backend may now keep it in a layout of its own (int8 on AVX-512).

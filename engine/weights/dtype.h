@@ -11,7 +11,7 @@
 #include <optional>
 #include <string_view>
 
-#include "zaya/backend.h"  // ZAYA_I8_BLOCK
+#include "zaya/backend.h"  // ZAYA_I8_BLOCK, zaya_i8_scales
 
 namespace zaya {
 
@@ -40,10 +40,8 @@ int64_t FirstNonFinite(DType dtype, const std::byte* src, size_t count);
 // The int8 weight format (model.weights_dtype = "int8", backend.h ZAYA_DTYPE_I8): a row of `cols`
 // values in blocks of ZAYA_I8_BLOCK = 128 (the last may be shorter), each with scale = max|v| / 127
 // (1 for an all-zero block) and q = v / scale rounded half away from zero, clamped to [-127, 127].
-// q[cols], scales[I8Blocks(cols)]. v must be finite (FirstNonFinite): the loader rejects
+// q[cols], scales[zaya_i8_scales(cols)]. v must be finite (FirstNonFinite): the loader rejects
 // checkpoints with NaN or infinite weights before they get here.
 void QuantizeI8Row(const float* v, int64_t cols, int8_t* q, float* scales);
-// Scales of an int8 row of `cols` values: ceil(cols / ZAYA_I8_BLOCK).
-constexpr int64_t I8Blocks(int64_t cols) { return (cols + ZAYA_I8_BLOCK - 1) / ZAYA_I8_BLOCK; }
 
 }  // namespace zaya

@@ -35,8 +35,6 @@ namespace {
 
 constexpr double kRel = 2e-6;
 constexpr double kAbs = 1e-6;
-// Scales of an int8 row of `cols` values (zaya/backend.h ZAYA_I8_BLOCK).
-constexpr int64_t I8Scales(int64_t cols) { return (cols + ZAYA_I8_BLOCK - 1) / ZAYA_I8_BLOCK; }
 
 uint16_t ToBf16(float f) {
   uint32_t bits;
@@ -57,7 +55,7 @@ struct HostWeights {
   std::vector<float> f32;      // dtype f32
   std::vector<uint16_t> bf16;  // dtype bf16
   std::vector<int8_t> i8;      // dtype i8
-  std::vector<float> scales;   // i8: [rows, I8Scales(cols)]
+  std::vector<float> scales;   // i8: [rows, zaya_i8_scales(cols)]
   std::vector<double> value;   // exact values, [rows, cols]
 };
 
@@ -75,7 +73,7 @@ class Rng {
   HostWeights Weights(int32_t dtype, int64_t rows, int64_t cols) {
     HostWeights w;
     w.dtype = dtype;
-    const int64_t n = rows * cols, blocks = I8Scales(cols);
+    const int64_t n = rows * cols, blocks = zaya_i8_scales(cols);
     w.value.resize(static_cast<size_t>(n));
     const float std = 1.f / std::sqrt(static_cast<float>(cols));
     if (dtype == ZAYA_DTYPE_F32) {
@@ -150,7 +148,7 @@ class Device {
     const int64_t cols = shape.back();
     const int64_t rows = static_cast<int64_t>(w.i8.size()) / cols;
     if (scales_apart) {
-      scales = Upload(w.scales, ZAYA_DTYPE_F32, {rows, I8Scales(cols)}, ZAYA_BUFFER_WEIGHTS);
+      scales = Upload(w.scales, ZAYA_DTYPE_F32, {rows, zaya_i8_scales(cols)}, ZAYA_BUFFER_WEIGHTS);
       return {Upload(w.i8, w.dtype, shape, ZAYA_BUFFER_WEIGHTS), scales};
     }
     const size_t at = (w.i8.size() + 63) & ~size_t{63};
@@ -163,7 +161,7 @@ class Device {
     scales.dtype = ZAYA_DTYPE_F32;
     scales.ndim = 2;
     scales.shape[0] = rows;
-    scales.shape[1] = I8Scales(cols);
+    scales.shape[1] = zaya_i8_scales(cols);
     return {weight, scales};
   }
   template <typename T>
@@ -1852,7 +1850,7 @@ zaya_op Int8RowsOf(Device& dev, const zaya_op& whole, int64_t first, int64_t row
   zaya_op part = whole;
   part.src[1].offset += first * k;
   part.src[1].shape[0] = rows;
-  part.src[3].offset += first * I8Scales(k) * 4;
+  part.src[3].offset += first * zaya_i8_scales(k) * 4;
   part.src[3].shape[0] = rows;
   part.dst[0] = dev.Zeros(ZAYA_DTYPE_F32, {whole.src[0].shape[0], rows});
   return part;
@@ -1882,7 +1880,7 @@ TEST_P(Conformance, PreparedWeightsAreReadOnlyAndNamedAsPrepared) {
   other.shape[1] = k / 2;
   zaya_tensor other_scales = prepared.second;
   other_scales.shape[0] = 2 * n;
-  other_scales.shape[1] = I8Scales(k / 2);
+  other_scales.shape[1] = zaya_i8_scales(k / 2);
   EXPECT_FALSE(backend_->PrepareWeight(other, other_scales).ok());
 
   // Whole rows of it work (rows 4..7 as a matrix of their own) and equal those rows of the whole.
@@ -1993,7 +1991,7 @@ TEST_P(Conformance, PreparedInt8WeightsKeepTheScalesTheyWerePreparedWith) {
   other.src[3] = copy.second;
   // The scales as an f32 weight of their own.
   zaya_op scales_as_weight = Op(ZAYA_OP_MATMUL);
-  scales_as_weight.src[0] = dev_->F32(rng.Normals(3 * I8Scales(k)), {3, I8Scales(k)});
+  scales_as_weight.src[0] = dev_->F32(rng.Normals(3 * zaya_i8_scales(k)), {3, zaya_i8_scales(k)});
   scales_as_weight.src[1] = prepared.second;
   scales_as_weight.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {3, n});
   if (rearranged) {

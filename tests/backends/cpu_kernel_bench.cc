@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
   zaya::cpu::AlignedVector<uint8_t> w(static_cast<size_t>(matrices * rows * k) * wsz);
   std::mt19937 rng(7);
   for (auto& b : w) b = static_cast<uint8_t>(rng() & 0x3f);  // small finite bf16/f32 values
-  const int64_t blocks = zaya::cpu::I8Groups(k);
+  const int64_t blocks = zaya_i8_scales(k);
   std::vector<float> scales(static_cast<size_t>(matrices * rows * blocks), 0.01f);
   const bool i8_blocks = type == WType::kI8 && layout == "tiles" && zaya::cpu::I8BlocksFit(rows, k);
   // The block layout holds each matrix's scales in its blocks (kernels.h PackI8Blocks).

@@ -44,7 +44,7 @@ int CheckRowsDoNotDependOnTheBatch(int64_t k) {
   }
   std::vector<int8_t> i8(static_cast<size_t>(n * k));
   for (int8_t& v : i8) v = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
-  std::vector<float> scales(static_cast<size_t>(n * I8Groups(k)), 0.01f);
+  std::vector<float> scales(static_cast<size_t>(n * zaya_i8_scales(k)), 0.01f);
   std::vector<uint16_t> packed = bf16;
   const bool layout = Bf16TilesLayoutUsed();
   if (layout) PackBf16Tiles(packed.data(), n, k);

@@ -60,6 +60,10 @@ typedef enum zaya_dtype {
 /* int8 weights: one f32 scale per this many consecutive values of a row (the last block of a row
  * may be shorter), so an i8 matrix [N, K] has scales [N, ceil(K / ZAYA_I8_BLOCK)]. */
 #define ZAYA_I8_BLOCK 128
+/* Scales of an int8 row of `cols` values, ceil(cols / ZAYA_I8_BLOCK). */
+static inline int64_t zaya_i8_scales(int64_t cols) {
+  return (cols + ZAYA_I8_BLOCK - 1) / ZAYA_I8_BLOCK;
+}
 
 typedef enum zaya_buffer_kind {
   ZAYA_BUFFER_WEIGHTS = 0, /* written once at load, read by every step */

@@ -129,7 +129,7 @@ HostTensor Weights(Rng& rng, int32_t dtype, std::vector<int64_t> shape,
     for (size_t i = 0; i < v.size(); ++i) b[i] = ToBf16(v[i]);
     return Make(ZAYA_DTYPE_BF16, shape, b);
   }
-  const int64_t rows = n / k, blocks = (k + ZAYA_I8_BLOCK - 1) / ZAYA_I8_BLOCK;
+  const int64_t rows = n / k, blocks = zaya_i8_scales(k);
   std::vector<int8_t> q(v.size());
   std::vector<float> s(static_cast<size_t>(rows * blocks));
   for (int64_t r = 0; r < rows; ++r) {

@@ -19,9 +19,9 @@ constexpr int kB = ZAYA_I8_BLOCK;
 TEST(QuantizeI8Row, BlockIsTheAbiBlock) {
   // The format every backend reads (zaya/backend.h): a scale per 128 values since ABI 2.
   EXPECT_EQ(kB, 128);
-  EXPECT_EQ(I8Blocks(1), 1);
-  EXPECT_EQ(I8Blocks(kB), 1);
-  EXPECT_EQ(I8Blocks(kB + 1), 2);
+  EXPECT_EQ(zaya_i8_scales(1), 1);
+  EXPECT_EQ(zaya_i8_scales(kB), 1);
+  EXPECT_EQ(zaya_i8_scales(kB + 1), 2);
 }
 
 TEST(QuantizeI8Row, ScaleIsTheBlockMaxOver127AndTheMaxMapsTo127) {
@@ -79,7 +79,7 @@ TEST(QuantizeI8Row, MatchesLroundOfTheScaledValueEverywhere) {
     x = (static_cast<float>(s >> 8) / 16777216.f - 0.5f) * static_cast<float>(1 + (s & 7));
   }
   std::vector<int8_t> q(v.size());
-  std::vector<float> scales(static_cast<size_t>(I8Blocks(static_cast<int64_t>(v.size()))));
+  std::vector<float> scales(static_cast<size_t>(zaya_i8_scales(static_cast<int64_t>(v.size()))));
   ASSERT_EQ(scales.size(), 17u);
   QuantizeI8Row(v.data(), static_cast<int64_t>(v.size()), q.data(), scales.data());
   for (size_t i = 0; i < v.size(); ++i) {
