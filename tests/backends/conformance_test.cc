@@ -1649,6 +1649,24 @@ TEST_P(Conformance, Int8WeightsWithoutColumnsAreRefused) {
   }
 }
 
+// int8 scales counted as ABI 1 counted them (one per 32 values): refused with the count ABI 2
+// needs, not read as per-128 scales (which would multiply most of a row by the wrong scale).
+TEST_P(Conformance, Int8ScalesOfTheOldBlockSizeAreRefusedWithTheCountNeeded) {
+  Rng rng(31);
+  const int64_t n = 4, k = 256;
+  HostWeights w = rng.Weights(ZAYA_DTYPE_I8, n, k);
+  const zaya_tensor weight = dev_->Upload(w.i8, ZAYA_DTYPE_I8, {n, k}, ZAYA_BUFFER_WEIGHTS);
+  const zaya_tensor old_scales = dev_->Upload(std::vector<float>(n * k / 32, 0.01f), ZAYA_DTYPE_F32,
+                                              {n, k / 32}, ZAYA_BUFFER_WEIGHTS);
+  zaya_op m = Op(ZAYA_OP_MATMUL);
+  m.src[0] = dev_->F32(rng.Normals(2 * k), {2, k});
+  m.src[1] = weight;
+  m.src[3] = old_scales;
+  m.dst[0] = dev_->Zeros(ZAYA_DTYPE_F32, {2, n});
+  ExpectInvalid(dev_->Run(m), "int8 weights [4, 256] need 8 f32 scales, one per 128 values");
+  ExpectInvalid(dev_->Run(m), "not 32");
+}
+
 // (bytes + 63) / 64 * 64 wrapped to 0 for sizes near 2^64: the allocation "succeeded" and the
 // buffer claimed 2^64 - 1 bytes, so every later bounds check passed.
 TEST_P(Conformance, BufferSizesThatCannotBeRoundedUpAreOutOfMemory) {
