@@ -633,28 +633,26 @@ struct XScratch {
       }
       p.xs = xs.data();
     }
+    if (need.i8_blocks) {  // only packed where the AVX-512 tiles run, and K % 128 == 0
+      x4s.resize(static_cast<size_t>(t * (k / kI8Group)));
+      x4c.resize(static_cast<size_t>(t * (k / kI8Group)));
+      p.x4s = x4s.data();
+      p.x4c = x4c.data();
+    }
     if (need.i8_blocks && isa == Isa::kAmx && t >= kAmxI8MinTokens) {
       // 15 rows of 64 bytes past the end: a last tile of fewer than 16 tokens loads 16.
       x8a.resize(static_cast<size_t>(t * k + 15 * 64));
-      x4s.resize(static_cast<size_t>(t * (k / kI8Group)));
-      x4c.resize(static_cast<size_t>(t * (k / kI8Group)));
       // By 16 tokens: a 16-token range's scales and offsets fill whole lines where T % 16 == 0.
       by_token(16, [&](int64_t i0, int64_t i1) {
         avx512::QuantizeXChunks(x, t, k, x8a.data(), x4s.data(), x4c.data(), i0, i1);
       });
       p.x8a = x8a.data();
-      p.x4s = x4s.data();
-      p.x4c = x4c.data();
-    } else if (need.i8_blocks) {  // only packed where the AVX-512 tiles run, and K % 128 == 0
+    } else if (need.i8_blocks) {
       x4.resize(static_cast<size_t>(t * (k / 4)));
-      x4s.resize(static_cast<size_t>(t * (k / kI8Group)));
-      x4c.resize(static_cast<size_t>(t * (k / kI8Group)));
       by_token(avx512::I8BlockPassTokens(t), [&](int64_t i0, int64_t i1) {
         avx512::QuantizeXQuads(x, t, k, x4.data(), x4s.data(), x4c.data(), i0, i1);
       });
       p.x4 = x4.data();
-      p.x4s = x4s.data();
-      p.x4c = x4c.data();
     }
     if (need.bf16 && isa >= Isa::kAvx512) {
       xb.resize(static_cast<size_t>(t * (k & ~int64_t{31})));

@@ -461,19 +461,26 @@ struct I8 : I8Weights {
   }
 };
 
-// x[0, 32) rounded to 8 bits with one scale, max |x| / 127, to nearest even: the values as int32
-// in q0 (columns 0-15) and q1 (16-31), |q| <= 127. Both int8 forms of x (QuantizeX8 and
-// QuantizeXQuads) round through this, so the two layouts' integer sums agree.
+// x[0, N) rounded to 8 bits with one scale, max |x| / 127, to nearest even: the values as int32,
+// columns 16v .. 16v + 15 in q[v], |q| <= 127. Every int8 form of x rounds through this: per 32
+// columns for the row-major tiles (QuantizeX8), per kI8Group for the block layout's VNNI and AMX
+// tiles (RoundGroup8).
+template <int N>
 struct Block8 {
-  __m512i q0, q1;
+  __m512i q[N / 16];
   float scale;
 };
-ZAYA_INLINE Block8 RoundBlock8(const float* x) {
-  const __m512 lo = _mm512_loadu_ps(x), hi = _mm512_loadu_ps(x + 16);
-  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+template <int N>
+ZAYA_INLINE Block8<N> RoundBlock8(const float* x) {
+  Block8<N> r;
+  __m512 m = _mm512_setzero_ps();
+  for (int v = 0; v < N / 16; ++v) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + 16 * v)));
+  const float amax = _mm512_reduce_max_ps(m);
   const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
-  return {_mm512_cvtps_epi32(_mm512_mul_ps(lo, inv)), _mm512_cvtps_epi32(_mm512_mul_ps(hi, inv)),
-          amax / 127.f};
+  for (int v = 0; v < N / 16; ++v)
+    r.q[v] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * v), inv));
+  r.scale = amax / 127.f;
+  return r;
 }
 
 }  // namespace
@@ -560,11 +567,11 @@ void QuantizeX8(const float* x, int64_t t, int64_t k, uint8_t* xq, float* xs) {
     uint8_t* qi = xq + i * k32;
     float* si = xs + i * ss;
     for (int64_t j = 0; j < k32; j += 32) {
-      const Block8 r = RoundBlock8(xi + j);
+      const Block8<32> r = RoundBlock8<32>(xi + j);
       const float scale = r.scale;
       // Narrowed with saturation (|q| <= 127 anyway), then + 128 as a byte.
-      const __m128i q0 = _mm_xor_si128(_mm512_cvtsepi32_epi8(r.q0), _mm_set1_epi8(-128));
-      const __m128i q1 = _mm_xor_si128(_mm512_cvtsepi32_epi8(r.q1), _mm_set1_epi8(-128));
+      const __m128i q0 = _mm_xor_si128(_mm512_cvtsepi32_epi8(r.q[0]), _mm_set1_epi8(-128));
+      const __m128i q1 = _mm_xor_si128(_mm512_cvtsepi32_epi8(r.q[1]), _mm_set1_epi8(-128));
       if (j < k256) {
         // Block L of its group: bytes 8c .. 8c + 7 go to qword L of the group's vector c, and the
         // scale to lanes 2L, 2L + 1 (the weights' order after LoadGroupI8).
@@ -603,28 +610,22 @@ int64_t I8BlockPassTokens(int64_t t) {
 
 namespace {
 
-// One group of x (kI8Group values at g) rounded to 8 bits with one scale, amax / 127, as both
-// block-layout kernels take it: the bytes, the scale, and -128 x the bytes' sum (the layout's
-// offset, I8Blocks). One function for both, so that their integer sums are the same.
+// One group of x (kI8Group values at g) as both block-layout kernels take it (RoundBlock8): the
+// bytes, the scale, and -128 x the bytes' sum (the layout's offset, I8Blocks). One function for
+// both, so that their integer sums are the same.
 struct Group8 {
   alignas(64) int8_t q[kI8Group];
   float scale;
   int32_t offset;
 };
 ZAYA_INLINE void RoundGroup8(const float* g, Group8* out) {
-  constexpr int kVectors = kI8Group / 16;
-  __m512 m = _mm512_setzero_ps();
-  for (int v = 0; v < kVectors; ++v)
-    m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(g + 16 * v)));
-  const float amax = _mm512_reduce_max_ps(m);
-  const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+  const Block8<kI8Group> r = RoundBlock8<kI8Group>(g);
   __m512i sum = _mm512_setzero_si512();
-  for (int v = 0; v < kVectors; ++v) {
-    const __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(g + 16 * v), inv));
-    sum = _mm512_add_epi32(sum, r);
-    _mm_store_si128(reinterpret_cast<__m128i*>(out->q + 16 * v), _mm512_cvtsepi32_epi8(r));
+  for (int v = 0; v < kI8Group / 16; ++v) {
+    sum = _mm512_add_epi32(sum, r.q[v]);
+    _mm_store_si128(reinterpret_cast<__m128i*>(out->q + 16 * v), _mm512_cvtsepi32_epi8(r.q[v]));
   }
-  out->scale = amax / 127.f;
+  out->scale = r.scale;
   out->offset = -128 * _mm512_reduce_add_epi32(sum);
 }
 

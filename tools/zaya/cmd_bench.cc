@@ -122,7 +122,9 @@ ByteModel Bytes(const ZayaConfig& c, const std::string& dtype) {
   m.layers = c.num_layers;
   m.per_expert = 3 * I * H * esz;
   if (dtype == "int8") {
-    m.per_expert += (2 * I * std::ceil(H / ZAYA_I8_BLOCK) + H * std::ceil(I / ZAYA_I8_BLOCK)) * 4;
+    m.per_expert += (2 * I * static_cast<double>(zaya_i8_scales(c.hidden_size)) +
+                     H * static_cast<double>(zaya_i8_scales(c.moe_intermediate_size))) *
+                    4;
   }
   double total = static_cast<double>(ZayaModel::WeightBytes(c, dtype));
   m.dense = total - m.per_expert * static_cast<double>(c.num_experts * c.num_layers);
