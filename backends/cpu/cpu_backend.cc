@@ -21,6 +21,7 @@
 #include <system_error>
 #include <vector>
 
+#include "../common/large_pages.h"
 #include "../common/op_checks.h"
 #include "../common/op_profile.h"
 #include "attention.h"
@@ -930,22 +931,26 @@ zaya_status DeviceInfo(zaya_backend* b, zaya_device_info* out) {
 zaya_status BufferAlloc(zaya_backend* b, zaya_buffer_kind kind, uint64_t bytes, zaya_buffer** out) {
   if (b == nullptr || out == nullptr) return ZAYA_STATUS_INVALID_ARGUMENT;
   return Guard(b, [&] {
-    // Rounding up to whole 64-byte lines must not wrap past 2^64 to a tiny allocation that
+    // Rounding up to whole lines or pages must not wrap past 2^64 to a tiny allocation that
     // claims `bytes`; and no object is larger than PTRDIFF_MAX, so such a size is refused here
-    // rather than handed to aligned_alloc (whose failure ASan reports as an error, not NULL).
+    // rather than handed to operator new (whose failure ASan reports as an error, not NULL).
     if (bytes > static_cast<uint64_t>(std::numeric_limits<std::ptrdiff_t>::max())) {
       b->last_error = "cannot allocate " + std::to_string(bytes) +
                       " bytes: more than the address space holds; check the requested size";
       return ZAYA_STATUS_OUT_OF_MEMORY;
     }
     auto buf = std::make_unique<zaya_buffer>();
-    const uint64_t rounded = (std::max<uint64_t>(bytes, 1) + 63) / 64 * 64;
-    buf->data = static_cast<std::byte*>(std::aligned_alloc(64, rounded));
+    // Weights and KV blocks are streamed from DRAM every step: from 2 MiB on they go on huge
+    // pages (large_pages.h), which the weights read faster from.
+    const size_t n = std::max<size_t>(bytes, 1);
+    buf->data = static_cast<std::byte*>(zaya::backend_common::AllocateStreamed(n));
     if (buf->data == nullptr) {
       b->last_error = "cannot allocate " + std::to_string(bytes) + " bytes";
       return ZAYA_STATUS_OUT_OF_MEMORY;
     }
-    std::memset(buf->data, 0, rounded);
+    if (n < zaya::backend_common::kLargePageBytes) {
+      std::memset(buf->data, 0, zaya::backend_common::StreamedBytes(n));
+    }
     buf->bytes = bytes;
     buf->kind = kind;
     b->allocated += bytes;
@@ -957,7 +962,7 @@ zaya_status BufferAlloc(zaya_backend* b, zaya_buffer_kind kind, uint64_t bytes, 
 void BufferFree(zaya_backend* b, zaya_buffer* buf) {
   if (buf == nullptr) return;
   if (b != nullptr) b->allocated -= buf->bytes;
-  std::free(buf->data);
+  zaya::backend_common::FreeStreamed(buf->data, std::max<size_t>(buf->bytes, 1));
   delete buf;
 }
 

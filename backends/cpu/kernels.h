@@ -7,33 +7,22 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <new>
 #include <vector>
 
+#include "../common/large_pages.h"
 #include "thread_pool.h"
 #include "zaya/backend.h"
 
 namespace zaya::cpu {
 
-// Allocator for matmul inputs the backend keeps itself (MoE's per-expert rows, the int8 tiles'
-// rounded x): 64-byte aligned, like the backend's buffers. The AVX2 tiles read x 32 bytes at a
+// Vectors for matmul inputs the backend keeps itself (MoE's per-expert rows, the int8 tiles'
+// rounded x) and for the benches' weights: 64-byte aligned, like the backend's buffers, and from
+// 2 MiB on on huge pages (../common/large_pages.h says why). The AVX2 tiles read x 32 bytes at a
 // time, and malloc's 16-byte alignment splits a quarter of those loads across cache lines. The
 // int8 tile, which reads its rounded x as memory operands, measured 59-60 -> 63-65 GMAC/s (16
 // tokens in cache); the bf16 tile, with x in registers, measured the same either way.
 template <class T>
-struct CacheLineAllocator {
-  using value_type = T;
-  CacheLineAllocator() = default;
-  template <class U>
-  CacheLineAllocator(const CacheLineAllocator<U>&) {}  // NOLINT: allocators convert implicitly
-  T* allocate(size_t n) {
-    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64}));
-  }
-  void deallocate(T* p, size_t n) { ::operator delete(p, n * sizeof(T), std::align_val_t{64}); }
-  bool operator==(const CacheLineAllocator&) const { return true; }
-};
-template <class T>
-using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
+using AlignedVector = std::vector<T, backend_common::StreamedAllocator<T>>;
 
 enum class WType { kF32, kBF16, kI8 };
 

@@ -387,8 +387,8 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   // the L3): on a shared machine the bandwidth left to us swings 20-30% within seconds, and the
   // fraction against the run's best bandwidth then says more about the neighbours than the
   // kernels.
-  const std::vector<uint64_t> probe =
-      device_memory ? std::vector<uint64_t>{}
+  const BandwidthWords probe =
+      device_memory ? BandwidthWords{}
                     : BandwidthBuffer(static_cast<size_t>(std::min(bw_mib, 256)) << 20);
   std::vector<DecodeResult> decode;
   std::vector<std::vector<int32_t>> routing;

@@ -44,8 +44,8 @@ uint64_t Streams(const uint64_t* base, size_t n, size_t skew) {
 
 }  // namespace
 
-std::vector<uint64_t> BandwidthBuffer(size_t bytes) {
-  std::vector<uint64_t> buf(bytes / sizeof(uint64_t));
+BandwidthWords BandwidthBuffer(size_t bytes) {
+  BandwidthWords buf(bytes / sizeof(uint64_t));
   for (size_t i = 0; i < buf.size(); ++i) buf[i] = i * 0x9e3779b97f4a7c15ull;
   return buf;
 }
@@ -79,7 +79,7 @@ uint64_t SumAsStreams(const uint64_t* base, size_t n, size_t streams, size_t ske
 // and 8 skewed streams with a runtime stream count until session 9, which put Zen 5's batch-1
 // decode at 100-117% of that "roofline". The best of `reps` passes: other processes only ever slow
 // a pass down.
-double ReadBandwidthOn(const std::vector<uint64_t>& buf, int threads, int reps) {
+double ReadBandwidthOn(const BandwidthWords& buf, int threads, int reps) {
   const size_t words = buf.size();
   double best = 0;
   volatile uint64_t sink = 0;

@@ -10,10 +10,16 @@
 #include <cstdint>
 #include <vector>
 
+#include "backends/common/large_pages.h"
+
 namespace zaya::cli {
 
+// Words on huge pages from 2 MiB on, like the CPU backend's weights (large_pages.h): a roofline
+// read from small pages sat 13% below what the weights can be read at (session 23).
+using BandwidthWords = std::vector<uint64_t, backend_common::StreamedAllocator<uint64_t>>;
+
 // A buffer of bytes / 8 words, each written once so that no measured pass pays for page faults.
-std::vector<uint64_t> BandwidthBuffer(size_t bytes);
+BandwidthWords BandwidthBuffer(size_t bytes);
 
 // The wrapping (mod 2^64) sum of words [0, n) of base, read as `streams` interleaved streams
 // (1, 2, 4 or 8; anything else throws std::invalid_argument), each stream `skew` cache lines
@@ -24,7 +30,7 @@ uint64_t SumAsStreams(const uint64_t* base, size_t n, size_t streams, size_t ske
 
 // Bytes per second: `threads` threads each read their slice of buf in every pattern; the best of
 // `reps` passes of each. buf should be far larger than the last-level cache.
-double ReadBandwidthOn(const std::vector<uint64_t>& buf, int threads, int reps);
+double ReadBandwidthOn(const BandwidthWords& buf, int threads, int reps);
 
 // ReadBandwidthOn over a fresh BandwidthBuffer(bytes).
 double ReadBandwidth(int threads, size_t bytes, int reps);

@@ -43,7 +43,7 @@ TEST(ReadBandwidthTest, UnsupportedStreamCountsAreRefusedByName) {
 // The whole measure on a small buffer with more threads than cores and an odd split: a positive,
 // finite rate (no timing is asserted: speeds belong to `zaya bench`).
 TEST(ReadBandwidthTest, MeasureReturnsAPositiveRate) {
-  const std::vector<uint64_t> buf = BandwidthBuffer((4 << 20) + 24);
+  const BandwidthWords buf = BandwidthBuffer((4 << 20) + 24);
   ASSERT_EQ(buf.size(), ((4u << 20) + 24) / 8);
   for (const int threads : {1, 3}) {
     const double bw = ReadBandwidthOn(buf, threads, 1);
