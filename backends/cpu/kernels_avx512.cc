@@ -96,8 +96,17 @@ struct BlockOut {
   }
 };
 
+// How far ahead of itself the first pass of a group fetches each stream's line into L1: 2 KiB
+// where the row-major tiles take kStreamAheadBytes (1 KiB). Session 23's Xeon, weights on huge
+// pages, int8 4096 x 2048 from DRAM, two threads (cpu_kernel_bench, 1, 2 and 3 KiB in turn, three
+// rounds, median of 5): one token 31.4-33.1 -> 34.5-34.7 GB/s, 4 tokens 30.6-31.1 -> 30.4-32.5,
+// 2 and 8 tokens and bf16 alike; the 8B model at int8, alternated processes, of local: batch 1
+// 73.6%, 79.3% -> 87.5%, 87.6% (21.8-22.3 -> 23.0-23.2 tok/s), batch 16 60.5%, 65.2% -> 69.7%,
+// 69.9% (122-126 -> 129-131 tok/s).
+constexpr int64_t kBlockAheadBytes = 2048;
+
 // What a token pass prefetches (BlockRows): the first pass of a group fetches each stream's line
-// kStreamAheadBytes on into L1; with `next` (bytes on to the same line of the next group, 0 for
+// kBlockAheadBytes on into L1; with `next` (bytes on to the same line of the next group, 0 for
 // none), pass `pass` of `passes` also fetches into L2 the next group's lines of every passes-th
 // column pair, so that DRAM streams through all the passes of a group. Until session 12's head
 // measurements the later passes fetched all of the next group and the first none: DRAM then
@@ -114,7 +123,7 @@ struct BlockFetch {
   // passes-th line of memory: counting the int8 layout's weight lines only, the 16-token head
   // read 6% slower, session 14) at `line`.
   ZAYA_INLINE void Line(const char* line, int64_t p) const {
-    if (pass == 0) _mm_prefetch(line + kStreamAheadBytes, _MM_HINT_T0);
+    if (pass == 0) _mm_prefetch(line + kBlockAheadBytes, _MM_HINT_T0);
     if (next != 0 && p % passes == pass) _mm_prefetch(line + next, _MM_HINT_T1);
     if constexpr (kFar) _mm_prefetch(line + kFarBytes, _MM_HINT_NTA);
     if constexpr (kL2Bytes != 0) _mm_prefetch(line + kL2Bytes, _MM_HINT_T1);
