@@ -315,10 +315,20 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
     auto bw = DeviceCopyBandwidth(**backend, static_cast<uint64_t>(bw_mib) << 20, 5);
     if (!bw.ok()) return fail(bw.status());
     bandwidth = *bw;
-  } else {
+  }
+  // The read test's buffers are allocated before the model loads and kept: on huge pages
+  // (large_pages.h) like the weights, which a buffer allocated after a 17 GB bf16 load did not
+  // always get (memory then too fragmented for 2 MiB pages), and that probe read 28 GB/s where the
+  // weights streamed at 27-29: bf16 decode showed 99-104% "of local" (session 23).
+  const BandwidthWords roof_words =
+      device_memory ? BandwidthWords{} : BandwidthBuffer(static_cast<size_t>(bw_mib) << 20);
+  const BandwidthWords probe =
+      device_memory ? BandwidthWords{}
+                    : BandwidthBuffer(static_cast<size_t>(std::min(bw_mib, 256)) << 20);
+  if (!device_memory) {
     progress("measuring read bandwidth (" + std::to_string(bw_mib) + " MiB, " +
              std::to_string(threads) + " threads)");
-    bandwidth = ReadBandwidth(threads, static_cast<size_t>(bw_mib) << 20, 7);
+    bandwidth = ReadBandwidthOn(roof_words, threads, 7);
   }
   double gemm_f32 = 0, gemm_bf16 = 0;
   if (!args->Has("skip-gemm")) {
@@ -387,9 +397,6 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
   // the L3): on a shared machine the bandwidth left to us swings 20-30% within seconds, and the
   // fraction against the run's best bandwidth then says more about the neighbours than the
   // kernels.
-  const BandwidthWords probe =
-      device_memory ? BandwidthWords{}
-                    : BandwidthBuffer(static_cast<size_t>(std::min(bw_mib, 256)) << 20);
   std::vector<DecodeResult> decode;
   std::vector<std::vector<int32_t>> routing;
   for (int64_t batch : batches) {
@@ -481,7 +488,7 @@ int Bench(const Command& self, const std::vector<std::string>& argv) {
     // other tenants of this machine (or the kernel reclaiming page cache) held memory bandwidth,
     // which put batch-1 decode above 100% of "roofline". The roofline is a peak: keep the best.
     progress("measuring read bandwidth again, after decode");
-    bandwidth = std::max(bandwidth, ReadBandwidth(threads, static_cast<size_t>(bw_mib) << 20, 7));
+    bandwidth = std::max(bandwidth, ReadBandwidthOn(roof_words, threads, 7));
   }
   for (DecodeResult& d : decode) {
     d.roofline_tok_s = static_cast<double>(d.batch) * bandwidth / d.step_bytes;

@@ -106,8 +106,4 @@ double ReadBandwidthOn(const BandwidthWords& buf, int threads, int reps) {
   return best;
 }
 
-double ReadBandwidth(int threads, size_t bytes, int reps) {
-  return ReadBandwidthOn(BandwidthBuffer(bytes), threads, reps);
-}
-
 }  // namespace zaya::cli

@@ -32,7 +32,4 @@ uint64_t SumAsStreams(const uint64_t* base, size_t n, size_t streams, size_t ske
 // `reps` passes of each. buf should be far larger than the last-level cache.
 double ReadBandwidthOn(const BandwidthWords& buf, int threads, int reps);
 
-// ReadBandwidthOn over a fresh BandwidthBuffer(bytes).
-double ReadBandwidth(int threads, size_t bytes, int reps);
-
 }  // namespace zaya::cli
