@@ -2120,6 +2120,46 @@ TEST_P(Conformance, CopyIntoAPreparedWeightIsRefused) {
   EXPECT_TRUE(dev_->Run(c).ok());
 }
 
+// The address ranges of this process's mappings that carry MADV_HUGEPAGE ("hg" in smaps' VmFlags).
+std::vector<std::pair<uintptr_t, uintptr_t>> HugeAdvisedMappings() {
+  std::vector<std::pair<uintptr_t, uintptr_t>> out;
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  uintptr_t lo = 0, hi = 0;
+  while (std::getline(smaps, line)) {
+    unsigned long long a = 0, b = 0;
+    if (std::sscanf(line.c_str(), "%llx-%llx ", &a, &b) == 2) {
+      lo = a;
+      hi = b;
+    } else if (line.rfind("VmFlags:", 0) == 0 && line.find(" hg") != std::string::npos) {
+      out.emplace_back(lo, hi);
+    }
+  }
+  return out;
+}
+
+// The CPU backend puts buffers of 2 MiB and more on huge pages (backends/common/large_pages.h):
+// a decode step streams its weights from DRAM, which 4 KiB pages slowed (docs/performance.md,
+// session 23). The advice is what the backend controls; whether the kernel then finds 2 MiB pages
+// is the machine's business, so that is not asserted.
+TEST_P(Conformance, CpuBuffersOfSeveralMiBAreAdvisedForHugePages) {
+  if (std::string(backend_->name()) != "cpu") GTEST_SKIP() << "a property of the CPU backend";
+  if (!std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled").good()) {
+    GTEST_SKIP() << "this kernel has no transparent huge pages";
+  }
+  const auto before = HugeAdvisedMappings();
+  constexpr uint64_t kBytes = uint64_t{6} << 20;
+  auto buf = backend_->Alloc(ZAYA_BUFFER_WEIGHTS, kBytes);
+  ASSERT_TRUE(buf.ok()) << buf.status().ToString();
+  bool found = false;
+  for (const auto& m : HugeAdvisedMappings()) {
+    const bool old = std::find(before.begin(), before.end(), m) != before.end();
+    // Adjacent advised mappings may merge into one, so a new range at least the buffer's size.
+    if (!old && m.second - m.first >= kBytes) found = true;
+  }
+  EXPECT_TRUE(found) << "no new MADV_HUGEPAGE mapping of " << kBytes << " bytes or more";
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::Values("cpu", "hip"),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
