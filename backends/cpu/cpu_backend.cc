@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <memory>
@@ -895,6 +896,12 @@ zaya_status Create(const zaya_backend_options* options, zaya_backend** out) {
                             kTiles[static_cast<int>(MatVecIsa())] + " matvec tiles" +
                             (*AmxNote() != '\0' ? std::string(" (no AMX: ") + AmxNote() + ")" : "");
       b->log(b->log_user, 6, m.c_str());
+      std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+      std::string modes;
+      const bool read = static_cast<bool>(std::getline(thp, modes));
+      const std::string note =
+          zaya::backend_common::HugePagesUnavailable(read ? modes.c_str() : nullptr);
+      if (!note.empty()) b->log(b->log_user, 4, ("cpu backend: " + note).c_str());
     }
     *out = b.release();
     return ZAYA_STATUS_OK;

@@ -111,5 +111,19 @@ TEST(LargePages, TheAllocatorServesVectorsOfEitherSize) {
   EXPECT_THROW((void)a.allocate(SIZE_MAX / 4), std::bad_array_new_length);
 }
 
+// The start-up note: silent where the advice gets huge pages, else the mode and the command.
+TEST(LargePages, TheHugePageModeIsReportedOnlyWhereItKeepsHugePagesAway) {
+  EXPECT_EQ(HugePagesUnavailable("always [madvise] never"), "");
+  EXPECT_EQ(HugePagesUnavailable("[always] madvise never\n"), "");
+  const std::string never = HugePagesUnavailable("always madvise [never]");
+  EXPECT_NE(never.find("'never'"), std::string::npos) << never;
+  EXPECT_NE(never.find("echo madvise > /sys/kernel/mm/transparent_hugepage/enabled"),
+            std::string::npos)
+      << never;
+  EXPECT_NE(HugePagesUnavailable(nullptr).find("no transparent huge pages"), std::string::npos);
+  // A file in a format this code does not know is quoted whole rather than taken for a mode.
+  EXPECT_NE(HugePagesUnavailable("garbled").find("'garbled'"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace zaya::backend_common
