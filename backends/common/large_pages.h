@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <new>
 #include <string>
 
@@ -34,7 +35,7 @@ inline size_t StreamedBytes(size_t bytes) {
   return (bytes + 4095) / 4096 * 4096;
 }
 
-// A buffer of `bytes` (>= 1), 64-byte aligned, and from kLargePageBytes on zero-filled, 2 MiB
+// A zero-filled buffer of `bytes` (>= 1), 64-byte aligned, and from kLargePageBytes on 2 MiB
 // aligned and advised for huge pages (its last partial 2 MiB stays on small pages, so the memory
 // it holds is `bytes` rounded to 4 KiB, not to 2 MiB). Returns nullptr when the memory is not
 // there; the caller owns it and hands it back to FreeStreamed with the same `bytes`.
@@ -43,7 +44,10 @@ inline void* AllocateStreamed(size_t bytes) {
   // 2^64 to a small mapping that claims `bytes`.
   if (bytes > static_cast<size_t>(PTRDIFF_MAX)) return nullptr;
   const size_t len = StreamedBytes(bytes);
-  if (bytes < kLargePageBytes) return ::operator new (len, std::align_val_t{64}, std::nothrow);
+  if (bytes < kLargePageBytes) {
+    void* p = ::operator new (len, std::align_val_t{64}, std::nothrow);
+    return p != nullptr ? std::memset(p, 0, len) : nullptr;
+  }
   // Map 2 MiB more than needed, then give back the head and tail around the aligned middle.
   void* map = ::mmap(nullptr, len + kLargePageBytes, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

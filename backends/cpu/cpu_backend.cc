@@ -949,14 +949,11 @@ zaya_status BufferAlloc(zaya_backend* b, zaya_buffer_kind kind, uint64_t bytes, 
     auto buf = std::make_unique<zaya_buffer>();
     // Weights and KV blocks are streamed from DRAM every step: from 2 MiB on they go on huge
     // pages (large_pages.h), which the weights read faster from.
-    const size_t n = std::max<size_t>(bytes, 1);
-    buf->data = static_cast<std::byte*>(zaya::backend_common::AllocateStreamed(n));
+    buf->data =
+        static_cast<std::byte*>(zaya::backend_common::AllocateStreamed(std::max<size_t>(bytes, 1)));
     if (buf->data == nullptr) {
       b->last_error = "cannot allocate " + std::to_string(bytes) + " bytes";
       return ZAYA_STATUS_OUT_OF_MEMORY;
-    }
-    if (n < zaya::backend_common::kLargePageBytes) {
-      std::memset(buf->data, 0, zaya::backend_common::StreamedBytes(n));
     }
     buf->bytes = bytes;
     buf->kind = kind;
