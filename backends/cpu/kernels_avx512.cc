@@ -100,7 +100,8 @@ struct BlockOut {
 // where the row-major tiles take kStreamAheadBytes (1 KiB). Session 23's Xeon, weights on huge
 // pages, int8 4096 x 2048 from DRAM, two threads (cpu_kernel_bench, 1, 2 and 3 KiB in turn, three
 // rounds, median of 5): one token 31.4-33.1 -> 34.5-34.7 GB/s, 4 tokens 30.6-31.1 -> 30.4-32.5,
-// 2 and 8 tokens and bf16 alike; the 8B model at int8, alternated processes, of local: batch 1
+// 2 and 8 tokens alike; bf16 through this file's tile (ZAYA_CPU_ISA=avx512), 1 token 32.8-33.4
+// -> 33.1-34.0, 4 tokens 31.9-32.6 -> 33.4-33.8, 8 tokens 23.1-23.3 -> 23.3-23.8; the 8B model at int8, alternated processes, of local: batch 1
 // 73.6%, 79.3% -> 87.5%, 87.6% (21.8-22.3 -> 23.0-23.2 tok/s), batch 16 60.5%, 65.2% -> 69.7%,
 // 69.9% (122-126 -> 129-131 tok/s).
 constexpr int64_t kBlockAheadBytes = 2048;
