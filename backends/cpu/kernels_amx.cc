@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels.h"  // the int8 block layout's constants
 
@@ -191,6 +192,24 @@ struct I8Out {
 // Bytes on from a group's lines that the first token tile fetches into L1 and into L2.
 constexpr int64_t kI8NearBytes = kI8GroupBytes, kI8FarBytes = 16 * kI8GroupBytes;
 
+// Fetches group wq's lines one group ahead into L1 and kI8FarBytes ahead into L2.
+__attribute__((always_inline)) inline void FetchGroup(const uint8_t* wq) {
+#pragma GCC unroll 33
+  for (int l = 0; l < kI8GroupBytes / 64; ++l) {
+    _mm_prefetch(reinterpret_cast<const char*>(wq) + kI8NearBytes + 64 * l, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(wq) + kI8FarBytes + 64 * l, _MM_HINT_T1);
+  }
+}
+
+// One token's float step for a group: its 16 rows' integer sums (a row of the stored C tile) plus
+// x's offset c, times x's scale, times the rows' scales ws, added to acc. The one place both AMX
+// tiles spell it, so that their outputs stay bitwise alike (and the AVX-512 tile's).
+__attribute__((always_inline)) inline __m512 GroupStep(__m512 acc, const int32_t* sums, int32_t c,
+                                                       float sc, __m512 ws) {
+  const __m512i v = _mm512_add_epi32(_mm512_set1_epi32(c), _mm512_load_si512(sums));
+  return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(sc)), ws, acc);
+}
+
 // One 16-row block x the m (<= 16) tokens from i0, over all K. Group q's two tdpbsud go to C tile
 // q % 2, and the float steps of group q - 1 run while the tile unit works on q; the f32 sums stay
 // in zmm registers. fetch: this tile is the block's first, which streams it from memory.
@@ -204,13 +223,7 @@ __attribute__((always_inline)) inline void I8BlockTokens(const I8Out& o, int64_t
   for (int i = 0; i < kRows; ++i) acc[i] = _mm512_setzero_ps();
   const auto issue = [&]<int C>(int64_t q) __attribute__((always_inline)) {
     const uint8_t* wq = wb + q * kI8GroupBytes;
-    if constexpr (kFetch) {
-#pragma GCC unroll 33
-      for (int l = 0; l < kI8GroupBytes / 64; ++l) {
-        _mm_prefetch(reinterpret_cast<const char*>(wq) + kI8NearBytes + 64 * l, _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(wq) + kI8FarBytes + 64 * l, _MM_HINT_T1);
-      }
-    }
+    if constexpr (kFetch) FetchGroup(wq);
     const int8_t* x0 = o.xa + (2 * q * o.t + i0) * 64;
     _tile_loadd(2, x0, 64);
     _tile_loadd(4, wq, 64);
@@ -238,12 +251,7 @@ __attribute__((always_inline)) inline void I8BlockTokens(const I8Out& o, int64_t
     const float* sc = o.xs + q * o.t + i0;
 #pragma GCC unroll 16
     for (int i = 0; i < kRows; ++i) {
-      if (i < m) {
-        const __m512i v =
-            _mm512_add_epi32(_mm512_set1_epi32(c[i]), _mm512_load_si512(sums + i * kRows));
-        acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(sc[i])), ws,
-                                 acc[i]);
-      }
+      if (i < m) acc[i] = GroupStep(acc[i], sums + i * kRows, c[i], sc[i], ws);
     }
   };
   int64_t q = 0;
@@ -268,22 +276,119 @@ __attribute__((always_inline)) inline void I8BlockTokens(const I8Out& o, int64_t
   }
 }
 
+// Up to this many tokens I8Blocks takes its blocks three at a time (I8ThreeBlocksTokens): from
+// memory three weight streams read 9-16 tokens 10-12% faster than one block with a fetch ahead,
+// and 32-64 tokens 5-8%; past that a pass re-reads three blocks from L2 for every 16 tokens where
+// one block stays in L1, and 128 tokens ran 6% slower (cpu_kernel_bench, docs/performance.md,
+// session 24).
+constexpr int64_t kI8ThreeBlocksMaxTokens = 64;
+
+// Three 16-row blocks from b x the m (<= 16) tokens from i0, over all K: three weight streams at
+// once, which the memory system serves faster than one. Tiles: 0-2 the blocks' C, 3 and 4 a
+// group's two chunks of x (A), 5-7 the weight lines (B), taken in turn. Eight tiles leave no
+// second C per block, so a group's sums are stored before the next group's start; the f32 sums
+// (3 blocks x 16 tokens x 16 rows, more than the zmm registers) live in acc on the stack. Every
+// float step is I8BlockTokens's, in the same order, so each output is bitwise the one-block
+// tile's (and the AVX-512 tile's).
+template <bool kFetch>
+__attribute__((always_inline)) inline void I8ThreeBlocksTokens(const I8Out& o, int64_t b,
+                                                               int64_t i0, int m) {
+  const uint8_t* w0 = o.w + b * o.block;
+  const uint8_t* w1 = w0 + o.block;
+  const uint8_t* w2 = w1 + o.block;
+  alignas(64) int32_t sums[3][kRows * kRows];
+  alignas(64) float acc[3][kRows * kRows];
+  for (int j = 0; j < 3; ++j) {
+#pragma GCC unroll 16
+    for (int i = 0; i < kRows; ++i) _mm512_store_ps(acc[j] + i * kRows, _mm512_setzero_ps());
+  }
+  const auto finish = [&](int j, int64_t q, const uint8_t* wq) __attribute__((always_inline)) {
+    const __m512 ws = _mm512_loadu_ps(wq + kRows * kI8Group);
+    const int32_t* c = o.xc + q * o.t + i0;
+    const float* sc = o.xs + q * o.t + i0;
+#pragma GCC unroll 16
+    for (int i = 0; i < kRows; ++i) {
+      if (i < m) {
+        float* a = acc[j] + i * kRows;
+        _mm512_store_ps(a, GroupStep(_mm512_load_ps(a), sums[j] + i * kRows, c[i], sc[i], ws));
+      }
+    }
+  };
+  for (int64_t q = 0; q < o.groups; ++q) {
+    const uint8_t* a = w0 + q * kI8GroupBytes;
+    const uint8_t* bb = w1 + q * kI8GroupBytes;
+    const uint8_t* cc = w2 + q * kI8GroupBytes;
+    if constexpr (kFetch) {
+      FetchGroup(a);
+      FetchGroup(bb);
+      FetchGroup(cc);
+    }
+    const int8_t* x0 = o.xa + (2 * q * o.t + i0) * 64;
+    _tile_loadd(3, x0, 64);
+    _tile_loadd(4, x0 + o.t * 64, 64);
+    _tile_loadd(5, a, 64);
+    _tile_zero(0);
+    _tile_dpbsud(0, 3, 5);
+    _tile_loadd(6, a + 16 * 64, 64);
+    _tile_dpbsud(0, 4, 6);
+    _tile_loadd(7, bb, 64);
+    _tile_zero(1);
+    _tile_dpbsud(1, 3, 7);
+    _tile_loadd(5, bb + 16 * 64, 64);
+    _tile_dpbsud(1, 4, 5);
+    _tile_loadd(6, cc, 64);
+    _tile_zero(2);
+    _tile_dpbsud(2, 3, 6);
+    _tile_loadd(7, cc + 16 * 64, 64);
+    _tile_dpbsud(2, 4, 7);
+    _tile_stored(0, sums[0], 64);
+    finish(0, q, a);
+    _tile_stored(1, sums[1], 64);
+    finish(1, q, bb);
+    _tile_stored(2, sums[2], 64);
+    finish(2, q, cc);
+  }
+  for (int j = 0; j < 3; ++j) {
+    const int64_t row = (b + j) * kRows;
+    const __m512 bv = o.bias != nullptr ? _mm512_loadu_ps(o.bias + row) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int i = 0; i < kRows; ++i) {
+      if (i < m) {
+        _mm512_storeu_ps(o.y + (i0 + i) * o.n + row,
+                         _mm512_add_ps(_mm512_load_ps(acc[j] + i * kRows), bv));
+      }
+    }
+  }
+}
+
 void I8Blocks(const I8Out& o, int64_t b0, int64_t b1, Tiles& tiles) {
   // One configuration for every tile: a last tile of m < 16 tokens still loads 16 rows of x (the
   // padding past the end of QuantizeXChunks's buffer, or the next chunk's tokens), and its C rows
   // past m are never read.
   TileConfig cfg;
-  for (int c = 0; c < 6; ++c) cfg.Set(c, kRows, 64);
+  for (int c = 0; c < 8; ++c) cfg.Set(c, kRows, 64);
   tiles.Use(cfg);
-  for (int64_t b = b0; b < b1; ++b) {
+  // fn<kFetch>(i0, m) over the token tiles: the first streams the blocks from memory.
+  const auto by_tokens = [&o](const auto& fn) {
     for (int64_t i0 = 0; i0 < o.t; i0 += kRows) {
       const int m = static_cast<int>(o.t - i0 < kRows ? o.t - i0 : kRows);
       if (i0 == 0) {
-        I8BlockTokens<true>(o, b, i0, m);
+        fn(std::true_type{}, i0, m);
       } else {
-        I8BlockTokens<false>(o, b, i0, m);
+        fn(std::false_type{}, i0, m);
       }
     }
+  };
+  if (o.t <= kI8ThreeBlocksMaxTokens) {
+    for (; b0 + 3 <= b1; b0 += 3) {
+      by_tokens([&](auto fetch, int64_t i0, int m) {
+        I8ThreeBlocksTokens<decltype(fetch)::value>(o, b0, i0, m);
+      });
+    }
+  }
+  for (int64_t b = b0; b < b1; ++b) {
+    by_tokens(
+        [&](auto fetch, int64_t i0, int m) { I8BlockTokens<decltype(fetch)::value>(o, b, i0, m); });
   }
 }
 

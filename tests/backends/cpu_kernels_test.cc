@@ -118,6 +118,50 @@ TEST(MatMul, RowsDoNotDependOnTheBatchAtAnyTokenCountWhereTheTilesRunIt) {
   }
 }
 
+// The int8 block layout at 9-64 tokens, where AMX runs it (kernels_amx.cc: three blocks per pass
+// while the token count is at most 64, then the blocks past the last three one by one): every
+// token's row is bitwise what the token gets alone (the VNNI tile at one token), for 7 blocks
+// (three, three and one on one thread; split otherwise on two) and token counts that end in a
+// part tile of 16. Without AMX the AVX-512 tile runs every count, and the same must hold.
+TEST(MatMul, Int8BlocksAtNineToSixtyFourTokensGiveEachTokenItsRowAlone) {
+  const int64_t n = 7 * kI8TileRows, k = 384;
+  if (MatVecIsa() < Isa::kAvx512 || !I8BlocksFit(n, k)) {
+    GTEST_SKIP() << "the int8 block layout runs only on the AVX-512 tiles";
+  }
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  std::vector<int8_t> i8(static_cast<size_t>(n * k));
+  for (int8_t& v : i8) v = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
+  std::vector<float> scales(static_cast<size_t>(n * zaya_i8_scales(k)));
+  for (float& v : scales) v = 0.005f + 0.01f * static_cast<float>(rng() % 100) / 100.f;
+  std::vector<uint8_t> packed(static_cast<size_t>(n / kI8TileRows * I8BlockBytes(k)));
+  PackI8Blocks(i8.data(), scales.data(), n, k, packed.data());
+  Weights w;
+  w.type = WType::kI8;
+  w.data = packed.data();
+  w.i8_blocks = true;
+  std::vector<float> bias(static_cast<size_t>(n));
+  for (float& v : bias) v = normal(rng);
+  const int64_t most = 64;
+  std::vector<float> x(static_cast<size_t>(most * k));
+  for (float& v : x) v = normal(rng);
+  for (int threads : {1, 2}) {
+    ThreadPool pool(threads);
+    std::vector<float> alone(static_cast<size_t>(most * n));
+    for (int64_t i = 0; i < most; ++i) {
+      MatMul(pool, x.data() + i * k, 1, k, w, n, bias.data(), Act::kNone, alone.data() + i * n);
+    }
+    for (int64_t t : {9, 16, 20, 37, 64}) {
+      std::vector<float> y(static_cast<size_t>(t * n));
+      MatMul(pool, x.data(), t, k, w, n, bias.data(), Act::kNone, y.data());
+      for (int64_t i = 0; i < t; ++i) {
+        ASSERT_EQ(std::memcmp(y.data() + i * n, alone.data() + i * n, n * 4), 0)
+            << threads << " threads, " << t << " tokens: token " << i << " differs from alone";
+      }
+    }
+  }
+}
+
 // bf16 values of a normal distribution (f32 draws, truncated), for KV caches.
 std::vector<uint16_t> NormalBf16(size_t count, std::mt19937& rng) {
   std::normal_distribution<float> normal;
