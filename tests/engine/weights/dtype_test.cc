@@ -88,6 +88,28 @@ TEST(QuantizeI8Row, MatchesLroundOfTheScaledValueEverywhere) {
   }
 }
 
+// The block max is taken over the float bits (dtype.cc, so that it vectorizes): it must find the
+// max at any position of a block, the short last one included, for denormal, ordinary and the
+// largest finite magnitudes of either sign, with -0 around it.
+TEST(QuantizeI8Row, FindsTheBlockMaxAtEveryPositionAndMagnitude) {
+  for (const float m : {1e-40f, 1.f, std::numeric_limits<float>::max()}) {
+    for (const int len : {kB, 5}) {
+      for (int p = 0; p < len; ++p) {
+        for (const float sign : {1.f, -1.f}) {
+          std::vector<float> v(static_cast<size_t>(len), -0.f);
+          for (int i = 0; i < len; i += 3) v[i] = m / 4;
+          v[p] = sign * m;
+          std::vector<int8_t> q(static_cast<size_t>(len));
+          float scale = 0;
+          QuantizeI8Row(v.data(), len, q.data(), &scale);
+          ASSERT_EQ(scale, m / 127.f) << "max " << m << " at " << p << " of " << len;
+          ASSERT_EQ(q[p], sign > 0 ? 127 : -127) << "max " << m << " at " << p << " of " << len;
+        }
+      }
+    }
+  }
+}
+
 // Finite extremes (the largest values, denormals, negative zero) pass in every dtype; a NaN or an
 // infinity is found at its exact index, before, on and after the scan's 256-value block edges.
 TEST(FirstNonFinite, FindsTheFirstNanOrInfinityAndNothingElse) {
