@@ -329,18 +329,24 @@ bool I8BlocksFit(int64_t rows_each, int64_t k) {
 }
 
 void PackI8Blocks(const int8_t* w, const float* scales, int64_t n, int64_t k, uint8_t* dst) {
+  // In the order of the bytes written (each 64-byte line whole: 4 columns of the 16 rows): a byte
+  // at a time in the order read took a fifth of an int8 load of the 8B shape (perf, session 24).
   const int64_t nb = k / kI8Group;
   for (int64_t b = 0; b < n; b += kI8TileRows) {
     uint8_t* block = dst + b / kI8TileRows * I8BlockBytes(k);
-    for (int64_t r = 0; r < kI8TileRows; ++r) {
-      const int8_t* row = w + (b + r) * k;
-      for (int64_t j = 0; j < k; ++j) {
-        block[j / kI8Group * kI8GroupBytes + (j % kI8Group >> 2) * 64 + 4 * r + (j & 3)] =
-            static_cast<uint8_t>(row[j]) ^ 0x80;
+    const int8_t* rows = w + b * k;
+    for (int64_t q = 0; q < nb; ++q) {
+      uint8_t* group = block + q * kI8GroupBytes;
+      for (int64_t c = 0; c < kI8Group / 4; ++c) {
+        for (int64_t r = 0; r < kI8TileRows; ++r) {
+          uint32_t quad;
+          std::memcpy(&quad, rows + r * k + q * kI8Group + 4 * c, 4);
+          quad ^= 0x80808080u;  // signed to offset bytes: the tiles multiply unsigned weights
+          std::memcpy(group + c * 64 + 4 * r, &quad, 4);
+        }
       }
-      for (int64_t q = 0; q < nb; ++q) {
-        std::memcpy(block + q * kI8GroupBytes + kI8TileRows * kI8Group + 4 * r,
-                    scales + (b + r) * nb + q, 4);
+      for (int64_t r = 0; r < kI8TileRows; ++r) {
+        std::memcpy(group + kI8TileRows * kI8Group + 4 * r, scales + (b + r) * nb + q, 4);
       }
     }
   }
