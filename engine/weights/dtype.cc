@@ -99,6 +99,8 @@ int64_t FirstNonFinite(DType dtype, const std::byte* src, size_t count) {
 
 namespace {
 
+// Bf16ToF32's shift spelled out: that function is exported, and GCC keeps an exported function's
+// calls as calls (with -fPIC it may be interposed), which would not vectorize.
 void Bf16RunToF32(const std::byte* __restrict src, size_t count, float* __restrict dst) {
   for (size_t i = 0; i < count; ++i) {
     uint16_t bits;
