@@ -70,6 +70,18 @@ struct Out {
   }
 };
 
+// Asks for a chunk's 16 weight lines (1 KiB) into L1 just before its tile load reads them. The
+// tile load alone left one token's matvec at 27-30 GB/s in some hours where the same loop with
+// these prefetches read 32-34, as vector loads did (cpu_kernel_bench, docs/performance.md,
+// session 25): the prefetches put all 16 misses in flight at once, which the tile load itself
+// seems not to. In hours where the tiles already read 33-34 they cost nothing measurable.
+__attribute__((always_inline)) inline void FetchChunk(const uint16_t* wc) {
+#pragma GCC unroll 16
+  for (int l = 0; l < 16; ++l) {
+    _mm_prefetch(reinterpret_cast<const char*>(wc) + 64 * l, _MM_HINT_T0);
+  }
+}
+
 // Up to 16 tokens (a decode step, or an expert's few): one tile of x (tile 3) times up to 3
 // blocks (tiles 4-6) into tiles 0-2, so that 3 weight streams run at once.
 void FewTokens(const Out& o, int64_t b0, int64_t b1, Tiles& tiles) {
@@ -89,6 +101,9 @@ void FewTokens(const Out& o, int64_t b0, int64_t b1, Tiles& tiles) {
     _tile_zero(2);
     for (int64_t c = 0; c < chunks; ++c) {
       const uint16_t* wc = wb + c * 32 * kRows;  // 16 lines of 64 bytes a chunk
+      FetchChunk(wc);
+      if (nb > 1) FetchChunk(wc + o.block);
+      if (nb > 2) FetchChunk(wc + 2 * o.block);
       _tile_loadd(3, o.xa + c * o.t * 32, 64);
       _tile_loadd(4, wc, 64);
       _tile_dpbf16ps(0, 3, 4);

@@ -7,8 +7,9 @@
 // Why: one `tdpbf16ps` multiplies a tile of up to 16 tokens x 32 columns by 32 columns x 16 rows,
 // 8,192 multiply-adds, where `vdpbf16ps` does 32 (and runs ~0.5 a cycle on the Xeon of
 // docs/performance.md, session 20). There, 4096 x 2048 from DRAM on two cores: 512 tokens 110 ->
-// 745-785 GMAC/s, 16 tokens 101-103 -> 221-231; one token reads ~7% slower (29 against 31 GB/s;
-// more weight streams, double-buffered tiles, prefetches and streaming loads did not close it). The
+// 745-785 GMAC/s, 16 tokens 101-103 -> 221-231. One token read ~7% slower (29 against 31 GB/s)
+// until each chunk's weight lines were prefetched right before their tile loads (session 25: in
+// the hours when the tile loads alone read 27-30 GB/s, that read 32-34, as vector loads did). The
 // layout needs no repacking: one block's 16 column pairs (16 lines of 64 bytes: the 16 rows'
 // pairs side by side) is AMX's B tile as it is.
 //
