@@ -71,10 +71,12 @@ struct Out {
 };
 
 // Asks for a chunk's 16 weight lines (1 KiB) into L1 just before its tile load reads them. The
-// tile load alone left one token's matvec at 27-30 GB/s in some hours where the same loop with
+// tile loads alone left one token's matvec at 27-30 GB/s in some hours where the same loop with
 // these prefetches read 32-34, as vector loads did (cpu_kernel_bench, docs/performance.md,
-// session 25): the prefetches put all 16 misses in flight at once, which the tile load itself
-// seems not to. In hours where the tiles already read 33-34 they cost nothing measurable.
+// session 25); in hours where the tiles already read 33-34 they cost nothing measurable. Our
+// reading of why: the tile instructions wait for each other (the tiles are not renamed), so the
+// loop's tile loads issue late, while a prefetch leaves as soon as the core decodes it, that is
+// as far ahead as the reorder buffer reaches. A prefetch a chunk or more ahead gained no more.
 __attribute__((always_inline)) inline void FetchChunk(const uint16_t* wc) {
 #pragma GCC unroll 16
   for (int l = 0; l < 16; ++l) {
@@ -204,10 +206,13 @@ struct I8Out {
   float* y;
 };
 
-// Bytes on from a group's lines that the first token tile fetches into L1 and into L2.
-constexpr int64_t kI8NearBytes = kI8GroupBytes, kI8FarBytes = 16 * kI8GroupBytes;
+// Bytes on from a group's lines that the first token tile fetches into L1 and into L2. Near is
+// the group itself: asked for right before its tile loads (as FetchChunk does for bf16), 9-16
+// tokens read 25-26 -> 27-29 GB/s and 32-128 tokens 3-6% faster than with the next group's lines
+// (cpu_kernel_bench, alternated; docs/performance.md, session 25).
+constexpr int64_t kI8NearBytes = 0, kI8FarBytes = 16 * kI8GroupBytes;
 
-// Fetches group wq's lines one group ahead into L1 and kI8FarBytes ahead into L2.
+// Fetches group wq's own lines into L1 and those kI8FarBytes on into L2.
 __attribute__((always_inline)) inline void FetchGroup(const uint8_t* wq) {
 #pragma GCC unroll 33
   for (int l = 0; l < kI8GroupBytes / 64; ++l) {
