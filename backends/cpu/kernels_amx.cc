@@ -133,7 +133,8 @@ void FewTokens(const Out& o, int64_t b0, int64_t b1, Tiles& tiles) {
 
 // More than 16 tokens (prefill): 2 groups of 16 tokens (tiles 4, 5) x 2 blocks (tiles 6, 7) into
 // tiles 0-3, each loaded tile used twice. A pair of blocks (128 KiB at K = 2048) stays in L2
-// while every group of tokens passes over it.
+// while every group of tokens passes over it; the first group's pass, which streams the pair from
+// memory, prefetches as FewTokens does (24-64 tokens 10-15% faster, 512 within the noise).
 void ManyTokens(const Out& o, int64_t b0, int64_t b1, Tiles& tiles) {
   const int64_t groups = (o.t + kRows - 1) / kRows, chunks = o.k32 / 32;
   alignas(64) float acc[kRows * kRows];
@@ -162,6 +163,10 @@ void ManyTokens(const Out& o, int64_t b0, int64_t b1, Tiles& tiles) {
       for (int64_t c = 0; c < chunks; ++c) {
         const uint16_t* wc = wb + c * 32 * kRows;
         const uint16_t* xc = o.xa + (c * o.t + i0) * 32;
+        if (g == 0) {
+          FetchChunk(wc);
+          if (two_blocks) FetchChunk(wc + o.block);
+        }
         _tile_loadd(4, xc, 64);
         _tile_loadd(6, wc, 64);
         _tile_dpbf16ps(0, 4, 6);
