@@ -213,7 +213,7 @@ struct I8Out {
 
 // Bytes on from a group's lines that the first token tile fetches into L1 and into L2. Near is
 // the group itself: asked for right before its tile loads (as FetchChunk does for bf16), 9-16
-// tokens read 25-26 -> 27-29 GB/s and 32-128 tokens 3-6% faster than with the next group's lines
+// tokens read 25-26 -> 27-29 GB/s and 32-128 tokens 3-7% faster than with the next group's lines
 // (cpu_kernel_bench, alternated; docs/performance.md, session 25).
 constexpr int64_t kI8NearBytes = 0, kI8FarBytes = 16 * kI8GroupBytes;
 
